@@ -1,0 +1,260 @@
+//! LiteRT backend: the `CompiledModel` API of `libLiteRt.so` (XNNPACK on CPU) through
+//! `edgefirst_tflite::litert`.
+//!
+//! The library, its environment and each distinct model are loaded once per process and kept for
+//! its lifetime (`'static`): the C API requires the environment and the model to outlive every
+//! compiled model, and one environment per process is LiteRT's intended use. Models are keyed by
+//! their SHA-256, so reloading the gallery or starting a second pipeline in tests costs no memory.
+//!
+//! Where the library is looked for, in order (first hit wins):
+//! 1. the `inference.litert_lib` config key / the `--litert-lib` option,
+//! 2. `$FACED_LITERT_LIB`,
+//! 3. `libLiteRt.so` next to the running binary,
+//! 4. `/usr/lib/faced/libLiteRt.so` (the Debian package),
+//! 5. `.litert/<arch>/libLiteRt.so` in the checkout the binary was built from (what
+//!    `scripts/setup` writes).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use edgefirst_tflite::Library;
+use edgefirst_tflite::litert::{CompiledModel, Environment, HwAccelerators, Model, Options, TensorBuffer};
+
+use super::{Backend, DType, Session, TensorSpec};
+use crate::error::{Error, Result};
+
+/// File name of the runtime library.
+pub const LIB_NAME: &str = "libLiteRt.so";
+
+/// Architecture folder name used by `scripts/setup` under `.litert/`.
+pub fn arch_dir() -> &'static str {
+    std::env::consts::ARCH
+}
+
+/// The places searched for the library, in order, given an optional explicit path.
+pub fn candidate_paths(explicit: Option<&Path>) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Some(p) = explicit {
+        v.push(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os("FACED_LITERT_LIB").filter(|s| !s.is_empty()) {
+        v.push(PathBuf::from(p));
+    }
+    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        v.push(dir.join(LIB_NAME));
+    }
+    v.push(PathBuf::from("/usr/lib/faced").join(LIB_NAME));
+    v.push(Path::new(env!("CARGO_MANIFEST_DIR")).join(".litert").join(arch_dir()).join(LIB_NAME));
+    v
+}
+
+/// Finds the library: the explicit path if given (it must exist), else the first candidate that
+/// exists.
+pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        if p.is_file() {
+            return Ok(p.to_path_buf());
+        }
+        return Err(Error::unavailable(format!(
+            "LiteRT runtime library {} (set by config/option) does not exist; run scripts/setup, \
+             or point inference.litert_lib / FACED_LITERT_LIB at libLiteRt.so",
+            p.display()
+        )));
+    }
+    let cands = candidate_paths(None);
+    cands.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+        let tried: Vec<String> = cands.iter().map(|p| p.display().to_string()).collect();
+        Error::unavailable(format!(
+            "LiteRT runtime library {LIB_NAME} not found (tried: {}); run scripts/setup to \
+             extract it from the pinned ai-edge-litert wheel, or set FACED_LITERT_LIB",
+            tried.join(", ")
+        ))
+    })
+}
+
+/// A loaded LiteRT runtime; cheap to clone through `Arc`.
+pub struct LiteRt {
+    path: PathBuf,
+    lib: &'static Library,
+    env: &'static Environment<'static>,
+    models: Mutex<HashMap<[u8; 32], &'static Model<'static>>>,
+}
+
+impl std::fmt::Debug for LiteRt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiteRt").field("path", &self.path).finish()
+    }
+}
+
+static RUNTIMES: OnceLock<Mutex<HashMap<PathBuf, Arc<LiteRt>>>> = OnceLock::new();
+
+impl LiteRt {
+    /// Loads (once per process and path) the runtime found by [`find_library`].
+    pub fn open(explicit: Option<&Path>) -> Result<Arc<LiteRt>> {
+        let path = find_library(explicit)?;
+        let path = std::fs::canonicalize(&path).unwrap_or(path);
+        let mut map = RUNTIMES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(rt) = map.get(&path) {
+            return Ok(rt.clone());
+        }
+        let lib = Library::from_path(&path).map_err(|e| {
+            Error::unavailable(format!(
+                "cannot load LiteRT runtime {}: {e}; re-run scripts/setup (is it the library for \
+                 this CPU architecture, {}?)",
+                path.display(),
+                std::env::consts::ARCH
+            ))
+        })?;
+        if !lib.has_litert() {
+            return Err(Error::unavailable(format!(
+                "{} is not a LiteRT runtime (missing symbol {}); use libLiteRt.so from the \
+                 ai-edge-litert wheel (scripts/setup)",
+                path.display(),
+                lib.litert_missing_symbol().unwrap_or("?")
+            )));
+        }
+        // Leaked on purpose: see the module docs.
+        let lib: &'static Library = Box::leak(Box::new(lib));
+        let env = Environment::new(lib).map_err(|e| {
+            Error::unavailable(format!("LiteRT environment failed to start ({}): {e}", path.display()))
+        })?;
+        let env: &'static Environment<'static> = Box::leak(Box::new(env));
+        let rt = Arc::new(LiteRt { path: path.clone(), lib, env, models: Mutex::new(HashMap::new()) });
+        map.insert(path, rt.clone());
+        Ok(rt)
+    }
+
+    /// Path of the loaded library.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn model(&self, label: &str, bytes: &[u8]) -> Result<&'static Model<'static>> {
+        let key: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, bytes)
+            .as_ref()
+            .try_into()
+            .expect("SHA-256 is 32 bytes");
+        let mut models = self.models.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = models.get(&key) {
+            return Ok(m);
+        }
+        let m = Model::from_buffer(self.env, bytes.to_vec())
+            .map_err(|e| Error::precondition(format!("LiteRT cannot read model {label}: {e}")))?;
+        let m: &'static Model<'static> = Box::leak(Box::new(m));
+        models.insert(key, m);
+        Ok(m)
+    }
+}
+
+fn spec(t: &edgefirst_tflite::litert::RankedTensorType) -> TensorSpec {
+    let rank = t.layout.rank() as usize;
+    let shape = t.layout.dimensions[..rank.min(8)].iter().map(|&d| d.max(0) as usize).collect();
+    // Values of LiteRtElementType from litert_model.h (ABI-stable; the -sys crate does not
+    // re-export the constants).
+    let dtype = match t.element_type {
+        1 => DType::F32,
+        9 => DType::I8,
+        3 => DType::U8,
+        _ => DType::Other,
+    };
+    TensorSpec { shape, dtype }
+}
+
+impl Backend for LiteRt {
+    fn name(&self) -> &'static str {
+        "litert"
+    }
+
+    fn compile(&self, label: &str, bytes: &[u8], threads: usize) -> Result<Box<dyn Session>> {
+        // LiteRT 2.3's C library does not export the CPU-options setters, so XNNPACK picks its
+        // own thread count; `threads` is honoured by running one session per inference thread.
+        let _ = threads;
+        let model = self.model(label, bytes)?;
+        let err = |what: &str, e: edgefirst_tflite::Error| {
+            Error::precondition(format!("LiteRT {what} failed for model {label}: {e}"))
+        };
+        let opts = Options::new(self.lib)
+            .and_then(|o| o.hardware_accelerators(HwAccelerators::CPU))
+            .map_err(|e| err("options", e))?;
+        let compiled = CompiledModel::create(self.env, model, &opts).map_err(|e| err("compile", e))?;
+        let n_in = model.num_inputs(0).map_err(|e| err("num_inputs", e))?;
+        let n_out = model.num_outputs(0).map_err(|e| err("num_outputs", e))?;
+        let mut in_specs = Vec::new();
+        let mut inputs = Vec::new();
+        for i in 0..n_in {
+            in_specs.push(spec(&model.input_tensor_type(0, i).map_err(|e| err("input type", e))?));
+            inputs.push(compiled.create_input_buffer(0, i).map_err(|e| err("input buffer", e))?);
+        }
+        let mut out_specs = Vec::new();
+        let mut outputs = Vec::new();
+        for i in 0..n_out {
+            out_specs.push(spec(&model.output_tensor_type(0, i).map_err(|e| err("output type", e))?));
+            outputs.push(compiled.create_output_buffer(0, i).map_err(|e| err("output buffer", e))?);
+        }
+        for (what, s) in in_specs.iter().map(|s| ("input", s)).chain(out_specs.iter().map(|s| ("output", s))) {
+            if s.dtype != DType::F32 {
+                return Err(Error::precondition(format!(
+                    "model {label} has a {:?} {what} tensor; faced feeds float tensors (quantized \
+                     models must keep float inputs and outputs)",
+                    s.dtype
+                )));
+            }
+        }
+        Ok(Box::new(LiteRtSession { label: label.to_string(), compiled, inputs, outputs, in_specs, out_specs }))
+    }
+}
+
+struct LiteRtSession {
+    label: String,
+    compiled: CompiledModel<'static>,
+    inputs: Vec<TensorBuffer<'static>>,
+    outputs: Vec<TensorBuffer<'static>>,
+    in_specs: Vec<TensorSpec>,
+    out_specs: Vec<TensorSpec>,
+}
+
+impl Session for LiteRtSession {
+    fn inputs(&self) -> &[TensorSpec] {
+        &self.in_specs
+    }
+
+    fn outputs(&self) -> &[TensorSpec] {
+        &self.out_specs
+    }
+
+    fn run(&mut self, inputs: &[&[f32]], outputs: &mut [Vec<f32>]) -> Result<()> {
+        if inputs.len() != self.inputs.len() || outputs.len() != self.outputs.len() {
+            return Err(Error::internal(format!(
+                "model {} takes {} inputs and {} outputs, got {} and {}",
+                self.label,
+                self.inputs.len(),
+                self.outputs.len(),
+                inputs.len(),
+                outputs.len()
+            )));
+        }
+        for ((buf, data), spec) in self.inputs.iter_mut().zip(inputs).zip(&self.in_specs) {
+            if data.len() != spec.len() {
+                return Err(Error::internal(format!(
+                    "model {} input {:?} needs {} floats, got {}",
+                    self.label,
+                    spec.shape,
+                    spec.len(),
+                    data.len()
+                )));
+            }
+            buf.write_bytes(bytemuck::cast_slice(data))
+                .map_err(|e| Error::internal(format!("model {} input write: {e}", self.label)))?;
+        }
+        self.compiled
+            .run(0, &mut self.inputs, &mut self.outputs)
+            .map_err(|e| Error::internal(format!("model {} inference failed: {e}", self.label)))?;
+        for ((buf, out), spec) in self.outputs.iter_mut().zip(outputs.iter_mut()).zip(&self.out_specs) {
+            out.resize(spec.len(), 0.0);
+            buf.read_bytes_into(bytemuck::cast_slice_mut(out))
+                .map_err(|e| Error::internal(format!("model {} output read: {e}", self.label)))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1 @@
+//! Vision: detect → align → embed, with quality and liveness checks.
