@@ -2,16 +2,24 @@
 //!
 //! Data flows through the modules in this order:
 //!
-//! `capture` (frames) → [`vision`] (detect, align, embed, quality, liveness) → [`gallery`]
-//! (SQLite + in-memory index) → `events` → `mqtt`, `web`, `gpio`.
+//! [`capture`] (frames) → [`vision`] (detect, align, embed, quality, liveness) → [`gallery`]
+//! (SQLite + in-memory index) → [`pipeline`] (tracking, identity votes) → [`events`] →
+//! [`mqtt`], [`web`], [`gpio`].
 //!
 //! [`inference`] is the seam to the model runtime (LiteRT), [`models`] finds and verifies the
-//! model files, and `config` / the `faced` binary's commands sit at the edge.
+//! model files, and [`config`] plus the `faced` binary's commands (`src/cmd/`) sit at the edge.
 
+pub mod capture;
+pub mod config;
 pub mod error;
+pub mod events;
 pub mod gallery;
+pub mod gpio;
 pub mod inference;
 pub mod models;
+pub mod mqtt;
+pub mod pipeline;
 pub mod vision;
+pub mod web;
 
 pub use error::{Error, Kind, Result};

@@ -1,16 +1,51 @@
-fn main() {
-    let rt = faced::inference::litert::LiteRt::open(None).unwrap();
-    use faced::inference::Backend;
-    for m in [faced::models::BLAZEFACE_SHORT, faced::models::MOBILEFACENET, faced::models::BLAZEFACE_FULL, faced::models::ANTI_SPOOFING] {
-        let (_, bytes) = faced::models::load_verified(None, &m).unwrap();
-        let mut s = rt.compile(m.file, &bytes, 2).unwrap();
-        println!("{} {:?} {:?}", m.file, s.inputs(), s.outputs());
-        let inputs: Vec<Vec<f32>> = s.inputs().iter().map(|t| vec![0.1; t.len()]).collect();
-        let refs: Vec<&[f32]> = inputs.iter().map(|v| v.as_slice()).collect();
-        let mut outs = vec![Vec::new(); s.outputs().len()];
-        s.run(&refs, &mut outs).unwrap();
-        let t = std::time::Instant::now();
-        for _ in 0..50 { s.run(&refs, &mut outs).unwrap(); }
-        println!("  {:.3} ms, out0[..4]={:?}", t.elapsed().as_secs_f64()*1000.0/50.0, &outs[0][..4]);
+//! The `faced` binary: one clap enum of subcommands, each a module under `src/cmd/` with its own
+//! `Args` (whose doc comment is its help text) and a `run(args) -> Result<ExitCode>`. The daemon
+//! is just `faced run`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// faced: edge face recognition — camera → LiteRT models → SQLite gallery → MQTT and web console.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    Analyze(cmd::analyze::Args),
+    Enroll(cmd::enroll::Args),
+    Identify(cmd::identify::Args),
+    People(cmd::people::Args),
+    Run(cmd::run::Args),
+    CheckConfig(cmd::check_config::Args),
+    Bench(cmd::bench::Args),
+    User(cmd::user::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cmd::init_logging();
+    let result = match cli.command {
+        Command::Analyze(a) => cmd::analyze::run(a),
+        Command::Enroll(a) => cmd::enroll::run(a),
+        Command::Identify(a) => cmd::identify::run(a),
+        Command::People(a) => cmd::people::run(a),
+        Command::Run(a) => cmd::run::run(a),
+        Command::CheckConfig(a) => cmd::check_config::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
+        Command::User(a) => cmd::user::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("faced: error: {e:#}");
+            ExitCode::from(cmd::exit_code(&e))
+        }
     }
 }

@@ -1,0 +1,10 @@
+//! `faced enroll` (being written).
+
+/// Not yet implemented.
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+/// Runs the command.
+pub fn run(_args: Args) -> anyhow::Result<std::process::ExitCode> {
+    anyhow::bail!("faced enroll is not implemented yet")
+}

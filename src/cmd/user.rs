@@ -1,0 +1,10 @@
+//! `faced user` (being written).
+
+/// Not yet implemented.
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+/// Runs the command.
+pub fn run(_args: Args) -> anyhow::Result<std::process::ExitCode> {
+    anyhow::bail!("faced user is not implemented yet")
+}

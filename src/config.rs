@@ -1,0 +1,1 @@
+//! Configuration (being written; see issue 3).
