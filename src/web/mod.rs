@@ -1,4 +1,8 @@
-//! Web console (being written; see issue 4).
+//! Web console (issue 4): axum server, embedded front end, accounts and the JSON API.
+//!
+//! The daemon (`faced run`) starts it; the pipeline is reached only through [`live::LiveSource`].
+
+pub mod live;
 
 use serde::{Deserialize, Serialize};
 
