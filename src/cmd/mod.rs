@@ -28,3 +28,84 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         _ => 1,
     }
 }
+
+use std::path::{Path, PathBuf};
+
+use faced::vision::detect::{DetectorConfig, DetectorKind, Tiling};
+use faced::vision::{Analyzer, InferenceConfig};
+
+/// Options shared by the commands that run the models.
+#[derive(clap::Args, Debug, Clone)]
+pub struct VisionArgs {
+    /// Detector: `short` (faces within ~2 m) or `full` (up to ~5 m).
+    #[arg(long, default_value = "short")]
+    pub detector: DetectorKind,
+    /// Minimum face score, 0..1.
+    #[arg(long, default_value_t = 0.5)]
+    pub min_score: f32,
+    /// One detector pass only (faster; misses small faces and faces cut by the edge).
+    #[arg(long)]
+    pub single_pass: bool,
+    /// CPU threads for inference.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Path of libLiteRt.so (default: search; see `faced check-config`).
+    #[arg(long, env = "FACED_LITERT_LIB")]
+    pub litert_lib: Option<PathBuf>,
+    /// Folder holding the .tflite models (default: search).
+    #[arg(long, env = "FACED_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
+}
+
+impl VisionArgs {
+    /// Loads the runtime and models.
+    pub fn analyzer(&self) -> anyhow::Result<Analyzer> {
+        let inf = InferenceConfig {
+            litert_lib: self.litert_lib.clone(),
+            models_dir: self.models_dir.clone(),
+            threads: self.threads,
+        };
+        let det = DetectorConfig {
+            kind: self.detector,
+            min_score: self.min_score,
+            tiling: if self.single_pass { Tiling::Off } else { Tiling::Auto },
+            ..DetectorConfig::default()
+        };
+        Ok(Analyzer::open(&inf, det)?)
+    }
+}
+
+/// Options naming the gallery database.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GalleryArgs {
+    /// Gallery database file (created if missing).
+    #[arg(long, env = "FACED_GALLERY__DB")]
+    pub db: PathBuf,
+    /// Encryption key file (default: `<db>.key`, created with mode 0600 on first use).
+    #[arg(long, env = "FACED_GALLERY__KEY")]
+    pub key: Option<PathBuf>,
+}
+
+impl GalleryArgs {
+    /// Opens (creating if needed) the gallery.
+    pub fn open(&self) -> anyhow::Result<faced::gallery::Gallery> {
+        let opts = faced::gallery::GalleryOptions { key_path: self.key.clone(), ..Default::default() };
+        Ok(faced::gallery::Gallery::open(&self.db, &opts)?)
+    }
+}
+
+/// Prints one JSON value as a line on stdout.
+pub fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string(v).unwrap_or_default());
+}
+
+/// The JSON line for an image that could not be processed.
+pub fn error_line(file: &Path, e: &dyn std::fmt::Display) -> serde_json::Value {
+    serde_json::json!({ "file": file.display().to_string(), "error": e.to_string() })
+}
+
+/// Rounds for compact JSON output.
+pub fn r(v: f32, digits: i32) -> f64 {
+    let p = 10f64.powi(digits);
+    (v as f64 * p).round() / p
+}

@@ -1,10 +1,9 @@
 //! Face detection with BlazeFace (MediaPipe): letterbox → model → anchor decoding → weighted
 //! non-maximum suppression, with boxes and the 6 keypoints mapped back to image pixels.
 //!
-//! A single pass over a whole frame sees a small face as a few pixels of the 128² input, so group
-//! photos also get a tiled pass (see [`Tiling`]): overlapping crops, each letterboxed on its own,
-//! whose detections are merged with the whole-frame ones. Runs on whichever thread owns the
-//! [`Detector`] (it holds a non-`Sync` model session).
+//! A single pass over a whole frame misses small faces and faces cut by the frame edge, so still
+//! images get a multi-scale search with verification (see [`Tiling`]). Runs on whichever thread
+//! owns the [`Detector`] (it holds non-`Sync` model sessions).
 
 use fast_image_resize as fr;
 use image::RgbImage;
@@ -81,17 +80,23 @@ impl std::str::FromStr for DetectorKind {
     }
 }
 
-/// When to run the extra tiled pass that finds small faces.
+/// How hard to look for faces.
+///
+/// One whole-frame pass misses faces that are small, or large and cut by the frame edge (a
+/// selfie), and BlazeFace short-range also fires on some round, face-like objects. `Auto` fixes
+/// both for still images: extra proposal passes (the full-range model, and both models on the
+/// frame zoomed out with a black border so that cut faces get context), then every proposal is
+/// confirmed by the full-range model on a window three times the face's size around it. Costs
+/// about 20–40 ms per image on a small CPU, so streams use `Off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Tiling {
-    /// Never: one pass per frame (cheapest; right for a door camera where faces are large).
+    /// One pass of the configured model (cheapest; right for a door camera stream).
     Off,
-    /// Only when the whole-frame pass suggests small faces: it found none, or its smallest face
-    /// is under a fifth of the frame's short side.
+    /// Multi-scale proposals + verification (the default for still images).
     #[default]
     Auto,
-    /// Always.
+    /// As `Auto`, plus four overlapping corner tiles for very small faces.
     Always,
 }
 
@@ -161,34 +166,26 @@ pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
     inter / (area(a) + area(b) - inter + 1e-9)
 }
 
-/// A BlazeFace detector with its own model session and scratch buffers.
-pub struct Detector {
+/// One BlazeFace model with its scratch buffers.
+struct Pass {
+    kind: DetectorKind,
     session: Box<dyn Session>,
-    cfg: DetectorConfig,
     size: usize,
     anchors: Vec<[f32; 2]>,
     reg_idx: usize,
     cls_idx: usize,
     input: Vec<f32>,
     outputs: Vec<Vec<f32>>,
-    resizer: fr::Resizer,
-    scratch: Vec<u8>,
-    candidates: Vec<Detection>,
 }
 
-/// A rectangle of the image `[x, y, w, h]` in pixels.
-type Region = [u32; 4];
-
-impl Detector {
-    /// Builds a detector around a compiled session of `cfg.kind`'s model.
-    pub fn new(session: Box<dyn Session>, cfg: DetectorConfig) -> Result<Self> {
-        cfg.validate()?;
-        let size = cfg.kind.input_size();
-        let anchors = cfg.kind.anchors();
+impl Pass {
+    fn new(kind: DetectorKind, session: Box<dyn Session>) -> Result<Self> {
+        let size = kind.input_size();
+        let anchors = kind.anchors();
         let bad = || {
             Error::precondition(format!(
                 "model {} does not have BlazeFace's shapes (1×{size}×{size}×3 in, {}×16 and {}×1 out)",
-                cfg.kind.model().file,
+                kind.model().file,
                 anchors.len(),
                 anchors.len()
             ))
@@ -205,19 +202,50 @@ impl Detector {
             _ => return Err(bad()),
         };
         let n_out = outs.len();
-        Ok(Detector {
+        Ok(Pass {
+            kind,
             session,
-            cfg,
             size,
             anchors,
             reg_idx,
             cls_idx,
             input: vec![0.0; size * size * 3],
             outputs: vec![Vec::new(); n_out],
-            resizer: fr::Resizer::new(),
-            scratch: Vec::new(),
-            candidates: Vec::new(),
         })
+    }
+}
+
+/// A square window of the image, `[x0, y0, side]` in pixels; it may reach past the image, whose
+/// outside reads as black (the letterbox padding BlazeFace expects).
+type Window = [f32; 3];
+
+/// Shared resize scratch.
+#[derive(Default)]
+struct Scratch {
+    resizer: fr::Resizer,
+    pixels: Vec<u8>,
+}
+
+/// A BlazeFace detector: the configured model, plus the full-range model as a verifier when
+/// [`Tiling`] is not `Off`.
+pub struct Detector {
+    cfg: DetectorConfig,
+    primary: Pass,
+    verifier: Option<Pass>,
+    scratch: Scratch,
+}
+
+impl Detector {
+    /// Builds a detector around a compiled session of `cfg.kind`'s model; `verifier` must be a
+    /// full-range session when `cfg.tiling` is not `Off`.
+    pub fn new(primary: Box<dyn Session>, verifier: Option<Box<dyn Session>>, cfg: DetectorConfig) -> Result<Self> {
+        cfg.validate()?;
+        let primary = Pass::new(cfg.kind, primary)?;
+        let verifier = verifier.map(|v| Pass::new(DetectorKind::Full, v)).transpose()?;
+        if cfg.tiling != Tiling::Off && verifier.is_none() {
+            return Err(Error::internal("multi-pass detection needs the full-range verifier model"));
+        }
+        Ok(Detector { cfg, primary, verifier, scratch: Scratch::default() })
     }
 
     /// The settings in force.
@@ -225,11 +253,12 @@ impl Detector {
         &self.cfg
     }
 
-    /// Changes score threshold and tiling live (the model stays).
+    /// Changes score threshold and NMS live (the models stay; multi-pass can only be turned on
+    /// if the verifier was loaded).
     pub fn set_config(&mut self, cfg: DetectorConfig) -> Result<()> {
         cfg.validate()?;
-        if cfg.kind != self.cfg.kind {
-            return Err(Error::invalid("changing the detector model needs a new Detector"));
+        if cfg.kind != self.cfg.kind || (cfg.tiling != Tiling::Off && self.verifier.is_none()) {
+            return Err(Error::invalid("changing the detector model or enabling multi-pass needs a new Detector"));
         }
         self.cfg = cfg;
         Ok(())
@@ -237,123 +266,147 @@ impl Detector {
 
     /// Finds the faces in `img`, best score first.
     pub fn detect(&mut self, img: &RgbImage) -> Result<Vec<Detection>> {
-        let (w, h) = img.dimensions();
-        if w == 0 || h == 0 {
+        let (w, h) = (img.width() as f32, img.height() as f32);
+        if w == 0.0 || h == 0.0 {
             return Ok(Vec::new());
         }
-        self.candidates.clear();
-        self.run_region(img, [0, 0, w, h], false)?;
-        let first = weighted_nms(&mut self.candidates.clone(), self.cfg.nms_iou);
-        let small = (w.min(h) as f32) * 0.2;
-        let big_enough = w.max(h) as usize >= 2 * self.size;
-        let tile = match self.cfg.tiling {
-            Tiling::Off => false,
-            Tiling::Always => true,
-            Tiling::Auto => big_enough && (first.is_empty() || first.iter().any(|d| d.height() < small)),
+        let s = w.max(h);
+        let whole: Window = [(w - s) / 2.0, (h - s) / 2.0, s];
+        let mut cands = Vec::new();
+        let Some(verifier) = self.verifier.as_mut().filter(|_| self.cfg.tiling != Tiling::Off) else {
+            run_window(&mut self.primary, &mut self.scratch, img, whole, self.cfg.min_score, &mut cands)?;
+            return Ok(weighted_nms(&mut cands, self.cfg.nms_iou));
         };
-        if !tile {
-            return Ok(first);
-        }
-        for region in tiles(w, h) {
-            self.run_region(img, region, true)?;
-        }
-        let mut all = std::mem::take(&mut self.candidates);
-        let out = weighted_nms(&mut all, self.cfg.nms_iou);
-        self.candidates = all;
-        Ok(out)
-    }
-
-    /// Runs the model on one region and appends its raw (pre-NMS) detections in image pixels.
-    /// With `drop_cut`, detections touching a region edge that is not an image edge are dropped:
-    /// they are faces cut by the tile, seen whole by a neighbouring tile.
-    fn run_region(&mut self, img: &RgbImage, region: Region, drop_cut: bool) -> Result<()> {
-        let [rx, ry, rw, rh] = region;
-        let size = self.size;
-        let s = rw.max(rh) as f32;
-        let dw = ((rw as f32 * size as f32 / s).round() as usize).clamp(1, size);
-        let dh = ((rh as f32 * size as f32 / s).round() as usize).clamp(1, size);
-        let ox = (size - dw) / 2;
-        let oy = (size - dh) / 2;
-        self.scratch.resize(dw * dh * 3, 0);
-        {
-            let src = fr::images::ImageRef::new(img.width(), img.height(), img.as_raw(), fr::PixelType::U8x3)
-                .map_err(|e| Error::internal(format!("resize source: {e}")))?;
-            let mut dst = fr::images::Image::from_slice_u8(dw as u32, dh as u32, &mut self.scratch, fr::PixelType::U8x3)
-                .map_err(|e| Error::internal(format!("resize target: {e}")))?;
-            let opts = fr::ResizeOptions::new()
-                .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear))
-                .crop(rx as f64, ry as f64, rw as f64, rh as f64);
-            self.resizer
-                .resize(&src, &mut dst, &opts)
-                .map_err(|e| Error::internal(format!("resize: {e}")))?;
-        }
-        // Letterbox: black (−1 after scaling) around the centred, resized region.
-        self.input.fill(-1.0);
-        for y in 0..dh {
-            let row = &self.scratch[y * dw * 3..(y + 1) * dw * 3];
-            let out = &mut self.input[((y + oy) * size + ox) * 3..((y + oy) * size + ox + dw) * 3];
-            for (o, &v) in out.iter_mut().zip(row) {
-                *o = v as f32 * (1.0 / 127.5) - 1.0;
-            }
-        }
-        self.session.run(&[&self.input], &mut self.outputs)?;
-        let reg = &self.outputs[self.reg_idx];
-        let cls = &self.outputs[self.cls_idx];
-        // Threshold in logit space: sigmoid is monotonic, so only survivors pay for exp().
-        let min_score = self.cfg.min_score.clamp(1e-6, 1.0 - 1e-6);
-        let logit_min = (min_score / (1.0 - min_score)).ln();
-        let sx = rw as f32 / dw as f32;
-        let sy = rh as f32 / dh as f32;
-        let sz = size as f32;
-        let to_img = |nx: f32, ny: f32| -> [f32; 2] {
-            [rx as f32 + (nx * sz - ox as f32) * sx, ry as f32 + (ny * sz - oy as f32) * sy]
-        };
-        for (i, a) in self.anchors.iter().enumerate() {
-            let logit = cls[i].clamp(-100.0, 100.0);
-            if logit < logit_min {
-                continue;
-            }
-            let score = 1.0 / (1.0 + (-logit).exp());
-            let r = &reg[i * 16..i * 16 + 16];
-            let cx = r[0] / sz + a[0];
-            let cy = r[1] / sz + a[1];
-            let bw = r[2] / sz;
-            let bh = r[3] / sz;
-            let p1 = to_img(cx - bw / 2.0, cy - bh / 2.0);
-            let p2 = to_img(cx + bw / 2.0, cy + bh / 2.0);
-            let mut landmarks = [[0.0; 2]; 6];
-            for (k, l) in landmarks.iter_mut().enumerate() {
-                *l = to_img(r[4 + 2 * k] / sz + a[0], r[5 + 2 * k] / sz + a[1]);
-            }
-            let bbox = [p1[0], p1[1], p2[0], p2[1]];
-            if drop_cut {
-                let m = 2.0;
-                let (x0, y0, x1, y1) = (rx as f32, ry as f32, (rx + rw) as f32, (ry + rh) as f32);
-                let cut = (rx > 0 && bbox[0] <= x0 + m)
-                    || (ry > 0 && bbox[1] <= y0 + m)
-                    || (rx + rw < img.width() && bbox[2] >= x1 - m)
-                    || (ry + rh < img.height() && bbox[3] >= y1 - m);
-                if cut {
-                    continue;
+        // Proposals at a low score from several views, then each one confirmed.
+        const PROPOSAL: f32 = 0.2;
+        let z = s * 1.5;
+        let zoomed: Window = [(w - z) / 2.0, (h - z) / 2.0, z];
+        let mut windows = vec![whole, zoomed];
+        if self.cfg.tiling == Tiling::Always {
+            let t = s * 0.6;
+            for y in [0.0, h - t] {
+                for x in [0.0, w - t] {
+                    windows.push([x, y, t]);
                 }
             }
-            self.candidates.push(Detection { score, bbox, landmarks });
         }
-        Ok(())
+        for win in &windows {
+            run_window(&mut self.primary, &mut self.scratch, img, *win, PROPOSAL, &mut cands)?;
+            if self.primary.kind != DetectorKind::Full {
+                run_window(verifier, &mut self.scratch, img, *win, PROPOSAL, &mut cands)?;
+            }
+        }
+        let proposals = weighted_nms(&mut cands, self.cfg.nms_iou);
+        let mut out = Vec::with_capacity(proposals.len());
+        let mut seen = Vec::new();
+        for p in proposals {
+            let side = 3.0 * p.width().max(p.height());
+            let cx = (p.bbox[0] + p.bbox[2]) / 2.0;
+            let cy = (p.bbox[1] + p.bbox[3]) / 2.0;
+            seen.clear();
+            run_window(verifier, &mut self.scratch, img, [cx - side / 2.0, cy - side / 2.0, side], 0.05, &mut seen)?;
+            let confirm =
+                seen.iter().filter(|d| iou(&d.bbox, &p.bbox) > 0.3).map(|d| d.score).fold(0.0, f32::max);
+            if std::env::var_os("FACED_DEBUG_DETECT").is_some() {
+                eprintln!("proposal {:?} score {:.2} confirm {confirm:.2}", p.bbox.map(|v| v as i32), p.score);
+            }
+            if confirm < self.cfg.min_score {
+                continue;
+            }
+            // Geometry from the primary model on a window twice the face's size: the face then
+            // fills half the input whatever its size in the frame, which gives the steadiest
+            // keypoints for alignment (better than a mean over differently-scaled proposals).
+            let side = 2.0 * p.width().max(p.height());
+            seen.clear();
+            run_window(&mut self.primary, &mut self.scratch, img, [cx - side / 2.0, cy - side / 2.0, side], 0.05, &mut seen)?;
+            let refined = seen
+                .iter()
+                .filter(|d| iou(&d.bbox, &p.bbox) > 0.3)
+                .max_by(|a, b| a.score.total_cmp(&b.score))
+                .copied()
+                .unwrap_or(p);
+            out.push(Detection { score: p.score.max(confirm), ..refined });
+        }
+        out.sort_by(|a, b| b.score.total_cmp(&a.score));
+        Ok(out)
     }
 }
 
-/// Overlapping 2×2 tiles, each 60 % of the frame's width and height.
-fn tiles(w: u32, h: u32) -> Vec<Region> {
-    let tw = (w as f32 * 0.6).ceil() as u32;
-    let th = (h as f32 * 0.6).ceil() as u32;
-    let mut v = Vec::with_capacity(4);
-    for y in [0, h - th] {
-        for x in [0, w - tw] {
-            v.push([x, y, tw, th]);
+/// Runs `pass` on one window of `img` and appends its raw (pre-NMS) detections scoring at least
+/// `min_score`, in image pixels.
+fn run_window(
+    pass: &mut Pass,
+    scratch: &mut Scratch,
+    img: &RgbImage,
+    win: Window,
+    min_score: f32,
+    out: &mut Vec<Detection>,
+) -> Result<()> {
+    let [x0, y0, side] = win;
+    let size = pass.size;
+    let scale = size as f32 / side;
+    // The part of the window inside the image, and where it lands in the model input.
+    let ix0 = x0.max(0.0).floor();
+    let iy0 = y0.max(0.0).floor();
+    let ix1 = (x0 + side).min(img.width() as f32).ceil();
+    let iy1 = (y0 + side).min(img.height() as f32).ceil();
+    pass.input.fill(-1.0);
+    if ix1 <= ix0 || iy1 <= iy0 {
+        return Ok(());
+    }
+    let ox = (((ix0 - x0) * scale).round() as usize).min(size - 1);
+    let oy = (((iy0 - y0) * scale).round() as usize).min(size - 1);
+    let dw = (((ix1 - ix0) * scale).round() as usize).clamp(1, size - ox);
+    let dh = (((iy1 - iy0) * scale).round() as usize).clamp(1, size - oy);
+    scratch.pixels.resize(dw * dh * 3, 0);
+    {
+        let src = fr::images::ImageRef::new(img.width(), img.height(), img.as_raw(), fr::PixelType::U8x3)
+            .map_err(|e| Error::internal(format!("resize source: {e}")))?;
+        let mut dst =
+            fr::images::Image::from_slice_u8(dw as u32, dh as u32, &mut scratch.pixels, fr::PixelType::U8x3)
+                .map_err(|e| Error::internal(format!("resize target: {e}")))?;
+        let opts = fr::ResizeOptions::new()
+            .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear))
+            .crop(ix0 as f64, iy0 as f64, (ix1 - ix0) as f64, (iy1 - iy0) as f64);
+        scratch.resizer.resize(&src, &mut dst, &opts).map_err(|e| Error::internal(format!("resize: {e}")))?;
+    }
+    for y in 0..dh {
+        let row = &scratch.pixels[y * dw * 3..(y + 1) * dw * 3];
+        let o = ((y + oy) * size + ox) * 3;
+        for (d, &v) in pass.input[o..o + dw * 3].iter_mut().zip(row) {
+            *d = v as f32 * (1.0 / 127.5) - 1.0;
         }
     }
-    v
+    pass.session.run(&[&pass.input], &mut pass.outputs)?;
+    let reg = &pass.outputs[pass.reg_idx];
+    let cls = &pass.outputs[pass.cls_idx];
+    // Threshold in logit space: sigmoid is monotonic, so only survivors pay for exp().
+    let m = min_score.clamp(1e-6, 1.0 - 1e-6);
+    let logit_min = (m / (1.0 - m)).ln();
+    let sx = (ix1 - ix0) / dw as f32;
+    let sy = (iy1 - iy0) / dh as f32;
+    let sz = size as f32;
+    let to_img = |nx: f32, ny: f32| -> [f32; 2] { [ix0 + (nx * sz - ox as f32) * sx, iy0 + (ny * sz - oy as f32) * sy] };
+    for (i, a) in pass.anchors.iter().enumerate() {
+        let logit = cls[i].clamp(-100.0, 100.0);
+        if logit < logit_min {
+            continue;
+        }
+        let score = 1.0 / (1.0 + (-logit).exp());
+        let r = &reg[i * 16..i * 16 + 16];
+        let cx = r[0] / sz + a[0];
+        let cy = r[1] / sz + a[1];
+        let bw = r[2] / sz;
+        let bh = r[3] / sz;
+        let p1 = to_img(cx - bw / 2.0, cy - bh / 2.0);
+        let p2 = to_img(cx + bw / 2.0, cy + bh / 2.0);
+        let mut landmarks = [[0.0; 2]; 6];
+        for (k, l) in landmarks.iter_mut().enumerate() {
+            *l = to_img(r[4 + 2 * k] / sz + a[0], r[5 + 2 * k] / sz + a[1]);
+        }
+        out.push(Detection { score, bbox: [p1[0], p1[1], p2[0], p2[1]], landmarks });
+    }
+    Ok(())
 }
 
 /// MediaPipe-style weighted NMS: each cluster of boxes overlapping the best one by more than
@@ -384,16 +437,21 @@ pub fn weighted_nms(dets: &mut Vec<Detection>, iou_min: f32) -> Vec<Detection> {
     out
 }
 
-/// Loads, verifies and compiles the detector model for `cfg`.
+/// Loads, verifies and compiles the detector model for `cfg` (and the full-range verifier when
+/// `cfg.tiling` asks for multi-pass detection).
 pub fn load(
     backend: &dyn crate::inference::Backend,
     models_dir: Option<&std::path::Path>,
     cfg: DetectorConfig,
     threads: usize,
 ) -> Result<Detector> {
-    let model = cfg.kind.model();
-    let (_, bytes) = models::load_verified(models_dir, &model)?;
-    Detector::new(backend.compile(model.file, &bytes, threads)?, cfg)
+    let compile = |m: ModelFile| -> Result<Box<dyn Session>> {
+        let (_, bytes) = models::load_verified(models_dir, &m)?;
+        backend.compile(m.file, &bytes, threads)
+    };
+    let primary = compile(cfg.kind.model())?;
+    let verifier = if cfg.tiling == Tiling::Off { None } else { Some(compile(models::BLAZEFACE_FULL)?) };
+    Detector::new(primary, verifier, cfg)
 }
 
 #[cfg(test)]
@@ -419,13 +477,5 @@ mod tests {
         // 0.9 and 0.6 weighted: x1 = 0.6/1.5 = 0.4.
         assert!((out[0].bbox[0] - 0.4).abs() < 1e-5);
         assert_eq!(out[1].bbox[0], 50.0);
-    }
-
-    #[test]
-    fn tiles_cover_the_frame_with_overlap() {
-        let t = tiles(800, 600);
-        assert_eq!(t.len(), 4);
-        assert_eq!(t[3], [320, 240, 480, 360]);
-        assert!(t[0][2] > t[1][0]);
     }
 }
