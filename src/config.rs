@@ -1,1 +1,879 @@
-//! Configuration (being written; see issue 3).
+//! `faced.toml`: the daemon's configuration, in two layers (STYLE.md §7).
+//!
+//! 1. [`RawConfig`]: the serde mirror of the file. Every section and key has a default and
+//!    `deny_unknown_fields`, so a typo is an error instead of a silently ignored setting.
+//! 2. [`Config`]: the validated form `faced run` uses — camera sources parsed into
+//!    [`SourceSpec`], names checked, ranges checked, the bundled sample directory resolved.
+//!
+//! Loading order: the file is parsed into a TOML table; environment variables
+//! `FACED_<SECTION>__<KEY>` (e.g. `FACED_MQTT__HOST`, `FACED_GALLERY__DB`,
+//! `FACED_CAMERAS__0__THRESHOLD`) are written into that table; only then is it deserialised, so
+//! overrides are type-checked exactly like the file. Every error names the file (and the
+//! variables that were applied), the key path (`cameras[0].detector.min_score`) and the reason.
+//!
+//! With no camera configured, faced plays the bundled sample photos (a `dir:` source on
+//! `/usr/share/faced/samples`, or this checkout's `tests/fixtures/faces`), so `faced run` does
+//! something visible on a machine without a camera. `docs/config.md` and the example
+//! `faced.toml` at the repository root mirror this file; keep the three in step.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::gpio::GpioConfig;
+use crate::mqtt::MqttConfig;
+use crate::vision::InferenceConfig;
+use crate::vision::detect::{DetectorConfig, Tiling};
+use crate::web::WebConfig;
+
+/// Where `faced run` and `faced check-config` look for the file by default.
+pub const DEFAULT_PATH: &str = "/etc/faced/faced.toml";
+
+/// Where the Debian package installs the sample photos.
+pub const PACKAGED_SAMPLES: &str = "/usr/share/faced/samples";
+
+/// Prefix of environment overrides; a variable counts only if it also contains `__`.
+pub const ENV_PREFIX: &str = "FACED_";
+
+/// The whole file, as written (see the module docs).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[device]`: this installation.
+    pub device: DeviceConfig,
+    /// `[[cameras]]`: one entry per camera; none = play the bundled sample photos.
+    pub cameras: Vec<CameraConfig>,
+    /// `[inference]`: runtime library, model folder, threads.
+    pub inference: InferenceConfig,
+    /// `[gallery]`: the database of enrolled people (and events).
+    pub gallery: GalleryConfig,
+    /// `[events]`: cool-down, snapshots, retention.
+    pub events: EventsConfig,
+    /// `[mqtt]`: broker connection (see docs/mqtt.md).
+    pub mqtt: MqttConfig,
+    /// `[web]`: the console.
+    pub web: WebConfig,
+    /// `[gpio]`: door relay and other outputs.
+    pub gpio: GpioConfig,
+}
+
+/// `[device]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// Short id of this installation, used in MQTT topics (`faced/<id>/…`) and Home Assistant
+    /// unique ids: 1–64 of `a-z 0-9 _ -`. Default `faced`.
+    pub id: String,
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        DeviceConfig { id: "faced".into() }
+    }
+}
+
+/// One `[[cameras]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CameraConfig {
+    /// Name used in events, topics and the console: 1–32 of `a-z 0-9 _ -`, unique.
+    pub name: String,
+    /// `v4l2:/dev/videoN`, `dir:PATH`, `http://HOST/PATH` (MJPEG stream; `http:URL` also
+    /// accepted) or `pattern` (synthetic test frames).
+    pub source: String,
+    /// Frame width asked of the camera (V4L2), or of the canvas images are letterboxed into
+    /// (`dir:`, `pattern`).
+    pub width: u32,
+    /// Frame height, as `width`.
+    pub height: u32,
+    /// Frames per second asked of the camera; the playback rate of `dir:` and `pattern`.
+    pub fps: f32,
+    /// `dir:` only: how many consecutive frames show each image (a person standing in view).
+    pub frames_per_image: u32,
+    /// `dir:` only: start again after the last image (`false` = stop the camera at the end).
+    pub repeat: bool,
+    /// Run the detector on every Nth frame (1 = every frame); tracks coast in between.
+    pub detect_every: u32,
+    /// Cosine similarity a face must reach to be recognised as an enrolled person (0..1).
+    pub threshold: f32,
+    /// Re-embed a live track every N detections even if its quality did not improve.
+    pub embed_every: u32,
+    /// How many of a track's best embeddings vote on its identity.
+    pub votes: usize,
+    /// Faces whose shorter box side is below this many pixels are tracked but not embedded.
+    pub min_face_px: f32,
+    /// IoU a detection needs with a track's last box to continue that track.
+    pub track_iou: f32,
+    /// A track ends after this many detection passes without a matching face.
+    pub track_max_missed: u32,
+    /// Run the anti-spoofing model once per track and drop faces it calls spoofed. Costs about
+    /// 120 ms per track on a 2-core x86; off by default.
+    pub liveness: bool,
+    /// Spoof score at or above which a face is rejected (the model's score: lower is live).
+    pub liveness_threshold: f32,
+    /// Face detector for this camera. For cameras `tiling` defaults to `"off"` (one pass per
+    /// frame); the other keys default as in `faced analyze`.
+    pub detector: DetectorConfig,
+}
+
+impl Default for CameraConfig {
+    fn default() -> Self {
+        CameraConfig {
+            name: "camera".into(),
+            source: format!("dir:{PACKAGED_SAMPLES}"),
+            width: 640,
+            height: 480,
+            fps: 10.0,
+            frames_per_image: 1,
+            repeat: true,
+            detect_every: 1,
+            threshold: 0.5,
+            embed_every: 10,
+            votes: 5,
+            min_face_px: 24.0,
+            track_iou: 0.3,
+            track_max_missed: 5,
+            liveness: false,
+            liveness_threshold: 0.2,
+            detector: stream_detector(),
+        }
+    }
+}
+
+/// Detector defaults for a camera stream: one pass, no tiling (a door camera).
+pub fn stream_detector() -> DetectorConfig {
+    DetectorConfig {
+        tiling: Tiling::Off,
+        ..DetectorConfig::default()
+    }
+}
+
+/// `[gallery]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GalleryConfig {
+    /// SQLite database (people, samples, events, MQTT outbox). Default
+    /// `$STATE_DIRECTORY/faced.db` under systemd, else `/var/lib/faced/faced.db`.
+    pub db: PathBuf,
+    /// 32-byte key file that encrypts embeddings and face crops; default `<db>.key`.
+    pub key_path: Option<PathBuf>,
+}
+
+impl Default for GalleryConfig {
+    fn default() -> Self {
+        let dir = std::env::var_os("STATE_DIRECTORY")
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                // systemd may pass several colon-separated directories; the first is ours.
+                let s = s.to_string_lossy().into_owned();
+                PathBuf::from(s.split(':').next().unwrap_or_default())
+            })
+            .unwrap_or_else(|| PathBuf::from("/var/lib/faced"));
+        GalleryConfig {
+            db: dir.join("faced.db"),
+            key_path: None,
+        }
+    }
+}
+
+/// `[events]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// After a `recognized` event for a person, further sightings of them are not reported for
+    /// this many seconds (per person, all cameras).
+    pub cooldown_secs: f64,
+    /// After an `unknown` event on a camera, further unknown tracks there are not reported for
+    /// this many seconds (0 = report every unknown track).
+    pub unknown_cooldown_secs: f64,
+    /// Store a JPEG crop of the face with each `recognized` / `unknown` event (encrypted).
+    pub snapshots: bool,
+    /// Delete events older than this many days (0 = keep regardless of age).
+    pub retention_days: u32,
+    /// Keep at most this many events, deleting the oldest (0 = no limit).
+    pub retention_count: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            cooldown_secs: 60.0,
+            unknown_cooldown_secs: 10.0,
+            snapshots: true,
+            retention_days: 30,
+            retention_count: 10_000,
+        }
+    }
+}
+
+/// A parsed camera source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    /// A V4L2 device, e.g. `/dev/video0`.
+    V4l2(PathBuf),
+    /// A directory of images.
+    Dir(PathBuf),
+    /// An MJPEG-over-HTTP stream (`multipart/x-mixed-replace`), `http://` only.
+    Http(String),
+    /// Synthetic frames.
+    Pattern,
+}
+
+impl SourceSpec {
+    /// Parses `v4l2:/dev/videoN`, `dir:PATH`, `http://…` / `http:URL`, or `pattern`.
+    pub fn parse(s: &str) -> Result<SourceSpec> {
+        let s = s.trim();
+        let bad = |why: &str| {
+            Error::invalid(format!(
+                "camera source {s:?}: {why}; use v4l2:/dev/videoN, dir:PATH, http://HOST/PATH or pattern"
+            ))
+        };
+        if s == "pattern" {
+            return Ok(SourceSpec::Pattern);
+        }
+        if s.starts_with("http://") {
+            return Ok(SourceSpec::Http(s.to_string()));
+        }
+        if s.starts_with("https://") || s.starts_with("http:https://") {
+            return Err(bad(
+                "https streams are not supported (no TLS for cameras); use the camera's http:// URL on a trusted network",
+            ));
+        }
+        let Some((scheme, rest)) = s.split_once(':') else {
+            return Err(bad("missing the kind of source"));
+        };
+        if rest.is_empty() {
+            return Err(bad("nothing after the colon"));
+        }
+        match scheme {
+            "v4l2" => Ok(SourceSpec::V4l2(PathBuf::from(rest))),
+            "dir" => Ok(SourceSpec::Dir(PathBuf::from(rest))),
+            "http" if rest.starts_with("http://") => Ok(SourceSpec::Http(rest.to_string())),
+            "http" => Ok(SourceSpec::Http(format!(
+                "http://{}",
+                rest.trim_start_matches('/')
+            ))),
+            _ => Err(bad(&format!("unknown kind {scheme:?}"))),
+        }
+    }
+}
+
+impl std::fmt::Display for SourceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceSpec::V4l2(p) => write!(f, "v4l2:{}", p.display()),
+            SourceSpec::Dir(p) => write!(f, "dir:{}", p.display()),
+            SourceSpec::Http(u) => f.write_str(u),
+            SourceSpec::Pattern => f.write_str("pattern"),
+        }
+    }
+}
+
+/// A validated camera: its settings plus the parsed source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Camera {
+    /// The settings as configured (with `source` rewritten to the resolved spec).
+    pub settings: CameraConfig,
+    /// The parsed, resolved source.
+    pub source: SourceSpec,
+}
+
+impl Camera {
+    /// The camera's name.
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+}
+
+/// The validated configuration `faced run` uses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it was read from; `None` for the embedded default.
+    pub path: Option<PathBuf>,
+    /// Environment variables that were applied, by name (values are not kept: they may be
+    /// secrets).
+    pub env_applied: Vec<String>,
+    /// The effective raw configuration (defaults filled in, overrides applied, camera sources
+    /// resolved; at least one camera).
+    pub raw: RawConfig,
+    /// The cameras, in file order.
+    pub cameras: Vec<Camera>,
+}
+
+/// The bundled sample photos: `/usr/share/faced/samples` when installed, else this checkout's
+/// `tests/fixtures/faces`.
+pub fn samples_dir() -> PathBuf {
+    let packaged = PathBuf::from(PACKAGED_SAMPLES);
+    if packaged.is_dir() {
+        return packaged;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/faces")
+}
+
+/// The camera the embedded default plays: the sample photos, each held for 5 frames at 5 fps.
+pub fn sample_camera() -> CameraConfig {
+    CameraConfig {
+        name: "samples".into(),
+        source: format!("dir:{}", samples_dir().display()),
+        fps: 5.0,
+        frames_per_image: 5,
+        ..CameraConfig::default()
+    }
+}
+
+fn origin_label(path: Option<&Path>, env_applied: &[String]) -> String {
+    let mut s = match path {
+        Some(p) => p.display().to_string(),
+        None => "the built-in default configuration".to_string(),
+    };
+    if !env_applied.is_empty() {
+        s.push_str(&format!(
+            " (with environment overrides {})",
+            env_applied.join(", ")
+        ));
+    }
+    s
+}
+
+impl Config {
+    /// Reads `path` and the process environment. A missing file is [`Kind::NotFound`]
+    /// (callers that have a fallback check for it; see [`Config::load_or_default`]).
+    ///
+    /// [`Kind::NotFound`]: crate::Kind::NotFound
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            let kind = if e.kind() == std::io::ErrorKind::NotFound {
+                crate::Kind::NotFound
+            } else {
+                crate::Kind::InvalidInput
+            };
+            Error::new(
+                kind,
+                format!("cannot read config file {}: {e}", path.display()),
+            )
+        })?;
+        Self::from_toml(&text, Some(path), std::env::vars())
+    }
+
+    /// As [`Config::load`], but a missing file gives the embedded default (plus environment
+    /// overrides); the `bool` says whether the file existed.
+    pub fn load_or_default(path: &Path) -> Result<(Config, bool)> {
+        match Self::load(path) {
+            Ok(c) => Ok((c, true)),
+            Err(e) if e.kind() == crate::Kind::NotFound => {
+                Ok((Self::from_toml("", None, std::env::vars())?, false))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Parses `text` (from `path`, or the embedded default when `None`), applies the
+    /// `FACED_<SECTION>__<KEY>` variables among `env`, deserialises and validates.
+    pub fn from_toml(
+        text: &str,
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config> {
+        let file_label = path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "built-in default".into());
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            Error::invalid(format!("{file_label} is not valid TOML: {e}"))
+        })?;
+        let mut env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.contains("__"))
+            .collect();
+        env.sort();
+        let mut env_applied = Vec::new();
+        for (k, v) in &env {
+            apply_env(&mut table, k, v)
+                .map_err(|why| Error::invalid(format!("environment variable {k}: {why}")))?;
+            env_applied.push(k.clone());
+        }
+        let origin = origin_label(path, &env_applied);
+        prepare_cameras(&mut table);
+        let raw: RawConfig =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let key = e.path().to_string();
+                Error::invalid(format!(
+                    "{origin}: key {key}: {}",
+                    clean_toml_msg(&e.inner().to_string())
+                ))
+            })?;
+        Self::validate(raw, path, env_applied)
+    }
+
+    /// Turns a raw configuration into a validated one; errors name the key.
+    pub fn validate(
+        mut raw: RawConfig,
+        path: Option<&Path>,
+        env_applied: Vec<String>,
+    ) -> Result<Config> {
+        let origin = origin_label(path, &env_applied);
+        let err = |key: &str, why: String| Error::invalid(format!("{origin}: key {key}: {why}"));
+        if !is_slug(&raw.device.id, 64) {
+            return Err(err(
+                "device.id",
+                format!("{:?} must be 1–64 characters of a-z 0-9 _ -", raw.device.id),
+            ));
+        }
+        if raw.inference.threads == 0 || raw.inference.threads > 64 {
+            return Err(err(
+                "inference.threads",
+                format!("must be 1..=64, got {}", raw.inference.threads),
+            ));
+        }
+        if raw.gallery.db.as_os_str().is_empty() {
+            return Err(err("gallery.db", "must not be empty".into()));
+        }
+        if !(raw.events.cooldown_secs >= 0.0 && raw.events.cooldown_secs.is_finite()) {
+            return Err(err(
+                "events.cooldown_secs",
+                format!("must be ≥ 0, got {}", raw.events.cooldown_secs),
+            ));
+        }
+        if !(raw.events.unknown_cooldown_secs >= 0.0
+            && raw.events.unknown_cooldown_secs.is_finite())
+        {
+            return Err(err(
+                "events.unknown_cooldown_secs",
+                format!("must be ≥ 0, got {}", raw.events.unknown_cooldown_secs),
+            ));
+        }
+        if raw.cameras.is_empty() {
+            raw.cameras.push(sample_camera());
+        }
+        let base_dir = path.and_then(Path::parent).map(Path::to_path_buf);
+        let mut cameras = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (i, c) in raw.cameras.iter_mut().enumerate() {
+            let k = |name: &str| format!("cameras[{i}].{name}");
+            if !is_slug(&c.name, 32) {
+                return Err(err(
+                    &k("name"),
+                    format!("{:?} must be 1–32 characters of a-z 0-9 _ -", c.name),
+                ));
+            }
+            if !seen.insert(c.name.clone()) {
+                return Err(err(
+                    &k("name"),
+                    format!("{:?} is used by two cameras; names must be unique", c.name),
+                ));
+            }
+            let source = SourceSpec::parse(&c.source)
+                .map_err(|e| err(&k("source"), e.message().to_string()))?;
+            let source = resolve_source(source, base_dir.as_deref());
+            c.source = source.to_string();
+            if !(16..=7680).contains(&c.width) || !(16..=4320).contains(&c.height) {
+                return Err(err(
+                    &k("width"),
+                    format!(
+                        "frame size {}×{} is outside 16×16..7680×4320",
+                        c.width, c.height
+                    ),
+                ));
+            }
+            if !(c.fps > 0.0 && c.fps <= 240.0) {
+                return Err(err(
+                    &k("fps"),
+                    format!("must be within (0, 240], got {}", c.fps),
+                ));
+            }
+            for (key, v, max) in [
+                ("frames_per_image", c.frames_per_image, 100_000),
+                ("detect_every", c.detect_every, 1000),
+                ("embed_every", c.embed_every, 100_000),
+                ("track_max_missed", c.track_max_missed, 10_000),
+            ] {
+                if v == 0 || v > max {
+                    return Err(err(&k(key), format!("must be 1..={max}, got {v}")));
+                }
+            }
+            if !(c.votes >= 1 && c.votes <= 50) {
+                return Err(err(&k("votes"), format!("must be 1..=50, got {}", c.votes)));
+            }
+            for (key, v) in [
+                ("threshold", c.threshold),
+                ("track_iou", c.track_iou),
+                ("liveness_threshold", c.liveness_threshold),
+            ] {
+                if !(0.0..=1.0).contains(&v) {
+                    return Err(err(&k(key), format!("must be within 0..1, got {v}")));
+                }
+            }
+            if !(c.min_face_px >= 0.0 && c.min_face_px.is_finite()) {
+                return Err(err(
+                    &k("min_face_px"),
+                    format!("must be ≥ 0, got {}", c.min_face_px),
+                ));
+            }
+            c.detector
+                .validate()
+                .map_err(|e| err(&k("detector"), e.message().to_string()))?;
+            cameras.push(Camera {
+                settings: c.clone(),
+                source,
+            });
+        }
+        Ok(Config {
+            path: path.map(Path::to_path_buf),
+            env_applied,
+            raw,
+            cameras,
+        })
+    }
+
+    /// Replaces the first camera's source (`faced run --source`) and drops the other cameras.
+    pub fn override_source(&mut self, source: &str) -> Result<()> {
+        let spec = SourceSpec::parse(source)
+            .map_err(|e| Error::invalid(format!("--source: {}", e.message())))?;
+        let spec = resolve_source(spec, None);
+        self.raw.cameras.truncate(1);
+        self.cameras.truncate(1);
+        self.raw.cameras[0].source = spec.to_string();
+        self.cameras[0].settings.source = spec.to_string();
+        self.cameras[0].source = spec;
+        Ok(())
+    }
+
+    /// The camera named `name`.
+    pub fn camera(&self, name: &str) -> Option<&Camera> {
+        self.cameras.iter().find(|c| c.name() == name)
+    }
+
+    /// The effective configuration as TOML, with secrets (`password`, `token`, `secret`, `key`
+    /// values that are not paths) replaced by `"<redacted>"`.
+    pub fn to_toml_redacted(&self) -> String {
+        let mut v =
+            toml::Value::try_from(&self.raw).unwrap_or(toml::Value::Table(Default::default()));
+        redact(&mut v);
+        toml::to_string_pretty(&v).unwrap_or_default()
+    }
+}
+
+fn redact(v: &mut toml::Value) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t.iter_mut() {
+                let lk = k.to_ascii_lowercase();
+                if (lk.contains("password") || lk.contains("secret") || lk.contains("token"))
+                    && v.is_str()
+                {
+                    *v = toml::Value::String("<redacted>".into());
+                } else {
+                    redact(v);
+                }
+            }
+        }
+        toml::Value::Array(a) => a.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+/// `dir:` paths: relative ones are taken from the config file's folder when they exist there,
+/// else from the current directory, else from the checkout faced was built from; the packaged
+/// sample folder falls back to the checkout's fixtures.
+fn resolve_source(s: SourceSpec, base: Option<&Path>) -> SourceSpec {
+    let SourceSpec::Dir(p) = s else { return s };
+    if p.is_dir() {
+        return SourceSpec::Dir(p);
+    }
+    if p == Path::new(PACKAGED_SAMPLES) {
+        return SourceSpec::Dir(samples_dir());
+    }
+    if p.is_relative() {
+        let mut candidates = Vec::new();
+        if let Some(b) = base {
+            candidates.push(b.join(&p));
+        }
+        candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join(&p));
+        if let Some(c) = candidates.into_iter().find(|c| c.is_dir()) {
+            return SourceSpec::Dir(c);
+        }
+    }
+    // Left as written: the capture side reports the missing folder and retries.
+    SourceSpec::Dir(p)
+}
+
+fn is_slug(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// toml's messages sometimes repeat "TOML parse error" boilerplate; keep the reason only.
+fn clean_toml_msg(s: &str) -> String {
+    s.trim()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Gives every camera's `detector` table `tiling = "off"` unless set: streams get one pass
+/// per frame, while `DetectorConfig`'s own default (for still images) is `auto`.
+fn prepare_cameras(table: &mut toml::Table) {
+    let Some(toml::Value::Array(cams)) = table.get_mut("cameras") else {
+        return;
+    };
+    for cam in cams.iter_mut() {
+        let toml::Value::Table(cam) = cam else {
+            continue;
+        };
+        let det = cam
+            .entry("detector")
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        if let toml::Value::Table(det) = det {
+            det.entry("tiling")
+                .or_insert_with(|| toml::Value::String("off".into()));
+        }
+    }
+}
+
+/// Writes one `FACED_A__B__C=value` into `table` at `a.b.c` (lower-cased; numeric segments
+/// index arrays, and index == length appends an empty table, so `FACED_CAMERAS__0__SOURCE`
+/// works on a file without cameras). The value is read as a TOML value when it parses as one
+/// (`true`, `0.6`, `[1, 2]`, `"quoted"`), else taken as a plain string.
+fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> std::result::Result<(), String> {
+    let path: Vec<String> = var[ENV_PREFIX.len()..]
+        .split("__")
+        .map(str::to_ascii_lowercase)
+        .collect();
+    if path.iter().any(String::is_empty) {
+        return Err("empty key segment (use FACED_<SECTION>__<KEY>, e.g. FACED_MQTT__HOST)".into());
+    }
+    let parsed = parse_env_value(value);
+    let mut cur = table;
+    let mut i = 0;
+    loop {
+        let seg = &path[i];
+        let last = i + 1 == path.len();
+        if last {
+            cur.insert(seg.clone(), parsed);
+            return Ok(());
+        }
+        let next_is_index = path[i + 1].parse::<usize>().is_ok();
+        let entry = cur.entry(seg.clone()).or_insert_with(|| {
+            if next_is_index {
+                toml::Value::Array(Vec::new())
+            } else {
+                toml::Value::Table(Default::default())
+            }
+        });
+        match entry {
+            toml::Value::Table(t) => {
+                cur = t;
+                i += 1;
+            }
+            toml::Value::Array(a) => {
+                let idx: usize = path[i + 1]
+                    .parse()
+                    .map_err(|_| format!("{seg} is a list; index it by number"))?;
+                if idx > a.len() {
+                    return Err(format!(
+                        "{seg} has {} entries; index {idx} would leave a gap",
+                        a.len()
+                    ));
+                }
+                if idx == a.len() {
+                    a.push(toml::Value::Table(Default::default()));
+                }
+                if i + 2 == path.len() {
+                    a[idx] = parsed;
+                    return Ok(());
+                }
+                match &mut a[idx] {
+                    toml::Value::Table(t) => cur = t,
+                    _ => return Err(format!("{seg}[{idx}] is not a table")),
+                }
+                i += 2;
+            }
+            _ => return Err(format!("{seg} is a value, not a section")),
+        }
+    }
+}
+
+fn parse_env_value(value: &str) -> toml::Value {
+    let doc = format!("v = {value}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(value.into())),
+        Err(_) => toml::Value::String(value.into()),
+    }
+}
+
+/// Keys of every section and their doc lines, for `docs/config.md` consistency tests:
+/// section → key names, in declaration order of the example file.
+pub fn example_keys(example: &str) -> Result<BTreeMap<String, Vec<String>>> {
+    let t: toml::Table = example
+        .parse()
+        .map_err(|e| Error::invalid(format!("example config: {e}")))?;
+    let mut out = BTreeMap::new();
+    for (k, v) in t {
+        let keys = match v {
+            toml::Value::Table(t) => t.keys().cloned().collect(),
+            toml::Value::Array(a) => a
+                .first()
+                .and_then(|v| v.as_table())
+                .map(|t| t.keys().cloned().collect())
+                .unwrap_or_default(),
+            _ => vec![],
+        };
+        out.insert(k, keys);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn empty_file_plays_samples() {
+        let c = Config::from_toml("", None, env(&[])).unwrap();
+        assert_eq!(c.cameras.len(), 1);
+        assert_eq!(c.cameras[0].name(), "samples");
+        let SourceSpec::Dir(d) = &c.cameras[0].source else {
+            panic!()
+        };
+        assert!(d.is_dir(), "{}", d.display());
+        assert_eq!(c.cameras[0].settings.detector.tiling, Tiling::Off);
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let e = Config::from_toml(
+            "[[cameras]]\nname = \"front\"\nthreshhold = 0.6\n",
+            Some(Path::new("/x/f.toml")),
+            env(&[]),
+        )
+        .unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.contains("/x/f.toml") && m.contains("cameras[0]") && m.contains("threshhold"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn bad_value_names_key() {
+        let e = Config::from_toml(
+            "[[cameras]]\nthreshold = 1.5\n",
+            Some(Path::new("f.toml")),
+            env(&[]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("cameras[0].threshold"), "{e}");
+        let e = Config::from_toml(
+            "[[cameras]]\n[cameras.detector]\nmin_score = \"high\"\n",
+            None,
+            env(&[]),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("cameras[0].detector.min_score"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn env_overrides_are_type_checked() {
+        let c = Config::from_toml(
+            "[gallery]\ndb = \"/a.db\"\n",
+            None,
+            env(&[
+                ("FACED_GALLERY__DB", "/b.db"),
+                ("FACED_CAMERAS__0__THRESHOLD", "0.7"),
+                ("FACED_LOG", "debug"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.raw.gallery.db, PathBuf::from("/b.db"));
+        assert_eq!(c.cameras[0].settings.threshold, 0.7);
+        assert_eq!(
+            c.env_applied,
+            vec!["FACED_CAMERAS__0__THRESHOLD", "FACED_GALLERY__DB"]
+        );
+        let e = Config::from_toml("", None, env(&[("FACED_EVENTS__COOLDOWN_SECS", "soon")]))
+            .unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.contains("FACED_EVENTS__COOLDOWN_SECS") && m.contains("events.cooldown_secs"),
+            "{m}"
+        );
+        let e = Config::from_toml("", None, env(&[("FACED_NOPE__X", "1")])).unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn sources_parse() {
+        assert_eq!(
+            SourceSpec::parse("v4l2:/dev/video0").unwrap(),
+            SourceSpec::V4l2("/dev/video0".into())
+        );
+        assert_eq!(
+            SourceSpec::parse("http:http://cam/x").unwrap(),
+            SourceSpec::Http("http://cam/x".into())
+        );
+        assert_eq!(
+            SourceSpec::parse("http://cam/x").unwrap(),
+            SourceSpec::Http("http://cam/x".into())
+        );
+        assert_eq!(SourceSpec::parse("pattern").unwrap(), SourceSpec::Pattern);
+        assert!(SourceSpec::parse("https://cam").is_err());
+        assert!(SourceSpec::parse("rtsp://cam").is_err());
+    }
+
+    #[test]
+    fn duplicate_camera_names_rejected() {
+        let e = Config::from_toml(
+            "[[cameras]]\nname=\"a\"\n[[cameras]]\nname=\"a\"\n",
+            None,
+            env(&[]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("cameras[1].name"), "{e}");
+    }
+
+    #[test]
+    fn example_file_is_valid_and_complete() {
+        let text =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("faced.toml"))
+                .unwrap();
+        Config::from_toml(&text, Some(Path::new("faced.toml")), env(&[])).unwrap();
+        // Every key of our sections appears in the example.
+        let keys = example_keys(&text).unwrap();
+        let full = toml::Value::try_from(RawConfig {
+            cameras: vec![CameraConfig::default()],
+            ..Default::default()
+        })
+        .unwrap();
+        for (section, v) in full.as_table().unwrap() {
+            if ["mqtt", "web", "gpio"].contains(&section.as_str()) {
+                continue; // owned and documented by their modules
+            }
+            let want: Vec<String> = match v {
+                toml::Value::Table(t) => t.keys().cloned().collect(),
+                toml::Value::Array(a) => a[0].as_table().unwrap().keys().cloned().collect(),
+                _ => continue,
+            };
+            for k in want {
+                assert!(
+                    keys.get(section).is_some_and(|ks| ks.contains(&k)),
+                    "faced.toml lacks {section}.{k}"
+                );
+            }
+        }
+    }
+}

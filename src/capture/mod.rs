@@ -1,1 +1,411 @@
-//! (being written)
+//! Camera capture: every kind of camera behind one blocking trait, [`FrameSource`].
+//!
+//! | source | module | feature |
+//! |---|---|---|
+//! | `v4l2:/dev/videoN` (USB / CSI cameras; MJPEG preferred, then YUYV) | [`v4l2`] | `v4l2` |
+//! | `dir:PATH` (a folder of images played as a stream) | [`dir`] | always |
+//! | `http://…` (MJPEG over HTTP, `multipart/x-mixed-replace`) | [`http`] | always |
+//! | `pattern` (synthetic frames) | [`pattern`] | always |
+//!
+//! Each camera runs on its own OS thread ([`run_camera`]): open the source, pull frames, hand
+//! each to a [`FrameSlot`] that keeps only the newest one (the vision worker takes it when it is
+//! free; a frame replaced before it was taken counts as dropped), so capture never waits on
+//! inference. When the source fails ([`CaptureError::Unplugged`], [`CaptureError::Stalled`]) the
+//! thread logs it, backs off (0.5 s doubling to 30 s) and reopens, until shutdown. Pixel
+//! conversion (YUYV → RGB, MJPEG decode) is in [`convert`].
+
+pub mod convert;
+pub mod dir;
+pub mod http;
+pub mod pattern;
+#[cfg(feature = "v4l2")]
+pub mod v4l2;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use image::RgbImage;
+
+use crate::config::{Camera, SourceSpec};
+use crate::error::{Error, Kind, Result};
+
+/// Backends compiled into this binary (for `faced check-config`).
+pub fn compiled_backends() -> Vec<&'static str> {
+    let mut v = vec!["dir", "http", "pattern"];
+    if cfg!(feature = "v4l2") {
+        v.insert(0, "v4l2");
+    }
+    v
+}
+
+/// One captured frame.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// The pixels (shared: the web console and the vision worker may both hold it).
+    pub image: Arc<RgbImage>,
+    /// Monotonic capture time (latency, tracking).
+    pub captured: Instant,
+    /// Wall-clock capture time (event timestamps).
+    pub wall: SystemTime,
+    /// Sequence number from the source, increasing.
+    pub seq: u64,
+}
+
+impl Frame {
+    /// A frame captured now.
+    pub fn now(image: RgbImage, seq: u64) -> Frame {
+        Frame {
+            image: Arc::new(image),
+            captured: Instant::now(),
+            wall: SystemTime::now(),
+            seq,
+        }
+    }
+}
+
+/// Why a source gave no frame.
+#[derive(Debug)]
+pub enum CaptureError {
+    /// The source has no more frames (a `dir:` source with `repeat = false`).
+    End,
+    /// The device or stream is gone or cannot be opened (unplugged, missing, refused): reopen
+    /// with back-off.
+    Unplugged(Error),
+    /// No frame arrived for this long: reopen with back-off.
+    Stalled(Duration),
+    /// One frame could not be decoded; the next may be fine.
+    BadFrame(Error),
+}
+
+impl std::fmt::Display for CaptureError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CaptureError::End => f.write_str("end of stream"),
+            CaptureError::Unplugged(e) => write!(f, "{e}"),
+            CaptureError::Stalled(d) => {
+                write!(f, "no frame for {:.1} s (stalled)", d.as_secs_f32())
+            }
+            CaptureError::BadFrame(e) => write!(f, "bad frame: {e}"),
+        }
+    }
+}
+
+/// A camera: blocking, owned by its capture thread.
+pub trait FrameSource: Send {
+    /// Waits for and returns the next frame.
+    fn next_frame(&mut self) -> std::result::Result<Frame, CaptureError>;
+}
+
+/// Opens the source a camera is configured with. Errors are what [`run_camera`] logs before
+/// retrying; they name the device, folder or URL.
+pub fn open(cam: &Camera) -> Result<Box<dyn FrameSource>> {
+    let s = &cam.settings;
+    match &cam.source {
+        SourceSpec::Dir(p) => Ok(Box::new(dir::DirSource::open(
+            p,
+            s.width,
+            s.height,
+            s.fps,
+            s.frames_per_image,
+            s.repeat,
+        )?)),
+        SourceSpec::Http(url) => Ok(Box::new(http::HttpMjpeg::open(url, stall_timeout(s.fps))?)),
+        SourceSpec::Pattern => Ok(Box::new(pattern::Pattern::new(s.width, s.height, s.fps))),
+        SourceSpec::V4l2(dev) => open_v4l2(dev, cam),
+    }
+}
+
+#[cfg(feature = "v4l2")]
+fn open_v4l2(dev: &std::path::Path, cam: &Camera) -> Result<Box<dyn FrameSource>> {
+    let s = &cam.settings;
+    Ok(Box::new(v4l2::V4l2Source::open(
+        dev,
+        s.width,
+        s.height,
+        s.fps,
+        stall_timeout(s.fps),
+    )?))
+}
+
+#[cfg(not(feature = "v4l2"))]
+fn open_v4l2(dev: &std::path::Path, _cam: &Camera) -> Result<Box<dyn FrameSource>> {
+    check_device_node(dev)?;
+    Err(Error::precondition(format!(
+        "{} exists, but this faced was built without V4L2 support; rebuild with \
+         `cargo build --release --features v4l2` or install the Debian package",
+        dev.display()
+    )))
+}
+
+/// Checks that a V4L2 device node exists and is a character device; the error says what to do.
+pub fn check_device_node(dev: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::metadata(dev) {
+        Ok(m) if m.file_type().is_char_device() => Ok(()),
+        Ok(_) => Err(Error::invalid(format!(
+            "{} is not a video device (not a character device)",
+            dev.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::unavailable(format!(
+            "camera device {} does not exist: is the camera plugged in? (`ls /dev/video*` or \
+             `v4l2-ctl --list-devices` lists the cameras)",
+            dev.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(Error::new(
+            Kind::PermissionDenied,
+            format!(
+                "no permission to open {}: add the faced user to the `video` group",
+                dev.display()
+            ),
+        )),
+        Err(e) => Err(Error::unavailable(format!(
+            "cannot open {}: {e}",
+            dev.display()
+        ))),
+    }
+}
+
+/// How long without a frame before a live source counts as stalled: 10 frame intervals, at
+/// least 3 s.
+pub fn stall_timeout(fps: f32) -> Duration {
+    Duration::from_secs_f32((10.0 / fps.max(0.1)).max(3.0))
+}
+
+/// The newest frame of each camera, waiting for the vision worker.
+///
+/// Capture threads [`put`](FrameSlot::put) (never blocking for long: a mutex held for a swap);
+/// the worker [`take_any`](FrameSlot::take_any)s round-robin. A frame replaced before being
+/// taken is counted in [`dropped`](FrameSlot::dropped).
+#[derive(Debug)]
+pub struct FrameSlot {
+    frames: Mutex<SlotState>,
+    cv: Condvar,
+    dropped: Vec<AtomicU64>,
+    captured: Vec<AtomicU64>,
+}
+
+#[derive(Debug)]
+struct SlotState {
+    frames: Vec<Option<Frame>>,
+    next: usize,
+    closed: bool,
+}
+
+impl FrameSlot {
+    /// Slots for `cameras` cameras.
+    pub fn new(cameras: usize) -> FrameSlot {
+        FrameSlot {
+            frames: Mutex::new(SlotState {
+                frames: vec![None; cameras],
+                next: 0,
+                closed: false,
+            }),
+            cv: Condvar::new(),
+            dropped: (0..cameras).map(|_| AtomicU64::new(0)).collect(),
+            captured: (0..cameras).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Stores `frame` as camera `cam`'s newest, replacing (and counting as dropped) one not yet
+    /// taken.
+    pub fn put(&self, cam: usize, frame: Frame) {
+        let mut st = self.frames.lock().unwrap_or_else(|p| p.into_inner());
+        if st.frames[cam].replace(frame).is_some() {
+            self.dropped[cam].fetch_add(1, Ordering::Relaxed);
+        }
+        self.captured[cam].fetch_add(1, Ordering::Relaxed);
+        drop(st);
+        self.cv.notify_one();
+    }
+
+    /// Takes the newest frame of some camera (round-robin), waiting up to `timeout`; `None` on
+    /// timeout or when closed.
+    pub fn take_any(&self, timeout: Duration) -> Option<(usize, Frame)> {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.frames.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if st.closed {
+                return None;
+            }
+            let n = st.frames.len();
+            for k in 0..n {
+                let i = (st.next + k) % n;
+                if let Some(f) = st.frames[i].take() {
+                    st.next = (i + 1) % n;
+                    return Some((i, f));
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            st = self
+                .cv
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Wakes the worker and makes [`take_any`](FrameSlot::take_any) return `None` from now on.
+    pub fn close(&self) {
+        self.frames.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
+        self.cv.notify_all();
+    }
+
+    /// Frames of camera `cam` replaced before the worker took them.
+    pub fn dropped(&self, cam: usize) -> u64 {
+        self.dropped[cam].load(Ordering::Relaxed)
+    }
+
+    /// Frames camera `cam` has delivered.
+    pub fn captured(&self, cam: usize) -> u64 {
+        self.captured[cam].load(Ordering::Relaxed)
+    }
+}
+
+/// Exponential back-off: 0.5 s doubling to 30 s, reset after a good frame.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    cur: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::new(Duration::from_millis(500), Duration::from_secs(30))
+    }
+}
+
+impl Backoff {
+    /// Starting at `min`, doubling to `max`.
+    pub fn new(min: Duration, max: Duration) -> Backoff {
+        Backoff { cur: min, min, max }
+    }
+
+    /// The next delay (and doubles the one after).
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.cur;
+        self.cur = (self.cur * 2).min(self.max);
+        d
+    }
+
+    /// Back to the shortest delay.
+    pub fn reset(&mut self) {
+        self.cur = self.min;
+    }
+}
+
+/// Sleeps `d` in short steps; returns `false` if `stop` was raised meanwhile.
+pub fn sleep_unless(stop: &AtomicBool, d: Duration) -> bool {
+    let end = Instant::now() + d;
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now >= end {
+            return true;
+        }
+        std::thread::sleep((end - now).min(Duration::from_millis(50)));
+    }
+    false
+}
+
+/// What a camera thread reports about itself (for stats and the console).
+#[derive(Debug, Default)]
+pub struct CameraStatus {
+    status: Mutex<String>,
+    /// Open failures and stalls since start.
+    pub errors: AtomicU64,
+    /// Frames that failed to decode since start.
+    pub bad_frames: AtomicU64,
+}
+
+impl CameraStatus {
+    /// Sets the status line (`starting`, `running`, `error: …`, `ended`).
+    pub fn set(&self, s: impl Into<String>) {
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = s.into();
+    }
+
+    /// The status line.
+    pub fn get(&self) -> String {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// A camera's capture loop (run it on its own thread): open, deliver frames into `slot` as
+/// camera `idx`, reopen with back-off on failure, return at `stop` or at the end of a
+/// non-repeating source. `opener` is [`open`] in the daemon; tests pass their own.
+pub fn run_camera(
+    idx: usize,
+    cam: &Camera,
+    opener: &dyn Fn(&Camera) -> Result<Box<dyn FrameSource>>,
+    slot: &FrameSlot,
+    status: &CameraStatus,
+    stop: &AtomicBool,
+) {
+    let name = cam.name();
+    let source = cam.source.to_string();
+    let mut backoff = Backoff::default();
+    status.set("starting");
+    while !stop.load(Ordering::Relaxed) {
+        let mut src = match opener(cam) {
+            Ok(s) => s,
+            Err(e) => {
+                status.errors.fetch_add(1, Ordering::Relaxed);
+                let d = backoff.next_delay();
+                tracing::error!(camera = name, source = %source, "cannot open camera: {e}; retrying in {:.1} s", d.as_secs_f32());
+                status.set(format!("error: {e}"));
+                if !sleep_unless(stop, d) {
+                    break;
+                }
+                continue;
+            }
+        };
+        tracing::info!(camera = name, source = %source, "camera opened");
+        let mut bad_in_row = 0u32;
+        while !stop.load(Ordering::Relaxed) {
+            match src.next_frame() {
+                Ok(f) => {
+                    if bad_in_row > 0 || status.get() != "running" {
+                        status.set("running");
+                    }
+                    bad_in_row = 0;
+                    backoff.reset();
+                    slot.put(idx, f);
+                }
+                Err(CaptureError::End) => {
+                    tracing::info!(camera = name, source = %source, "camera source ended (repeat = false)");
+                    status.set("ended");
+                    return;
+                }
+                Err(CaptureError::BadFrame(e)) => {
+                    status.bad_frames.fetch_add(1, Ordering::Relaxed);
+                    bad_in_row += 1;
+                    tracing::warn!(camera = name, "skipping a frame: {e}");
+                    if bad_in_row >= 30 {
+                        tracing::error!(
+                            camera = name,
+                            "30 bad frames in a row; reopening {source}"
+                        );
+                        break;
+                    }
+                }
+                Err(e @ (CaptureError::Unplugged(_) | CaptureError::Stalled(_))) => {
+                    status.errors.fetch_add(1, Ordering::Relaxed);
+                    let d = backoff.next_delay();
+                    tracing::error!(camera = name, source = %source, "camera lost: {e}; reopening in {:.1} s", d.as_secs_f32());
+                    status.set(format!("error: {e}"));
+                    drop(src);
+                    if !sleep_unless(stop, d) {
+                        return;
+                    }
+                    break;
+                }
+            }
+        }
+    }
+}
