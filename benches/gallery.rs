@@ -1,1 +1,110 @@
-fn main() {}
+//! Gallery benchmarks: top-1 search over 1k / 100k / 1M samples (int8 scan with exact f32
+//! rescoring vs the plain f32 scan), and `add_sample` throughput through SQLite.
+//!
+//! `cargo bench --bench gallery`. The index is built directly (not through SQLite) from random
+//! unit vectors, one sample per person; 1M samples need ~1 GB of RAM.
+//!
+//! Medians on the 2-core AMD EPYC dev VM (AVX2), see the report in issue 2:
+//! see `Index::search` docs and the commit message for the numbers of the last run.
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use faced::gallery::{
+    Gallery, GalleryOptions, Index, IndexOptions, NewSample, PersonId, SampleId, SampleKind,
+};
+use faced::vision::EMBEDDING_DIM;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let u = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        (u >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    }
+    fn unit(&mut self) -> Vec<f32> {
+        // Sum of uniforms: close enough to Gaussian for a random direction.
+        let v: Vec<f32> = (0..EMBEDDING_DIM)
+            .map(|_| (0..4).map(|_| self.next()).sum())
+            .collect();
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect()
+    }
+}
+
+fn build(n: usize, rng: &mut Rng) -> Index {
+    let mut idx = Index::new(IndexOptions::default());
+    for i in 0..n {
+        let p = PersonId(i as i64);
+        idx.set_person(p, "x");
+        idx.insert(SampleId(i as i64), p, SampleKind::Positive, &rng.unit());
+    }
+    idx
+}
+
+fn search(c: &mut Criterion) {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let queries: Vec<Vec<f32>> = (0..64).map(|_| rng.unit()).collect();
+    let mut g = c.benchmark_group("search_top1");
+    for n in [1_000usize, 100_000, 1_000_000] {
+        let idx = build(n, &mut rng);
+        g.throughput(Throughput::Elements(n as u64));
+        if n >= 1_000_000 {
+            g.sample_size(20);
+        }
+        let mut qi = 0;
+        g.bench_with_input(BenchmarkId::new("int8_exact", n), &idx, |b, idx| {
+            b.iter(|| {
+                qi = (qi + 1) % queries.len();
+                black_box(idx.search(&queries[qi], 1))
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("f32_scan", n), &idx, |b, idx| {
+            b.iter(|| {
+                qi = (qi + 1) % queries.len();
+                black_box(idx.search_f32(&queries[qi], 1))
+            })
+        });
+    }
+    g.finish();
+}
+
+fn add_sample(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gal = Gallery::open(&dir.path().join("bench.db"), &GalleryOptions::default()).unwrap();
+    let person = gal.add_person("Bench").unwrap();
+    let mut rng = Rng(7);
+    let embs: Vec<Vec<f32>> = (0..64).map(|_| rng.unit()).collect();
+    let crop = vec![0xa5u8; 5000]; // a typical 112×112 JPEG
+    let new = |e: &'_ [f32]| NewSample {
+        kind: SampleKind::Positive,
+        embedding: e,
+        crop_jpeg: &crop,
+        quality_json: r#"{"sharpness":0.8,"yaw":3.0}"#,
+        source: "bench",
+    };
+    let mut g = c.benchmark_group("add_sample_sqlite");
+    g.throughput(Throughput::Elements(1));
+    let mut i = 0;
+    g.bench_function("one_per_transaction", |b| {
+        b.iter(|| {
+            i = (i + 1) % embs.len();
+            gal.add_sample(person, new(&embs[i])).unwrap()
+        })
+    });
+    g.throughput(Throughput::Elements(10));
+    g.bench_function("ten_per_transaction", |b| {
+        b.iter(|| {
+            let batch: Vec<NewSample> = (0..10).map(|j| new(&embs[(i + j) % embs.len()])).collect();
+            i = (i + 1) % embs.len();
+            gal.add_samples(person, &batch).unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, search, add_sample);
+criterion_main!(benches);

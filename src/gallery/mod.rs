@@ -1,2 +1,645 @@
-//! Gallery of enrolled people: SQLite storage plus an in-memory embedding index.
-//! (Being written; see issue 2.)
+//! Gallery of enrolled people: SQLite storage plus an in-memory embedding index (issue 2,
+//! item 7).
+//!
+//! [`Gallery`] owns the database connection and the [`Index`]; every write goes to SQLite first,
+//! in one transaction, and the index is updated only after the commit, so the two never
+//! disagree. The daemon keeps one `Gallery` behind a `Mutex` (it is `Send`, not `Sync`); a search
+//! touches only memory, a write touches the disk.
+//!
+//! * Storage: one SQLite file in WAL mode with `foreign_keys=ON`; the schema is documented in
+//!   `schema.sql`; versions and upgrades are in [`schema`] (**read its docs before adding a
+//!   table**: adding a migration is one file plus one line).
+//! * Encryption at rest: embeddings and face crops are AES-256-GCM encrypted with a key file
+//!   beside the database (`<db>.key`, mode 0600); see `crypto.rs`. Names, counts and quality
+//!   data are not encrypted.
+//! * Search: cosine similarity (embeddings are L2-normalised), a person's score is their best
+//!   positive sample, and negative samples ("this is not NAME") veto a person; see [`index`].
+//!
+//! Timestamps are wall-clock Unix milliseconds.
+
+mod crypto;
+pub mod index;
+pub mod schema;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::error::{Error, Kind, Result};
+use crate::vision::EMBEDDING_DIM;
+
+pub use index::{Index, IndexOptions, Match};
+
+/// Longest accepted person name, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
+/// Largest accepted face crop (a 112×112 JPEG is ~5 KB); larger is [`Kind::ResourceExhausted`].
+pub const MAX_CROP_BYTES: usize = 256 * 1024;
+/// Longest accepted sample `source`, in characters.
+pub const MAX_SOURCE_CHARS: usize = 200;
+
+const KEY_CHECK_PLAIN: &[u8] = b"faced key check v1";
+const KEY_CHECK_AAD: &str = "key_check.sealed";
+const AAD_EMBEDDING: &str = "face_sample.embedding";
+const AAD_CROP: &str = "face_sample.crop";
+
+/// A person's database id (never reused).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct PersonId(pub i64);
+
+/// A face sample's database id (never reused).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct SampleId(pub i64);
+
+impl std::fmt::Display for PersonId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Display for SampleId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Whether a sample shows the person or a face wrongly matched to them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SampleKind {
+    /// A face of this person; matches are scored against these.
+    Positive,
+    /// A face that was wrongly matched to this person ("this is not NAME"): queries at least as
+    /// close to it as to the person's best positive sample do not match the person.
+    Negative,
+}
+
+impl SampleKind {
+    /// The value stored in `face_sample.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SampleKind::Positive => "positive",
+            SampleKind::Negative => "negative",
+        }
+    }
+
+    fn parse(s: &str) -> Result<SampleKind> {
+        match s {
+            "positive" => Ok(SampleKind::Positive),
+            "negative" => Ok(SampleKind::Negative),
+            _ => Err(Error::precondition(format!(
+                "unknown face_sample.kind {s:?} in the database"
+            ))),
+        }
+    }
+}
+
+/// Options for [`Gallery::open`].
+#[derive(Debug, Clone, Default)]
+pub struct GalleryOptions {
+    /// The 32-byte key file; default `<db>.key` (the database path with `.key` appended).
+    pub key_path: Option<PathBuf>,
+    /// Search tuning (negative-sample margin).
+    pub index: IndexOptions,
+}
+
+/// A person as stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Person {
+    /// Database id.
+    pub id: PersonId,
+    /// Display name (unique ignoring ASCII case).
+    pub name: String,
+    /// Enrolment time, Unix ms.
+    pub created_at_ms: i64,
+    /// Last rename or sample change, Unix ms.
+    pub updated_at_ms: i64,
+}
+
+/// A person with sample counts, as listed by [`Gallery::people`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PersonSummary {
+    /// Database id.
+    pub id: PersonId,
+    /// Display name.
+    pub name: String,
+    /// Number of positive samples.
+    pub positive_samples: u32,
+    /// Number of negative samples.
+    pub negative_samples: u32,
+    /// Enrolment time, Unix ms.
+    pub created_at_ms: i64,
+    /// Last rename or sample change, Unix ms.
+    pub updated_at_ms: i64,
+}
+
+/// A sample to store with [`Gallery::add_sample`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewSample<'a> {
+    /// Positive (this person) or negative (wrongly matched to them).
+    pub kind: SampleKind,
+    /// [`EMBEDDING_DIM`] finite values, not all zero (normalised by the embedder; the index
+    /// normalises again).
+    pub embedding: &'a [f32],
+    /// JPEG of the 112×112 aligned face, at most [`MAX_CROP_BYTES`].
+    pub crop_jpeg: &'a [u8],
+    /// Quality measures, a JSON object.
+    pub quality_json: &'a str,
+    /// Where the face came from (at most [`MAX_SOURCE_CHARS`] characters).
+    pub source: &'a str,
+}
+
+/// A stored sample's metadata (the embedding stays in the index; the crop via
+/// [`Gallery::sample_crop`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SampleInfo {
+    /// Database id.
+    pub id: SampleId,
+    /// Whose sample.
+    pub person: PersonId,
+    /// Positive or negative.
+    pub kind: SampleKind,
+    /// Quality measures (JSON object).
+    pub quality_json: String,
+    /// Where the face came from.
+    pub source: String,
+    /// When it was stored, Unix ms.
+    pub created_at_ms: i64,
+}
+
+/// The gallery: database plus index. See the module docs.
+#[derive(Debug)]
+pub struct Gallery {
+    conn: Connection,
+    cipher: crypto::Cipher,
+    index: Index,
+    db_path: PathBuf,
+    key_path: PathBuf,
+}
+
+/// Wall-clock now, Unix ms.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Trims and checks a person name: 1..=100 characters, no control characters.
+pub fn validate_name(name: &str) -> Result<&str> {
+    let n = name.trim();
+    let chars = n.chars().count();
+    if chars == 0 || chars > MAX_NAME_CHARS {
+        return Err(Error::invalid(format!(
+            "person name must be 1 to {MAX_NAME_CHARS} characters after trimming, got {chars}"
+        )));
+    }
+    if n.chars().any(char::is_control) {
+        return Err(Error::invalid(format!(
+            "person name {n:?} contains control characters"
+        )));
+    }
+    Ok(n)
+}
+
+/// Checks an embedding: [`EMBEDDING_DIM`] finite values, not all zero.
+pub fn validate_embedding(e: &[f32]) -> Result<()> {
+    if e.len() != EMBEDDING_DIM {
+        return Err(Error::invalid(format!(
+            "embedding has {} values, expected {EMBEDDING_DIM}",
+            e.len()
+        )));
+    }
+    if let Some(i) = e.iter().position(|v| !v.is_finite()) {
+        return Err(Error::invalid(format!(
+            "embedding value {i} is {} (not finite)",
+            e[i]
+        )));
+    }
+    if e.iter().all(|&v| v == 0.0) {
+        return Err(Error::invalid("embedding is all zeros"));
+    }
+    Ok(())
+}
+
+fn is_constraint(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
+}
+
+fn name_taken(name: &str) -> Error {
+    Error::new(
+        Kind::Conflict,
+        format!("a person named {name:?} already exists (names ignore ASCII case)"),
+    )
+}
+
+fn embedding_bytes(e: &[f32]) -> Vec<u8> {
+    e.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+impl Gallery {
+    /// Opens (creating if needed) the database at `db`, upgrades its schema, loads the key and
+    /// builds the index.
+    ///
+    /// Errors ([`Kind::FailedPrecondition`] unless noted): the schema is newer than this binary;
+    /// the file is not a faced database; the key file is group/world accessible, not 32 bytes,
+    /// or does not match the database; the key file is missing while the database holds
+    /// samples (a new key is created only when there is nothing to decrypt).
+    pub fn open(db: &Path, opts: &GalleryOptions) -> Result<Gallery> {
+        let what = format!("database {}", db.display());
+        let key_path = opts.key_path.clone().unwrap_or_else(|| {
+            let mut p = db.as_os_str().to_owned();
+            p.push(".key");
+            PathBuf::from(p)
+        });
+        let mut conn = Connection::open(db)
+            .map_err(|e| Error::precondition(format!("cannot open {what}")).with_source(e))?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::precondition(format!(
+                "{what}: cannot switch to WAL mode (got {mode})"
+            )));
+        }
+        // WAL + NORMAL: no fsync per commit (SD-card wear); a power cut can lose the last
+        // commits but never corrupts the file.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        schema::migrate(&mut conn, &what)?;
+
+        let samples: i64 = conn.query_row("SELECT COUNT(*) FROM face_sample", [], |r| r.get(0))?;
+        let (key, new_key) = match crypto::read_key(&key_path)? {
+            Some(k) => (k, false),
+            None if samples > 0 => {
+                return Err(Error::precondition(format!(
+                    "{what} holds {samples} encrypted face samples but its key file {} is missing; \
+                     restore the key file from backup (or pass its path with --key / \
+                     gallery.key_path). A new key cannot decrypt them; to start over, move the \
+                     database away",
+                    key_path.display()
+                )));
+            }
+            None => (crypto::create_key(&key_path)?, true),
+        };
+        let cipher = crypto::Cipher::new(&key)?;
+        let aad = crypto::aad(KEY_CHECK_AAD, &[]);
+        let sealed: Option<Vec<u8>> = conn
+            .query_row("SELECT sealed FROM key_check WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let matches = sealed.as_ref().map(|s| {
+            cipher
+                .open(&aad, s, "key check")
+                .is_ok_and(|p| p == KEY_CHECK_PLAIN)
+        });
+        if matches != Some(true) {
+            if matches == Some(false) && !new_key {
+                return Err(Error::precondition(format!(
+                    "key file {} does not belong to {what} (its key check fails); use the key file \
+                     created with this database",
+                    key_path.display()
+                )));
+            }
+            // No check yet, or a fresh key for a database without samples: (re)write it.
+            conn.execute(
+                "INSERT OR REPLACE INTO key_check (id, sealed, created_at) VALUES (1, ?1, ?2)",
+                params![cipher.seal(&aad, KEY_CHECK_PLAIN)?, now_ms()],
+            )?;
+        }
+
+        let mut g = Gallery {
+            conn,
+            cipher,
+            index: Index::new(opts.index),
+            db_path: db.to_owned(),
+            key_path,
+        };
+        g.load_index()?;
+        Ok(g)
+    }
+
+    fn load_index(&mut self) -> Result<()> {
+        {
+            let mut st = self.conn.prepare("SELECT id, name FROM person")?;
+            let mut rows = st.query([])?;
+            while let Some(r) = rows.next()? {
+                self.index
+                    .set_person(PersonId(r.get(0)?), &r.get::<_, String>(1)?);
+            }
+        }
+        let mut st = self
+            .conn
+            .prepare("SELECT id, person_id, kind, uid, embedding FROM face_sample")?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let id = SampleId(r.get(0)?);
+            let person = PersonId(r.get(1)?);
+            let kind = SampleKind::parse(&r.get::<_, String>(2)?)?;
+            let uid: Vec<u8> = r.get(3)?;
+            let sealed: Vec<u8> = r.get(4)?;
+            let what = format!("face_sample {id} embedding");
+            let plain = self
+                .cipher
+                .open(&crypto::aad(AAD_EMBEDDING, &uid), &sealed, &what)?;
+            let e: Vec<f32> = plain
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            if !self.index.insert(id, person, kind, &e) {
+                return Err(Error::precondition(format!(
+                    "{what} is not a valid embedding"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The database file this gallery uses.
+    pub fn db_path(&self) -> &Path {
+        &self.db_path
+    }
+
+    /// The key file this gallery uses.
+    pub fn key_path(&self) -> &Path {
+        &self.key_path
+    }
+
+    /// The connection, for modules that keep their own tables in the same database (add them as
+    /// migrations: see [`schema`]). Do not write `person` or `face_sample` through it: the index
+    /// would not know.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The in-memory index (read-only), e.g. for statistics.
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Enrols a new person with no samples. The name is trimmed and must be 1..=100 characters
+    /// without control characters ([`Kind::InvalidInput`]) and not taken ([`Kind::Conflict`]).
+    pub fn add_person(&mut self, name: &str) -> Result<PersonId> {
+        let name = validate_name(name)?;
+        let now = now_ms();
+        match self.conn.execute(
+            "INSERT INTO person (name, created_at, updated_at) VALUES (?1, ?2, ?2)",
+            params![name, now],
+        ) {
+            Ok(_) => {}
+            Err(e) if is_constraint(&e) => return Err(name_taken(name)),
+            Err(e) => return Err(e.into()),
+        }
+        let id = PersonId(self.conn.last_insert_rowid());
+        self.index.set_person(id, name);
+        Ok(id)
+    }
+
+    fn person_where(&self, cond: &str, p: impl rusqlite::Params) -> Result<Option<Person>> {
+        let sql = format!("SELECT id, name, created_at, updated_at FROM person WHERE {cond}");
+        Ok(self
+            .conn
+            .query_row(&sql, p, |r| {
+                Ok(Person {
+                    id: PersonId(r.get(0)?),
+                    name: r.get(1)?,
+                    created_at_ms: r.get(2)?,
+                    updated_at_ms: r.get(3)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// The person with this name (trimmed; ASCII case ignored), if any.
+    pub fn person_by_name(&self, name: &str) -> Result<Option<Person>> {
+        self.person_where("name = ?1", [name.trim()])
+    }
+
+    /// The person with this id, if any.
+    pub fn person(&self, id: PersonId) -> Result<Option<Person>> {
+        self.person_where("id = ?1", [id.0])
+    }
+
+    fn require_person(&self, id: PersonId) -> Result<Person> {
+        self.person(id)?
+            .ok_or_else(|| Error::not_found(format!("no person with id {id}")))
+    }
+
+    /// Everyone, by name, with sample counts.
+    pub fn people(&self) -> Result<Vec<PersonSummary>> {
+        let mut st = self.conn.prepare(
+            "SELECT p.id, p.name, p.created_at, p.updated_at,
+                    COUNT(s.id) FILTER (WHERE s.kind = 'positive'),
+                    COUNT(s.id) FILTER (WHERE s.kind = 'negative')
+             FROM person p LEFT JOIN face_sample s ON s.person_id = p.id
+             GROUP BY p.id ORDER BY p.name, p.id",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(PersonSummary {
+                id: PersonId(r.get(0)?),
+                name: r.get(1)?,
+                created_at_ms: r.get(2)?,
+                updated_at_ms: r.get(3)?,
+                positive_samples: r.get(4)?,
+                negative_samples: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Renames a person (same name rules as [`Gallery::add_person`]); [`Kind::NotFound`] if the
+    /// id does not exist.
+    pub fn rename_person(&mut self, id: PersonId, new_name: &str) -> Result<()> {
+        let name = validate_name(new_name)?;
+        let n = match self.conn.execute(
+            "UPDATE person SET name = ?1, updated_at = ?2 WHERE id = ?3",
+            params![name, now_ms(), id.0],
+        ) {
+            Ok(n) => n,
+            Err(e) if is_constraint(&e) => return Err(name_taken(name)),
+            Err(e) => return Err(e.into()),
+        };
+        if n == 0 {
+            return Err(Error::not_found(format!("no person with id {id}")));
+        }
+        self.index.set_person(id, name);
+        Ok(())
+    }
+
+    /// Removes a person with every sample and crop (ON DELETE CASCADE) and drops them from the
+    /// index; [`Kind::NotFound`] if the id does not exist.
+    pub fn remove_person(&mut self, id: PersonId) -> Result<()> {
+        let n = self
+            .conn
+            .execute("DELETE FROM person WHERE id = ?1", [id.0])?;
+        if n == 0 {
+            return Err(Error::not_found(format!("no person with id {id}")));
+        }
+        self.index.remove_person(id);
+        Ok(())
+    }
+
+    /// Stores one sample; see [`Gallery::add_samples`].
+    pub fn add_sample(&mut self, person: PersonId, sample: NewSample<'_>) -> Result<SampleId> {
+        Ok(self.add_samples(person, &[sample])?[0])
+    }
+
+    /// Stores samples of one person in a single transaction (all or none), encrypting the
+    /// embedding and crop, then adds them to the index. Returns their ids in order.
+    ///
+    /// Errors: [`Kind::NotFound`] for an unknown person; [`Kind::InvalidInput`] for an embedding
+    /// of the wrong length, with non-finite values or all zeros, an empty crop, quality that is
+    /// not a JSON object, or a too-long source; [`Kind::ResourceExhausted`] for a crop over
+    /// [`MAX_CROP_BYTES`].
+    pub fn add_samples(
+        &mut self,
+        person: PersonId,
+        samples: &[NewSample<'_>],
+    ) -> Result<Vec<SampleId>> {
+        for s in samples {
+            validate_embedding(s.embedding)?;
+            if s.crop_jpeg.is_empty() {
+                return Err(Error::invalid("face crop is empty"));
+            }
+            if s.crop_jpeg.len() > MAX_CROP_BYTES {
+                return Err(Error::exhausted(format!(
+                    "face crop is {} bytes, limit {MAX_CROP_BYTES}",
+                    s.crop_jpeg.len()
+                )));
+            }
+            match serde_json::from_str::<serde_json::Value>(s.quality_json) {
+                Ok(v) if v.is_object() => {}
+                _ => return Err(Error::invalid("sample quality must be a JSON object")),
+            }
+            if s.source.chars().count() > MAX_SOURCE_CHARS {
+                return Err(Error::invalid(format!(
+                    "sample source is longer than {MAX_SOURCE_CHARS} characters"
+                )));
+            }
+        }
+        self.require_person(person)?;
+        let now = now_ms();
+        let tx = self.conn.transaction()?;
+        let mut ids = Vec::with_capacity(samples.len());
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO face_sample (person_id, uid, kind, embedding, crop, quality, source, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for s in samples {
+                let uid: [u8; 16] = self.cipher.random()?;
+                let emb = self.cipher.seal(
+                    &crypto::aad(AAD_EMBEDDING, &uid),
+                    &embedding_bytes(s.embedding),
+                )?;
+                let crop = self
+                    .cipher
+                    .seal(&crypto::aad(AAD_CROP, &uid), s.crop_jpeg)?;
+                st.execute(params![
+                    person.0,
+                    &uid[..],
+                    s.kind.as_str(),
+                    emb,
+                    crop,
+                    s.quality_json,
+                    s.source,
+                    now
+                ])?;
+                ids.push(SampleId(tx.last_insert_rowid()));
+            }
+        }
+        tx.execute(
+            "UPDATE person SET updated_at = ?1 WHERE id = ?2",
+            params![now, person.0],
+        )?;
+        tx.commit()?;
+        for (s, &id) in samples.iter().zip(&ids) {
+            self.index.insert(id, person, s.kind, s.embedding);
+        }
+        Ok(ids)
+    }
+
+    /// A person's samples, oldest first; [`Kind::NotFound`] for an unknown person.
+    pub fn samples(&self, person: PersonId) -> Result<Vec<SampleInfo>> {
+        self.require_person(person)?;
+        let mut st = self.conn.prepare(
+            "SELECT id, kind, quality, source, created_at FROM face_sample WHERE person_id = ?1 ORDER BY id",
+        )?;
+        let mut rows = st.query([person.0])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            out.push(SampleInfo {
+                id: SampleId(r.get(0)?),
+                person,
+                kind: SampleKind::parse(&r.get::<_, String>(1)?)?,
+                quality_json: r.get(2)?,
+                source: r.get(3)?,
+                created_at_ms: r.get(4)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The decrypted JPEG crop of a sample; [`Kind::NotFound`] for an unknown sample.
+    pub fn sample_crop(&self, id: SampleId) -> Result<Vec<u8>> {
+        let (uid, sealed): (Vec<u8>, Vec<u8>) = self
+            .conn
+            .query_row(
+                "SELECT uid, crop FROM face_sample WHERE id = ?1",
+                [id.0],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?
+            .ok_or_else(|| Error::not_found(format!("no face sample with id {id}")))?;
+        self.cipher.open(
+            &crypto::aad(AAD_CROP, &uid),
+            &sealed,
+            &format!("face_sample {id} crop"),
+        )
+    }
+
+    /// Removes one sample (and its crop) from the database and the index; [`Kind::NotFound`] for
+    /// an unknown sample.
+    pub fn remove_sample(&mut self, id: SampleId) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let person: Option<i64> = tx
+            .query_row(
+                "DELETE FROM face_sample WHERE id = ?1 RETURNING person_id",
+                [id.0],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(person) = person else {
+            return Err(Error::not_found(format!("no face sample with id {id}")));
+        };
+        tx.execute(
+            "UPDATE person SET updated_at = ?1 WHERE id = ?2",
+            params![now_ms(), person],
+        )?;
+        tx.commit()?;
+        self.index.remove_sample(id);
+        Ok(())
+    }
+
+    /// The `k` best-matching people for `embedding`, best first (see [`index`] for the rule,
+    /// including negative samples). [`Kind::InvalidInput`] for an invalid embedding.
+    pub fn search(&self, embedding: &[f32], k: usize) -> Result<Vec<Match>> {
+        validate_embedding(embedding)?;
+        Ok(self.index.search(embedding, k))
+    }
+
+    /// The best match if its similarity is at least `threshold`.
+    pub fn identify(&self, embedding: &[f32], threshold: f32) -> Result<Option<Match>> {
+        Ok(self
+            .search(embedding, 1)?
+            .into_iter()
+            .next()
+            .filter(|m| m.similarity >= threshold))
+    }
+}

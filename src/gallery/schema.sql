@@ -1,0 +1,192 @@
+-- faced database schema: the CURRENT version, as a fresh database gets it.
+--
+-- This file is documentation first: every table and column says what it holds, its units and
+-- its invariants. It is also executable: `Gallery::open` runs it (in one transaction) to create
+-- a new database, while existing databases are brought here by the numbered upgrades in
+-- migrations/ (see schema.rs). The test `upgraded_database_equals_fresh` in tests/gallery.rs
+-- checks that both roads end at the same sqlite_master (comments and whitespace aside), so when
+-- you add a migration, make the same change here.
+--
+-- Conventions: times are wall-clock Unix milliseconds (INTEGER; a Pi's clock can jump when NTP
+-- syncs, so no CHECK compares two timestamps). Ids are AUTOINCREMENT so an id is never reused:
+-- events and logs that name a removed person must not point at someone enrolled later.
+-- Face data (embeddings, crops) is stored only encrypted: see crypto.rs.
+
+-- One row per schema version step; the database's version is MAX(version). A database whose
+-- version is higher than the binary knows is refused (it was written by a newer faced).
+CREATE TABLE schema_version (
+  -- Version reached by this step (1 = the first released schema).
+  version INTEGER PRIMARY KEY CHECK (version >= 1),
+  -- When the step ran, Unix ms.
+  applied_at INTEGER NOT NULL,
+  -- 'fresh' for a database created at this version from schema.sql, else 'migration NNNN'.
+  how TEXT NOT NULL
+);
+
+-- Proof that the key file matches this database: a constant sealed with the key. Lets `open`
+-- say "wrong key file" up front instead of failing on the first sample. At most one row.
+CREATE TABLE key_check (
+  -- Always 1.
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  -- nonce (12) || AES-256-GCM("faced key check v1") || tag (16); AAD "key_check.sealed".
+  sealed BLOB NOT NULL CHECK (length(sealed) = 12 + 18 + 16),
+  -- When the key was first used with this database, Unix ms.
+  created_at INTEGER NOT NULL
+);
+
+-- An enrolled person.
+CREATE TABLE person (
+  -- Stable id, never reused.
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  -- Display name: trimmed, 1..=100 characters, no control characters (checked in Rust; the
+  -- length check here counts characters too). Unique ignoring ASCII case, so "alice" and
+  -- "Alice" cannot both exist.
+  name TEXT NOT NULL UNIQUE COLLATE NOCASE
+    CHECK (length(name) BETWEEN 1 AND 100 AND name = trim(name)),
+  -- When the person was enrolled, Unix ms.
+  created_at INTEGER NOT NULL,
+  -- Last rename or sample added/removed, Unix ms.
+  updated_at INTEGER NOT NULL
+);
+
+-- A face of (positive) or wrongly matched to (negative) a person. A negative sample is stored
+-- by the console's "this is not NAME": faces closer to it than to NAME's best positive sample
+-- no longer match NAME. Removing the person removes their samples (ON DELETE CASCADE).
+CREATE TABLE face_sample (
+  -- Stable id, never reused.
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  -- Whose sample this is.
+  person_id INTEGER NOT NULL REFERENCES person (id) ON DELETE CASCADE,
+  -- 16 random bytes, fixed at insert: part of the AAD of this row's ciphertexts so they cannot
+  -- be swapped between rows (the id is not known before the insert).
+  uid BLOB NOT NULL UNIQUE CHECK (length(uid) = 16),
+  -- 'positive': a face of this person; 'negative': a face wrongly matched to them.
+  kind TEXT NOT NULL CHECK (kind IN ('positive', 'negative')),
+  -- Encrypted embedding: nonce (12) || AES-256-GCM(192 little-endian f32 = 4 * 192 bytes, as
+  -- produced by the embedder, L2 norm 1) || tag (16); AAD "face_sample.embedding" 0 uid.
+  embedding BLOB NOT NULL CHECK (length(embedding) = 12 + 4 * 192 + 16),
+  -- Encrypted JPEG of the 112x112 aligned face, same layout; AAD "face_sample.crop" 0 uid.
+  crop BLOB NOT NULL CHECK (length(crop) > 12 + 16),
+  -- Quality measures at capture (sharpness, pose, ...), a JSON object written by vision.
+  quality TEXT NOT NULL CHECK (json_valid(quality)),
+  -- Where the face came from: "enroll:camera=front", "console:not-person", a file name, ...
+  source TEXT NOT NULL CHECK (length(source) <= 200),
+  -- When the sample was stored, Unix ms.
+  created_at INTEGER NOT NULL
+);
+
+-- Per-person sample listing and counting (people(), samples(), cascade deletes).
+CREATE INDEX face_sample_person ON face_sample (person_id, kind);
+
+-- The MQTT outbox: messages waiting to be published, in publish order (src/mqtt/outbox.rs).
+-- A row is written in the same transaction as the event it announces, so a stored event is
+-- never lost to a broker outage or a restart; the publisher deletes rows in batches after the
+-- broker's PUBACK (QoS 1), so a crash between PUBACK and delete can publish a row twice. Size
+-- is bounded by mqtt.outbox_max_messages: the publisher drops the oldest rows beyond it.
+CREATE TABLE mqtt_outbox (
+  -- Publish order: rows go out by ascending id. AUTOINCREMENT so ids only grow.
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  -- Full topic name, e.g. 'faced/door/events': 1..=1024 bytes, no wildcards.
+  topic TEXT NOT NULL
+    CHECK (length(CAST(topic AS BLOB)) BETWEEN 1 AND 1024 AND instr(topic, '+') = 0 AND instr(topic, '#') = 0),
+  -- Message body as sent (event JSON, UTF-8), at most 1 MiB.
+  payload BLOB NOT NULL CHECK (typeof(payload) = 'blob' AND length(payload) <= 1048576),
+  -- 1: publish with the MQTT retain flag.
+  retain INTEGER NOT NULL CHECK (retain IN (0, 1)),
+  -- When the row was enqueued, Unix ms.
+  created_at INTEGER NOT NULL
+);
+
+-- A recognition event (src/events/): a face recognised, an unknown face, or a reported track
+-- that left the view. Written in batches by the event writer thread; the MQTT outbox row for
+-- the event is written in the same transaction. Retention ([events] retention_days,
+-- retention_count) deletes the oldest rows. Removing a person removes their events
+-- (ON DELETE CASCADE): their snapshots are faces too.
+CREATE TABLE event (
+  -- Stable id, never reused; the event_id in the MQTT JSON. Increases with time of storage.
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  -- 16 random bytes: part of the snapshot's AAD, so a sealed crop cannot move between rows.
+  uid BLOB NOT NULL UNIQUE CHECK (length(uid) = 16),
+  -- 'recognized', 'unknown' or 'left'.
+  kind TEXT NOT NULL CHECK (kind IN ('recognized', 'unknown', 'left')),
+  -- The recognised person (NULL for unknown faces, and for 'left' of an unknown track).
+  person_id INTEGER REFERENCES person (id) ON DELETE CASCADE,
+  -- Their name at the time of the event (a later rename does not rewrite history).
+  person_name TEXT CHECK (person_name IS NULL OR length(person_name) BETWEEN 1 AND 100),
+  -- Cosine similarity of the identity vote's best match, -1..1 (NULL: never embedded).
+  similarity REAL CHECK (similarity IS NULL OR similarity BETWEEN -1 AND 1),
+  -- Camera name as in faced.toml.
+  camera TEXT NOT NULL CHECK (length(camera) BETWEEN 1 AND 32),
+  -- Tracker id, unique per camera while the daemon runs (restarts begin again at 1).
+  track_id INTEGER NOT NULL CHECK (track_id >= 0),
+  -- Face box in frame pixels: left, top, right, bottom.
+  x1 REAL NOT NULL,
+  y1 REAL NOT NULL,
+  x2 REAL NOT NULL,
+  y2 REAL NOT NULL,
+  -- Wall-clock capture time of the frame, Unix ms.
+  at INTEGER NOT NULL,
+  -- 'left' only: first to last sighting of the track, ms.
+  duration_ms INTEGER CHECK (duration_ms IS NULL OR (kind = 'left' AND duration_ms >= 0)),
+  -- Encrypted JPEG crop of the face: nonce (12) || AES-256-GCM(jpeg) || tag (16) under the
+  -- gallery key; AAD "event.snapshot" 0 uid. NULL when snapshots are off or for 'left'.
+  snapshot BLOB CHECK (snapshot IS NULL OR length(snapshot) > 12 + 16)
+);
+
+-- Retention by age and the console's time-ordered listing.
+CREATE INDEX event_at ON event (at);
+-- "When was NAME last seen", and cascade deletes.
+CREATE INDEX event_person ON event (person_id, at);
+
+-- A console user (src/web/auth.rs). Created by the one-time setup link or `faced user add`.
+CREATE TABLE web_user (
+  -- Stable id, never reused.
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  -- Login name: letters, digits, . _ - @ (checked in Rust); unique ignoring ASCII case.
+  name TEXT NOT NULL UNIQUE COLLATE NOCASE CHECK (length(name) BETWEEN 1 AND 64),
+  -- 'admin' (everything) or 'viewer' (live, events, reports).
+  role TEXT NOT NULL CHECK (role IN ('admin', 'viewer')),
+  -- Random PBKDF2 salt, 16 bytes.
+  pw_salt BLOB NOT NULL CHECK (length(pw_salt) = 16),
+  -- PBKDF2-HMAC-SHA256(password, salt, pw_iterations), 32 bytes.
+  pw_hash BLOB NOT NULL CHECK (length(pw_hash) = 32),
+  -- PBKDF2 iteration count used for pw_hash (OWASP 2023: at least 600 000).
+  pw_iterations INTEGER NOT NULL CHECK (pw_iterations >= 600000),
+  -- When the user was created, Unix ms.
+  created_at INTEGER NOT NULL
+);
+
+-- A signed-in browser session. Only the SHA-256 of the cookie value is stored, so a copy of
+-- the database cannot be used to sign in. Deleted at logout, password change, user removal
+-- (cascade) and after the idle expiry.
+CREATE TABLE web_session (
+  -- SHA-256 of the session cookie's random value, 32 bytes.
+  token_hash BLOB PRIMARY KEY CHECK (length(token_hash) = 32),
+  -- Whose session.
+  user_id INTEGER NOT NULL REFERENCES web_user (id) ON DELETE CASCADE,
+  -- CSRF token bound to this session (sent back in X-CSRF-Token), URL-safe base64.
+  csrf TEXT NOT NULL CHECK (length(csrf) >= 32),
+  -- When the session started, Unix ms.
+  created_at INTEGER NOT NULL,
+  -- Last request, Unix ms (written at most once a minute: SD-card wear).
+  last_seen_at INTEGER NOT NULL
+);
+
+-- Sign a user out everywhere (password change).
+CREATE INDEX web_session_user ON web_session (user_id);
+
+-- An API token for scripts (`Authorization: Bearer faced_…`); acts with its owner's role.
+CREATE TABLE web_api_token (
+  -- Stable id, never reused.
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  -- Owner; removing the user revokes their tokens.
+  user_id INTEGER NOT NULL REFERENCES web_user (id) ON DELETE CASCADE,
+  -- What the token is for ("backup script").
+  label TEXT NOT NULL CHECK (length(label) BETWEEN 1 AND 100),
+  -- SHA-256 of the token string, 32 bytes (the token is shown once, at creation).
+  token_hash BLOB NOT NULL UNIQUE CHECK (length(token_hash) = 32),
+  -- When created, Unix ms.
+  created_at INTEGER NOT NULL,
+  -- Last use, Unix ms (written at most once a minute), NULL if never used.
+  last_used_at INTEGER
+);
