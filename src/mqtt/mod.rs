@@ -1,8 +1,639 @@
-//! MQTT publishing (being written; see issue 3).
+//! MQTT: events, person state, snapshots, availability and Home Assistant discovery out;
+//! commands in. Every topic and payload is documented in `docs/mqtt.md`.
+//!
+//! # Shape
+//!
+//! [`Mqtt::start`] spawns one OS thread, `mqtt`, running a small current-thread tokio runtime
+//! with two tasks: the rumqttc event loop (connects, reconnects with back-off) and the
+//! publisher, which owns the client and its own SQLite connection to the [`outbox`]. Blocking
+//! SQLite calls on that thread never stall the daemon's runtime. The daemon talks to it through
+//! the cloneable [`MqttHandle`] (non-blocking calls) and receives validated [`Command`]s on a
+//! `tokio::sync::mpsc::Receiver`.
+//!
+//! # Delivery guarantees
+//!
+//! * Events go through the outbox table: written in the events' own transaction
+//!   ([`outbox::enqueue`]), published QoS 1 in id order, deleted in batches only after PUBACK.
+//!   A broker outage or a restart loses none; after a reconnect the unacknowledged rows are
+//!   sent again from the oldest, so a consumer can see a message twice (deduplicate on
+//!   `event_id`) but never out of order on first sight.
+//! * Retained state (availability, discovery, person states, last person, latest snapshot per
+//!   camera) is kept in memory and re-published on every connect, so a broker that lost its
+//!   retained store (restart without persistence) gets it back.
+//! * The session is clean (`clean_session = true`): the outbox, not the broker, holds what is
+//!   still to be delivered.
+
+mod client;
+pub mod command;
+pub mod discovery;
+pub mod outbox;
+pub mod topics;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
-/// `[mqtt]` section of faced.toml.
+pub use command::{Command, CommandResult};
+pub use outbox::{OutboxMessage, enqueue};
+pub use topics::{Topics, slugify, unique_slugs};
+
+use crate::error::{Error, Result};
+
+/// `[mqtt]` section of faced.toml. Every key has a default; see `docs/mqtt.md` for the
+/// starter example and [`MqttConfig::validate`] for the rules.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Connect to a broker and publish. Default `false`: a fresh install has no broker.
+    pub enabled: bool,
+    /// Broker host name or IP address. Default `"localhost"`.
+    pub host: String,
+    /// Broker TCP port. Default 1883, or 8883 when `[mqtt.tls]` is present.
+    pub port: Option<u16>,
+    /// MQTT client id. Default `faced-<device id>`; must be unique on the broker.
+    pub client_id: Option<String>,
+    /// User name for the broker. Default none (anonymous).
+    pub username: Option<String>,
+    /// Password for `username`. Prefer `password_file` (keeps the secret out of the config).
+    /// Never logged; serialized as `"<redacted>"`.
+    #[serde(serialize_with = "redact")]
+    pub password: Option<String>,
+    /// File whose content (trailing newline removed) is the password. Default none.
+    pub password_file: Option<PathBuf>,
+    /// TLS settings; the presence of `[mqtt.tls]` turns TLS on. Default none (plain TCP).
+    pub tls: Option<MqttTlsConfig>,
+    /// First topic level of everything faced publishes. Default `"faced"`.
+    pub base_topic: String,
+    /// Publish Home Assistant MQTT discovery configs. Default `true`.
+    pub discovery: bool,
+    /// Home Assistant discovery prefix. Default `"homeassistant"`.
+    pub discovery_prefix: String,
+    /// MQTT keep-alive, seconds (5..=65535): how soon the broker notices a dead faced and
+    /// publishes the `offline` last will (after about 1.5× this). Default 30.
+    pub keepalive_secs: u64,
+    /// Accept commands on `<base>/<device>/cmd/<verb>`. Anyone who may publish there can
+    /// enroll faces, so restrict that topic with broker ACLs or set `false`. Default `true`.
+    pub commands: bool,
+    /// Most messages kept in the outbox while the broker is unreachable; beyond it the oldest
+    /// are dropped (with a logged count). Default 10000.
+    pub outbox_max_messages: u64,
+    /// First reconnect delay after a connection failure, milliseconds; doubles up to
+    /// `reconnect_max_secs`. Default 500.
+    pub reconnect_min_ms: u64,
+    /// Longest reconnect delay, seconds. Default 30.
+    pub reconnect_max_secs: u64,
+}
+
+/// `[mqtt.tls]`: TLS to the broker (rustls with the *ring* provider).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct MqttConfig {}
+pub struct MqttTlsConfig {
+    /// PEM file of the CA certificate(s) to trust. Default: the system trust store.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain for mutual TLS (requires `key_file`). Default none.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `cert_file`. Default none.
+    pub key_file: Option<PathBuf>,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            enabled: false,
+            host: "localhost".to_owned(),
+            port: None,
+            client_id: None,
+            username: None,
+            password: None,
+            password_file: None,
+            tls: None,
+            base_topic: "faced".to_owned(),
+            discovery: true,
+            discovery_prefix: "homeassistant".to_owned(),
+            keepalive_secs: 30,
+            commands: true,
+            outbox_max_messages: 10_000,
+            reconnect_min_ms: 500,
+            reconnect_max_secs: 30,
+        }
+    }
+}
+
+impl std::fmt::Debug for MqttConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttConfig")
+            .field("enabled", &self.enabled)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password_file", &self.password_file)
+            .field("tls", &self.tls)
+            .field("base_topic", &self.base_topic)
+            .field("discovery", &self.discovery)
+            .field("discovery_prefix", &self.discovery_prefix)
+            .field("keepalive_secs", &self.keepalive_secs)
+            .field("commands", &self.commands)
+            .field("outbox_max_messages", &self.outbox_max_messages)
+            .field("reconnect_min_ms", &self.reconnect_min_ms)
+            .field("reconnect_max_secs", &self.reconnect_max_secs)
+            .finish()
+    }
+}
+
+fn redact<S: serde::Serializer>(p: &Option<String>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    match p {
+        Some(_) => s.serialize_some("<redacted>"),
+        None => s.serialize_none(),
+    }
+}
+
+impl MqttConfig {
+    /// The port in effect: `port`, else 8883 with TLS, else 1883.
+    pub fn effective_port(&self) -> u16 {
+        self.port
+            .unwrap_or(if self.tls.is_some() { 8883 } else { 1883 })
+    }
+
+    /// The client id in effect for `device_id`.
+    pub fn effective_client_id(&self, device_id: &str) -> String {
+        self.client_id
+            .clone()
+            .unwrap_or_else(|| format!("faced-{device_id}"))
+    }
+
+    /// Checks every value (whether or not `enabled`, so `faced check-config` catches mistakes
+    /// early). Errors are [`Kind::InvalidInput`](crate::Kind::InvalidInput) naming the key.
+    /// Files (`password_file`, TLS files) are read, and checked, by [`Mqtt::start`].
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, why: String| Err(Error::invalid(format!("mqtt.{key}: {why}")));
+        if self.host.is_empty()
+            || self.host.len() > 253
+            || self.host.chars().any(|c| c.is_whitespace() || c == '/')
+        {
+            return bad(
+                "host",
+                format!("{:?} is not a host name or IP address", self.host),
+            );
+        }
+        if self.port == Some(0) {
+            return bad("port", "must be 1..=65535".into());
+        }
+        if let Some(id) = &self.client_id
+            && (id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control()))
+        {
+            return bad(
+                "client_id",
+                format!("{id:?} must be 1 to 128 bytes without control characters"),
+            );
+        }
+        if let Some(u) = &self.username
+            && (u.is_empty() || u.chars().any(|c| c.is_control()))
+        {
+            return bad(
+                "username",
+                "must be non-empty, without control characters".into(),
+            );
+        }
+        if self.password.is_some() && self.password_file.is_some() {
+            return bad(
+                "password",
+                "set either mqtt.password or mqtt.password_file, not both".into(),
+            );
+        }
+        if (self.password.is_some() || self.password_file.is_some()) && self.username.is_none() {
+            return bad(
+                "username",
+                "a password is configured but mqtt.username is not set".into(),
+            );
+        }
+        if let Some(tls) = &self.tls
+            && tls.cert_file.is_some() != tls.key_file.is_some()
+        {
+            return bad(
+                "tls",
+                "set both cert_file and key_file for client certificates, or neither".into(),
+            );
+        }
+        // Topic prefixes: reuse the topic checks with a placeholder device id.
+        Topics::new(&self.base_topic, "x", &self.discovery_prefix)?;
+        if !(5..=65535).contains(&self.keepalive_secs) {
+            return bad(
+                "keepalive_secs",
+                format!("must be 5..=65535 seconds, got {}", self.keepalive_secs),
+            );
+        }
+        if !(1..=10_000_000).contains(&self.outbox_max_messages) {
+            return bad(
+                "outbox_max_messages",
+                format!("must be 1..=10000000, got {}", self.outbox_max_messages),
+            );
+        }
+        if !(10..=600_000).contains(&self.reconnect_min_ms) {
+            return bad(
+                "reconnect_min_ms",
+                format!("must be 10..=600000 ms, got {}", self.reconnect_min_ms),
+            );
+        }
+        if !(1..=3600).contains(&self.reconnect_max_secs)
+            || self.reconnect_max_secs * 1000 < self.reconnect_min_ms
+        {
+            return bad(
+                "reconnect_max_secs",
+                format!(
+                    "must be 1..=3600 seconds and at least reconnect_min_ms, got {}",
+                    self.reconnect_max_secs
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A person as announced to Home Assistant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersonInfo {
+    /// Gallery person id (never reused; decides slug precedence, see [`unique_slugs`]).
+    pub id: i64,
+    /// Display name.
+    pub name: String,
+}
+
+/// Presence of one person, published retained on `faced/<device>/person/<slug>` (JSON) and
+/// `.../state` (plain `home` / `not_home`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PersonState {
+    /// Gallery person id.
+    pub person_id: i64,
+    /// Display name.
+    pub name: String,
+    /// `true`: `home` (seen recently), `false`: `not_home`.
+    pub home: bool,
+    /// When the person was last seen, wall-clock Unix ms.
+    pub last_seen_ms: Option<i64>,
+    /// Camera that last saw them.
+    pub camera: Option<String>,
+}
+
+/// Where the connection to the broker stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// `mqtt.enabled = false`: nothing is published.
+    Disabled,
+    /// Connecting for the first time.
+    Connecting,
+    /// Connected (CONNACK received).
+    Connected,
+    /// The last attempt failed or the connection dropped; retrying after `retry_in`.
+    Disconnected {
+        /// What went wrong.
+        error: String,
+        /// Delay before the next attempt.
+        retry_in: Duration,
+    },
+    /// Shut down ([`MqttHandle::shutdown_drain`] finished).
+    Stopped,
+}
+
+/// Counters since start, for logs and the web console.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct MqttStats {
+    /// Outbox rows acknowledged by the broker (and deleted).
+    pub published: u64,
+    /// Outbox rows dropped because the outbox was over `outbox_max_messages`.
+    pub dropped: u64,
+    /// Successful connections (the first one included).
+    pub connects: u64,
+    /// Commands handed to the daemon.
+    pub commands_accepted: u64,
+    /// Commands rejected as invalid.
+    pub commands_rejected: u64,
+}
+
+#[derive(Default)]
+struct Stats {
+    published: AtomicU64,
+    dropped: AtomicU64,
+    connects: AtomicU64,
+    commands_accepted: AtomicU64,
+    commands_rejected: AtomicU64,
+}
+
+/// What [`MqttHandle::shutdown_drain`] achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Rows left in the outbox (published at the next start).
+    pub remaining: u64,
+    /// Whether the broker was connected at the end (and got a clean DISCONNECT with
+    /// availability `offline`).
+    pub connected: bool,
+}
+
+/// Messages from [`MqttHandle`] to the publisher.
+enum Ctl {
+    PersonState(PersonState),
+    Snapshot {
+        camera: String,
+        jpeg: Vec<u8>,
+    },
+    Announce {
+        people: Vec<PersonInfo>,
+        cameras: Vec<String>,
+    },
+    Result(CommandResult),
+    Drain {
+        timeout: Duration,
+        done: oneshot::Sender<DrainReport>,
+    },
+}
+
+/// Entry point: see [`Mqtt::start`].
+pub struct Mqtt;
+
+/// Cheap, cloneable handle to the MQTT thread. All methods return at once; they never block on
+/// the network or the database.
+#[derive(Clone)]
+pub struct MqttHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    topics: Topics,
+    ctl: Option<mpsc::UnboundedSender<Ctl>>,
+    notify: Arc<Notify>,
+    state: watch::Receiver<ConnectionState>,
+    stats: Arc<Stats>,
+}
+
+/// Depth of the command channel to the daemon: commands beyond it are answered "busy".
+pub const COMMAND_QUEUE: usize = 16;
+
+/// Largest snapshot JPEG published.
+pub const MAX_SNAPSHOT_BYTES: usize = 1 << 20;
+
+impl Mqtt {
+    /// Validates `cfg`, reads its password and TLS files, opens the outbox in `db_path` (whose
+    /// schema the gallery has already brought up to date), and starts the `mqtt` thread, which
+    /// connects and keeps reconnecting in the background (a broker that is down is not an
+    /// error here). Callable from inside or outside a tokio runtime.
+    ///
+    /// With `cfg.enabled = false` nothing is started: the handle's methods do nothing and
+    /// [`MqttHandle::connection_state`] is [`ConnectionState::Disabled`]. Do not enqueue outbox
+    /// rows then (they would wait for MQTT to be enabled, bounded by `outbox_max_messages`).
+    ///
+    /// `device_id` is the `<device>` topic level (no `/`, `+`, `#`). Returns the handle and the
+    /// receiver of validated commands (never yields when commands are disabled).
+    pub fn start(
+        cfg: &MqttConfig,
+        device_id: &str,
+        db_path: &Path,
+    ) -> Result<(MqttHandle, mpsc::Receiver<Command>)> {
+        cfg.validate()?;
+        let topics = Topics::new(&cfg.base_topic, device_id, &cfg.discovery_prefix)?;
+        let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+        let stats = Arc::new(Stats::default());
+        let notify = Arc::new(Notify::new());
+        if !cfg.enabled {
+            let (_tx, state) = watch::channel(ConnectionState::Disabled);
+            let inner = Inner {
+                topics,
+                ctl: None,
+                notify,
+                state,
+                stats,
+            };
+            return Ok((
+                MqttHandle {
+                    inner: Arc::new(inner),
+                },
+                cmd_rx,
+            ));
+        }
+        let (state_tx, state) = watch::channel(ConnectionState::Connecting);
+        let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+        client::spawn(client::Setup {
+            cfg: cfg.clone(),
+            device_id: device_id.to_owned(),
+            topics: topics.clone(),
+            db_path: db_path.to_owned(),
+            cmd_tx,
+            ctl_rx,
+            notify: notify.clone(),
+            state_tx,
+            stats: stats.clone(),
+        })?;
+        let inner = Inner {
+            topics,
+            ctl: Some(ctl_tx),
+            notify,
+            state,
+            stats,
+        };
+        Ok((
+            MqttHandle {
+                inner: Arc::new(inner),
+            },
+            cmd_rx,
+        ))
+    }
+}
+
+impl MqttHandle {
+    /// Topic names of this device (e.g. [`Topics::events`] for [`OutboxMessage`]s).
+    pub fn topics(&self) -> &Topics {
+        &self.inner.topics
+    }
+
+    /// Whether MQTT is enabled (a thread is running or was).
+    pub fn is_enabled(&self) -> bool {
+        self.inner.ctl.is_some()
+    }
+
+    /// Tells the publisher that outbox rows were committed. Call after the transaction that
+    /// called [`enqueue`] commits; without it rows still go out, but only at the next 1 s poll.
+    pub fn outbox_changed(&self) {
+        self.inner.notify.notify_one();
+    }
+
+    fn send(&self, c: Ctl) {
+        if let Some(tx) = &self.inner.ctl {
+            // Fails only after shutdown, when there is nothing left to publish to.
+            let _ = tx.send(c);
+        }
+    }
+
+    /// Publishes (retained) a person's presence, and updates the last-recognized-person sensor
+    /// when they are home. Kept and re-published on every reconnect.
+    pub fn publish_person_state(&self, state: PersonState) {
+        self.send(Ctl::PersonState(state));
+    }
+
+    /// Publishes (retained) the latest JPEG snapshot of `camera`. Only the latest per camera is
+    /// kept while disconnected. Snapshots over [`MAX_SNAPSHOT_BYTES`] are dropped with a
+    /// warning.
+    pub fn publish_snapshot(&self, camera: &str, jpeg: Vec<u8>) {
+        self.send(Ctl::Snapshot {
+            camera: camera.to_owned(),
+            jpeg,
+        });
+    }
+
+    /// Sets the people and cameras Home Assistant should know (call at start and after the
+    /// gallery changes): publishes their discovery configs (if `mqtt.discovery`) and removes
+    /// those of people and cameras announced before but missing now.
+    pub fn announce_people_and_cameras(&self, people: &[PersonInfo], cameras: &[String]) {
+        self.send(Ctl::Announce {
+            people: people.to_vec(),
+            cameras: cameras.to_vec(),
+        });
+    }
+
+    /// Publishes the daemon's outcome of `cmd` on `cmd/result`: `done` with an optional
+    /// message, or `failed` with the error.
+    pub fn report_command(&self, cmd: &Command, outcome: Result<Option<String>>) {
+        let id = cmd.request_id().map(str::to_owned);
+        let r = match outcome {
+            Ok(msg) => CommandResult::ok(cmd.verb(), id, "done", msg),
+            Err(e) => CommandResult::error(cmd.verb(), id, "failed", &e),
+        };
+        self.send(Ctl::Result(r));
+    }
+
+    /// The connection's current state.
+    pub fn connection_state(&self) -> ConnectionState {
+        self.inner.state.borrow().clone()
+    }
+
+    /// Waits until connected, up to `timeout`; returns whether it is.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        let mut rx = self.inner.state.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|s| *s == ConnectionState::Connected))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> MqttStats {
+        let s = &self.inner.stats;
+        MqttStats {
+            published: s.published.load(Ordering::Relaxed),
+            dropped: s.dropped.load(Ordering::Relaxed),
+            connects: s.connects.load(Ordering::Relaxed),
+            commands_accepted: s.commands_accepted.load(Ordering::Relaxed),
+            commands_rejected: s.commands_rejected.load(Ordering::Relaxed),
+        }
+    }
+
+    /// For SIGTERM: keeps publishing until the outbox is empty or `timeout` passes, then
+    /// publishes availability `offline`, disconnects cleanly and stops the thread. Rows still
+    /// queued stay in the database for the next start. Idempotent; with MQTT disabled it
+    /// returns at once.
+    pub async fn shutdown_drain(&self, timeout: Duration) -> DrainReport {
+        let Some(tx) = &self.inner.ctl else {
+            return DrainReport {
+                remaining: 0,
+                connected: false,
+            };
+        };
+        let (done, rx) = oneshot::channel();
+        if tx.send(Ctl::Drain { timeout, done }).is_err() {
+            return DrainReport {
+                remaining: 0,
+                connected: false,
+            };
+        }
+        // The thread answers within `timeout` plus a bounded disconnect wait.
+        rx.await.unwrap_or(DrainReport {
+            remaining: 0,
+            connected: false,
+        })
+    }
+}
+
+/// `ms` (Unix ms, UTC) as RFC 3339 with milliseconds, e.g. `2026-11-24T14:15:19.042Z`.
+pub fn rfc3339_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let milli = ms.rem_euclid(1000);
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_parse_from_empty_toml() {
+        let c: MqttConfig = toml::from_str("").unwrap();
+        assert_eq!(c, MqttConfig::default());
+        c.validate().unwrap();
+        assert_eq!(c.effective_port(), 1883);
+        assert_eq!(c.effective_client_id("door"), "faced-door");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let e = toml::from_str::<MqttConfig>("hostname = \"x\"").unwrap_err();
+        assert!(e.to_string().contains("unknown field `hostname`"), "{e}");
+        let cases = [
+            ("keepalive_secs = 1", "mqtt.keepalive_secs"),
+            (
+                "password = \"p\"",
+                "mqtt.username: a password is configured",
+            ),
+            (
+                "username = \"u\"\npassword = \"p\"\npassword_file = \"/x\"",
+                "mqtt.password: set either",
+            ),
+            ("base_topic = \"a/+\"", "mqtt.base_topic"),
+            ("host = \"\"", "mqtt.host"),
+            ("outbox_max_messages = 0", "mqtt.outbox_max_messages"),
+            ("[tls]\ncert_file = \"/c.pem\"", "mqtt.tls: set both"),
+        ];
+        for (toml_text, want) in cases {
+            let c: MqttConfig = toml::from_str(toml_text).unwrap();
+            let e = c.validate().unwrap_err();
+            assert!(e.to_string().contains(want), "{toml_text}: {e}");
+        }
+    }
+
+    #[test]
+    fn password_is_never_printed() {
+        let c = MqttConfig {
+            username: Some("u".into()),
+            password: Some("hunter2".into()),
+            ..Default::default()
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(!toml::to_string(&c).unwrap().contains("hunter2"));
+        let tls: MqttConfig = toml::from_str("[tls]").unwrap();
+        assert_eq!(tls.effective_port(), 8883);
+    }
+
+    #[test]
+    fn rfc3339_formats_utc() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_795_961_719_042), "2026-11-29T14:15:19.042Z");
+        assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}

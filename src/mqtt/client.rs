@@ -1,0 +1,935 @@
+//! The `mqtt` thread: a current-thread tokio runtime running the rumqttc event loop task and
+//! the publisher task ([`Publisher`]).
+//!
+//! # Matching PUBACKs to outbox rows
+//!
+//! rumqttc reports `Outgoing::Publish(pkid)` in the order requests were queued, and
+//! `Incoming::PubAck(pkid)` when the broker acknowledges. The publisher is the only sender, so
+//! it queues a [`Tag`] per publish and pops one per `Outgoing::Publish`, which maps packet ids
+//! to outbox rows. That only holds if no request queued before a connection loss is sent after
+//! it, so on every error the event loop task (1) hands the error to the publisher and waits
+//! until the publisher has stopped sending and forgotten its in-flight tags, (2) sleeps the
+//! back-off, (3) drops every request still queued in rumqttc (`clean` + `pending.clear`).
+//! After the CONNACK the publisher resends from the oldest row still in the outbox.
+//!
+//! # Batched deletes
+//!
+//! Acknowledged row ids are collected and deleted in one transaction when
+//! [`DELETE_BATCH`] are waiting, [`DELETE_DELAY`] after the first, on disconnect, and at
+//! shutdown: SD cards wear with every write. A crash inside that window republishes those rows.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, Event, EventLoop, Incoming, LastWill, MqttOptions, Outgoing,
+    QoS, SubscribeReasonCode, TlsConfiguration, Transport,
+};
+use serde_json::json;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::command::{self, CommandResult};
+use super::outbox::{Outbox, now_ms};
+use super::topics::{Topics, slugify, unique_slugs};
+use super::{
+    Command, ConnectionState, Ctl, DrainReport, MAX_SNAPSHOT_BYTES, MqttConfig, MqttTlsConfig,
+    PersonInfo, PersonState, Stats, discovery, rfc3339_ms,
+};
+use crate::error::{Error, Result};
+
+/// Most outbox rows published and not yet acknowledged.
+const WINDOW: usize = 64;
+/// Delete acknowledged rows once this many are waiting...
+const DELETE_BATCH: usize = 128;
+/// ...or this long after the first one was acknowledged.
+const DELETE_DELAY: Duration = Duration::from_secs(1);
+/// Housekeeping tick: delete batches, drain progress.
+const TICK: Duration = Duration::from_millis(100);
+/// Fallback poll of the outbox (rows enqueued without [`super::MqttHandle::outbox_changed`])
+/// and size check.
+const POLL: Duration = Duration::from_secs(1);
+/// rumqttc request queue (publishes waiting for the event loop).
+const REQUEST_QUEUE: usize = 4096;
+/// rumqttc in-flight QoS 1 publishes (packet ids in use).
+const INFLIGHT: u16 = 256;
+/// Largest packet accepted from the broker (commands are limited to 4 KiB by us, but a bigger
+/// one must not break the connection).
+const MAX_INCOMING: usize = 1 << 20;
+/// Largest packet sent (outbox payloads and snapshots are at most 1 MiB).
+const MAX_OUTGOING: usize = 2 << 20;
+
+/// Everything the thread needs; built by [`super::Mqtt::start`].
+pub(super) struct Setup {
+    pub cfg: MqttConfig,
+    pub device_id: String,
+    pub topics: Topics,
+    pub db_path: std::path::PathBuf,
+    pub cmd_tx: mpsc::Sender<Command>,
+    pub ctl_rx: mpsc::UnboundedReceiver<Ctl>,
+    pub notify: Arc<Notify>,
+    pub state_tx: watch::Sender<ConnectionState>,
+    pub stats: Arc<Stats>,
+}
+
+/// Checks files and settings, then starts the `mqtt` thread.
+pub(super) fn spawn(s: Setup) -> Result<()> {
+    let options = mqtt_options(&s.cfg, &s.device_id, &s.topics)?;
+    let outbox = Outbox::open(&s.db_path)?;
+    let backoff = (
+        Duration::from_millis(s.cfg.reconnect_min_ms),
+        Duration::from_secs(s.cfg.reconnect_max_secs),
+    );
+    let broker = format!("{}:{}", s.cfg.host, s.cfg.effective_port());
+    std::thread::Builder::new()
+        .name("mqtt".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the MQTT runtime; MQTT is off");
+                    return;
+                }
+            };
+            let span = tracing::info_span!("mqtt", %broker);
+            let _enter = span.enter();
+            rt.block_on(async move {
+                let (client, eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
+                let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+                let looper = tokio::spawn(run_event_loop(eventloop, ev_tx, backoff));
+                let p = Publisher::new(s, client, outbox);
+                p.run(ev_rx).await;
+                looper.abort();
+            });
+        })
+        .map_err(|e| Error::internal("cannot start the mqtt thread").with_source(e))?;
+    Ok(())
+}
+
+fn mqtt_options(cfg: &MqttConfig, device_id: &str, topics: &Topics) -> Result<MqttOptions> {
+    let mut o = MqttOptions::new(
+        cfg.effective_client_id(device_id),
+        cfg.host.clone(),
+        cfg.effective_port(),
+    );
+    o.set_keep_alive(Duration::from_secs(cfg.keepalive_secs));
+    o.set_clean_session(true);
+    o.set_last_will(LastWill::new(
+        topics.availability(),
+        "offline",
+        QoS::AtLeastOnce,
+        true,
+    ));
+    o.set_max_packet_size(MAX_INCOMING, MAX_OUTGOING);
+    o.set_inflight(INFLIGHT);
+    if let Some(user) = &cfg.username {
+        let password = match (&cfg.password, &cfg.password_file) {
+            (Some(p), _) => p.clone(),
+            (None, Some(f)) => read_password(f)?,
+            (None, None) => String::new(),
+        };
+        o.set_credentials(user.clone(), password);
+    }
+    if let Some(tls) = &cfg.tls {
+        let config = tls_config(tls)?;
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            Arc::new(config),
+        )));
+    }
+    Ok(o)
+}
+
+fn read_password(path: &std::path::Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::precondition(format!(
+            "mqtt.password_file: cannot read {}",
+            path.display()
+        ))
+        .with_source(e)
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(path)
+            && m.permissions().mode() & 0o004 != 0
+        {
+            tracing::warn!(file = %path.display(), "mqtt.password_file is world-readable; chmod 600 it");
+        }
+    }
+    Ok(text.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+fn tls_config(tls: &MqttTlsConfig) -> Result<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let read_certs = |key: &str, path: &std::path::Path| -> Result<Vec<CertificateDer<'static>>> {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<std::result::Result<Vec<_>, _>>())
+            .map_err(|e| {
+                Error::precondition(format!(
+                    "mqtt.tls.{key}: cannot read PEM certificates from {}",
+                    path.display()
+                ))
+                .with_source(e)
+            })?;
+        if certs.is_empty() {
+            return Err(Error::precondition(format!(
+                "mqtt.tls.{key}: {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                path.display()
+            )));
+        }
+        Ok(certs)
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    match &tls.ca_file {
+        Some(ca) => {
+            for c in read_certs("ca_file", ca)? {
+                roots.add(c).map_err(|e| {
+                    Error::precondition(format!(
+                        "mqtt.tls.ca_file: bad CA certificate in {}",
+                        ca.display()
+                    ))
+                    .with_source(e)
+                })?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(Error::precondition(
+                    "mqtt.tls: no system CA certificates found; set mqtt.tls.ca_file to the broker's CA (PEM)",
+                ));
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::internal("rustls protocol versions").with_source(e))?
+        .with_root_certificates(roots);
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => {
+            let chain = read_certs("cert_file", cert)?;
+            let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                Error::precondition(format!(
+                    "mqtt.tls.key_file: cannot read a PEM private key from {}",
+                    key.display()
+                ))
+                .with_source(e)
+            })?;
+            builder.with_client_auth_cert(chain, key_der).map_err(|e| {
+                Error::precondition(
+                    "mqtt.tls: cert_file and key_file do not form a usable client certificate",
+                )
+                .with_source(e)
+            })
+        }
+        _ => Ok(builder.with_no_client_auth()),
+    }
+}
+
+/// What the event loop task tells the publisher.
+enum LoopEvent {
+    Event(Event),
+    /// The connection failed or dropped. The event loop waits for `ack` (the publisher has
+    /// stopped sending) before dropping queued requests and reconnecting after `retry_in`.
+    Error {
+        error: String,
+        refused: bool,
+        retry_in: Duration,
+        ack: oneshot::Sender<()>,
+    },
+}
+
+async fn run_event_loop(
+    mut el: EventLoop,
+    tx: mpsc::UnboundedSender<LoopEvent>,
+    (min, max): (Duration, Duration),
+) {
+    let mut delay = min;
+    loop {
+        match el.poll().await {
+            Ok(ev) => {
+                if matches!(ev, Event::Incoming(Incoming::ConnAck(_))) {
+                    delay = min;
+                }
+                if tx.send(LoopEvent::Event(ev)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let refused = matches!(e, rumqttc::ConnectionError::ConnectionRefused(_));
+                let (ack, acked) = oneshot::channel();
+                let error = describe(&e);
+                if tx
+                    .send(LoopEvent::Error {
+                        error,
+                        refused,
+                        retry_in: delay,
+                        ack,
+                    })
+                    .is_err()
+                    || acked.await.is_err()
+                {
+                    return;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(max);
+                // Requests queued before the publisher heard of the failure must not be sent on
+                // the next connection (see the module docs).
+                el.clean();
+                el.pending.clear();
+            }
+        }
+    }
+}
+
+fn describe(e: &rumqttc::ConnectionError) -> String {
+    match e {
+        rumqttc::ConnectionError::ConnectionRefused(code) => {
+            let why = match code {
+                ConnectReturnCode::BadUserNamePassword => {
+                    "bad user name or password (mqtt.username, mqtt.password)"
+                }
+                ConnectReturnCode::NotAuthorized => {
+                    "not authorized (check mqtt.username and the broker's ACLs)"
+                }
+                ConnectReturnCode::BadClientId => "client id rejected (mqtt.client_id)",
+                ConnectReturnCode::ServiceUnavailable => "broker unavailable",
+                _ => "refused",
+            };
+            format!("broker refused the connection: {why}")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// What a queued publish was, to route its PUBACK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    Outbox(i64),
+    Other,
+}
+
+struct Drain {
+    deadline: Instant,
+    done: oneshot::Sender<DrainReport>,
+}
+
+struct Publisher {
+    device_id: String,
+    topics: Topics,
+    discovery: bool,
+    commands: bool,
+    max_outbox: u64,
+    client: AsyncClient,
+    outbox: Outbox,
+    cmd_tx: mpsc::Sender<Command>,
+    ctl_rx: mpsc::UnboundedReceiver<Ctl>,
+    notify: Arc<Notify>,
+    state_tx: watch::Sender<ConnectionState>,
+    stats: Arc<Stats>,
+
+    connected: bool,
+    /// Failures since the last successful connect (log the first at warn, then quieter).
+    failures: u32,
+    /// Highest outbox id sent on this connection.
+    cursor: i64,
+    /// Whether the outbox may hold rows after `cursor`.
+    more: bool,
+    tags: VecDeque<Tag>,
+    pkids: HashMap<u16, i64>,
+    in_flight: usize,
+    acked: Vec<i64>,
+    first_ack: Option<Instant>,
+
+    /// person id -> (slug, name), for topics.
+    people: BTreeMap<i64, (String, String)>,
+    /// camera slug -> name.
+    cameras: BTreeMap<String, String>,
+    states: BTreeMap<i64, PersonState>,
+    last_person: Option<(i64, Vec<u8>)>,
+    snapshots: BTreeMap<String, Vec<u8>>,
+    /// Discovery topics published, to remove entities that disappear.
+    discovered: HashSet<String>,
+    announced: bool,
+    drain: Option<Drain>,
+}
+
+impl Publisher {
+    fn new(s: Setup, client: AsyncClient, outbox: Outbox) -> Publisher {
+        Publisher {
+            device_id: s.device_id,
+            topics: s.topics,
+            discovery: s.cfg.discovery,
+            commands: s.cfg.commands,
+            max_outbox: s.cfg.outbox_max_messages,
+            client,
+            outbox,
+            cmd_tx: s.cmd_tx,
+            ctl_rx: s.ctl_rx,
+            notify: s.notify,
+            state_tx: s.state_tx,
+            stats: s.stats,
+            connected: false,
+            failures: 0,
+            cursor: 0,
+            more: true,
+            tags: VecDeque::new(),
+            pkids: HashMap::new(),
+            in_flight: 0,
+            acked: Vec::new(),
+            first_ack: None,
+            people: BTreeMap::new(),
+            cameras: BTreeMap::new(),
+            states: BTreeMap::new(),
+            last_person: None,
+            snapshots: BTreeMap::new(),
+            discovered: HashSet::new(),
+            announced: false,
+            drain: None,
+        }
+    }
+
+    async fn run(mut self, mut events: mpsc::UnboundedReceiver<LoopEvent>) {
+        self.trim();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_poll = Instant::now();
+        let notify = self.notify.clone();
+        loop {
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Some(LoopEvent::Event(ev)) => self.on_event(ev),
+                    Some(LoopEvent::Error { error, refused, retry_in, ack }) => {
+                        self.on_error(&error, refused, retry_in);
+                        let _ = ack.send(());
+                    }
+                    None => break,
+                },
+                c = self.ctl_rx.recv() => match c {
+                    Some(c) => self.on_ctl(c),
+                    // Every handle dropped without a drain: stop quietly.
+                    None => break,
+                },
+                _ = notify.notified() => self.more = true,
+                _ = tick.tick() => {
+                    if last_poll.elapsed() >= POLL {
+                        last_poll = Instant::now();
+                        self.trim();
+                        self.more = true;
+                    }
+                    if self.first_ack.is_some_and(|t| t.elapsed() >= DELETE_DELAY) {
+                        self.flush_deletes();
+                    }
+                }
+            }
+            self.fill();
+            if self.drain_done() {
+                break;
+            }
+        }
+        self.finish(&mut events).await;
+    }
+
+    fn on_error(&mut self, error: &str, refused: bool, retry_in: Duration) {
+        let was_connected = self.connected;
+        self.connected = false;
+        self.flush_deletes();
+        self.tags.clear();
+        self.pkids.clear();
+        self.in_flight = 0;
+        self.cursor = 0;
+        self.more = true;
+        self.failures += 1;
+        let queued = self.outbox.len().unwrap_or(0);
+        if was_connected {
+            tracing::warn!(
+                error,
+                queued,
+                retry_in_ms = retry_in.as_millis() as u64,
+                "lost the MQTT broker; reconnecting"
+            );
+        } else if refused || self.failures == 1 || self.failures.is_power_of_two() {
+            tracing::warn!(
+                error,
+                attempt = self.failures,
+                queued,
+                retry_in_ms = retry_in.as_millis() as u64,
+                "cannot connect to the MQTT broker; retrying"
+            );
+        } else {
+            tracing::debug!(error, attempt = self.failures, "MQTT connect failed");
+        }
+        let _ = self.state_tx.send(ConnectionState::Disconnected {
+            error: error.to_owned(),
+            retry_in,
+        });
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Incoming(Incoming::ConnAck(_)) => self.on_connected(),
+            Event::Outgoing(Outgoing::Publish(pkid)) => match self.tags.pop_front() {
+                Some(Tag::Outbox(id)) => {
+                    self.pkids.insert(pkid, id);
+                }
+                Some(Tag::Other) => {}
+                None => tracing::error!(pkid, "MQTT publish without a queued tag (bug)"),
+            },
+            Event::Incoming(Incoming::PubAck(ack)) => {
+                if let Some(id) = self.pkids.remove(&ack.pkid) {
+                    self.in_flight = self.in_flight.saturating_sub(1);
+                    self.acked.push(id);
+                    self.first_ack.get_or_insert_with(Instant::now);
+                    self.stats.published.fetch_add(1, Ordering::Relaxed);
+                    self.more = true;
+                    if self.acked.len() >= DELETE_BATCH {
+                        self.flush_deletes();
+                    }
+                }
+            }
+            Event::Incoming(Incoming::Publish(p)) => {
+                self.on_command(&p.topic, &p.payload, p.retain)
+            }
+            Event::Incoming(Incoming::SubAck(ack))
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, SubscribeReasonCode::Failure)) =>
+            {
+                tracing::warn!(
+                    topic = self.topics.cmd_filter(),
+                    "the broker refused the command subscription (ACL?); commands are off"
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn on_connected(&mut self) {
+        self.connected = true;
+        self.stats.connects.fetch_add(1, Ordering::Relaxed);
+        let queued = self.outbox.len().unwrap_or(0);
+        if self.failures > 0 {
+            tracing::info!(
+                attempts = self.failures,
+                queued,
+                "reconnected to the MQTT broker"
+            );
+        } else {
+            tracing::info!(queued, "connected to the MQTT broker");
+        }
+        self.failures = 0;
+        let _ = self.state_tx.send(ConnectionState::Connected);
+        // Rows acknowledged on the last connection are gone before resending from the oldest.
+        self.flush_deletes();
+        self.cursor = 0;
+        self.more = true;
+        self.publish(self.topics.availability(), b"online".to_vec(), true);
+        if self.commands
+            && let Err(e) = self
+                .client
+                .try_subscribe(self.topics.cmd_filter(), QoS::AtLeastOnce)
+        {
+            tracing::warn!(error = %e, "cannot subscribe to commands");
+        }
+        self.publish_discovery();
+        let states: Vec<PersonState> = self.states.values().cloned().collect();
+        for s in states {
+            self.publish_state(&s);
+        }
+        if let Some((_, payload)) = self.last_person.clone() {
+            self.publish(self.topics.last_person(), payload, true);
+        }
+        let snaps: Vec<(String, Vec<u8>)> = self
+            .snapshots
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (slug, jpeg) in snaps {
+            self.publish(self.topics.camera_snapshot(&slug), jpeg, true);
+        }
+    }
+
+    /// Queues a QoS 1 publish that is not an outbox row (dropped while disconnected: the
+    /// caller keeps what must be re-published on connect).
+    fn publish(&mut self, topic: String, payload: Vec<u8>, retain: bool) -> bool {
+        self.send(topic, payload, retain, Tag::Other)
+    }
+
+    fn send(&mut self, topic: String, payload: Vec<u8>, retain: bool, tag: Tag) -> bool {
+        if !self.connected {
+            return false;
+        }
+        match self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+        {
+            Ok(()) => {
+                self.tags.push_back(tag);
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "MQTT request queue full; will retry");
+                false
+            }
+        }
+    }
+
+    /// Sends outbox rows until the window is full or the outbox has no more.
+    fn fill(&mut self) {
+        while self.connected && self.more && self.in_flight < WINDOW {
+            let room = WINDOW - self.in_flight;
+            let rows = match self.outbox.after(self.cursor, room) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the MQTT outbox; retrying in 1 s");
+                    self.more = false;
+                    return;
+                }
+            };
+            self.more = rows.len() == room;
+            for row in rows {
+                if !self.send(
+                    row.msg.topic,
+                    row.msg.payload,
+                    row.msg.retain,
+                    Tag::Outbox(row.id),
+                ) {
+                    self.more = true;
+                    return;
+                }
+                self.cursor = row.id;
+                self.in_flight += 1;
+            }
+        }
+    }
+
+    fn flush_deletes(&mut self) {
+        if self.acked.is_empty() {
+            return;
+        }
+        match self.outbox.delete(&self.acked) {
+            Ok(()) => {
+                self.acked.clear();
+                self.first_ack = None;
+            }
+            // Kept for the next try; meanwhile the rows may be republished after a reconnect.
+            Err(e) => {
+                tracing::error!(error = %e, rows = self.acked.len(), "cannot delete published outbox rows")
+            }
+        }
+    }
+
+    fn trim(&mut self) {
+        match self.outbox.trim(self.max_outbox) {
+            Ok(0) => {}
+            Ok(n) => {
+                self.stats.dropped.fetch_add(n, Ordering::Relaxed);
+                tracing::warn!(
+                    dropped = n,
+                    limit = self.max_outbox,
+                    "MQTT outbox over mqtt.outbox_max_messages; dropped the oldest messages"
+                );
+            }
+            Err(e) => tracing::error!(error = %e, "cannot trim the MQTT outbox"),
+        }
+    }
+
+    fn on_ctl(&mut self, c: Ctl) {
+        match c {
+            Ctl::PersonState(s) => self.on_person_state(s),
+            Ctl::Snapshot { camera, jpeg } => {
+                if jpeg.len() > MAX_SNAPSHOT_BYTES {
+                    tracing::warn!(
+                        camera,
+                        bytes = jpeg.len(),
+                        "snapshot too large for MQTT; not published"
+                    );
+                    return;
+                }
+                let slug = camera_slug(&camera);
+                self.publish(self.topics.camera_snapshot(&slug), jpeg.clone(), true);
+                self.snapshots.insert(slug, jpeg);
+            }
+            Ctl::Announce { people, cameras } => self.on_announce(people, cameras),
+            Ctl::Result(r) => self.publish_result(&r),
+            Ctl::Drain { timeout, done } => {
+                tracing::info!(
+                    timeout_ms = timeout.as_millis() as u64,
+                    "draining the MQTT outbox"
+                );
+                self.drain = Some(Drain {
+                    deadline: Instant::now() + timeout,
+                    done,
+                });
+            }
+        }
+    }
+
+    fn slug_for(&mut self, id: i64, name: &str) -> String {
+        if let Some((slug, _)) = self.people.get(&id) {
+            return slug.clone();
+        }
+        self.people.insert(id, (String::new(), name.to_owned()));
+        self.reslug();
+        self.people[&id].0.clone()
+    }
+
+    fn reslug(&mut self) {
+        let list: Vec<(i64, &str)> = self
+            .people
+            .iter()
+            .map(|(id, (_, n))| (*id, n.as_str()))
+            .collect();
+        let slugs = unique_slugs(&list);
+        for (id, (slug, _)) in self.people.iter_mut() {
+            *slug = slugs[id].clone();
+        }
+    }
+
+    fn on_person_state(&mut self, s: PersonState) {
+        self.slug_for(s.person_id, &s.name);
+        self.publish_state(&s);
+        if s.home {
+            let newer = match (&self.last_person, s.last_seen_ms) {
+                (None, _) => true,
+                (Some((t, _)), Some(seen)) => seen >= *t,
+                (Some(_), None) => false,
+            };
+            if newer {
+                let t = s.last_seen_ms.unwrap_or_else(now_ms);
+                let payload = serde_json::to_vec(&json!({
+                    "person": s.name,
+                    "person_id": s.person_id,
+                    "camera": s.camera,
+                    "time": rfc3339_ms(t),
+                    "ts_ms": t,
+                }))
+                .expect("JSON values serialize");
+                self.publish(self.topics.last_person(), payload.clone(), true);
+                self.last_person = Some((t, payload));
+            }
+        }
+        self.states.insert(s.person_id, s);
+    }
+
+    fn publish_state(&mut self, s: &PersonState) {
+        let Some((slug, _)) = self.people.get(&s.person_id).cloned() else {
+            return;
+        };
+        let state = if s.home { "home" } else { "not_home" };
+        let payload = serde_json::to_vec(&json!({
+            "person": s.name,
+            "person_id": s.person_id,
+            "state": state,
+            "last_seen": s.last_seen_ms.map(rfc3339_ms),
+            "last_seen_ms": s.last_seen_ms,
+            "camera": s.camera,
+        }))
+        .expect("JSON values serialize");
+        self.publish(self.topics.person(&slug), payload, true);
+        self.publish(
+            self.topics.person_state(&slug),
+            state.as_bytes().to_vec(),
+            true,
+        );
+    }
+
+    fn on_announce(&mut self, people: Vec<PersonInfo>, cameras: Vec<String>) {
+        let gone: Vec<(i64, String)> = {
+            let keep: HashSet<i64> = people.iter().map(|p| p.id).collect();
+            self.people
+                .iter()
+                .filter(|(id, _)| !keep.contains(id))
+                .map(|(id, (slug, _))| (*id, slug.clone()))
+                .collect()
+        };
+        for (id, slug) in &gone {
+            self.people.remove(id);
+            self.states.remove(id);
+            // Clear the retained state of people who were removed from the gallery.
+            self.publish(self.topics.person(slug), Vec::new(), true);
+            self.publish(self.topics.person_state(slug), Vec::new(), true);
+        }
+        for p in &people {
+            self.people.insert(p.id, (String::new(), p.name.clone()));
+        }
+        self.reslug();
+        self.cameras = cameras
+            .iter()
+            .map(|c| (camera_slug(c), c.clone()))
+            .collect();
+        self.snapshots
+            .retain(|slug, _| self.cameras.contains_key(slug));
+        self.announced = true;
+        self.publish_discovery();
+    }
+
+    fn discovery_messages(&self) -> Vec<discovery::DiscoveryMessage> {
+        let mut out = vec![discovery::last_person(&self.topics, &self.device_id)];
+        for (slug, name) in self.people.values() {
+            out.push(discovery::person(&self.topics, &self.device_id, slug, name));
+        }
+        for (slug, name) in &self.cameras {
+            out.push(discovery::camera(&self.topics, &self.device_id, slug, name));
+        }
+        out
+    }
+
+    fn publish_discovery(&mut self) {
+        if !self.discovery || !self.announced || !self.connected {
+            return;
+        }
+        let msgs = self.discovery_messages();
+        let now: HashSet<String> = msgs.iter().map(|m| m.topic.clone()).collect();
+        let stale: Vec<String> = self.discovered.difference(&now).cloned().collect();
+        for topic in stale {
+            let m = discovery::removal(topic);
+            self.publish(m.topic, m.payload, true);
+        }
+        for m in msgs {
+            self.publish(m.topic, m.payload, true);
+        }
+        self.discovered = now;
+    }
+
+    fn publish_result(&mut self, r: &CommandResult) {
+        let payload = serde_json::to_vec(r).expect("JSON values serialize");
+        if !self.publish(self.topics.cmd_result(), payload, false) {
+            tracing::info!(
+                verb = r.verb,
+                status = r.status,
+                "command result not published (disconnected)"
+            );
+        }
+    }
+
+    fn on_command(&mut self, topic: &str, payload: &[u8], retain: bool) {
+        let Some(verb) = self.topics.cmd_verb(topic) else {
+            return;
+        };
+        if verb == "result" {
+            return; // our own answers
+        }
+        let verb = verb.to_owned();
+        let parsed = if retain {
+            Err(Error::invalid(format!(
+                "command {verb}: retained commands are ignored (they would run on every reconnect); publish \
+                 without the retain flag, and clear the retained one with an empty retained message"
+            )))
+        } else {
+            command::parse(&verb, payload)
+        };
+        let cmd = match parsed {
+            Ok(c) => c,
+            Err(e) => {
+                self.stats.commands_rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(verb, error = %e, "rejected MQTT command");
+                let id = command::sniff_request_id(payload);
+                self.publish_result(&CommandResult::error(&verb, id, "rejected", &e));
+                return;
+            }
+        };
+        let id = cmd.request_id().map(str::to_owned);
+        let result = match self.cmd_tx.try_send(cmd) {
+            Ok(()) => {
+                self.stats.commands_accepted.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(verb, "accepted MQTT command");
+                CommandResult::ok(&verb, id, "accepted", None)
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => CommandResult::error(
+                &verb,
+                id,
+                "failed",
+                &Error::unavailable("the daemon is busy with earlier commands; retry"),
+            ),
+            Err(mpsc::error::TrySendError::Closed(_)) => CommandResult::error(
+                &verb,
+                id,
+                "failed",
+                &Error::unavailable("the daemon is not accepting commands"),
+            ),
+        };
+        self.publish_result(&result);
+    }
+
+    fn drain_done(&mut self) -> bool {
+        let Some(d) = &self.drain else { return false };
+        if Instant::now() >= d.deadline {
+            return true;
+        }
+        if !self.connected || self.in_flight > 0 || !self.tags.is_empty() {
+            return false;
+        }
+        self.flush_deletes();
+        self.acked.is_empty() && self.outbox.is_empty().unwrap_or(false)
+    }
+
+    /// Last words: delete what was acknowledged, say `offline`, disconnect, report.
+    async fn finish(mut self, events: &mut mpsc::UnboundedReceiver<LoopEvent>) {
+        self.flush_deletes();
+        let connected = self.connected;
+        if connected {
+            // QoS 1 and wait for the broker's PUBACK of `offline`, then a clean DISCONNECT (which
+            // suppresses the last will).
+            let pkid_tag = self.publish(self.topics.availability(), b"offline".to_vec(), true);
+            let _ = self.client.try_disconnect();
+            let wait = tokio::time::sleep(Duration::from_secs(2));
+            tokio::pin!(wait);
+            let mut offline_sent = !pkid_tag;
+            loop {
+                tokio::select! {
+                    ev = events.recv() => match ev {
+                        Some(LoopEvent::Event(Event::Outgoing(Outgoing::Disconnect))) => break,
+                        Some(LoopEvent::Event(Event::Outgoing(Outgoing::Publish(_)))) => offline_sent = true,
+                        Some(LoopEvent::Event(Event::Incoming(Incoming::PubAck(ack)))) => {
+                            // A late outbox ack still counts.
+                            if let Some(id) = self.pkids.remove(&ack.pkid) {
+                                self.acked.push(id);
+                            }
+                        }
+                        Some(LoopEvent::Error { ack, .. }) => { let _ = ack.send(()); break; }
+                        Some(_) => {}
+                        None => break,
+                    },
+                    _ = &mut wait => break,
+                }
+            }
+            if !offline_sent {
+                tracing::debug!("availability offline was not sent before disconnect");
+            }
+            self.flush_deletes();
+        }
+        let remaining = self.outbox.len().unwrap_or(0);
+        if remaining > 0 {
+            tracing::warn!(
+                remaining,
+                "MQTT outbox not empty at shutdown; it will be published at the next start"
+            );
+        } else {
+            tracing::info!("MQTT outbox drained");
+        }
+        let _ = self.state_tx.send(ConnectionState::Stopped);
+        if let Some(d) = self.drain.take() {
+            let _ = d.done.send(DrainReport {
+                remaining,
+                connected,
+            });
+        }
+    }
+}
+
+/// Topic level for a camera name; a name with no ASCII letters or digits becomes `camera`.
+fn camera_slug(name: &str) -> String {
+    let s = slugify(name);
+    if s.is_empty() { "camera".to_owned() } else { s }
+}

@@ -1,0 +1,393 @@
+//! Commands received on `faced/<device>/cmd/<verb>`: parsing and validation (pure functions,
+//! run on the `mqtt` thread for each incoming message). A command that passes goes to the
+//! daemon as a [`Command`]; one that fails is answered on `faced/<device>/cmd/result` with the
+//! reason, and never reaches the daemon.
+//!
+//! Every payload is checked: at most [`MAX_COMMAND_BYTES`], UTF-8 JSON object (or empty for
+//! verbs without arguments), no unknown fields, each field's type and range.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Largest command payload accepted.
+pub const MAX_COMMAND_BYTES: usize = 4096;
+
+/// Longest request id (`"id"` field) accepted; it is echoed in the result.
+pub const MAX_REQUEST_ID_CHARS: usize = 64;
+
+/// The verbs faced understands, for error messages and docs.
+pub const VERBS: &[&str] = &["reload_gallery", "enroll_last_unknown", "set_threshold"];
+
+/// A validated command for the daemon.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Re-read the gallery from the database (after edits by another process).
+    ReloadGallery {
+        /// Caller's id for this request, echoed in the result.
+        request_id: Option<String>,
+    },
+    /// Enroll the most recent unknown track as a (new or existing) person `name`.
+    EnrollLastUnknown {
+        /// Caller's id for this request, echoed in the result.
+        request_id: Option<String>,
+        /// Person name: trimmed, 1..=100 characters, no control characters.
+        name: String,
+        /// Only consider unknown tracks from this camera (`None`: any camera).
+        camera: Option<String>,
+    },
+    /// Change the recognition similarity threshold (until restart).
+    SetThreshold {
+        /// Caller's id for this request, echoed in the result.
+        request_id: Option<String>,
+        /// New threshold, cosine similarity in `0.0..=1.0`.
+        threshold: f32,
+        /// Only this camera (`None`: all cameras).
+        camera: Option<String>,
+    },
+}
+
+impl Command {
+    /// The verb as it appears in the topic.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Command::ReloadGallery { .. } => "reload_gallery",
+            Command::EnrollLastUnknown { .. } => "enroll_last_unknown",
+            Command::SetThreshold { .. } => "set_threshold",
+        }
+    }
+
+    /// The caller's request id, if it gave one.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            Command::ReloadGallery { request_id }
+            | Command::EnrollLastUnknown { request_id, .. }
+            | Command::SetThreshold { request_id, .. } => request_id.as_deref(),
+        }
+    }
+}
+
+/// The JSON published on `faced/<device>/cmd/result`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandResult {
+    /// The verb from the topic (possibly one faced does not know).
+    pub verb: String,
+    /// The request id, if the payload had a valid one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub id: Option<String>,
+    /// `rejected` (invalid, never reached the daemon), `accepted` (handed to the daemon),
+    /// `done` or `failed` (reported by the daemon).
+    pub status: String,
+    /// Whether the command was accepted or done.
+    pub ok: bool,
+    /// Why it was rejected or failed ([`Kind::as_str`]).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub kind: Option<String>,
+    /// Human-readable error or outcome.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub message: Option<String>,
+}
+
+impl CommandResult {
+    /// A rejection or failure with `err`.
+    pub fn error(verb: &str, id: Option<String>, status: &str, err: &Error) -> Self {
+        CommandResult {
+            verb: verb.to_owned(),
+            id,
+            status: status.to_owned(),
+            ok: false,
+            kind: Some(err.kind().as_str().to_owned()),
+            message: Some(err.to_string()),
+        }
+    }
+
+    /// A success with an optional message.
+    pub fn ok(verb: &str, id: Option<String>, status: &str, message: Option<String>) -> Self {
+        CommandResult {
+            verb: verb.to_owned(),
+            id,
+            status: status.to_owned(),
+            ok: true,
+            kind: None,
+            message,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReloadArgs {
+    id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrollArgs {
+    id: Option<String>,
+    name: String,
+    camera: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ThresholdArgs {
+    id: Option<String>,
+    threshold: f64,
+    camera: Option<String>,
+}
+
+/// Best-effort request id of a payload that may be invalid, for echoing in a rejection.
+pub fn sniff_request_id(payload: &[u8]) -> Option<String> {
+    if payload.len() > MAX_COMMAND_BYTES {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    let id = v.get("id")?.as_str()?;
+    check_request_id(id).ok()?;
+    Some(id.to_owned())
+}
+
+/// Parses and validates the payload of `faced/<device>/cmd/<verb>`.
+///
+/// Errors are [`Kind::InvalidInput`] (or [`Kind::ResourceExhausted`] for an oversized payload,
+/// [`Kind::NotFound`] for an unknown verb) with a message naming the field and the rule.
+pub fn parse(verb: &str, payload: &[u8]) -> Result<Command> {
+    if payload.len() > MAX_COMMAND_BYTES {
+        return Err(Error::exhausted(format!(
+            "command {verb}: payload is {} bytes, more than the limit of {MAX_COMMAND_BYTES}",
+            payload.len()
+        )));
+    }
+    if !VERBS.contains(&verb) {
+        return Err(Error::not_found(format!(
+            "unknown command {verb:?}; known commands: {}",
+            VERBS.join(", ")
+        )));
+    }
+    let text = std::str::from_utf8(payload)
+        .map_err(|_| Error::invalid(format!("command {verb}: payload is not UTF-8 JSON")))?;
+    // Verbs without required fields accept an empty payload as `{}`.
+    let text = if text.trim().is_empty() { "{}" } else { text };
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| Error::invalid(format!("command {verb}: payload is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(Error::invalid(format!(
+            "command {verb}: payload must be a JSON object, e.g. {}",
+            example(verb)
+        )));
+    }
+    let bad = |e: serde_json::Error| {
+        Error::invalid(format!(
+            "command {verb}: {e}; expected e.g. {}",
+            example(verb)
+        ))
+    };
+    let cmd = match verb {
+        "reload_gallery" => {
+            let a: ReloadArgs = serde_json::from_value(value).map_err(bad)?;
+            Command::ReloadGallery {
+                request_id: opt_request_id(a.id)?,
+            }
+        }
+        "enroll_last_unknown" => {
+            let a: EnrollArgs = serde_json::from_value(value).map_err(bad)?;
+            Command::EnrollLastUnknown {
+                request_id: opt_request_id(a.id)?,
+                name: check_name(&a.name)?,
+                camera: opt_camera(a.camera)?,
+            }
+        }
+        "set_threshold" => {
+            let a: ThresholdArgs = serde_json::from_value(value).map_err(bad)?;
+            if !a.threshold.is_finite() || !(0.0..=1.0).contains(&a.threshold) {
+                return Err(Error::invalid(format!(
+                    "command set_threshold: \"threshold\" must be a number from 0.0 to 1.0 (cosine \
+                     similarity), got {}",
+                    a.threshold
+                )));
+            }
+            Command::SetThreshold {
+                request_id: opt_request_id(a.id)?,
+                threshold: a.threshold as f32,
+                camera: opt_camera(a.camera)?,
+            }
+        }
+        _ => unreachable!("checked against VERBS above"),
+    };
+    Ok(cmd)
+}
+
+fn example(verb: &str) -> &'static str {
+    match verb {
+        "enroll_last_unknown" => r#"{"name":"Alice"}"#,
+        "set_threshold" => r#"{"threshold":0.45}"#,
+        _ => "{}",
+    }
+}
+
+fn check_request_id(id: &str) -> Result<()> {
+    if id.is_empty()
+        || id.chars().count() > MAX_REQUEST_ID_CHARS
+        || id.chars().any(char::is_control)
+    {
+        return Err(Error::invalid(format!(
+            "\"id\" must be 1 to {MAX_REQUEST_ID_CHARS} characters without control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn opt_request_id(id: Option<String>) -> Result<Option<String>> {
+    if let Some(id) = &id {
+        check_request_id(id)?;
+    }
+    Ok(id)
+}
+
+fn opt_camera(camera: Option<String>) -> Result<Option<String>> {
+    if let Some(c) = &camera
+        && (c.is_empty() || c.len() > 64 || c.chars().any(char::is_control))
+    {
+        return Err(Error::invalid(
+            "\"camera\" must be a camera name of 1 to 64 bytes",
+        ));
+    }
+    Ok(camera)
+}
+
+/// Same rule as the gallery's person names: trimmed, 1..=100 characters, no control characters.
+fn check_name(name: &str) -> Result<String> {
+    let n = name.trim();
+    let chars = n.chars().count();
+    if chars == 0 || chars > 100 {
+        return Err(Error::invalid(format!(
+            "command enroll_last_unknown: \"name\" must be 1 to 100 characters after trimming, got {chars}"
+        )));
+    }
+    if n.chars().any(char::is_control) {
+        return Err(Error::invalid(format!(
+            "command enroll_last_unknown: \"name\" {n:?} contains control characters"
+        )));
+    }
+    Ok(n.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Kind;
+
+    #[test]
+    fn valid_commands_parse() {
+        assert_eq!(
+            parse("reload_gallery", b"").unwrap(),
+            Command::ReloadGallery { request_id: None }
+        );
+        assert_eq!(
+            parse("enroll_last_unknown", br#"{"name":"  Alice ","id":"r1"}"#).unwrap(),
+            Command::EnrollLastUnknown {
+                request_id: Some("r1".into()),
+                name: "Alice".into(),
+                camera: None
+            }
+        );
+        let c = parse("set_threshold", br#"{"threshold":0.5,"camera":"front"}"#).unwrap();
+        assert_eq!(
+            c,
+            Command::SetThreshold {
+                request_id: None,
+                threshold: 0.5,
+                camera: Some("front".into())
+            }
+        );
+        assert_eq!(c.verb(), "set_threshold");
+    }
+
+    #[test]
+    fn invalid_commands_are_rejected_with_reasons() {
+        let cases: &[(&str, &[u8], Kind, &str)] = &[
+            (
+                "explode",
+                b"{}",
+                Kind::NotFound,
+                "unknown command \"explode\"",
+            ),
+            (
+                "set_threshold",
+                br#"{"threshold":1.5}"#,
+                Kind::InvalidInput,
+                "from 0.0 to 1.0",
+            ),
+            (
+                "set_threshold",
+                br#"{"threshold":"high"}"#,
+                Kind::InvalidInput,
+                "invalid type",
+            ),
+            (
+                "set_threshold",
+                b"",
+                Kind::InvalidInput,
+                "missing field `threshold`",
+            ),
+            (
+                "enroll_last_unknown",
+                br#"{"name":"   "}"#,
+                Kind::InvalidInput,
+                "\"name\" must be 1 to 100",
+            ),
+            (
+                "enroll_last_unknown",
+                br#"{"name":"A","admin":true}"#,
+                Kind::InvalidInput,
+                "unknown field `admin`",
+            ),
+            (
+                "enroll_last_unknown",
+                br#"["Alice"]"#,
+                Kind::InvalidInput,
+                "must be a JSON object",
+            ),
+            (
+                "reload_gallery",
+                b"{not json",
+                Kind::InvalidInput,
+                "not valid JSON",
+            ),
+            (
+                "reload_gallery",
+                b"\xff\xfe",
+                Kind::InvalidInput,
+                "not UTF-8",
+            ),
+            (
+                "reload_gallery",
+                br#"{"id":""}"#,
+                Kind::InvalidInput,
+                "\"id\" must be",
+            ),
+        ];
+        for (verb, payload, kind, want) in cases {
+            let e = parse(verb, payload).unwrap_err();
+            assert_eq!(e.kind(), *kind, "{verb} {e}");
+            assert!(
+                e.to_string().contains(want),
+                "{verb}: {e} should contain {want}"
+            );
+        }
+        let big = vec![b' '; MAX_COMMAND_BYTES + 1];
+        assert_eq!(
+            parse("reload_gallery", &big).unwrap_err().kind(),
+            Kind::ResourceExhausted
+        );
+    }
+
+    #[test]
+    fn request_id_is_sniffed_from_invalid_payloads() {
+        assert_eq!(
+            sniff_request_id(br#"{"id":"x1","threshold":7}"#).as_deref(),
+            Some("x1")
+        );
+        assert_eq!(sniff_request_id(b"nope"), None);
+    }
+}

@@ -1,0 +1,756 @@
+//! MQTT against a real Mosquitto broker (started per test on 127.0.0.1 at a free port by
+//! `util/broker.rs`; needs the Debian packages `mosquitto` and `mosquitto-clients`).
+//!
+//! Covers issue 3 items 5 and 7: events arrive in order with their payloads, a broker outage
+//! loses nothing and keeps order, the last will turns availability `offline` when the
+//! connection dies, a restart drains the outbox, Home Assistant discovery is retained and
+//! well-formed (and re-published after a broker restart), and invalid commands are rejected
+//! with a clear message.
+
+#[path = "util/broker.rs"]
+mod broker;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use broker::{Broker, BrokerOptions, Msg, Proxy, Sub};
+use faced::mqtt::{
+    Command, ConnectionState, Mqtt, MqttConfig, MqttHandle, OutboxMessage, PersonInfo, PersonState,
+};
+use rumqttc::QoS;
+use serde_json::{Value, json};
+
+const T: Duration = Duration::from_secs(10);
+
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("faced=debug")
+        .with_test_writer()
+        .try_init();
+}
+
+/// A migrated faced database in a temp dir.
+struct Db {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Db {
+    fn new() -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("faced.db");
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        let _: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .unwrap();
+        faced::gallery::schema::migrate(&mut conn, "test database").unwrap();
+        Db { _dir: dir, path }
+    }
+
+    /// Enqueues one event per payload, each in its own transaction (as the events writer does).
+    fn enqueue_events(&self, h: &MqttHandle, events: &[Value]) {
+        let mut conn = rusqlite::Connection::open(&self.path).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        for e in events {
+            let tx = conn.transaction().unwrap();
+            faced::mqtt::enqueue(&tx, &OutboxMessage::event(h.topics(), e).unwrap()).unwrap();
+            tx.commit().unwrap();
+            h.outbox_changed();
+        }
+    }
+
+    fn outbox_ids(&self) -> Vec<i64> {
+        let conn = rusqlite::Connection::open(&self.path).unwrap();
+        let mut st = conn
+            .prepare("SELECT id FROM mqtt_outbox ORDER BY id")
+            .unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    async fn wait_outbox_empty(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ids = self.outbox_ids();
+            if ids.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "outbox still holds {} rows: {ids:?}",
+                ids.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn config(port: u16) -> MqttConfig {
+    MqttConfig {
+        enabled: true,
+        host: "127.0.0.1".into(),
+        port: Some(port),
+        keepalive_secs: 5,
+        reconnect_min_ms: 50,
+        reconnect_max_secs: 1,
+        ..Default::default()
+    }
+}
+
+fn event(n: i64) -> Value {
+    json!({
+        "type": "recognized", "event_id": n, "person": "alice", "person_id": 1, "similarity": 0.71,
+        "camera": "front", "track_id": n, "box": [1.0, 2.0, 3.0, 4.0],
+        "time": "2026-01-01T00:00:00.000Z", "ts_ms": 1_767_225_600_000i64 + n,
+    })
+}
+
+fn ids(msgs: &[Msg]) -> Vec<i64> {
+    msgs.iter()
+        .map(|m| m.json()["event_id"].as_i64().unwrap())
+        .collect()
+}
+
+/// Receives events until every id in `want` has been seen; returns all (with any redelivered
+/// duplicates) in arrival order.
+async fn collect_events(
+    sub: &mut Sub,
+    topic: &str,
+    want: std::ops::RangeInclusive<i64>,
+    timeout: Duration,
+) -> Vec<Msg> {
+    let mut got = Vec::new();
+    let mut missing: std::collections::BTreeSet<i64> = want.collect();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !missing.is_empty() {
+        let m = tokio::time::timeout_at(deadline, sub.until(timeout, |m| m.topic == topic))
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("events {missing:?} did not arrive; got {:?}", ids(&got)));
+        missing.remove(&m.json()["event_id"].as_i64().unwrap());
+        got.push(m);
+    }
+    got
+}
+
+/// First occurrence of each id, in arrival order (QoS 1 allows redelivery after an outage).
+fn first_seen(ids: &[i64]) -> Vec<i64> {
+    let mut seen = std::collections::HashSet::new();
+    ids.iter().copied().filter(|i| seen.insert(*i)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_arrive_in_order_with_their_payloads() {
+    init_logs();
+    let broker = Broker::start();
+    let db = Db::new();
+    let mut sub = Sub::connect(broker.port(), "t-events", &["faced/ev1/#"], false).await;
+    let (h, _cmds) = Mqtt::start(&config(broker.port()), "ev1", &db.path).unwrap();
+    assert!(
+        h.wait_connected(T).await,
+        "not connected: {:?}",
+        h.connection_state()
+    );
+
+    let events: Vec<Value> = (1..=60).map(event).collect();
+    db.enqueue_events(&h, &events);
+    let got = collect_events(&mut sub, "faced/ev1/events", 1..=60, T).await;
+    assert_eq!(
+        ids(&got),
+        (1..=60).collect::<Vec<_>>(),
+        "no redelivery without an outage, in order"
+    );
+    for (m, want) in got.iter().zip(&events) {
+        assert_eq!(&m.json(), want);
+        assert!(!m.retain, "events are not retained");
+    }
+    // Deleted (in a batch) once acknowledged.
+    db.wait_outbox_empty(Duration::from_secs(5)).await;
+    assert_eq!(h.stats().published, 60);
+
+    // The retained availability says online to a late subscriber.
+    let mut late = Sub::connect(broker.port(), "t-late", &["faced/ev1/availability"], false).await;
+    let m = late.next(T).await.expect("retained availability");
+    assert_eq!((m.text(), m.retain), ("online", true));
+
+    // A clean shutdown says offline (retained) and leaves nothing behind.
+    let report = h.shutdown_drain(T).await;
+    assert_eq!(report.remaining, 0);
+    assert!(report.connected);
+    let m = late.next(T).await.expect("offline after shutdown");
+    assert_eq!(m.text(), "offline");
+    assert_eq!(h.connection_state(), ConnectionState::Stopped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outage_loses_nothing_and_keeps_order() {
+    init_logs();
+    // A persistent broker and a persistent-session subscriber: the broker queues what faced
+    // publishes after the restart even if it arrives before the subscriber reconnects.
+    let mut broker = Broker::start_with(BrokerOptions {
+        persistence: true,
+        ..Default::default()
+    });
+    let db = Db::new();
+    let mut sub = Sub::connect(broker.port(), "t-outage", &["faced/out1/events"], true).await;
+    let (h, _cmds) = Mqtt::start(&config(broker.port()), "out1", &db.path).unwrap();
+    assert!(h.wait_connected(T).await);
+
+    db.enqueue_events(&h, &(1..=20).map(event).collect::<Vec<_>>());
+    let before = collect_events(&mut sub, "faced/out1/events", 1..=20, T).await;
+    assert_eq!(ids(&before), (1..=20).collect::<Vec<_>>());
+
+    broker.stop();
+    let deadline = Instant::now() + T;
+    while h.connection_state() == ConnectionState::Connected {
+        assert!(
+            Instant::now() < deadline,
+            "faced did not notice the broker going away"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    db.enqueue_events(&h, &(21..=50).map(event).collect::<Vec<_>>());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let queued = db.outbox_ids();
+    assert!(
+        queued.len() >= 30,
+        "events enqueued during the outage must stay queued: {queued:?}"
+    );
+
+    broker.start_again();
+    let after = collect_events(
+        &mut sub,
+        "faced/out1/events",
+        21..=50,
+        Duration::from_secs(20),
+    )
+    .await;
+    let all: Vec<i64> = ids(&before).into_iter().chain(ids(&after)).collect();
+    assert_eq!(
+        first_seen(&all),
+        (1..=50).collect::<Vec<_>>(),
+        "lost or reordered: {all:?}"
+    );
+    db.wait_outbox_empty(Duration::from_secs(5)).await;
+    assert!(h.stats().connects >= 2);
+    h.shutdown_drain(T).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connection_turns_availability_offline_via_last_will() {
+    init_logs();
+    let broker = Broker::start();
+    let proxy = Proxy::start(broker.port()).await;
+    let db = Db::new();
+    let mut sub = Sub::connect(
+        broker.port(),
+        "t-will",
+        &["faced/will1/availability"],
+        false,
+    )
+    .await;
+    let mut cfg = config(proxy.port());
+    cfg.reconnect_min_ms = 3000; // stay away long enough to observe `offline`
+    cfg.reconnect_max_secs = 3;
+    let (h, _cmds) = Mqtt::start(&cfg, "will1", &db.path).unwrap();
+    assert!(h.wait_connected(T).await);
+    let m = sub
+        .until(T, |m| m.text() == "online")
+        .await
+        .expect("online");
+    assert_eq!(m.topic, "faced/will1/availability");
+
+    // The TCP connection dies without a DISCONNECT, as when faced is SIGKILLed.
+    proxy.cut();
+    let m = sub
+        .until(T, |_| true)
+        .await
+        .expect("the broker publishes the last will");
+    assert_eq!(m.text(), "offline");
+    // And faced comes back by itself.
+    let m = sub
+        .until(T, |_| true)
+        .await
+        .expect("online again after reconnect");
+    assert_eq!(m.text(), "online");
+    h.shutdown_drain(T).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_drains_what_an_earlier_run_queued() {
+    init_logs();
+    let db = Db::new();
+    // First run: no broker at all. Events stay in the outbox through the shutdown.
+    let dead_port = broker::free_port();
+    let (h, _cmds) = Mqtt::start(&config(dead_port), "rs1", &db.path).unwrap();
+    db.enqueue_events(&h, &(1..=10).map(event).collect::<Vec<_>>());
+    let report = h.shutdown_drain(Duration::from_millis(500)).await;
+    assert_eq!(
+        report,
+        faced::mqtt::DrainReport {
+            remaining: 10,
+            connected: false
+        }
+    );
+    assert_eq!(db.outbox_ids().len(), 10);
+
+    // Second run, broker up: the backlog goes out in order and the outbox empties.
+    let broker = Broker::start();
+    let mut sub = Sub::connect(broker.port(), "t-restart", &["faced/rs1/events"], false).await;
+    let (h, _cmds) = Mqtt::start(&config(broker.port()), "rs1", &db.path).unwrap();
+    let got = collect_events(&mut sub, "faced/rs1/events", 1..=10, T).await;
+    assert_eq!(ids(&got), (1..=10).collect::<Vec<_>>());
+    let report = h.shutdown_drain(T).await;
+    assert_eq!(report.remaining, 0);
+    assert!(db.outbox_ids().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_is_bounded_by_dropping_the_oldest() {
+    init_logs();
+    let db = Db::new();
+    let mut cfg = config(broker::free_port()); // nothing listens: everything stays queued
+    cfg.outbox_max_messages = 5;
+    let (h, _cmds) = Mqtt::start(&cfg, "bound1", &db.path).unwrap();
+    db.enqueue_events(&h, &(1..=12).map(event).collect::<Vec<_>>());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while db.outbox_ids().len() > 5 {
+        assert!(
+            Instant::now() < deadline,
+            "outbox not trimmed: {:?}",
+            db.outbox_ids()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        db.outbox_ids(),
+        vec![8, 9, 10, 11, 12],
+        "the newest are kept"
+    );
+    assert_eq!(h.stats().dropped, 7);
+    h.shutdown_drain(Duration::from_millis(100)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_state_and_snapshots_are_retained_and_well_formed() {
+    init_logs();
+    let mut broker = Broker::start();
+    let db = Db::new();
+    let (h, _cmds) = Mqtt::start(&config(broker.port()), "ha1", &db.path).unwrap();
+    assert!(h.wait_connected(T).await);
+    let people = [
+        PersonInfo {
+            id: 1,
+            name: "Alice".into(),
+        },
+        PersonInfo {
+            id: 2,
+            name: "Anne-Marie".into(),
+        },
+        PersonInfo {
+            id: 3,
+            name: "Anne Marie".into(),
+        },
+    ];
+    h.announce_people_and_cameras(&people, &["front".into(), "Back Door".into()]);
+    h.publish_person_state(PersonState {
+        person_id: 1,
+        name: "Alice".into(),
+        home: true,
+        last_seen_ms: Some(1_767_225_600_000),
+        camera: Some("front".into()),
+    });
+    let jpeg =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/faces/img1.jpg"))
+            .unwrap();
+    h.publish_snapshot("Back Door", jpeg.clone());
+
+    // A subscriber that arrives later sees all of it, retained.
+    let check = |msgs: &[Msg]| {
+        let find = |t: &str| {
+            msgs.iter().find(|m| m.topic == t).unwrap_or_else(|| {
+                panic!(
+                    "no retained message on {t}; got {:?}",
+                    msgs.iter().map(|m| &m.topic).collect::<Vec<_>>()
+                )
+            })
+        };
+        let mut unique = std::collections::HashSet::new();
+        for (topic, kind) in [
+            (
+                "homeassistant/device_tracker/faced_ha1/person_alice/config",
+                "person",
+            ),
+            (
+                "homeassistant/device_tracker/faced_ha1/person_anne_marie/config",
+                "person",
+            ),
+            (
+                "homeassistant/device_tracker/faced_ha1/person_anne_marie_3/config",
+                "person",
+            ),
+            (
+                "homeassistant/camera/faced_ha1/camera_front/config",
+                "camera",
+            ),
+            (
+                "homeassistant/camera/faced_ha1/camera_back_door/config",
+                "camera",
+            ),
+            (
+                "homeassistant/sensor/faced_ha1/last_person/config",
+                "sensor",
+            ),
+        ] {
+            let m = find(topic);
+            assert!(m.retain, "{topic} must be retained");
+            let v = m.json();
+            assert!(
+                unique.insert(v["unique_id"].as_str().unwrap().to_owned()),
+                "duplicate unique_id in {topic}"
+            );
+            assert_eq!(v["availability_topic"], "faced/ha1/availability");
+            assert_eq!(v["device"]["identifiers"][0], "faced_ha1");
+            assert!(v["name"].is_string());
+            match kind {
+                "person" => {
+                    assert_eq!(v["payload_home"], "home");
+                    assert!(
+                        v["state_topic"]
+                            .as_str()
+                            .unwrap()
+                            .starts_with("faced/ha1/person/")
+                    );
+                }
+                "camera" => assert!(v["topic"].as_str().unwrap().ends_with("/snapshot")),
+                _ => assert_eq!(v["state_topic"], "faced/ha1/last_person"),
+            }
+        }
+        let tracker = find("homeassistant/device_tracker/faced_ha1/person_alice/config").json();
+        assert_eq!(tracker["state_topic"], "faced/ha1/person/alice/state");
+        assert_eq!(find("faced/ha1/person/alice/state").text(), "home");
+        let st = find("faced/ha1/person/alice").json();
+        assert_eq!(st["state"], "home");
+        assert_eq!(st["last_seen"], "2026-01-01T00:00:00.000Z");
+        assert_eq!(st["camera"], "front");
+        assert_eq!(find("faced/ha1/last_person").json()["person"], "Alice");
+        let snap = find("faced/ha1/camera/back_door/snapshot");
+        assert_eq!(snap.payload, jpeg);
+        assert_eq!(find("faced/ha1/availability").text(), "online");
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut sub = Sub::connect(
+        broker.port(),
+        "t-ha",
+        &["homeassistant/#", "faced/ha1/#"],
+        false,
+    )
+    .await;
+    let msgs = sub.drain(Duration::from_millis(500)).await;
+    check(&msgs);
+
+    // A broker restart without persistence forgets retained messages; faced re-publishes them.
+    drop(sub);
+    broker.stop();
+    broker.start_again();
+    assert!(h.wait_connected(T).await);
+    let deadline = Instant::now() + T;
+    while h.stats().connects < 2 {
+        assert!(Instant::now() < deadline, "faced did not reconnect");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut sub = Sub::connect(
+        broker.port(),
+        "t-ha2",
+        &["homeassistant/#", "faced/ha1/#"],
+        false,
+    )
+    .await;
+    let msgs = sub.drain(Duration::from_millis(500)).await;
+    check(&msgs);
+
+    // Removing a person from the gallery removes their entity (empty retained config).
+    h.announce_people_and_cameras(&people[..2], &["front".into(), "Back Door".into()]);
+    let m = sub
+        .until(T, |m| {
+            m.topic == "homeassistant/device_tracker/faced_ha1/person_anne_marie_3/config"
+        })
+        .await
+        .expect("removal of the entity");
+    assert!(m.payload.is_empty());
+    h.shutdown_drain(T).await;
+}
+
+async fn result_for(sub: &mut Sub, verb: &str) -> Value {
+    let m = sub
+        .until(T, |m| {
+            m.topic == "faced/cmd1/cmd/result" && m.json()["verb"] == verb
+        })
+        .await;
+    m.unwrap_or_else(|| panic!("no result for {verb}")).json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_are_validated_and_invalid_ones_rejected_with_a_reason() {
+    init_logs();
+    let broker = Broker::start();
+    let db = Db::new();
+    let mut sub = Sub::connect(broker.port(), "t-cmd", &["faced/cmd1/cmd/result"], false).await;
+    let client = sub.client.clone();
+    let send = |verb: &str, payload: Vec<u8>, retain: bool| {
+        client
+            .try_publish(
+                format!("faced/cmd1/cmd/{verb}"),
+                QoS::AtLeastOnce,
+                retain,
+                payload,
+            )
+            .unwrap();
+    };
+    // A retained command, waiting on the broker before faced subscribes: it would run on every
+    // reconnect, so it is rejected. (Not empty: an empty retained message deletes instead.)
+    send("reload_gallery", b"{}".to_vec(), true);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let (h, mut cmds) = Mqtt::start(&config(broker.port()), "cmd1", &db.path).unwrap();
+    assert!(h.wait_connected(T).await);
+    let r = result_for(&mut sub, "reload_gallery").await;
+    assert_eq!(r["status"], "rejected");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("retained commands are ignored"),
+        "{r}"
+    );
+    // Clear it (an empty retained message) so it cannot leak into later runs.
+    send("reload_gallery", Vec::new(), true);
+    let r = result_for(&mut sub, "reload_gallery").await;
+    assert_eq!(
+        r["status"], "accepted",
+        "a live (non-retained) delivery is a normal command"
+    );
+    assert_eq!(
+        cmds.recv().await.unwrap(),
+        Command::ReloadGallery { request_id: None }
+    );
+    send(
+        "set_threshold",
+        br#"{"threshold": 7, "id": "a1"}"#.to_vec(),
+        false,
+    );
+    let r = result_for(&mut sub, "set_threshold").await;
+    assert_eq!(r["status"], "rejected");
+    assert_eq!(r["ok"], false);
+    assert_eq!(r["id"], "a1");
+    assert_eq!(r["kind"], "invalid_input");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"threshold\" must be a number from 0.0 to 1.0"),
+        "{r}"
+    );
+
+    send("self_destruct", b"{}".to_vec(), false);
+    let r = result_for(&mut sub, "self_destruct").await;
+    assert_eq!(r["kind"], "not_found");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("known commands: reload_gallery"),
+        "{r}"
+    );
+
+    send("enroll_last_unknown", vec![b'x'; 5000], false);
+    let r = result_for(&mut sub, "enroll_last_unknown").await;
+    assert_eq!(r["kind"], "resource_exhausted");
+    assert!(
+        r["message"].as_str().unwrap().contains("limit of 4096"),
+        "{r}"
+    );
+
+    send(
+        "enroll_last_unknown",
+        br#"{"name": "Bob", "sudo": true}"#.to_vec(),
+        false,
+    );
+    let r = result_for(&mut sub, "enroll_last_unknown").await;
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `sudo`"),
+        "{r}"
+    );
+
+    // None of the invalid ones reached the daemon.
+    assert!(
+        cmds.try_recv().is_err(),
+        "an invalid command reached the daemon"
+    );
+    assert_eq!(h.stats().commands_rejected, 5);
+
+    // A valid one does, is acknowledged, and the daemon's outcome is published.
+    send(
+        "enroll_last_unknown",
+        br#"{"name": "  Bob ", "id": "e7"}"#.to_vec(),
+        false,
+    );
+    let cmd = tokio::time::timeout(T, cmds.recv()).await.unwrap().unwrap();
+    assert_eq!(
+        cmd,
+        Command::EnrollLastUnknown {
+            request_id: Some("e7".into()),
+            name: "Bob".into(),
+            camera: None
+        }
+    );
+    let r = result_for(&mut sub, "enroll_last_unknown").await;
+    assert_eq!(
+        (r["status"].as_str(), r["ok"].as_bool(), r["id"].as_str()),
+        (Some("accepted"), Some(true), Some("e7"))
+    );
+    h.report_command(&cmd, Ok(Some("enrolled Bob from track 4".into())));
+    let r = result_for(&mut sub, "enroll_last_unknown").await;
+    assert_eq!(r["status"], "done");
+    assert_eq!(r["message"], "enrolled Bob from track 4");
+    h.shutdown_drain(T).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_file_authenticates_and_a_wrong_password_is_reported() {
+    init_logs();
+    let broker = Broker::start_with(BrokerOptions {
+        users: vec![("faced".into(), "s3cret".into())],
+        ..Default::default()
+    });
+    let db = Db::new();
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "s3cret\n").unwrap();
+    let mut cfg = config(broker.port());
+    cfg.username = Some("faced".into());
+    cfg.password_file = Some(pw.clone());
+    let (h, _cmds) = Mqtt::start(&cfg, "auth1", &db.path).unwrap();
+    assert!(h.wait_connected(T).await, "{:?}", h.connection_state());
+    h.shutdown_drain(T).await;
+
+    std::fs::write(&pw, "wrong\n").unwrap();
+    let (h, _cmds) = Mqtt::start(&cfg, "auth2", &db.path).unwrap();
+    assert!(!h.wait_connected(Duration::from_secs(2)).await);
+    match h.connection_state() {
+        ConnectionState::Disconnected { error, .. } => {
+            assert!(
+                error.contains("bad user name or password") || error.contains("not authorized"),
+                "{error}"
+            )
+        }
+        other => panic!("expected a refused connection, got {other:?}"),
+    }
+    h.shutdown_drain(Duration::from_millis(100)).await;
+
+    // A missing password file is an error at start that names the key.
+    cfg.password_file = Some(dir.path().join("missing"));
+    let e = Mqtt::start(&cfg, "auth3", &db.path)
+        .err()
+        .expect("missing password file");
+    assert!(e.to_string().contains("mqtt.password_file"), "{e}");
+}
+
+/// Enqueue → subscriber latency over 200 messages to a local broker, one at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_to_publish_latency() {
+    init_logs();
+    let broker = Broker::start();
+    let db = Db::new();
+    let mut sub = Sub::connect(broker.port(), "t-lat", &["faced/lat1/events"], false).await;
+    let (h, _cmds) = Mqtt::start(&config(broker.port()), "lat1", &db.path).unwrap();
+    assert!(h.wait_connected(T).await);
+    let mut conn = rusqlite::Connection::open(&db.path).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    let mut lat = Vec::new();
+    for n in 1..=200 {
+        let t0 = Instant::now();
+        let tx = conn.transaction().unwrap();
+        faced::mqtt::enqueue(&tx, &OutboxMessage::event(h.topics(), &event(n)).unwrap()).unwrap();
+        tx.commit().unwrap();
+        h.outbox_changed();
+        let m = sub.next(T).await.expect("event");
+        lat.push(t0.elapsed());
+        assert_eq!(m.json()["event_id"], n);
+    }
+    lat.sort();
+    let (p50, p99) = (lat[lat.len() / 2], lat[lat.len() * 99 / 100]);
+    eprintln!(
+        "enqueue→receive over 200 messages: median {p50:?}, p99 {p99:?}, max {:?}",
+        lat[lat.len() - 1]
+    );
+    // Loose bound (shared CI cores); the issue's budget for frame→publish is 50 ms p99.
+    assert!(p99 < Duration::from_millis(250), "p99 {p99:?}");
+    h.shutdown_drain(T).await;
+}
+
+/// The real daemon, SIGKILLed: the broker publishes its last will.
+#[test]
+#[ignore = "needs `faced run --config` (issue 3, daemon engineer); enable when it runs a config with [mqtt]"]
+fn sigkilled_daemon_turns_availability_offline_and_restart_drains() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let broker = Broker::start();
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("faced.toml");
+        std::fs::write(
+            &conf,
+            format!(
+                "[device]\nid = \"kill1\"\n[gallery]\ndb = \"{}\"\n[mqtt]\nenabled = true\nhost = \"127.0.0.1\"\nport = {}\nkeepalive_secs = 5\n",
+                dir.path().join("faced.db").display(),
+                broker.port()
+            ),
+        )
+        .unwrap();
+        let mut sub = Sub::connect(broker.port(), "t-kill", &["faced/kill1/availability"], false).await;
+        let run = || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_faced"))
+                .args(["run", "--config"])
+                .arg(&conf)
+                .spawn()
+                .unwrap()
+        };
+        let mut child = run();
+        let m = sub.until(Duration::from_secs(60), |m| m.text() == "online").await.expect("daemon online");
+        assert!(m.retain || m.text() == "online");
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let m = sub.until(T, |_| true).await.expect("last will");
+        assert_eq!(m.text(), "offline");
+        let mut late = Sub::connect(broker.port(), "t-kill-late", &["faced/kill1/availability"], false).await;
+        let m = late.next(T).await.expect("retained availability");
+        assert_eq!((m.text(), m.retain), ("offline", true));
+
+        let mut child = run();
+        let m = sub.until(Duration::from_secs(60), |m| m.text() == "online").await.expect("online again");
+        assert_eq!(m.text(), "online");
+        let db = dir.path().join("faced.db");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let n: i64 = rusqlite::Connection::open(&db)
+                .unwrap()
+                .query_row("SELECT COUNT(*) FROM mqtt_outbox", [], |r| r.get(0))
+                .unwrap();
+            if n == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "outbox not drained after restart: {n} rows");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // SAFETY: kill(2) on our child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child.wait().unwrap();
+    });
+}
