@@ -179,6 +179,12 @@ fn spawn_mosquitto(dir: &Path, port: u16) -> Option<Child> {
 fn write_config(dir: &Path, port: u16, opts: &BrokerOptions) {
     let mut conf =
         format!("listener {port} 127.0.0.1\nlog_dest stderr\nlog_type all\nlog_timestamp true\n");
+    // Started as root, mosquitto drops to the `mosquitto` user, which cannot write into our
+    // private temp dir (its persistence file would silently not be saved).
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        conf += "user root\n";
+    }
     if opts.persistence {
         conf += &format!(
             "persistence true\npersistence_location {}/\nautosave_interval 0\n",
