@@ -98,3 +98,97 @@ pub fn load_verified(explicit_dir: Option<&Path>, model: &ModelFile) -> Result<(
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Full-integer int8 BlazeFace short-range (see models/README.md, "Quantized models").
+pub const BLAZEFACE_SHORT_INT8: ModelFile = ModelFile {
+    file: "face_detection_short_range_int8.tflite",
+    sha256: "f9a9dcd85f3f55f866888eff206891d8cd52f904d73233027e85d6748021619d",
+};
+
+/// Full-integer int8 BlazeFace full-range.
+pub const BLAZEFACE_FULL_INT8: ModelFile = ModelFile {
+    file: "face_detection_full_range_int8.tflite",
+    sha256: "252001e59cb901178947662cc732904d465b8520cafdca42fb524f71617eb466",
+};
+
+/// Full-integer int8 MobileFaceNet.
+pub const MOBILEFACENET_INT8: ModelFile = ModelFile {
+    file: "MobileFaceNet_int8.tflite",
+    sha256: "bbfdcf86e8b7a327a3040bc3dafc94f36abd10f2d284fe0beaf7028f487a87d0",
+};
+
+/// Dynamic-range int8 BlazeFace short-range (int8 weights, float activations).
+pub const BLAZEFACE_SHORT_DYNAMIC_INT8: ModelFile = ModelFile {
+    file: "face_detection_short_range_dynamic_int8.tflite",
+    sha256: "2890210f12d89cb47c341305a87420e530037c7c65fd5f03cd25a1e1df2ea378",
+};
+
+/// Dynamic-range int8 BlazeFace full-range.
+pub const BLAZEFACE_FULL_DYNAMIC_INT8: ModelFile = ModelFile {
+    file: "face_detection_full_range_dynamic_int8.tflite",
+    sha256: "526bb4eda42b8fca06f712f272e8f2104c9ce93e1850e89c853c462468b475a5",
+};
+
+/// Dynamic-range int8 MobileFaceNet.
+pub const MOBILEFACENET_DYNAMIC_INT8: ModelFile = ModelFile {
+    file: "MobileFaceNet_dynamic_int8.tflite",
+    sha256: "8eaa941a96435950d837446b5c5d304773c15b3ed95f2d291ffe8ccc57152ae6",
+};
+
+/// Which variant of the models to run.
+///
+/// Float is the default: on this project's x86 reference machine (Zen 3, AVX2, no VNNI) the int8
+/// models are no faster (MobileFaceNet 1.0×, detectors 0.8×; models/README.md) at equal accuracy.
+/// On ARM cores with int8 dot-product instructions they may be; measure with `faced bench`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// The original float models.
+    #[default]
+    Float,
+    /// Full-integer int8 (weights and activations; float inputs and outputs).
+    Int8,
+    /// Dynamic-range int8 (int8 weights, float activations).
+    DynamicInt8,
+}
+
+impl Precision {
+    /// The embedder model for this precision.
+    pub fn embedder(self) -> ModelFile {
+        match self {
+            Precision::Float => MOBILEFACENET,
+            Precision::Int8 => MOBILEFACENET_INT8,
+            Precision::DynamicInt8 => MOBILEFACENET_DYNAMIC_INT8,
+        }
+    }
+
+    /// The short-range detector for this precision.
+    pub fn short_range(self) -> ModelFile {
+        match self {
+            Precision::Float => BLAZEFACE_SHORT,
+            Precision::Int8 => BLAZEFACE_SHORT_INT8,
+            Precision::DynamicInt8 => BLAZEFACE_SHORT_DYNAMIC_INT8,
+        }
+    }
+
+    /// The full-range detector for this precision.
+    pub fn full_range(self) -> ModelFile {
+        match self {
+            Precision::Float => BLAZEFACE_FULL,
+            Precision::Int8 => BLAZEFACE_FULL_INT8,
+            Precision::DynamicInt8 => BLAZEFACE_FULL_DYNAMIC_INT8,
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "float" => Ok(Precision::Float),
+            "int8" => Ok(Precision::Int8),
+            "dynamic_int8" => Ok(Precision::DynamicInt8),
+            _ => Err(Error::invalid(format!("unknown precision {s:?}: use float, int8 or dynamic_int8"))),
+        }
+    }
+}

@@ -11,9 +11,23 @@ pub mod user;
 
 use faced::Kind;
 
-/// Logs to stderr with the `FACED_LOG` filter (default `info`); `faced run` under systemd
-/// replaces this with the journal.
+/// Logs to the journal when started by systemd with stderr connected to it (`JOURNAL_STREAM`,
+/// via `systemd-journal-logger`; tracing events reach it through tracing's `log` bridge), else
+/// to stderr; `FACED_LOG` is the filter (default `info`; the journal takes a level).
 pub fn init_logging() {
+    if systemd_journal_logger::connected_to_journal() {
+        let level = std::env::var("FACED_LOG")
+            .ok()
+            .and_then(|v| v.parse::<log::LevelFilter>().ok());
+        let journal = systemd_journal_logger::JournalLog::new()
+            .map(|j| j.with_syslog_identifier("faced".into()));
+        if let Ok(j) = journal {
+            if j.install().is_ok() {
+                log::set_max_level(level.unwrap_or(log::LevelFilter::Info));
+                return;
+            }
+        }
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("FACED_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
@@ -49,6 +63,9 @@ pub struct VisionArgs {
     /// CPU threads for inference.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// Model precision: float, int8 or dynamic_int8.
+    #[arg(long, default_value = "float")]
+    pub precision: faced::models::Precision,
     /// Path of libLiteRt.so (default: search; see `faced check-config`).
     #[arg(long, env = "FACED_LITERT_LIB")]
     pub litert_lib: Option<PathBuf>,
@@ -64,6 +81,7 @@ impl VisionArgs {
             litert_lib: self.litert_lib.clone(),
             models_dir: self.models_dir.clone(),
             threads: self.threads,
+            precision: self.precision,
         };
         let det = DetectorConfig {
             kind: self.detector,

@@ -327,8 +327,15 @@ impl Detector {
                 .unwrap_or(p);
             out.push(Detection { score: p.score.max(confirm), ..refined });
         }
+        // Two proposals of one face can refine to the same box: keep the better one.
         out.sort_by(|a, b| b.score.total_cmp(&a.score));
-        Ok(out)
+        let mut kept: Vec<Detection> = Vec::with_capacity(out.len());
+        for d in out {
+            if kept.iter().all(|k| iou(&k.bbox, &d.bbox) <= self.cfg.nms_iou) {
+                kept.push(d);
+            }
+        }
+        Ok(kept)
     }
 }
 
@@ -438,19 +445,17 @@ pub fn weighted_nms(dets: &mut Vec<Detection>, iou_min: f32) -> Vec<Detection> {
 }
 
 /// Loads, verifies and compiles the detector model for `cfg` (and the full-range verifier when
-/// `cfg.tiling` asks for multi-pass detection).
-pub fn load(
-    backend: &dyn crate::inference::Backend,
-    models_dir: Option<&std::path::Path>,
-    cfg: DetectorConfig,
-    threads: usize,
-) -> Result<Detector> {
+/// `cfg.tiling` asks for multi-pass detection), in `inf.precision`.
+pub fn load(backend: &dyn crate::inference::Backend, inf: &super::InferenceConfig, cfg: DetectorConfig) -> Result<Detector> {
     let compile = |m: ModelFile| -> Result<Box<dyn Session>> {
-        let (_, bytes) = models::load_verified(models_dir, &m)?;
-        backend.compile(m.file, &bytes, threads)
+        let (_, bytes) = models::load_verified(inf.models_dir.as_deref(), &m)?;
+        backend.compile(m.file, &bytes, inf.threads)
     };
-    let primary = compile(cfg.kind.model())?;
-    let verifier = if cfg.tiling == Tiling::Off { None } else { Some(compile(models::BLAZEFACE_FULL)?) };
+    let primary = compile(match cfg.kind {
+        DetectorKind::Short => inf.precision.short_range(),
+        DetectorKind::Full => inf.precision.full_range(),
+    })?;
+    let verifier = if cfg.tiling == Tiling::Off { None } else { Some(compile(inf.precision.full_range())?) };
     Detector::new(primary, verifier, cfg)
 }
 

@@ -67,6 +67,11 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage> {
             "not an image faced can read (JPEG, PNG, WebP, BMP, GIF or TIFF)".to_string(),
         ));
     }
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
+        // The JPEG decoder fills a cut-off scan with grey rather than failing; a half photo
+        // must not be enrolled or analysed as if it were whole.
+        return Err(Error::invalid("corrupt or truncated image: JPEG data ends before its end-of-image marker"));
+    }
     let mut decoder = reader.into_decoder().map_err(|e| decode_error(&e))?;
     let (w, h) = decoder.dimensions();
     if w == 0 || h == 0 {
@@ -107,6 +112,17 @@ fn to_rgb8(img: DynamicImage) -> RgbImage {
         out
     } else {
         img.into_rgb8()
+    }
+}
+
+/// True when the last start-of-scan marker (FF DA) is followed by an end-of-image marker (FF D9).
+/// Inside entropy-coded data a literal FF is stuffed as FF 00, so these pairs are real markers;
+/// an EXIF thumbnail's own FF D9 comes before the main image's scans and does not count.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last = |m: u8| bytes.windows(2).rposition(|w| w[0] == 0xFF && w[1] == m);
+    match (last(0xDA), last(0xD9)) {
+        (Some(sos), Some(eoi)) => eoi > sos,
+        _ => false,
     }
 }
 

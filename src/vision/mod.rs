@@ -40,11 +40,13 @@ pub struct InferenceConfig {
     pub models_dir: Option<PathBuf>,
     /// CPU threads for inference.
     pub threads: usize,
+    /// Float or int8 models (see [`models::Precision`]).
+    pub precision: models::Precision,
 }
 
 impl Default for InferenceConfig {
     fn default() -> Self {
-        InferenceConfig { litert_lib: None, models_dir: None, threads: 2 }
+        InferenceConfig { litert_lib: None, models_dir: None, threads: 2, precision: models::Precision::Float }
     }
 }
 
@@ -78,8 +80,8 @@ impl Analyzer {
 
     /// As [`Analyzer::open`] with an explicit backend.
     pub fn with_backend(backend: &dyn Backend, inf: &InferenceConfig, det: DetectorConfig) -> Result<Self> {
-        let detector = detect::load(backend, inf.models_dir.as_deref(), det, inf.threads)?;
-        let m = models::MOBILEFACENET;
+        let detector = detect::load(backend, inf, det)?;
+        let m = inf.precision.embedder();
         let (_, bytes) = models::load_verified(inf.models_dir.as_deref(), &m)?;
         let embedder = embed::Embedder::new(backend.compile(m.file, &bytes, inf.threads)?, m.file)?;
         Ok(Analyzer { detector, embedder })
