@@ -569,6 +569,10 @@ fn redact(v: &mut toml::Value) {
             }
         }
         toml::Value::Array(a) => a.iter_mut().for_each(redact),
+        // f32 settings widened to f64 print as 0.30000001192092896; show the f32's shortest form.
+        toml::Value::Float(f) if (*f as f32) as f64 == *f => {
+            *f = (*f as f32).to_string().parse().unwrap_or(*f);
+        }
         _ => {}
     }
 }

@@ -144,7 +144,9 @@ impl DirSource {
 
 impl FrameSource for DirSource {
     fn next_frame(&mut self) -> std::result::Result<Frame, CaptureError> {
+        let mut cut = false;
         if self.current.is_none() || self.shown >= self.frames_per_image {
+            cut = self.current.is_some();
             match self.advance()? {
                 Some(img) => self.current = Some(img),
                 None => return Err(CaptureError::End),
@@ -168,6 +170,7 @@ impl FrameSource for DirSource {
             captured: Instant::now(),
             wall: std::time::SystemTime::now(),
             seq: self.seq,
+            cut,
         })
     }
 }

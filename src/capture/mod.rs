@@ -50,6 +50,9 @@ pub struct Frame {
     pub wall: SystemTime,
     /// Sequence number from the source, increasing.
     pub seq: u64,
+    /// The scene changed completely since the previous frame (a `dir:` source moved to the
+    /// next photo): faces cannot be the same people, so tracks end here.
+    pub cut: bool,
 }
 
 impl Frame {
@@ -60,6 +63,7 @@ impl Frame {
             captured: Instant::now(),
             wall: SystemTime::now(),
             seq,
+            cut: false,
         }
     }
 }

@@ -1,10 +1,245 @@
-//! `faced bench` (being written).
+//! `faced bench`: the whole pipeline (detect, track, embed, match, events) on a synthetic
+//! 640×480 stream, made exactly as `../shared/bench/refpipe.py --bench` makes it: each image
+//! thumbnail-fitted and centred on black, held for `--hold` frames, shifted `frame % 5` pixels
+//! right each frame. Prints one JSON line; with `--reference` also runs the Python reference on
+//! the same images in the same run and adds its JSON and the fps ratio.
+//!
+//! The gallery is a temporary database with each image's largest face enrolled (`bench-1`, …),
+//! so matches and `recognized` events happen; the event cool-down is 0 so every new track
+//! reports. Frame→event latency is capture of the frame to the commit of its event.
 
-/// Not yet implemented.
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use faced::capture::{Frame, convert};
+use faced::config::{CameraConfig, Config, RawConfig, stream_detector};
+use faced::events::SystemClock;
+use faced::events::store::{EventStore, EventWriter, StoreOptions};
+use faced::gallery::{Gallery, GalleryOptions, NewSample, SampleKind};
+use faced::pipeline::{Processor, encode_jpeg};
+use faced::vision::detect::DetectorConfig;
+use faced::vision::image::ImageLimits;
+use faced::vision::{Analyzer, InferenceConfig};
+use serde_json::json;
+
+/// Benchmark the pipeline on a stream made from photos (same stream as refpipe.py --bench).
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Frames to process.
+    #[arg(long, default_value_t = 200)]
+    pub frames: usize,
+    /// Frames each image is held for.
+    #[arg(long, default_value_t = 15)]
+    pub hold: usize,
+    /// CPU threads for inference.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Re-embed a live track every N detections (the camera's `embed_every`).
+    #[arg(long, default_value_t = 10)]
+    pub embed_every: u32,
+    /// Also run the Python reference (../shared/bench/refpipe.py, with python3 or
+    /// $FACED_REFPIPE_PYTHON) on the same images and print the ratio.
+    #[arg(long)]
+    pub reference: bool,
+    /// Images to play.
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+}
+
+fn pct(v: &mut [f64], p: f64) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    Some((v[i] * 1000.0).round() / 1000.0)
+}
+
+fn r3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
 
 /// Runs the command.
-pub fn run(_args: Args) -> anyhow::Result<std::process::ExitCode> {
-    anyhow::bail!("faced bench is not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.frames == 0 || args.hold == 0 {
+        bail!("--frames and --hold must be at least 1");
+    }
+    let inf = InferenceConfig {
+        threads: args.threads,
+        ..Default::default()
+    };
+    let tmp = tempdir()?;
+    let db = tmp.join("bench.db");
+
+    // Frames, and a gallery with each image's largest face.
+    let mut bases = Vec::new();
+    let mut gallery = Gallery::open(&db, &GalleryOptions::default())?;
+    let mut enroller = Analyzer::open(&inf, DetectorConfig::default())?;
+    for (i, p) in args.images.iter().enumerate() {
+        let img = faced::vision::image::load(p, &ImageLimits::default())?;
+        if let Some(face) = enroller
+            .analyze(&img)?
+            .into_iter()
+            .max_by(|a, b| a.detection.width().total_cmp(&b.detection.width()))
+        {
+            let id = gallery.add_person(&format!("bench-{}", i + 1))?;
+            let crop = encode_jpeg(&face.aligned, 90)?;
+            gallery.add_sample(
+                id,
+                NewSample {
+                    kind: SampleKind::Positive,
+                    embedding: &face.embedding,
+                    crop_jpeg: &crop,
+                    quality_json: "{}",
+                    source: "bench",
+                },
+            )?;
+        }
+        bases.push(convert::letterbox(&img, 640, 480));
+    }
+    drop(enroller);
+    let key = gallery.key_path().to_path_buf();
+    let gallery = Arc::new(Mutex::new(gallery));
+
+    let mut raw = RawConfig::default();
+    raw.inference = inf.clone();
+    raw.gallery.db = db.clone();
+    raw.events.cooldown_secs = 0.0;
+    raw.events.unknown_cooldown_secs = 0.0;
+    raw.cameras = vec![CameraConfig {
+        name: "bench".into(),
+        source: "pattern".into(),
+        embed_every: args.embed_every,
+        detector: stream_detector(),
+        ..CameraConfig::default()
+    }];
+    let cfg = Config::validate(raw, None, Vec::new())?;
+    let clock = Arc::new(SystemClock);
+    let store = EventStore::open(
+        &db,
+        &key,
+        StoreOptions::from(&cfg.raw.events),
+        clock.clone(),
+    )?;
+    let writer = EventWriter::spawn(store)?;
+    let mut stored = writer.subscribe();
+    let mut proc = Processor::new(&cfg, gallery, Some(writer.sender()), clock)?;
+
+    // Warm-up (first inference allocates): one frame, not counted.
+    proc.process(0, &Frame::now(bases[0].clone(), 0))?;
+    proc.finish();
+    writer.sender().flush();
+    while stored.try_recv().is_ok() {}
+    proc.stats = Default::default();
+
+    let t0 = Instant::now();
+    for i in 0..args.frames {
+        let base = &bases[(i / args.hold) % bases.len()];
+        let mut frame = Frame::now(convert::shift_right(base, (i % 5) as u32), i as u64 + 1);
+        // A new photo is a new scene (as a dir: camera marks it): its faces are new tracks.
+        frame.cut = i > 0 && i % args.hold == 0 && bases.len() > 1;
+        proc.process(0, &frame)?;
+    }
+    let wall = t0.elapsed();
+    proc.finish();
+    writer.sender().flush();
+    let s = proc.stats;
+    let mut latencies = Vec::new();
+    let mut counts = std::collections::BTreeMap::<&str, u64>::new();
+    while let Ok(e) = stored.try_recv() {
+        *counts.entry(e.event.kind.as_str()).or_default() += 1;
+        if let Some(c) = e.event.frame_captured {
+            latencies.push(e.committed.saturating_duration_since(c).as_secs_f64() * 1000.0);
+        }
+    }
+    writer.shutdown();
+    let n = args.frames as f64;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let fps = n / wall.as_secs_f64();
+    let mut out = json!({
+        "frames": args.frames,
+        "faces": s.faces,
+        "embeds": s.embeds,
+        "fps": r3(fps),
+        "detect_ms": r3(ms(s.detect) / n),
+        "embed_ms_per_face": r3(ms(s.embed) / (s.embeds.max(1) as f64)),
+        "track_ms": r3(ms(s.track) / n),
+        "match_ms": r3(ms(s.matching) / n),
+        "events_ms": r3(ms(s.events) / n),
+        "events": counts,
+        "event_latency_ms": { "median": pct(&mut latencies.clone(), 0.5), "p99": pct(&mut latencies, 0.99) },
+        "threads": args.threads,
+        "hold": args.hold,
+        "images": args.images.len(),
+    });
+    if args.reference {
+        let r = reference(&args)?;
+        let ref_fps = r.get("fps").and_then(|v| v.as_f64()).unwrap_or(0.0);
+        out["reference"] = r;
+        out["ratio"] = json!(if ref_fps > 0.0 {
+            r3(fps / ref_fps)
+        } else {
+            0.0
+        });
+    }
+    println!("{out}");
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tempdir() -> anyhow::Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!("faced-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+    Ok(d)
+}
+
+fn reference(args: &Args) -> anyhow::Result<serde_json::Value> {
+    let script = std::env::var_os("FACED_REFPIPE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/refpipe.py")
+        });
+    if !script.is_file() {
+        bail!(
+            "reference script {} not found; set FACED_REFPIPE to refpipe.py",
+            script.display()
+        );
+    }
+    let python = std::env::var("FACED_REFPIPE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let models = faced::models::locate(None, &faced::models::BLAZEFACE_SHORT)?;
+    let models_dir = models.parent().unwrap_or(Path::new("."));
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .arg("--bench")
+        .args([
+            "--frames",
+            &args.frames.to_string(),
+            "--hold",
+            &args.hold.to_string(),
+        ])
+        .args(["--threads", &args.threads.to_string()])
+        .arg(models_dir)
+        .args(&args.images)
+        .output()
+        .with_context(|| {
+            format!("cannot run {python} (set FACED_REFPIPE_PYTHON to the reference's venv python)")
+        })?;
+    if !out.status.success() {
+        bail!(
+            "reference failed ({}): {}; its venv: python3 -m venv /tmp/ref && /tmp/ref/bin/pip install \
+             ai-edge-litert==2.3.0 numpy pillow, then FACED_REFPIPE_PYTHON=/tmp/ref/bin/python",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let line = String::from_utf8_lossy(&out.stdout);
+    let last = line
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .unwrap_or("");
+    serde_json::from_str(last).with_context(|| format!("reference printed no JSON: {line}"))
 }

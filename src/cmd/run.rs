@@ -1,10 +1,415 @@
-//! `faced run` (being written).
+//! `faced run`: the daemon. Loads the configuration, opens the gallery database, loads the
+//! models, starts the cameras, the vision thread, the event writer, MQTT and the web console,
+//! tells systemd it is ready, and keeps going through faults until SIGTERM.
+//!
+//! Signals: SIGTERM / SIGINT stop cleanly (cameras stop, tracks end with `left` events, the
+//! event queue is written, the MQTT outbox drains briefly, the database closes) and exit 0; a
+//! second one exits at once. SIGHUP re-reads the config (thresholds, detector scores, tracker
+//! and cool-down settings; sources and camera lists need a restart) and reloads the gallery.
+//!
+//! systemd (`Type=notify`): READY=1 once the database is open, the models are loaded and a
+//! first frame arrived (or 10 s passed: a missing camera is retried in the background, not a
+//! reason to fail the start); WATCHDOG=1 every half watchdog period while the vision thread's
+//! heartbeat is fresh, so a stuck pipeline gets the service restarted.
 
-/// Not yet implemented.
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use faced::config::{Config, DEFAULT_PATH, SourceSpec};
+use faced::events::SystemClock;
+use faced::events::store::{EventStore, EventWriter, StoreOptions};
+use faced::gallery::{Gallery, GalleryOptions};
+use faced::pipeline::Pipeline;
+use faced::{Error, Kind};
+use sd_notify::NotifyState;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Run the daemon: cameras → recognition → events (SQLite, MQTT) and the web console.
+///
+/// Without a config file (default /etc/faced/faced.toml) and without cameras, faced plays the
+/// bundled sample photos. Environment variables FACED_<SECTION>__<KEY> override config keys;
+/// FACED_LOG sets the log filter (e.g. `debug`, `faced=debug,info`).
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Configuration file. When the default path does not exist, the built-in default is used.
+    #[arg(long, short, env = "FACED_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Camera source overriding the first camera's (the others are not started):
+    /// dir:PATH, v4l2:/dev/videoN, http://HOST/PATH or pattern.
+    #[arg(long)]
+    pub source: Option<String>,
+}
+
+/// Loads the configuration as `run` and `check-config` do: an explicit `--config` must
+/// exist; the default path may be absent (then the built-in default is used, with a log line).
+pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    match path {
+        Some(p) => Ok(Config::load(p)?),
+        None => {
+            let (cfg, existed) = Config::load_or_default(Path::new(DEFAULT_PATH))?;
+            if !existed {
+                tracing::info!(
+                    "no config file at {DEFAULT_PATH}: using the built-in default (plays the sample photos \
+                     from {}); see faced.toml in the source tree or docs/config.md",
+                    faced::config::samples_dir().display()
+                );
+            }
+            Ok(cfg)
+        }
+    }
+}
+
+/// Checks what can be checked before starting anything, with messages that say what to do.
+fn preflight(cfg: &Config) -> anyhow::Result<()> {
+    let db = &cfg.raw.gallery.db;
+    if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            return Err(Error::precondition(format!(
+                "the folder {} for the database (gallery.db = {}) does not exist; create it \
+                 (`sudo install -d -o $USER {}`), or point gallery.db / FACED_GALLERY__DB elsewhere",
+                dir.display(),
+                db.display(),
+                dir.display()
+            ))
+            .into());
+        }
+    }
+    for cam in &cfg.cameras {
+        if let SourceSpec::V4l2(dev) = &cam.source {
+            if !cfg!(feature = "v4l2") && dev.exists() {
+                return Err(Error::precondition(format!(
+                    "camera {}: {} needs V4L2 support, but this faced was built without it; rebuild \
+                     with `cargo build --release --features v4l2` (needs libclang) or install the package",
+                    cam.name(),
+                    dev.display()
+                ))
+                .into());
+            }
+        }
+    }
+    Ok(())
+}
 
 /// Runs the command.
-pub fn run(_args: Args) -> anyhow::Result<std::process::ExitCode> {
-    anyhow::bail!("faced run is not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut cfg = load_config(args.config.as_deref())?;
+    if let Some(s) = &args.source {
+        cfg.override_source(s)?;
+    }
+    preflight(&cfg)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("faced-rt")
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    rt.block_on(daemon(cfg, args))
+}
+
+async fn daemon(cfg: Config, args: Args) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    let source_note = match &cfg.path {
+        Some(p) => p.display().to_string(),
+        None => "built-in default".into(),
+    };
+    tracing::info!(
+        config = source_note,
+        device = cfg.raw.device.id,
+        cameras = cfg.cameras.len(),
+        "faced starting"
+    );
+
+    // Database (gallery + events + outbox, one file).
+    let db = cfg.raw.gallery.db.clone();
+    let gopts = GalleryOptions {
+        key_path: cfg.raw.gallery.key_path.clone(),
+        ..Default::default()
+    };
+    let gallery = Gallery::open(&db, &gopts)?;
+    let key_path = gallery.key_path().to_path_buf();
+    tracing::info!(db = %db.display(), people = gallery.people()?.len(), "gallery open");
+    let gallery = Arc::new(Mutex::new(gallery));
+
+    // Events, with MQTT when enabled.
+    let clock = Arc::new(SystemClock);
+    let mut store = EventStore::open(
+        &db,
+        &key_path,
+        StoreOptions::from(&cfg.raw.events),
+        clock.clone(),
+    )?;
+    let (mqtt, mut commands) = faced::mqtt::Mqtt::start(&cfg.raw.mqtt, &cfg.raw.device.id, &db)?;
+    if mqtt.is_enabled() {
+        store.add_sink(Box::new(faced::events::mqtt_sink::MqttSink::new(
+            mqtt.clone(),
+        )));
+        announce(&mqtt, &gallery, &cfg);
+    }
+    let writer = EventWriter::spawn(store)?;
+
+    // Models and cameras.
+    let pipeline = Pipeline::start(&cfg, gallery.clone(), Some(writer.sender()), clock, None)?;
+    let handle = pipeline.handle();
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "models loaded, cameras starting"
+    );
+
+    // Web console, when its module provides a server.
+    let web = start_web(&cfg, &handle, &mqtt, &gallery, &db, &key_path).await;
+
+    // READY after a first frame (or 10 s: a missing camera is retried in the background).
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(10)
+        && handle.stats().iter().all(|s| s.status != "running")
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = camera_summary(&handle);
+    let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+    tracing::info!(
+        startup_ms = started.elapsed().as_millis() as u64,
+        "ready: {status}"
+    );
+
+    // Watchdog: ping only while the vision thread goes round its loop.
+    let watchdog = sd_notify::watchdog_enabled();
+    let wd_handle = handle.clone();
+    let wd_task = watchdog.map(|period| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period / 2);
+            loop {
+                tick.tick().await;
+                let age = wd_handle.heartbeat_age();
+                if age < period / 2 {
+                    let _ = sd_notify::notify(&[NotifyState::Watchdog]);
+                } else {
+                    tracing::error!(
+                        "vision thread silent for {:.1} s; not pinging the watchdog",
+                        age.as_secs_f32()
+                    );
+                }
+            }
+        })
+    });
+
+    let mut status_tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
+            _ = hup.recv() => reload(&args, &handle, &writer, &gallery, &gopts, &db, &mqtt, &cfg).await,
+            Some(cmd) = commands.recv() => {
+                let outcome = command(&cmd, &handle, &gallery, &gopts, &db).await;
+                if let Err(e) = &outcome { tracing::warn!(verb = cmd.verb(), "MQTT command failed: {e}"); }
+                mqtt.report_command(&cmd, outcome);
+                if matches!(cmd, faced::mqtt::Command::ReloadGallery { .. } | faced::mqtt::Command::EnrollLastUnknown { .. }) {
+                    announce(&mqtt, &gallery, &cfg);
+                }
+            }
+            _ = status_tick.tick() => {
+                let s = camera_summary(&handle);
+                let _ = sd_notify::notify(&[NotifyState::Status(&s)]);
+                tracing::debug!("{s}");
+            }
+        }
+    }
+
+    // Clean shutdown; a second signal exits at once.
+    let _ = sd_notify::notify(&[NotifyState::Stopping]);
+    tokio::spawn(async move {
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        eprintln!("faced: second stop signal, exiting immediately");
+        std::process::exit(1);
+    });
+    if let Some(t) = wd_task {
+        t.abort();
+    }
+    if let Some(w) = web {
+        w.abort();
+    }
+    tokio::task::spawn_blocking(move || {
+        pipeline.stop();
+        writer.shutdown();
+    })
+    .await
+    .context("shutdown task failed")?;
+    let report = mqtt.shutdown_drain(Duration::from_secs(5)).await;
+    tracing::info!(?report, "MQTT stopped");
+    drop(gallery);
+    tracing::info!("faced stopped cleanly");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn camera_summary(h: &faced::pipeline::Handle) -> String {
+    h.stats()
+        .iter()
+        .map(|s| {
+            format!(
+                "{}: {} {:.1} fps, {} dropped",
+                s.name, s.status, s.fps, s.dropped
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn announce(mqtt: &faced::mqtt::MqttHandle, gallery: &Arc<Mutex<Gallery>>, cfg: &Config) {
+    if !mqtt.is_enabled() {
+        return;
+    }
+    let people = match gallery.lock().unwrap_or_else(|p| p.into_inner()).people() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!("cannot list people for MQTT discovery: {e}");
+            return;
+        }
+    };
+    let people: Vec<faced::mqtt::PersonInfo> = people
+        .into_iter()
+        .map(|p| faced::mqtt::PersonInfo {
+            id: p.id.0,
+            name: p.name,
+        })
+        .collect();
+    let cams: Vec<String> = cfg.cameras.iter().map(|c| c.name().to_string()).collect();
+    mqtt.announce_people_and_cameras(&people, &cams);
+}
+
+async fn reload_gallery(
+    gallery: &Arc<Mutex<Gallery>>,
+    gopts: &GalleryOptions,
+    db: &Path,
+) -> faced::Result<usize> {
+    let (db, gopts) = (db.to_path_buf(), gopts.clone());
+    let fresh = tokio::task::spawn_blocking(move || Gallery::open(&db, &gopts))
+        .await
+        .map_err(|e| Error::internal(format!("gallery reload task: {e}")))??;
+    let n = fresh.index().len();
+    *gallery.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+    Ok(n)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn reload(
+    args: &Args,
+    handle: &faced::pipeline::Handle,
+    writer: &EventWriter,
+    gallery: &Arc<Mutex<Gallery>>,
+    gopts: &GalleryOptions,
+    db: &Path,
+    mqtt: &faced::mqtt::MqttHandle,
+    old: &Config,
+) {
+    tracing::info!("SIGHUP: reloading the configuration and the gallery");
+    match load_config(args.config.as_deref()) {
+        Ok(cfg) => {
+            handle.reload(&cfg);
+            writer
+                .sender()
+                .set_options(StoreOptions::from(&cfg.raw.events));
+            if cfg
+                .cameras
+                .iter()
+                .map(|c| &c.source)
+                .ne(old.cameras.iter().map(|c| &c.source))
+            {
+                tracing::warn!(
+                    "camera sources or the camera list changed: restart faced to apply them"
+                );
+            }
+        }
+        Err(e) => tracing::error!("config reload failed, keeping the running settings: {e:#}"),
+    }
+    match reload_gallery(gallery, gopts, db).await {
+        Ok(n) => tracing::info!(samples = n, "gallery reloaded"),
+        Err(e) => tracing::error!("gallery reload failed, keeping the loaded one: {e}"),
+    }
+    announce(mqtt, gallery, old);
+}
+
+async fn command(
+    cmd: &faced::mqtt::Command,
+    handle: &faced::pipeline::Handle,
+    gallery: &Arc<Mutex<Gallery>>,
+    gopts: &GalleryOptions,
+    db: &Path,
+) -> faced::Result<Option<String>> {
+    use faced::mqtt::Command;
+    match cmd {
+        Command::ReloadGallery { .. } => {
+            let n = reload_gallery(gallery, gopts, db).await?;
+            Ok(Some(format!("gallery reloaded: {n} samples")))
+        }
+        Command::SetThreshold {
+            threshold, camera, ..
+        } => {
+            let cams = match camera {
+                Some(c) => vec![c.clone()],
+                None => handle.cameras(),
+            };
+            for c in &cams {
+                handle.set_threshold(c, *threshold)?;
+            }
+            Ok(Some(format!(
+                "threshold {threshold} on {}",
+                cams.join(", ")
+            )))
+        }
+        Command::EnrollLastUnknown { name, camera, .. } => {
+            let (cam, face) = handle.last_unknown(camera.as_deref()).ok_or_else(|| {
+                Error::new(
+                    Kind::NotFound,
+                    "no unknown face seen since start (on that camera)".to_string(),
+                )
+            })?;
+            let (gallery, name) = (gallery.clone(), name.clone());
+            tokio::task::spawn_blocking(move || {
+                let mut g = gallery.lock().unwrap_or_else(|p| p.into_inner());
+                let id = match g.person_by_name(&name)? {
+                    Some(p) => p.id,
+                    None => g.add_person(&name)?,
+                };
+                let quality = serde_json::to_string(&face.quality).unwrap_or_else(|_| "{}".into());
+                let source = format!("mqtt:enroll_last_unknown:camera={cam}");
+                g.add_sample(
+                    id,
+                    faced::gallery::NewSample {
+                        kind: faced::gallery::SampleKind::Positive,
+                        embedding: &face.embedding,
+                        crop_jpeg: &face.crop_jpeg,
+                        quality_json: &quality,
+                        source: &source,
+                    },
+                )?;
+                Ok(Some(format!(
+                    "enrolled the last unknown face from {cam} as {name}"
+                )))
+            })
+            .await
+            .map_err(|e| Error::internal(format!("enroll task: {e}")))?
+        }
+    }
+}
+
+/// Starts the web console when `[web]` enables it; `None` when disabled or when it cannot
+/// start (logged: the daemon keeps recognising without a console).
+async fn start_web(
+    cfg: &Config,
+    handle: &faced::pipeline::Handle,
+    mqtt: &faced::mqtt::MqttHandle,
+    gallery: &Arc<Mutex<Gallery>>,
+    db: &Path,
+    key_path: &Path,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let _ = (cfg, handle, mqtt, gallery, db, key_path);
+    // The console's server entry point (crate::web::serve) is wired here once it lands; the
+    // pipeline side is ready: faced::pipeline::live::Live implements web::live::LiveSource.
+    None
 }

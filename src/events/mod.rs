@@ -1,1 +1,357 @@
-//! (being written)
+//! Recognition events: what the pipeline reports, the per-person cool-down, and their storage.
+//!
+//! * [`Event`] is one `recognized`, `unknown` or `left` event; its JSON (see [`Event::to_json`])
+//!   is what goes to MQTT `faced/<device>/events` and the console.
+//! * [`CoolDown`] decides whether a sighting is news: a person standing at the door is one
+//!   event, not thirty. It runs on the pipeline's vision thread with an injected [`Clock`]
+//!   (monotonic; a Pi's wall clock jumps when NTP syncs), so tests are exact and instant.
+//! * [`store`] writes events (and their encrypted snapshot crops) to the `event` table of the
+//!   faced database on a writer thread, in one transaction per batch, applies retention, and
+//!   calls every [`EventSink`] inside that transaction — the MQTT outbox enqueues there, so an
+//!   event and its outbox row commit together or not at all.
+//!
+//! Event timestamps are wall-clock (the frame's capture time); durations and cool-downs are
+//! monotonic.
+
+pub mod mqtt_sink;
+pub mod store;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+/// Monotonic time source (injected so cool-down and retention tests need no sleeping).
+pub trait Clock: Send + Sync {
+    /// Monotonic now.
+    fn now(&self) -> Instant;
+    /// Wall-clock now, Unix milliseconds.
+    fn wall_ms(&self) -> i64;
+}
+
+/// The real clocks.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+    fn wall_ms(&self) -> i64 {
+        unix_ms(SystemTime::now())
+    }
+}
+
+/// A clock that only moves when told to ([`TestClock::advance`]).
+#[derive(Debug)]
+pub struct TestClock {
+    base: Instant,
+    wall_base_ms: i64,
+    offset: Mutex<Duration>,
+}
+
+impl TestClock {
+    /// Starts at the real now.
+    pub fn new() -> TestClock {
+        TestClock {
+            base: Instant::now(),
+            wall_base_ms: unix_ms(SystemTime::now()),
+            offset: Mutex::new(Duration::ZERO),
+        }
+    }
+
+    /// Moves both clocks forward by `d`.
+    pub fn advance(&self, d: Duration) {
+        *self.offset.lock().unwrap_or_else(|p| p.into_inner()) += d;
+    }
+}
+
+impl Default for TestClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> Instant {
+        self.base + *self.offset.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn wall_ms(&self) -> i64 {
+        self.wall_base_ms
+            + self
+                .offset
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_millis() as i64
+    }
+}
+
+/// Unix milliseconds of `t` (0 before 1970).
+pub fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// RFC 3339 UTC with milliseconds, e.g. `2025-01-31T07:05:09.042Z`.
+pub fn rfc3339_utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let milli = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// An enrolled person was recognised (after their cool-down expired).
+    Recognized,
+    /// A face that matches nobody in the gallery.
+    Unknown,
+    /// A reported track ended (the face left the view).
+    Left,
+}
+
+impl EventKind {
+    /// The value stored in `event.kind` and sent as `"type"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Recognized => "recognized",
+            EventKind::Unknown => "unknown",
+            EventKind::Left => "left",
+        }
+    }
+
+    /// Parses [`EventKind::as_str`]'s output.
+    pub fn parse(s: &str) -> Option<EventKind> {
+        match s {
+            "recognized" => Some(EventKind::Recognized),
+            "unknown" => Some(EventKind::Unknown),
+            "left" => Some(EventKind::Left),
+            _ => None,
+        }
+    }
+}
+
+/// One event. Serialised (see [`Event::to_json`]) as
+///
+/// ```json
+/// {"type":"recognized","event_id":42,"person":"alice","person_id":1,"similarity":0.71,
+///  "camera":"front","track_id":17,"box":[102.5,80.0,230.1,241.7],
+///  "time":"2025-01-31T07:05:09.042Z","ts_ms":1738307109042,"snapshot":true}
+/// ```
+///
+/// `unknown` has `person`/`person_id` `null` and `similarity` the best (below-threshold) match
+/// or `null`; `left` adds `duration_ms` (first to last sighting of the track) and names the
+/// person if the track was recognised. `snapshot` says whether a crop was stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// `recognized`, `unknown` or `left`.
+    #[serde(rename = "type")]
+    pub kind: EventKind,
+    /// Database id of the event, increasing (0 until stored).
+    pub event_id: i64,
+    /// Recognised person's name at the time of the event.
+    pub person: Option<String>,
+    /// Recognised person's id.
+    pub person_id: Option<i64>,
+    /// Cosine similarity of the identity vote's best match.
+    pub similarity: Option<f32>,
+    /// Camera name.
+    pub camera: String,
+    /// Tracker id, unique per camera per run.
+    pub track_id: u64,
+    /// Face box `[x1, y1, x2, y2]` in frame pixels.
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+    /// Wall-clock time of the frame, RFC 3339 UTC.
+    pub time: String,
+    /// The same, Unix milliseconds.
+    pub ts_ms: i64,
+    /// `left` only: how long the track was in view, milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub duration_ms: Option<u64>,
+    /// Whether a snapshot crop is stored with the event.
+    pub snapshot: bool,
+    /// JPEG crop of the face (not serialised; stored encrypted).
+    #[serde(skip)]
+    pub snapshot_jpeg: Option<Vec<u8>>,
+    /// When the frame that caused the event was captured (latency measurement; not
+    /// serialised).
+    #[serde(skip)]
+    pub frame_captured: Option<Instant>,
+}
+
+impl Event {
+    /// The event's JSON, as published.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
+    }
+}
+
+/// A stored event, as broadcast to in-process listeners (console, GPIO, bench).
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// The event, `event_id` set.
+    pub event: std::sync::Arc<Event>,
+    /// When its transaction committed (monotonic).
+    pub committed: Instant,
+}
+
+/// Something that must happen in the same transaction as storing an event: the MQTT outbox.
+///
+/// Implemented by the MQTT module (`crate::mqtt`), which enqueues the event JSON (and the
+/// snapshot for `faced/<device>/camera/<name>/snapshot`) into its outbox table. Called on the
+/// event writer thread; an error rolls back the whole batch (it is retried with back-off).
+pub trait EventSink: Send {
+    /// Called once per event inside the storing transaction, `event.event_id` set. `json` is
+    /// [`Event::to_json`]; `snapshot_jpeg` the plain crop if one was taken.
+    fn on_event(&mut self, tx: &rusqlite::Transaction<'_>, event: &Event, json: &str)
+    -> Result<()>;
+    /// Called after the transaction committed (e.g. to wake a publisher).
+    fn committed(&mut self) {}
+}
+
+/// Per-person cool-down (and per-camera cool-down for unknown faces), on the monotonic clock.
+///
+/// A person is news when they have not been *seen* (recognised on any camera) for
+/// `cooldown`: every sighting refreshes it, so someone standing at the door for ten minutes is
+/// one event, and they are reported again only after being away for the cool-down.
+#[derive(Debug)]
+pub struct CoolDown {
+    cooldown: Duration,
+    unknown_cooldown: Duration,
+    seen: HashMap<i64, Instant>,
+    unknown: HashMap<String, Instant>,
+}
+
+impl CoolDown {
+    /// With the two periods from `[events]`.
+    pub fn new(cooldown: Duration, unknown_cooldown: Duration) -> CoolDown {
+        CoolDown {
+            cooldown,
+            unknown_cooldown,
+            seen: HashMap::new(),
+            unknown: HashMap::new(),
+        }
+    }
+
+    /// Changes the periods (SIGHUP).
+    pub fn set_periods(&mut self, cooldown: Duration, unknown_cooldown: Duration) {
+        self.cooldown = cooldown;
+        self.unknown_cooldown = unknown_cooldown;
+    }
+
+    /// Records a sighting of `person` at `now`; true if it should be reported.
+    pub fn person_seen(&mut self, person: i64, now: Instant) -> bool {
+        let news = self
+            .seen
+            .get(&person)
+            .is_none_or(|&t| now.saturating_duration_since(t) >= self.cooldown);
+        self.seen.insert(person, now);
+        news
+    }
+
+    /// Refreshes `person`'s last sighting without reporting (their track is still in view).
+    pub fn person_still_seen(&mut self, person: i64, now: Instant) {
+        self.seen.insert(person, now);
+    }
+
+    /// An unknown face on `camera` at `now`: true if it should be reported.
+    pub fn unknown_seen(&mut self, camera: &str, now: Instant) -> bool {
+        let news = self
+            .unknown
+            .get(camera)
+            .is_none_or(|&t| now.saturating_duration_since(t) >= self.unknown_cooldown);
+        if news {
+            self.unknown.insert(camera.to_string(), now);
+        }
+        news
+    }
+
+    /// Forgets entries older than the longest period (keeps the maps small).
+    pub fn prune(&mut self, now: Instant) {
+        let keep = self.cooldown.max(self.unknown_cooldown);
+        self.seen
+            .retain(|_, t| now.saturating_duration_since(*t) < keep);
+        self.unknown
+            .retain(|_, t| now.saturating_duration_since(*t) < keep);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_utc(1_738_307_109_042), "2025-01-31T07:05:09.042Z");
+        assert_eq!(rfc3339_utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn cooldown_refreshes_while_seen() {
+        let clock = TestClock::new();
+        let mut c = CoolDown::new(Duration::from_secs(60), Duration::from_secs(10));
+        assert!(c.person_seen(1, clock.now()));
+        clock.advance(Duration::from_secs(50));
+        assert!(!c.person_seen(1, clock.now()));
+        clock.advance(Duration::from_secs(50)); // 100 s after the first, 50 after the last sighting
+        assert!(!c.person_seen(1, clock.now()));
+        assert!(c.person_seen(2, clock.now()));
+        clock.advance(Duration::from_secs(61));
+        assert!(c.person_seen(1, clock.now()));
+        assert!(c.unknown_seen("front", clock.now()));
+        assert!(!c.unknown_seen("front", clock.now()));
+        assert!(c.unknown_seen("back", clock.now()));
+        clock.advance(Duration::from_secs(10));
+        assert!(c.unknown_seen("front", clock.now()));
+    }
+
+    #[test]
+    fn json_shape() {
+        let e = Event {
+            kind: EventKind::Recognized,
+            event_id: 3,
+            person: Some("alice".into()),
+            person_id: Some(1),
+            similarity: Some(0.71),
+            camera: "front".into(),
+            track_id: 17,
+            bbox: [1.0, 2.0, 3.0, 4.0],
+            time: rfc3339_utc(1000),
+            ts_ms: 1000,
+            duration_ms: None,
+            snapshot: true,
+            snapshot_jpeg: Some(vec![1, 2]),
+            frame_captured: None,
+        };
+        let v: serde_json::Value = serde_json::from_str(&e.to_json()).unwrap();
+        assert_eq!(v["type"], "recognized");
+        assert_eq!(v["person"], "alice");
+        assert_eq!(v["box"][2], 3.0);
+        assert_eq!(v["time"], "1970-01-01T00:00:01.000Z");
+        assert!(v.get("duration_ms").is_none() && v.get("snapshot_jpeg").is_none());
+    }
+}

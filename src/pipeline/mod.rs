@@ -1,1 +1,973 @@
-//! (being written)
+//! The daemon's pipeline: cameras → newest-frame slot → vision thread (detect, track, embed,
+//! identify, liveness) → events.
+//!
+//! Threads (all named, so `top -H` and logs say who is busy):
+//!
+//! * `cam-<name>`, one per camera: [`capture::run_camera`] pulls frames and puts each into the
+//!   shared [`FrameSlot`], which keeps only the newest per camera. Capture never waits for
+//!   inference; a frame replaced before the vision thread took it counts as dropped.
+//! * `faced-vision`: owns the [`Processor`] (the models are `Send`, not `Sync`). Per frame it
+//!   detects (every frame, or every Nth), updates the camera's IoU [`Tracker`], embeds only the
+//!   tracks that need it (new, better quality, every `embed_every` passes, or still undecided),
+//!   asks the gallery (`Gallery::search`) about each embedding, decides identity by a vote over
+//!   the track's best embeddings, and emits events through the [`CoolDown`]. It beats a
+//!   heartbeat every loop; `faced run` sends the systemd watchdog ping only while it is fresh,
+//!   so a stuck vision thread gets the service restarted.
+//!
+//! Embedding only when needed is what makes the pipeline cheap: the Python reference embeds
+//! every face of every frame; a face that stays in view here is embedded about once every
+//! `embed_every` detections (see `faced bench`).
+//!
+//! [`Handle`] is the small, thread-safe view the web console and `faced run` use: latest frame
+//! as JPEG, overlays, stats, live thresholds, enroll-from-track, reload.
+
+pub mod live;
+pub mod liveness;
+pub mod tracker;
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
+use serde::Serialize;
+use tokio::sync::{broadcast, oneshot};
+
+use crate::capture::{self, CameraStatus, Frame, FrameSlot, FrameSource};
+use crate::config::{Camera, CameraConfig, Config};
+use crate::error::{Error, Result};
+use crate::events::store::EventSender;
+use crate::events::{Clock, CoolDown, Event, EventKind, rfc3339_utc, unix_ms};
+use crate::gallery::Gallery;
+use crate::vision::detect::Detection;
+use crate::vision::{Analyzer, InferenceConfig};
+use tracker::{MatchInfo, Sample, Track, Tracker, TrackerConfig, quality_hint};
+
+/// Embeddings a track gets (one per detection pass) before an unrecognised face is declared
+/// `unknown`.
+pub const UNKNOWN_AFTER: u32 = 2;
+
+/// A track is re-embedded when its face quality beats its best embedded one by this factor.
+pub const QUALITY_GAIN: f32 = 1.15;
+
+pub use crate::web::live::{CameraStats, Overlay, OverlayFace, TrackSample};
+
+/// Cumulative per-stage timings of a [`Processor`] (for `faced bench` and logs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct StageStats {
+    /// Frames processed.
+    pub frames: u64,
+    /// Detection passes run.
+    pub detect_passes: u64,
+    /// Faces detected (sum over passes).
+    pub faces: u64,
+    /// Embeddings computed.
+    pub embeds: u64,
+    /// Liveness checks run.
+    pub liveness_runs: u64,
+    /// Time in the detector.
+    pub detect: Duration,
+    /// Time aligning and embedding.
+    pub embed: Duration,
+    /// Time in the tracker and the embed policy.
+    pub track: Duration,
+    /// Time in gallery search and voting.
+    pub matching: Duration,
+    /// Time in the liveness model.
+    pub liveness: Duration,
+    /// Time building events (crops, JPEG).
+    pub events: Duration,
+}
+
+/// Per-camera state shared between the vision thread and [`Handle`].
+#[derive(Debug)]
+pub struct CameraShared {
+    /// Camera name.
+    pub name: String,
+    threshold: AtomicU32,
+    /// Capture thread status.
+    pub status: CameraStatus,
+    latest: Mutex<Option<Frame>>,
+    jpeg: Mutex<(u64, Option<Arc<Vec<u8>>>)>,
+    processed: AtomicU64,
+    fps_milli: AtomicU32,
+}
+
+impl CameraShared {
+    fn new(cam: &CameraConfig) -> CameraShared {
+        CameraShared {
+            name: cam.name.clone(),
+            threshold: AtomicU32::new(cam.threshold.to_bits()),
+            status: CameraStatus::default(),
+            latest: Mutex::new(None),
+            jpeg: Mutex::new((0, None)),
+            processed: AtomicU64::new(0),
+            fps_milli: AtomicU32::new(0),
+        }
+    }
+
+    /// The recognition threshold in force.
+    pub fn threshold(&self) -> f32 {
+        f32::from_bits(self.threshold.load(Ordering::Relaxed))
+    }
+}
+
+struct EnrollRequest {
+    camera: usize,
+    track_id: u64,
+    until: Instant,
+    max_samples: usize,
+    samples: Vec<TrackSample>,
+    reply: oneshot::Sender<Result<Vec<TrackSample>>>,
+}
+
+enum Control {
+    Enroll(EnrollRequest),
+    Reload(Box<Config>),
+}
+
+/// State shared by the pipeline's threads and its [`Handle`]s.
+pub struct Shared {
+    /// Cameras, in configuration order.
+    pub cameras: Vec<CameraShared>,
+    /// The newest frame of each camera.
+    pub slot: Arc<FrameSlot>,
+    overlay: broadcast::Sender<Overlay>,
+    started: Instant,
+    heartbeat_ms: AtomicU64,
+    stop: AtomicBool,
+    control: Mutex<Vec<Control>>,
+    errors: AtomicU64,
+    last_unknown: Mutex<Option<(String, TrackSample)>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("cameras", &self.cameras)
+            .finish()
+    }
+}
+
+impl Shared {
+    fn new(cams: &[CameraConfig]) -> Arc<Shared> {
+        Arc::new(Shared {
+            cameras: cams.iter().map(CameraShared::new).collect(),
+            slot: Arc::new(FrameSlot::new(cams.len())),
+            overlay: broadcast::channel(64).0,
+            started: Instant::now(),
+            heartbeat_ms: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            control: Mutex::new(Vec::new()),
+            errors: AtomicU64::new(0),
+            last_unknown: Mutex::new(None),
+        })
+    }
+
+    fn beat(&self) {
+        self.heartbeat_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+/// The thread-safe view of a running pipeline (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Handle {
+    fn cam(&self, camera: &str) -> Result<(usize, &CameraShared)> {
+        self.shared
+            .cameras
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.name == camera)
+            .ok_or_else(|| Error::not_found(format!("no camera named {camera:?}")))
+    }
+
+    /// Camera names, in configuration order.
+    pub fn cameras(&self) -> Vec<String> {
+        self.shared.cameras.iter().map(|c| c.name.clone()).collect()
+    }
+
+    /// The newest processed frame of `camera` as JPEG (encoded on demand, cached per frame).
+    pub fn latest_jpeg(&self, camera: &str) -> Option<Arc<Vec<u8>>> {
+        let (_, c) = self.cam(camera).ok()?;
+        let frame = c.latest.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+        let mut cache = c.jpeg.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.0 != frame.seq || cache.1.is_none() {
+            let jpeg = encode_jpeg(&frame.image, 80).ok()?;
+            *cache = (frame.seq, Some(Arc::new(jpeg)));
+        }
+        cache.1.clone()
+    }
+
+    /// The newest processed frame of `camera`.
+    pub fn latest_frame(&self, camera: &str) -> Option<Frame> {
+        let (_, c) = self.cam(camera).ok()?;
+        c.latest.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Overlays of every camera, one per processed frame.
+    pub fn subscribe_overlay(&self) -> broadcast::Receiver<Overlay> {
+        self.shared.overlay.subscribe()
+    }
+
+    /// Every camera's statistics.
+    pub fn stats(&self) -> Vec<CameraStats> {
+        self.shared
+            .cameras
+            .iter()
+            .enumerate()
+            .map(|(i, c)| CameraStats {
+                name: c.name.clone(),
+                fps: c.fps_milli.load(Ordering::Relaxed) as f32 / 1000.0,
+                dropped: self.shared.slot.dropped(i),
+                status: c.status.get(),
+                threshold: c.threshold(),
+            })
+            .collect()
+    }
+
+    /// Sets `camera`'s recognition threshold (0..1) from the next frame.
+    pub fn set_threshold(&self, camera: &str, threshold: f32) -> Result<()> {
+        if !(0.0..=1.0).contains(&threshold) {
+            return Err(Error::invalid(format!(
+                "threshold must be within 0..1, got {threshold}"
+            )));
+        }
+        let (_, c) = self.cam(camera)?;
+        c.threshold.store(threshold.to_bits(), Ordering::Relaxed);
+        tracing::info!(camera, threshold, "recognition threshold changed");
+        Ok(())
+    }
+
+    /// Follows track `track_id` on `camera` for `seconds` (embedding it every pass) and
+    /// resolves with its best `max_samples` faces by quality.
+    pub fn enroll_from_track(
+        &self,
+        camera: &str,
+        track_id: u64,
+        seconds: f32,
+        max_samples: usize,
+    ) -> impl std::future::Future<Output = Result<Vec<TrackSample>>> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        let req = self.cam(camera).map(|(i, _)| EnrollRequest {
+            camera: i,
+            track_id,
+            until: Instant::now() + Duration::from_secs_f32(seconds.clamp(0.1, 30.0)),
+            max_samples: max_samples.clamp(1, 50),
+            samples: Vec::new(),
+            reply: tx,
+        });
+        if let Ok(r) = req {
+            self.shared
+                .control
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(Control::Enroll(r));
+        }
+        async move {
+            match rx.await {
+                Ok(r) => r,
+                Err(_) => Err(Error::unavailable(
+                    "the pipeline stopped before the track was collected",
+                )),
+            }
+        }
+    }
+
+    /// Applies thresholds, detector scores, tracker and cool-down settings of `cfg` to the
+    /// running cameras with the same names (SIGHUP). Sources and camera lists need a restart.
+    pub fn reload(&self, cfg: &Config) {
+        for cam in &cfg.cameras {
+            if let Ok((_, c)) = self.cam(cam.name()) {
+                c.threshold
+                    .store(cam.settings.threshold.to_bits(), Ordering::Relaxed);
+            }
+        }
+        self.shared
+            .control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Control::Reload(Box::new(cfg.clone())));
+    }
+
+    /// Time since the vision thread last went round its loop.
+    pub fn heartbeat_age(&self) -> Duration {
+        let now = self.shared.started.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.shared.heartbeat_ms.load(Ordering::Relaxed)))
+    }
+
+    /// The best face of the most recent unknown track (of `camera`, or of any camera), for
+    /// "enroll the last unknown face as NAME".
+    pub fn last_unknown(&self, camera: Option<&str>) -> Option<(String, TrackSample)> {
+        let g = self
+            .shared
+            .last_unknown
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        g.as_ref()
+            .filter(|(c, _)| camera.is_none_or(|want| want == c))
+            .cloned()
+    }
+
+    /// Errors the vision thread logged and survived.
+    pub fn errors(&self) -> u64 {
+        self.shared.errors.load(Ordering::Relaxed)
+    }
+}
+
+/// JPEG-encodes an image.
+pub fn encode_jpeg(img: &RgbImage, quality: u8) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
+        .encode_image(img)
+        .map_err(|e| Error::internal(format!("JPEG encoding failed: {e}")))?;
+    Ok(out)
+}
+
+/// The face box grown by 30 % on each side, clamped to the frame, scaled to at most 192 px:
+/// the event snapshot.
+pub fn face_crop(img: &RgbImage, bbox: &[f32; 4]) -> RgbImage {
+    let (w, h) = (bbox[2] - bbox[0], bbox[3] - bbox[1]);
+    let x1 = (bbox[0] - 0.3 * w).max(0.0) as u32;
+    let y1 = (bbox[1] - 0.3 * h).max(0.0) as u32;
+    let x2 = ((bbox[2] + 0.3 * w).min(img.width() as f32) as u32)
+        .max(x1 + 1)
+        .min(img.width());
+    let y2 = ((bbox[3] + 0.3 * h).min(img.height() as f32) as u32)
+        .max(y1 + 1)
+        .min(img.height());
+    let crop = image::imageops::crop_imm(
+        img,
+        x1.min(img.width() - 1),
+        y1.min(img.height() - 1),
+        x2 - x1,
+        y2 - y1,
+    )
+    .to_image();
+    let side = crop.width().max(crop.height());
+    if side > 192 {
+        let s = 192.0 / side as f32;
+        image::imageops::resize(
+            &crop,
+            ((crop.width() as f32 * s) as u32).max(1),
+            ((crop.height() as f32 * s) as u32).max(1),
+            image::imageops::FilterType::Triangle,
+        )
+    } else {
+        crop
+    }
+}
+
+struct CamState {
+    cfg: CameraConfig,
+    tracker: Tracker,
+    frames: u64,
+    last_frame: Option<Instant>,
+    fps: f32,
+}
+
+fn tracker_cfg(c: &CameraConfig) -> TrackerConfig {
+    TrackerConfig {
+        iou: c.track_iou,
+        max_missed: c.track_max_missed,
+    }
+}
+
+/// The vision side of the pipeline, usable without threads (bench, tests): feed it frames with
+/// [`Processor::process`].
+pub struct Processor {
+    analyzers: Vec<Analyzer>,
+    liveness: Option<liveness::Liveness>,
+    cams: Vec<CamState>,
+    gallery: Arc<Mutex<Gallery>>,
+    cooldown: CoolDown,
+    clock: Arc<dyn Clock>,
+    events: Option<EventSender>,
+    shared: Arc<Shared>,
+    enrolls: Vec<EnrollRequest>,
+    /// Cumulative stage timings.
+    pub stats: StageStats,
+}
+
+impl Processor {
+    /// Loads the models for every camera of `cfg` (and the liveness model if a camera wants
+    /// it). Events go to `events` (none: returned from [`Processor::process`] only).
+    pub fn new(
+        cfg: &Config,
+        gallery: Arc<Mutex<Gallery>>,
+        events: Option<EventSender>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Processor> {
+        let cams: Vec<CameraConfig> = cfg.cameras.iter().map(|c| c.settings.clone()).collect();
+        Self::with_shared(
+            &cfg.raw.inference,
+            cfg,
+            Shared::new(&cams),
+            gallery,
+            events,
+            clock,
+        )
+    }
+
+    fn with_shared(
+        inf: &InferenceConfig,
+        cfg: &Config,
+        shared: Arc<Shared>,
+        gallery: Arc<Mutex<Gallery>>,
+        events: Option<EventSender>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Processor> {
+        let mut analyzers = Vec::new();
+        for c in &cfg.cameras {
+            analyzers.push(Analyzer::open(inf, c.settings.detector)?);
+        }
+        let liveness = if cfg.cameras.iter().any(|c| c.settings.liveness) {
+            Some(liveness::Liveness::open(inf)?)
+        } else {
+            None
+        };
+        let ev = &cfg.raw.events;
+        Ok(Processor {
+            analyzers,
+            liveness,
+            cams: cfg
+                .cameras
+                .iter()
+                .map(|c| CamState {
+                    cfg: c.settings.clone(),
+                    tracker: Tracker::new(tracker_cfg(&c.settings)),
+                    frames: 0,
+                    last_frame: None,
+                    fps: 0.0,
+                })
+                .collect(),
+            gallery,
+            cooldown: CoolDown::new(
+                Duration::from_secs_f64(ev.cooldown_secs),
+                Duration::from_secs_f64(ev.unknown_cooldown_secs),
+            ),
+            clock,
+            events,
+            shared,
+            enrolls: Vec::new(),
+            stats: StageStats::default(),
+        })
+    }
+
+    /// The handle onto this processor's shared state.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    fn apply_control(&mut self) {
+        let pending: Vec<Control> = std::mem::take(
+            &mut *self
+                .shared
+                .control
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        for c in pending {
+            match c {
+                Control::Enroll(r) => {
+                    let known = self.cams[r.camera]
+                        .tracker
+                        .tracks
+                        .iter()
+                        .any(|t| t.id == r.track_id);
+                    if known {
+                        self.enrolls.push(r);
+                    } else {
+                        let cam = &self.cams[r.camera].cfg.name;
+                        let _ = r.reply.send(Err(Error::not_found(format!(
+                            "no track {} on camera {cam:?} (it left the view)",
+                            r.track_id
+                        ))));
+                    }
+                }
+                Control::Reload(cfg) => {
+                    let ev = &cfg.raw.events;
+                    self.cooldown.set_periods(
+                        Duration::from_secs_f64(ev.cooldown_secs),
+                        Duration::from_secs_f64(ev.unknown_cooldown_secs),
+                    );
+                    for (i, st) in self.cams.iter_mut().enumerate() {
+                        let Some(new) = cfg.camera(&st.cfg.name) else {
+                            continue;
+                        };
+                        let mut s = new.settings.clone();
+                        if let Err(e) = self.analyzers[i].detector.set_config(s.detector) {
+                            tracing::warn!(
+                                camera = st.cfg.name,
+                                "detector change needs a restart: {e}"
+                            );
+                            s.detector = st.cfg.detector;
+                        }
+                        st.tracker.set_config(tracker_cfg(&s));
+                        st.cfg = s;
+                    }
+                    tracing::info!("pipeline settings reloaded");
+                }
+            }
+        }
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.enrolls.len() {
+            if self.enrolls[i].until <= now {
+                let mut r = self.enrolls.swap_remove(i);
+                r.samples.sort_by(|a, b| {
+                    (b.quality.sharpness * b.quality.frontal)
+                        .total_cmp(&(a.quality.sharpness * a.quality.frontal))
+                });
+                r.samples.truncate(r.max_samples);
+                let _ = r.reply.send(Ok(r.samples));
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Processes one frame of camera `cam`; returns the events it caused (also sent to the
+    /// event writer, if any).
+    pub fn process(&mut self, cam: usize, frame: &Frame) -> Result<Vec<Event>> {
+        self.apply_control();
+        let now = self.clock.now();
+        let wall_ms = unix_ms(frame.wall);
+        let mut events = Vec::new();
+        let img: &RgbImage = &frame.image;
+        self.stats.frames += 1;
+        let threshold = self.shared.cameras[cam].threshold();
+        let st = &mut self.cams[cam];
+        st.frames += 1;
+        // A scene cut ends every track (and forces a detection pass).
+        let cut_ended = if frame.cut {
+            st.tracker.end_all()
+        } else {
+            Vec::new()
+        };
+        let detect = frame.cut || (st.frames - 1) % u64::from(st.cfg.detect_every) == 0;
+        if detect {
+            let t0 = Instant::now();
+            let dets = self.analyzers[cam].detector.detect(img)?;
+            let t1 = Instant::now();
+            self.stats.detect += t1 - t0;
+            self.stats.detect_passes += 1;
+            self.stats.faces += dets.len() as u64;
+            let (assign, mut ended) = st.tracker.update(&dets, now, wall_ms);
+            ended.splice(0..0, cut_ended);
+            // Which tracks to embed.
+            let collecting: Vec<u64> = self
+                .enrolls
+                .iter()
+                .filter(|r| r.camera == cam)
+                .map(|r| r.track_id)
+                .collect();
+            let mut todo: Vec<(usize, Detection, f32)> = Vec::new();
+            for (di, &ti) in assign.iter().enumerate() {
+                let Some(tr) = st.tracker.tracks.get(ti) else {
+                    continue;
+                };
+                let d = dets[di];
+                if d.width().min(d.height()) < st.cfg.min_face_px {
+                    continue;
+                }
+                let q = quality_hint(&d);
+                let need = tr.embeds == 0
+                    || (tr.identity.is_none() && !tr.unknown_decided && tr.embeds < UNKNOWN_AFTER)
+                    || q > tr.best_quality * QUALITY_GAIN
+                    || tr.since_embed >= st.cfg.embed_every
+                    || collecting.contains(&tr.id);
+                if need {
+                    todo.push((ti, d, q));
+                }
+            }
+            let t2 = Instant::now();
+            self.stats.track += t2 - t1;
+            if !todo.is_empty() {
+                let ds: Vec<Detection> = todo.iter().map(|t| t.1).collect();
+                let faces = self.analyzers[cam].embed_detections(img, &ds)?;
+                let t3 = Instant::now();
+                self.stats.embed += t3 - t2;
+                self.stats.embeds += faces.len() as u64;
+                // Liveness: once per track, on its first embedded face.
+                if let Some(lv) = self.liveness.as_mut().filter(|_| st.cfg.liveness) {
+                    for (ti, d, _) in &todo {
+                        let tr = &mut st.tracker.tracks[*ti];
+                        if tr.live.is_none() {
+                            let t = Instant::now();
+                            let score = lv.spoof_score(img, &d.bbox)?;
+                            self.stats.liveness += t.elapsed();
+                            self.stats.liveness_runs += 1;
+                            tr.live = Some(score < st.cfg.liveness_threshold);
+                            if score >= st.cfg.liveness_threshold {
+                                tracing::info!(
+                                    camera = st.cfg.name,
+                                    track = tr.id,
+                                    score,
+                                    "face rejected by the liveness check"
+                                );
+                            }
+                        }
+                    }
+                }
+                let t4 = Instant::now();
+                let g = self.gallery.lock().unwrap_or_else(|p| p.into_inner());
+                for ((ti, d, q), face) in todo.iter().zip(faces) {
+                    let best =
+                        g.search(&face.embedding, 1)?
+                            .into_iter()
+                            .next()
+                            .map(|m| MatchInfo {
+                                person_id: m.person.0,
+                                name: m.name,
+                                similarity: m.similarity,
+                            });
+                    let tr = &mut st.tracker.tracks[*ti];
+                    for r in self
+                        .enrolls
+                        .iter_mut()
+                        .filter(|r| r.camera == cam && r.track_id == tr.id)
+                    {
+                        if let Ok(jpeg) = encode_jpeg(&face.aligned, 90) {
+                            r.samples.push(TrackSample {
+                                embedding: face.embedding.clone(),
+                                crop_jpeg: jpeg,
+                                quality: face.quality,
+                            });
+                        }
+                    }
+                    tr.embeds += 1;
+                    tr.since_embed = 0;
+                    if *q > tr.best_quality {
+                        tr.best_quality = *q;
+                        tr.best_crop = Some(face_crop(img, &d.bbox));
+                        if tr.identity.is_none() {
+                            if let Ok(jpeg) = encode_jpeg(&face.aligned, 90) {
+                                tr.best_face = Some(TrackSample {
+                                    embedding: face.embedding.clone(),
+                                    crop_jpeg: jpeg,
+                                    quality: face.quality,
+                                });
+                            }
+                        }
+                    }
+                    tr.add_sample(
+                        Sample {
+                            quality: *q,
+                            embedding: face.embedding,
+                            best,
+                        },
+                        st.cfg.votes,
+                    );
+                    if tr.live != Some(false) {
+                        if let Some(id) = tr.vote(threshold) {
+                            tr.identity = Some(id);
+                        }
+                    }
+                }
+                drop(g);
+                self.stats.matching += t4.elapsed();
+            }
+            // Events for live tracks.
+            let t5 = Instant::now();
+            let camera = st.cfg.name.clone();
+            for tr in st.tracker.tracks.iter_mut().filter(|t| t.missed == 0) {
+                if tr.live == Some(false) {
+                    continue;
+                }
+                if let Some(id) = tr.identity.clone() {
+                    if tr.reported_person != Some(id.person_id) {
+                        tr.reported_person = Some(id.person_id);
+                        if self.cooldown.person_seen(id.person_id, now) {
+                            tr.reported = true;
+                            events.push(make_event(
+                                EventKind::Recognized,
+                                &camera,
+                                tr,
+                                wall_ms,
+                                frame,
+                                None,
+                            ));
+                        }
+                    } else {
+                        self.cooldown.person_still_seen(id.person_id, now);
+                    }
+                } else if !tr.unknown_decided && tr.embeds >= UNKNOWN_AFTER {
+                    tr.unknown_decided = true;
+                    if self.cooldown.unknown_seen(&camera, now) {
+                        tr.reported = true;
+                        events.push(make_event(
+                            EventKind::Unknown,
+                            &camera,
+                            tr,
+                            wall_ms,
+                            frame,
+                            None,
+                        ));
+                    }
+                }
+            }
+            for tr in ended {
+                if tr.live == Some(false) {
+                    continue;
+                }
+                if tr.identity.is_none() && !tr.unknown_decided && tr.embeds > 0 {
+                    // Left before a second look: still an unknown face.
+                    if let Some(f) = tr.best_face.clone() {
+                        *self
+                            .shared
+                            .last_unknown
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner()) = Some((camera.clone(), f));
+                    }
+                    if self.cooldown.unknown_seen(&camera, now) {
+                        events.push(make_event(
+                            EventKind::Unknown,
+                            &camera,
+                            &tr,
+                            tr.last_wall_ms,
+                            frame,
+                            None,
+                        ));
+                    }
+                } else if tr.reported {
+                    let dur = tr.last_seen.saturating_duration_since(tr.first_seen);
+                    events.push(make_event(
+                        EventKind::Left,
+                        &camera,
+                        &tr,
+                        tr.last_wall_ms,
+                        frame,
+                        Some(dur),
+                    ));
+                }
+            }
+            self.stats.events += t5.elapsed();
+        }
+        // Publish the frame, overlay and stats.
+        let cs = &self.shared.cameras[cam];
+        let st = &mut self.cams[cam];
+        if let Some(prev) = st.last_frame {
+            let dt = frame.captured.saturating_duration_since(prev).as_secs_f32();
+            if dt > 0.0 {
+                st.fps = if st.fps == 0.0 {
+                    1.0 / dt
+                } else {
+                    st.fps * 0.9 + 0.1 / dt
+                };
+            }
+        }
+        st.last_frame = Some(frame.captured);
+        cs.fps_milli
+            .store((st.fps * 1000.0) as u32, Ordering::Relaxed);
+        cs.processed.fetch_add(1, Ordering::Relaxed);
+        *cs.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(frame.clone());
+        if self.shared.overlay.receiver_count() > 0 {
+            let faces = st
+                .tracker
+                .tracks
+                .iter()
+                .filter(|t| t.missed == 0)
+                .map(|t| OverlayFace {
+                    track_id: t.id,
+                    bbox: t.det.bbox,
+                    name: t.identity.as_ref().map(|i| i.name.clone()),
+                    similarity: t
+                        .identity
+                        .as_ref()
+                        .map(|i| i.similarity)
+                        .or_else(|| t.best_similarity()),
+                })
+                .collect();
+            let _ = self.shared.overlay.send(Overlay {
+                camera: st.cfg.name.clone(),
+                frame_seq: frame.seq,
+                width: img.width(),
+                height: img.height(),
+                faces,
+            });
+        }
+        if let Some(tx) = &self.events {
+            for e in &events {
+                tx.send(e.clone());
+            }
+        }
+        self.cooldown.prune(now);
+        Ok(events)
+    }
+
+    /// Ends every track (emitting `left` for reported ones): shutdown.
+    pub fn finish(&mut self) -> Vec<Event> {
+        let mut out = Vec::new();
+        for st in &mut self.cams {
+            for tr in st.tracker.end_all() {
+                if tr.reported && tr.live != Some(false) {
+                    let dur = tr.last_seen.saturating_duration_since(tr.first_seen);
+                    out.push(Event {
+                        duration_ms: Some(dur.as_millis() as u64),
+                        ..base_event(EventKind::Left, &st.cfg.name, &tr, tr.last_wall_ms)
+                    });
+                }
+            }
+        }
+        if let Some(tx) = &self.events {
+            for e in &out {
+                tx.send(e.clone());
+            }
+        }
+        out
+    }
+}
+
+fn base_event(kind: EventKind, camera: &str, tr: &Track, wall_ms: i64) -> Event {
+    let id = tr.identity.as_ref();
+    Event {
+        kind,
+        event_id: 0,
+        person: id.map(|i| i.name.clone()),
+        person_id: id.map(|i| i.person_id),
+        similarity: id.map(|i| i.similarity).or_else(|| tr.best_similarity()),
+        camera: camera.to_string(),
+        track_id: tr.id,
+        bbox: tr.det.bbox,
+        time: rfc3339_utc(wall_ms),
+        ts_ms: wall_ms,
+        duration_ms: None,
+        snapshot: false,
+        snapshot_jpeg: None,
+        frame_captured: None,
+    }
+}
+
+fn make_event(
+    kind: EventKind,
+    camera: &str,
+    tr: &Track,
+    wall_ms: i64,
+    frame: &Frame,
+    left: Option<Duration>,
+) -> Event {
+    let mut e = base_event(kind, camera, tr, wall_ms);
+    e.frame_captured = Some(frame.captured);
+    if kind == EventKind::Left {
+        e.duration_ms = left.map(|d| d.as_millis() as u64);
+    } else {
+        let crop = tr
+            .best_crop
+            .clone()
+            .unwrap_or_else(|| face_crop(&frame.image, &tr.det.bbox));
+        e.snapshot_jpeg = encode_jpeg(&crop, 85).ok();
+        e.snapshot = e.snapshot_jpeg.is_some();
+    }
+    e
+}
+
+/// A running pipeline: camera threads plus the vision thread.
+pub struct Pipeline {
+    handle: Handle,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("threads", &self.threads.len())
+            .finish()
+    }
+}
+
+/// Opens a camera's source (the daemon uses [`capture::open`]; tests inject their own).
+pub type Opener = Arc<dyn Fn(&Camera) -> Result<Box<dyn FrameSource>> + Send + Sync>;
+
+impl Pipeline {
+    /// Loads the models (on the calling thread, so a broken installation fails here), then
+    /// starts one capture thread per camera and the vision thread.
+    pub fn start(
+        cfg: &Config,
+        gallery: Arc<Mutex<Gallery>>,
+        events: Option<EventSender>,
+        clock: Arc<dyn Clock>,
+        opener: Option<Opener>,
+    ) -> Result<Pipeline> {
+        let mut processor = Processor::new(cfg, gallery, events, clock)?;
+        let handle = processor.handle();
+        let shared = handle.shared.clone();
+        let opener: Opener = opener.unwrap_or_else(|| Arc::new(capture::open));
+        let mut threads = Vec::new();
+        for (i, cam) in cfg.cameras.iter().enumerate() {
+            let (cam, shared, opener) = (cam.clone(), shared.clone(), opener.clone());
+            let t = std::thread::Builder::new()
+                .name(format!("cam-{}", cam.name()))
+                .spawn(move || {
+                    let _span = tracing::info_span!("camera", camera = cam.name()).entered();
+                    capture::run_camera(
+                        i,
+                        &cam,
+                        &*opener,
+                        &shared.slot,
+                        &shared.cameras[i].status,
+                        &shared.stop,
+                    );
+                })
+                .map_err(|e| Error::internal(format!("cannot start a camera thread: {e}")))?;
+            threads.push(t);
+        }
+        let vshared = shared.clone();
+        let t = std::thread::Builder::new()
+            .name("faced-vision".into())
+            .spawn(move || {
+                let mut backoff =
+                    capture::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+                vshared.beat();
+                while !vshared.stop.load(Ordering::Relaxed) {
+                    vshared.beat();
+                    let Some((cam, frame)) = vshared.slot.take_any(Duration::from_millis(200))
+                    else {
+                        processor.apply_control();
+                        continue;
+                    };
+                    match processor.process(cam, &frame) {
+                        Ok(_) => backoff.reset(),
+                        Err(e) => {
+                            vshared.errors.fetch_add(1, Ordering::Relaxed);
+                            let d = backoff.next_delay();
+                            tracing::error!(
+                                camera = vshared.cameras[cam].name,
+                                "vision error: {e}; continuing in {:.1} s",
+                                d.as_secs_f32()
+                            );
+                            capture::sleep_unless(&vshared.stop, d);
+                        }
+                    }
+                }
+                processor.finish();
+                // Drop the models and the event sender here, on this thread.
+                drop(processor);
+                tracing::debug!("vision thread stopped");
+            })
+            .map_err(|e| Error::internal(format!("cannot start the vision thread: {e}")))?;
+        threads.push(t);
+        Ok(Pipeline { handle, threads })
+    }
+
+    /// The handle.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// Stops the cameras and the vision thread (ending every track) and waits for them.
+    pub fn stop(self) {
+        self.handle.shared.stop.store(true, Ordering::Relaxed);
+        self.handle.shared.slot.close();
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! The [`EventSink`] that feeds MQTT: each stored event's JSON is enqueued into the MQTT outbox
+//! (`crate::mqtt::outbox`) inside the event's own transaction; after the commit the publisher
+//! is woken, the person's retained presence is updated (`home` on `recognized`, `not_home` on
+//! `left`), and the event's snapshot becomes the camera's retained snapshot. Runs on the event
+//! writer thread; every call is non-blocking.
+
+use super::{Event, EventKind, EventSink};
+use crate::error::Result;
+use crate::mqtt::{MqttHandle, OutboxMessage, PersonState, enqueue};
+
+/// Publishes events through the MQTT outbox.
+pub struct MqttSink {
+    mqtt: MqttHandle,
+    after_commit: Vec<(Option<PersonState>, Option<(String, Vec<u8>)>)>,
+}
+
+impl std::fmt::Debug for MqttSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MqttSink")
+    }
+}
+
+impl MqttSink {
+    /// A sink publishing through `mqtt` (which must be enabled).
+    pub fn new(mqtt: MqttHandle) -> MqttSink {
+        MqttSink {
+            mqtt,
+            after_commit: Vec::new(),
+        }
+    }
+}
+
+impl EventSink for MqttSink {
+    fn on_event(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        event: &Event,
+        json: &str,
+    ) -> Result<()> {
+        enqueue(
+            tx,
+            &OutboxMessage::new(self.mqtt.topics().events(), json.as_bytes().to_vec()),
+        )?;
+        let state = match (event.kind, event.person_id, &event.person) {
+            (EventKind::Recognized | EventKind::Left, Some(id), Some(name)) => Some(PersonState {
+                person_id: id,
+                name: name.clone(),
+                home: event.kind == EventKind::Recognized,
+                last_seen_ms: Some(event.ts_ms),
+                camera: Some(event.camera.clone()),
+            }),
+            _ => None,
+        };
+        let snap = event
+            .snapshot_jpeg
+            .clone()
+            .map(|j| (event.camera.clone(), j));
+        self.after_commit.push((state, snap));
+        Ok(())
+    }
+
+    fn committed(&mut self) {
+        self.mqtt.outbox_changed();
+        for (state, snap) in self.after_commit.drain(..) {
+            if let Some(s) = state {
+                self.mqtt.publish_person_state(s);
+            }
+            if let Some((camera, jpeg)) = snap {
+                self.mqtt.publish_snapshot(&camera, jpeg);
+            }
+        }
+    }
+}

@@ -1,0 +1,505 @@
+//! Event storage: the `event` table (schema version 2, `src/gallery/migrations/0002_events.sql`,
+//! documented in `src/gallery/schema.sql`) and the writer thread that fills it.
+//!
+//! [`EventStore`] holds its own connection to the faced database (WAL mode: the gallery's reads
+//! and the MQTT publisher never wait for it). [`EventWriter`] runs it on a thread named
+//! `faced-events`: it takes every event queued since its last write, stores them in **one
+//! transaction** together with each [`EventSink`]'s rows (the MQTT outbox), commits, then
+//! broadcasts them as [`StoredEvent`]s. A failed batch is kept and retried with back-off; at
+//! shutdown the queue is drained before the connection closes.
+//!
+//! Snapshot crops are sealed with AES-256-GCM under the gallery's key file, with the same layout
+//! as `gallery/crypto.rs` (`nonce || ciphertext || tag`) and the associated data
+//! `"event.snapshot" 0 uid`, so a crop cannot be moved to another row. (The gallery's `Cipher`
+//! is private to its module; this is the same construction over the same key.)
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::broadcast;
+
+use super::{Clock, Event, EventKind, EventSink, StoredEvent, rfc3339_utc};
+use crate::error::{Error, Result};
+
+const AAD_SNAPSHOT: &[u8] = b"event.snapshot";
+
+/// Retention and snapshot settings (from `[events]`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StoreOptions {
+    /// Delete events older than this many days (0 = no age limit).
+    pub retention_days: u32,
+    /// Keep at most this many events (0 = no limit).
+    pub retention_count: u64,
+    /// Store snapshot crops.
+    pub snapshots: bool,
+}
+
+impl From<&crate::config::EventsConfig> for StoreOptions {
+    fn from(c: &crate::config::EventsConfig) -> Self {
+        StoreOptions {
+            retention_days: c.retention_days,
+            retention_count: c.retention_count,
+            snapshots: c.snapshots,
+        }
+    }
+}
+
+/// The event table on its own connection.
+pub struct EventStore {
+    conn: Connection,
+    key: LessSafeKey,
+    rng: SystemRandom,
+    sinks: Vec<Box<dyn EventSink>>,
+    opts: StoreOptions,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for EventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStore")
+            .field("opts", &self.opts)
+            .field("sinks", &self.sinks.len())
+            .finish()
+    }
+}
+
+fn aad(uid: &[u8]) -> Vec<u8> {
+    let mut v = AAD_SNAPSHOT.to_vec();
+    v.push(0);
+    v.extend_from_slice(uid);
+    v
+}
+
+impl EventStore {
+    /// Opens `db` (already created and migrated by `Gallery::open`) with the gallery's key
+    /// file `key_path`.
+    pub fn open(
+        db: &Path,
+        key_path: &Path,
+        opts: StoreOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<EventStore> {
+        let what = format!("database {}", db.display());
+        let conn = Connection::open(db)
+            .map_err(|e| Error::precondition(format!("cannot open {what}")).with_source(e))?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        let has: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'event')",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has {
+            return Err(Error::precondition(format!(
+                "{what} has no event table; open it with Gallery::open first (it upgrades the schema)"
+            )));
+        }
+        let bytes = std::fs::read(key_path).map_err(|e| {
+            Error::precondition(format!("cannot read key file {}", key_path.display()))
+                .with_source(e)
+        })?;
+        let key = UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| {
+            Error::precondition(format!(
+                "key file {} is not a 32-byte key",
+                key_path.display()
+            ))
+        })?;
+        Ok(EventStore {
+            conn,
+            key: LessSafeKey::new(key),
+            rng: SystemRandom::new(),
+            sinks: Vec::new(),
+            opts,
+            clock,
+        })
+    }
+
+    /// Adds a sink called inside every storing transaction.
+    pub fn add_sink(&mut self, sink: Box<dyn EventSink>) {
+        self.sinks.push(sink);
+    }
+
+    /// Changes retention and snapshot settings (SIGHUP).
+    pub fn set_options(&mut self, opts: StoreOptions) {
+        self.opts = opts;
+    }
+
+    fn seal(&self, uid: &[u8], plain: &[u8]) -> Result<Vec<u8>> {
+        let mut nonce = [0u8; NONCE_LEN];
+        self.rng
+            .fill(&mut nonce)
+            .map_err(|_| Error::unavailable("system random source failed"))?;
+        let mut out = Vec::with_capacity(plain.len() + NONCE_LEN + 16);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plain);
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad(uid)),
+                &mut out[NONCE_LEN..],
+            )
+            .map_err(|_| Error::internal("AES-GCM encryption failed"))?;
+        out.extend_from_slice(tag.as_ref());
+        Ok(out)
+    }
+
+    fn open_sealed(&self, uid: &[u8], sealed: &[u8], id: i64) -> Result<Vec<u8>> {
+        if sealed.len() < NONCE_LEN + 16 {
+            return Err(Error::precondition(format!(
+                "event {id} snapshot is corrupt"
+            )));
+        }
+        let nonce = Nonce::try_assume_unique_for_key(&sealed[..NONCE_LEN])
+            .map_err(|_| Error::internal("nonce"))?;
+        let mut buf = sealed[NONCE_LEN..].to_vec();
+        let n = self
+            .key
+            .open_in_place(nonce, Aad::from(aad(uid)), &mut buf)
+            .map_err(|_| {
+                Error::precondition(format!(
+                    "cannot decrypt event {id} snapshot: wrong key file or altered data"
+                ))
+            })?
+            .len();
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// Stores `events` (setting their `event_id`) and calls the sinks, all in one transaction.
+    pub fn store_batch(&mut self, events: &mut [Event]) -> Result<()> {
+        let mut rows = Vec::with_capacity(events.len());
+        for e in events.iter() {
+            let uid: [u8; 16] = {
+                let mut b = [0u8; 16];
+                self.rng
+                    .fill(&mut b)
+                    .map_err(|_| Error::unavailable("system random source failed"))?;
+                b
+            };
+            let snap = match (&e.snapshot_jpeg, self.opts.snapshots) {
+                (Some(j), true) => Some(self.seal(&uid, j)?),
+                _ => None,
+            };
+            rows.push((uid, snap));
+        }
+        let tx = self.conn.unchecked_transaction()?;
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO event (uid, kind, person_id, person_name, similarity, camera, track_id,
+                                    x1, y1, x2, y2, at, duration_ms, snapshot)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            )?;
+            for (e, (uid, snap)) in events.iter_mut().zip(&rows) {
+                // A person removed since the sighting: keep the event without the link.
+                let person_id = match e.person_id {
+                    Some(p) => tx
+                        .query_row("SELECT id FROM person WHERE id = ?1", [p], |r| {
+                            r.get::<_, i64>(0)
+                        })
+                        .optional()?,
+                    None => None,
+                };
+                st.execute(params![
+                    &uid[..],
+                    e.kind.as_str(),
+                    person_id,
+                    e.person,
+                    e.similarity,
+                    e.camera,
+                    e.track_id as i64,
+                    e.bbox[0],
+                    e.bbox[1],
+                    e.bbox[2],
+                    e.bbox[3],
+                    e.ts_ms,
+                    e.duration_ms.map(|d| d as i64),
+                    snap
+                ])?;
+                e.event_id = tx.last_insert_rowid();
+                e.snapshot = snap.is_some();
+            }
+        }
+        for e in events.iter() {
+            let json = e.to_json();
+            for s in &mut self.sinks {
+                s.on_event(&tx, e, &json)?;
+            }
+        }
+        tx.commit()?;
+        for s in &mut self.sinks {
+            s.committed();
+        }
+        Ok(())
+    }
+
+    /// Deletes events past the age and count limits; returns how many.
+    pub fn apply_retention(&mut self) -> Result<usize> {
+        let mut n = 0;
+        if self.opts.retention_days > 0 {
+            let cutoff = self.clock.wall_ms() - i64::from(self.opts.retention_days) * 86_400_000;
+            n += self
+                .conn
+                .execute("DELETE FROM event WHERE at < ?1", [cutoff])?;
+        }
+        if self.opts.retention_count > 0 {
+            n += self.conn.execute(
+                "DELETE FROM event WHERE id <= (SELECT id FROM event ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+                [self.opts.retention_count as i64],
+            )?;
+        }
+        Ok(n)
+    }
+
+    /// The newest events (newest first), at most `limit`, with ids below `before` if given.
+    pub fn recent(&self, limit: usize, before: Option<i64>) -> Result<Vec<Event>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, kind, person_id, person_name, similarity, camera, track_id, x1, y1, x2, y2, at,
+                    duration_ms, snapshot IS NOT NULL
+             FROM event WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![before.unwrap_or(i64::MAX), limit as i64], |r| {
+            let kind: String = r.get(1)?;
+            let at: i64 = r.get(11)?;
+            Ok(Event {
+                kind: EventKind::parse(&kind).unwrap_or(EventKind::Unknown),
+                event_id: r.get(0)?,
+                person_id: r.get(2)?,
+                person: r.get(3)?,
+                similarity: r.get(4)?,
+                camera: r.get(5)?,
+                track_id: r.get::<_, i64>(6)? as u64,
+                bbox: [r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?],
+                time: rfc3339_utc(at),
+                ts_ms: at,
+                duration_ms: r.get::<_, Option<i64>>(12)?.map(|d| d as u64),
+                snapshot: r.get(13)?,
+                snapshot_jpeg: None,
+                frame_captured: None,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The decrypted snapshot JPEG of event `id`; `Ok(None)` if it has none,
+    /// [`Kind::NotFound`](crate::Kind::NotFound) if there is no such event.
+    pub fn snapshot(&self, id: i64) -> Result<Option<Vec<u8>>> {
+        let (uid, sealed): (Vec<u8>, Option<Vec<u8>>) = self
+            .conn
+            .query_row("SELECT uid, snapshot FROM event WHERE id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?
+            .ok_or_else(|| Error::not_found(format!("no event with id {id}")))?;
+        sealed.map(|s| self.open_sealed(&uid, &s, id)).transpose()
+    }
+
+    /// Number of stored events.
+    pub fn count(&self) -> Result<u64> {
+        Ok(self
+            .conn
+            .query_row("SELECT COUNT(*) FROM event", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+}
+
+enum Cmd {
+    Event(Box<Event>),
+    Flush(mpsc::Sender<()>),
+    Options(StoreOptions),
+    Stop,
+}
+
+/// Queues events for the writer thread (cheap to clone; never blocks).
+#[derive(Clone)]
+pub struct EventSender {
+    tx: mpsc::Sender<Cmd>,
+}
+
+impl std::fmt::Debug for EventSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventSender")
+    }
+}
+
+impl EventSender {
+    /// Queues `event`; false if the writer has stopped.
+    pub fn send(&self, event: Event) -> bool {
+        self.tx.send(Cmd::Event(Box::new(event))).is_ok()
+    }
+
+    /// Waits until everything queued before this call is committed (tests, shutdown).
+    pub fn flush(&self) {
+        let (tx, rx) = mpsc::channel();
+        if self.tx.send(Cmd::Flush(tx)).is_ok() {
+            let _ = rx.recv();
+        }
+    }
+
+    /// Changes retention and snapshot settings.
+    pub fn set_options(&self, opts: StoreOptions) {
+        let _ = self.tx.send(Cmd::Options(opts));
+    }
+}
+
+/// The writer thread (see the module docs).
+pub struct EventWriter {
+    sender: EventSender,
+    stored: broadcast::Sender<StoredEvent>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for EventWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventWriter")
+    }
+}
+
+/// How often retention runs.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+impl EventWriter {
+    /// Starts the writer thread on `store`.
+    pub fn spawn(mut store: EventStore) -> Result<EventWriter> {
+        let (tx, rx) = mpsc::channel::<Cmd>();
+        let (stored, _) = broadcast::channel(256);
+        let out = stored.clone();
+        let thread = std::thread::Builder::new()
+            .name("faced-events".into())
+            .spawn(move || {
+                let mut last_retention: Option<Instant> = None;
+                let mut pending: Vec<Event> = Vec::new();
+                let mut flushes: Vec<mpsc::Sender<()>> = Vec::new();
+                let mut backoff = crate::capture::Backoff::new(
+                    Duration::from_millis(200),
+                    Duration::from_secs(10),
+                );
+                let mut failures = 0u32;
+                let mut open = true;
+                while open || !pending.is_empty() {
+                    if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
+                        match store.apply_retention() {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(deleted = n, "event retention"),
+                            Err(e) => tracing::warn!("event retention failed: {e}"),
+                        }
+                        last_retention = Some(Instant::now());
+                    }
+                    // Block for the first command (unless a failed batch waits), then drain.
+                    let first = if pending.is_empty() && open {
+                        match rx.recv_timeout(RETENTION_EVERY) {
+                            Ok(c) => Some(c),
+                            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                                open = false;
+                                None
+                            }
+                        }
+                    } else {
+                        None
+                    };
+                    let mut stop = false;
+                    let mut handle =
+                        |c: Cmd, pending: &mut Vec<Event>, store: &mut EventStore| match c {
+                            Cmd::Event(e) => pending.push(*e),
+                            Cmd::Flush(f) => flushes.push(f),
+                            Cmd::Options(o) => store.set_options(o),
+                            Cmd::Stop => stop = true,
+                        };
+                    if let Some(c) = first {
+                        handle(c, &mut pending, &mut store);
+                    }
+                    loop {
+                        match rx.try_recv() {
+                            Ok(c) => handle(c, &mut pending, &mut store),
+                            Err(mpsc::TryRecvError::Empty) => break,
+                            Err(mpsc::TryRecvError::Disconnected) => {
+                                open = false;
+                                break;
+                            }
+                        }
+                    }
+                    if stop {
+                        open = false;
+                    }
+                    if !pending.is_empty() {
+                        match store.store_batch(&mut pending) {
+                            Ok(()) => {
+                                let committed = Instant::now();
+                                for e in pending.drain(..) {
+                                    let _ = out.send(StoredEvent {
+                                        event: Arc::new(e),
+                                        committed,
+                                    });
+                                }
+                                backoff.reset();
+                                failures = 0;
+                            }
+                            Err(e) => {
+                                failures += 1;
+                                let d = backoff.next_delay();
+                                tracing::error!(
+                                    events = pending.len(),
+                                    "cannot store events: {e}; retrying in {:.1} s",
+                                    d.as_secs_f32()
+                                );
+                                if !open && failures >= 3 {
+                                    tracing::error!(
+                                        lost = pending.len(),
+                                        "giving up on events at shutdown"
+                                    );
+                                    pending.clear();
+                                }
+                                std::thread::sleep(d);
+                                continue;
+                            }
+                        }
+                    }
+                    for f in flushes.drain(..) {
+                        let _ = f.send(());
+                    }
+                }
+                for f in flushes.drain(..) {
+                    let _ = f.send(());
+                }
+                tracing::debug!("event writer stopped");
+            })
+            .map_err(|e| Error::internal(format!("cannot start the event writer thread: {e}")))?;
+        Ok(EventWriter {
+            sender: EventSender { tx },
+            stored,
+            thread: Some(thread),
+        })
+    }
+
+    /// A handle to queue events.
+    pub fn sender(&self) -> EventSender {
+        self.sender.clone()
+    }
+
+    /// Stored events, as they commit.
+    pub fn subscribe(&self) -> broadcast::Receiver<StoredEvent> {
+        self.stored.subscribe()
+    }
+
+    /// The broadcast sender (to hand to other modules that subscribe later).
+    pub fn stored_events(&self) -> broadcast::Sender<StoredEvent> {
+        self.stored.clone()
+    }
+
+    /// Stores everything queued so far, stops the thread and closes the connection (events
+    /// sent after this are dropped).
+    pub fn shutdown(mut self) {
+        let _ = self.sender.tx.send(Cmd::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

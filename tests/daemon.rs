@@ -1,0 +1,329 @@
+//! The daemon with real parts: a real SQLite file, the real models on the fixture photos, the
+//! real `faced` binary for process-level behaviour (missing camera, signals, W^X memory).
+//!
+//! The end-to-end test enrolls two people from some of their photos, plays other photos of
+//! them and of a stranger through a `dir:` camera, and checks the stored events — what the MQTT
+//! outbox gets, since the outbox rows are written in the same transaction.
+
+#[path = "util/daemon.rs"]
+mod daemon_util;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use daemon_util::*;
+use faced::events::store::{EventStore, EventWriter, StoreOptions};
+use faced::events::{Event, EventKind, TestClock};
+use faced::pipeline::Pipeline;
+
+fn stored_events(dir: &std::path::Path, key: &std::path::Path) -> (EventStore, Vec<Event>) {
+    let store = EventStore::open(
+        &dir.join("faced.db"),
+        key,
+        StoreOptions {
+            retention_days: 0,
+            retention_count: 0,
+            snapshots: true,
+        },
+        Arc::new(TestClock::new()),
+    )
+    .unwrap();
+    let mut ev = store.recent(1000, None).unwrap();
+    ev.reverse();
+    (store, ev)
+}
+
+#[test]
+fn recognizes_enrolled_people_and_reports_a_stranger_once_per_cooldown() {
+    let people = photos_by_person();
+    let p1: Vec<&str> = people["person01"].iter().map(String::as_str).collect();
+    let p2: Vec<&str> = people["person02"].iter().map(String::as_str).collect();
+    let stranger = people["person05"][0].as_str();
+
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let mut g = gallery(dir);
+    let mut an = still_analyzer();
+    let alice = enroll(&mut g, &mut an, "alice", &p1[..3]);
+    let bob = enroll(&mut g, &mut an, "bob", &p2[..3]);
+    drop(an);
+    let key = g.key_path().to_path_buf();
+
+    // Two unseen photos of each, then the stranger: alice, alice, bob, bob, stranger.
+    let play = play_dir(dir, &[p1[3], p1[4], p2[3], p2[4], stranger]);
+    let mut cfg = config(dir, &play, 4, 40.0);
+    cfg.raw.events.cooldown_secs = 60.0;
+    cfg.raw.events.unknown_cooldown_secs = 0.0;
+
+    let clock = Arc::new(TestClock::new()); // frozen: everything is within the cool-down
+    let store = EventStore::open(
+        &dir.join("faced.db"),
+        &key,
+        StoreOptions::from(&cfg.raw.events),
+        clock.clone(),
+    )
+    .unwrap();
+    let writer = EventWriter::spawn(store).unwrap();
+    let gallery = Arc::new(Mutex::new(g));
+    let pipeline = Pipeline::start(&cfg, gallery, Some(writer.sender()), clock, None).unwrap();
+    let handle = pipeline.handle();
+    let t = std::time::Instant::now();
+    while handle.stats()[0].status != "ended" {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "camera did not finish: {:?}",
+            handle.stats()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500)); // the last frame through the vision thread
+    pipeline.stop();
+    writer.shutdown();
+
+    let (store, events) = stored_events(dir, &key);
+    let summary: Vec<String> = events
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {:?} {:?} track {}",
+                e.kind.as_str(),
+                e.person,
+                e.similarity,
+                e.track_id
+            )
+        })
+        .collect();
+    let recognized: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Recognized)
+        .collect();
+    let unknown: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Unknown)
+        .collect();
+    // One recognized per person: the second photo of each is a new track within the cool-down.
+    assert_eq!(recognized.len(), 2, "{summary:#?}");
+    assert_eq!(
+        recognized[0].person.as_deref(),
+        Some("alice"),
+        "{summary:#?}"
+    );
+    assert_eq!(recognized[0].person_id, Some(alice.0));
+    assert_eq!(recognized[1].person.as_deref(), Some("bob"), "{summary:#?}");
+    assert_eq!(recognized[1].person_id, Some(bob.0));
+    assert_eq!(unknown.len(), 1, "{summary:#?}");
+    assert!(unknown[0].person.is_none() && unknown[0].person_id.is_none());
+    // Every reported track ends with a left event.
+    let left = events.iter().filter(|e| e.kind == EventKind::Left).count();
+    assert_eq!(left, 3, "{summary:#?}");
+
+    for e in recognized.iter().chain(&unknown) {
+        let v: serde_json::Value = serde_json::from_str(&e.to_json()).unwrap();
+        assert_eq!(v["camera"], "front");
+        assert!(v["event_id"].as_i64().unwrap() > 0);
+        assert!(v["track_id"].as_u64().unwrap() >= 1);
+        let b: Vec<f64> = v["box"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        assert!(
+            b.len() == 4 && b[0] < b[2] && b[1] < b[3] && b[2] <= 641.0 && b[3] <= 481.0,
+            "{b:?}"
+        );
+        assert!(v["time"].as_str().unwrap().ends_with('Z'));
+        assert!(v["ts_ms"].as_i64().unwrap() > 1_600_000_000_000);
+        assert_eq!(v["snapshot"], true);
+        let jpeg = store.snapshot(e.event_id).unwrap().unwrap();
+        assert_eq!(&jpeg[..2], &[0xFF, 0xD8], "snapshot decrypts to a JPEG");
+    }
+    for r in &recognized {
+        assert!(r.similarity.unwrap() >= 0.5, "{summary:#?}");
+    }
+    assert!(unknown[0].similarity.is_none_or(|s| s < 0.5));
+    // A left event carries the duration and the person.
+    let l = events
+        .iter()
+        .find(|e| e.kind == EventKind::Left && e.person.as_deref() == Some("alice"))
+        .unwrap();
+    assert!(l.duration_ms.is_some());
+}
+
+#[test]
+fn cooldown_expiry_reports_the_person_again() {
+    let people = photos_by_person();
+    let p1: Vec<&str> = people["person01"].iter().map(String::as_str).collect();
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let mut g = gallery(dir);
+    let mut an = still_analyzer();
+    enroll(&mut g, &mut an, "alice", &p1[..3]);
+    drop(an);
+    let cfg = config(dir, &play_dir(dir, &[p1[3]]), 3, 40.0);
+    let clock = Arc::new(TestClock::new());
+    let mut proc =
+        faced::pipeline::Processor::new(&cfg, Arc::new(Mutex::new(g)), None, clock.clone())
+            .unwrap();
+    let img = faced::capture::convert::letterbox(
+        &faced::vision::image::load(&faces_dir().join(p1[3]), &Default::default()).unwrap(),
+        640,
+        480,
+    );
+    let frame = |seq| faced::capture::Frame::now(img.clone(), seq);
+    let mut kinds = Vec::new();
+    for i in 0..3 {
+        kinds.extend(
+            proc.process(0, &frame(i))
+                .unwrap()
+                .into_iter()
+                .map(|e| e.kind),
+        );
+    }
+    assert_eq!(kinds, vec![EventKind::Recognized]);
+    // Gone for longer than the track's patience, back within the cool-down: nothing new.
+    let blank = faced::capture::Frame::now(image::RgbImage::new(640, 480), 10);
+    for _ in 0..7 {
+        kinds.extend(proc.process(0, &blank).unwrap().into_iter().map(|e| e.kind));
+    }
+    assert_eq!(kinds, vec![EventKind::Recognized, EventKind::Left]);
+    clock.advance(Duration::from_secs(30));
+    for i in 0..2 {
+        kinds.extend(
+            proc.process(0, &frame(20 + i))
+                .unwrap()
+                .into_iter()
+                .map(|e| e.kind),
+        );
+    }
+    assert_eq!(kinds.len(), 2, "{kinds:?}");
+    for _ in 0..7 {
+        proc.process(0, &blank).unwrap();
+    }
+    // After the cool-down (60 s since the last sighting): reported again.
+    clock.advance(Duration::from_secs(61));
+    let ev = proc.process(0, &frame(40)).unwrap();
+    assert_eq!(
+        ev.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        vec![EventKind::Recognized]
+    );
+}
+
+#[test]
+fn missing_camera_is_logged_and_retried_and_sigterm_exits_cleanly() {
+    let tmp = tempdir();
+    let db = tmp.path().join("faced.db");
+    let d = Daemon::start(
+        &["--source", "v4l2:/dev/video99"],
+        &[
+            ("FACED_GALLERY__DB", db.to_str().unwrap()),
+            ("FACED_CONFIG", "/nonexistent/faced.toml"),
+            ("FACED_LOG", "info"),
+        ],
+    );
+    // FACED_CONFIG names a missing file explicitly: that is an error (exit 2), not the default.
+    let mut d = d;
+    assert_eq!(d.wait(Duration::from_secs(30)), Some(2));
+    assert!(d.count("/nonexistent/faced.toml") > 0);
+
+    let mut d = Daemon::start(
+        &["--source", "v4l2:/dev/video99"],
+        &[
+            ("FACED_GALLERY__DB", db.to_str().unwrap()),
+            ("FACED_LOG", "info"),
+        ],
+    );
+    d.wait_for(
+        &["/dev/video99 does not exist", "retrying"],
+        Duration::from_secs(60),
+    );
+    d.wait_for(&["ready"], Duration::from_secs(30));
+    let t = std::time::Instant::now();
+    while d.count("/dev/video99 does not exist") < 2 {
+        assert!(t.elapsed() < Duration::from_secs(10), "no retry logged");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait(Duration::from_secs(20)), Some(0));
+    d.wait_for(&["stopped cleanly"], Duration::from_secs(1));
+}
+
+#[test]
+fn plays_a_folder_and_stores_events_as_a_subprocess() {
+    let people = photos_by_person();
+    let p1: Vec<&str> = people["person01"].iter().map(String::as_str).collect();
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let mut g = gallery(dir);
+    let mut an = still_analyzer();
+    enroll(&mut g, &mut an, "alice", &p1[..3]);
+    let key = g.key_path().to_path_buf();
+    drop((g, an));
+    let play = play_dir(dir, &[p1[3]]);
+    let toml = format!(
+        "[device]\nid = \"test\"\n[gallery]\ndb = \"{}\"\n[[cameras]]\nname = \"front\"\nsource = \"dir:{}\"\nfps = 10.0\nframes_per_image = 3\n",
+        dir.join("faced.db").display(),
+        play.display()
+    );
+    let cfgp = dir.join("faced.toml");
+    std::fs::write(&cfgp, toml).unwrap();
+    let mut d = Daemon::start(&["--config", cfgp.to_str().unwrap()], &[]);
+    d.wait_for(&["ready"], Duration::from_secs(60));
+    let t = std::time::Instant::now();
+    loop {
+        let (_, ev) = stored_events(dir, &key);
+        if ev
+            .iter()
+            .any(|e| e.kind == EventKind::Recognized && e.person.as_deref() == Some("alice"))
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no recognized event; log:\n{}",
+            d.log.lock().unwrap().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    d.signal(libc::SIGHUP);
+    d.wait_for(&["gallery reloaded"], Duration::from_secs(20));
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait(Duration::from_secs(20)), Some(0));
+}
+
+/// `MemoryDenyWriteExecute=yes` in systemd/faced.service is only safe if LiteRT/XNNPACK never
+/// maps writable+executable memory (a JIT would). Run the models under the kernel's MDWE.
+#[test]
+fn inference_works_without_wx_memory() {
+    use std::os::unix::process::CommandExt;
+    let img = faces_dir().join("img1.jpg");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_faced"));
+    cmd.args([
+        "bench",
+        "--frames",
+        "20",
+        "--hold",
+        "5",
+        img.to_str().unwrap(),
+    ]);
+    // PR_SET_MDWE = 65, PR_MDWE_REFUSE_EXEC_GAIN = 1 (Linux ≥ 6.3); inherited across exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(65, 1, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    match cmd.output() {
+        Ok(out) => assert!(
+            out.status.success(),
+            "inference failed under MDWE: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            eprintln!("kernel without PR_SET_MDWE: skipped")
+        }
+        Err(e) => panic!("{e}"),
+    }
+}

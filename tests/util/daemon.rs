@@ -1,0 +1,211 @@
+//! Test helpers for the daemon side: fixture photos by person (`labels.csv`), a real gallery in
+//! a temporary directory with people enrolled from fixtures ([`enroll`]), a play folder of
+//! chosen photos ([`play_dir`]), a validated config for a `dir:` camera ([`config`]), and
+//! [`Daemon`], `faced run` as a subprocess whose stderr is collected.
+//!
+//! Include with `#[path = "util/daemon.rs"] mod daemon_util;`. Needs the LiteRT library and the
+//! models (`scripts/setup`), like the vision tests.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use faced::config::{CameraConfig, Config, RawConfig, stream_detector};
+use faced::gallery::{Gallery, GalleryOptions, NewSample, PersonId, SampleKind};
+use faced::vision::detect::DetectorConfig;
+use faced::vision::image::ImageLimits;
+use faced::vision::{Analyzer, InferenceConfig};
+
+/// `tests/fixtures/faces`.
+pub fn faces_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/faces")
+}
+
+/// Person label → photo file names, from `labels.csv`, in file order.
+pub fn photos_by_person() -> BTreeMap<String, Vec<String>> {
+    let text = std::fs::read_to_string(faces_dir().join("labels.csv")).unwrap();
+    let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        m.entry(f[1].to_string())
+            .or_default()
+            .push(f[0].to_string());
+    }
+    m
+}
+
+/// A fresh temporary directory (removed on drop).
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// Opens (creating) the gallery at `db` and enrolls `name` from each fixture photo in `files`
+/// (largest face of each). Returns the person id.
+pub fn enroll(
+    gallery: &mut Gallery,
+    analyzer: &mut Analyzer,
+    name: &str,
+    files: &[&str],
+) -> PersonId {
+    let id = gallery.add_person(name).unwrap();
+    for f in files {
+        let img =
+            faced::vision::image::load(&faces_dir().join(f), &ImageLimits::default()).unwrap();
+        let faces = analyzer.analyze(&img).unwrap();
+        let face = faces
+            .into_iter()
+            .max_by(|a, b| a.detection.width().total_cmp(&b.detection.width()))
+            .unwrap();
+        let crop = faced::pipeline::encode_jpeg(&face.aligned, 90).unwrap();
+        gallery
+            .add_sample(
+                id,
+                NewSample {
+                    kind: SampleKind::Positive,
+                    embedding: &face.embedding,
+                    crop_jpeg: &crop,
+                    quality_json: "{}",
+                    source: f,
+                },
+            )
+            .unwrap();
+    }
+    id
+}
+
+/// An analyzer for still photos (multi-scale detection, as `faced enroll` uses).
+pub fn still_analyzer() -> Analyzer {
+    Analyzer::open(&InferenceConfig::default(), DetectorConfig::default()).unwrap()
+}
+
+/// Opens the gallery at `dir/faced.db`.
+pub fn gallery(dir: &Path) -> Gallery {
+    Gallery::open(&dir.join("faced.db"), &GalleryOptions::default()).unwrap()
+}
+
+/// Copies fixture photos into `dir/play` as `000_<name>`, `001_<name>`, … (play order).
+pub fn play_dir(dir: &Path, files: &[&str]) -> PathBuf {
+    let play = dir.join("play");
+    std::fs::create_dir_all(&play).unwrap();
+    for (i, f) in files.iter().enumerate() {
+        std::fs::copy(faces_dir().join(f), play.join(format!("{i:03}_{f}"))).unwrap();
+    }
+    play
+}
+
+/// A validated config: one camera `front` playing `play` once (`frames_per_image` frames per
+/// photo at `fps`), database in `dir`, MQTT and the console off.
+pub fn config(dir: &Path, play: &Path, frames_per_image: u32, fps: f32) -> Config {
+    let mut raw = RawConfig::default();
+    raw.gallery.db = dir.join("faced.db");
+    raw.cameras = vec![CameraConfig {
+        name: "front".into(),
+        source: format!("dir:{}", play.display()),
+        fps,
+        frames_per_image,
+        repeat: false,
+        detector: stream_detector(),
+        ..CameraConfig::default()
+    }];
+    Config::validate(raw, None, Vec::new()).unwrap()
+}
+
+/// `faced run` as a subprocess; stderr lines are collected in the background.
+pub struct Daemon {
+    /// The process.
+    pub child: Child,
+    /// Stderr so far.
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    /// Starts `faced run` with `args` and extra environment `env`.
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_faced"));
+        cmd.arg("run")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        cmd.env_remove("JOURNAL_STREAM").env_remove("NOTIFY_SOCKET");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let err = child.stderr.take().unwrap();
+        let l = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                l.lock().unwrap().push(line);
+            }
+        });
+        Daemon { child, log }
+    }
+
+    /// Waits until a log line contains every string of `needles` (panics after `timeout`).
+    pub fn wait_for(&self, needles: &[&str], timeout: Duration) -> String {
+        let t = Instant::now();
+        loop {
+            if let Some(l) = self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+            {
+                return l.clone();
+            }
+            if t.elapsed() > timeout {
+                panic!(
+                    "no log line with {needles:?} within {timeout:?}; log:\n{}",
+                    self.log.lock().unwrap().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Lines containing `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// Sends `sig` to the process.
+    pub fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Waits for exit (panics after `timeout`); returns the exit code.
+    pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
+        let t = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code();
+            }
+            if t.elapsed() > timeout {
+                let _ = self.child.kill();
+                panic!(
+                    "faced did not exit within {timeout:?}; log:\n{}",
+                    self.log.lock().unwrap().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
