@@ -1,0 +1,92 @@
+// Events page: filterable timeline with snapshot crops; "enroll this face as…" for unknown
+// faces and "this is not NAME" for wrong matches, showing the effect on identification.
+
+import { api, el, flash, when } from '../api.js';
+
+const $ = (id) => document.getElementById(id);
+let role = null;
+let lastId = null;
+
+function filter() {
+  const q = new URLSearchParams();
+  if ($('ef-camera').value) q.set('camera', $('ef-camera').value);
+  if ($('ef-person').value) q.set('person_id', $('ef-person').value);
+  if ($('ef-unknown').checked) q.set('unknown', 'true');
+  if ($('ef-since').value) q.set('since_ms', String(new Date($('ef-since').value).getTime()));
+  if ($('ef-until').value) q.set('until_ms', String(new Date($('ef-until').value).getTime()));
+  return q;
+}
+
+function item(e) {
+  const img = e.snapshot ? el('img', { src: `/api/events/${e.id}/snapshot`, alt: `Face seen at ${when(e.at_ms)}` }) : el('img', { alt: 'no snapshot' });
+  const who = e.person
+    ? el('p', { class: 'who', text: `${e.person}${e.similarity != null ? ` · ${e.similarity.toFixed(2)}` : ''}` })
+    : el('p', { class: 'who unknown', text: `unknown${e.similarity != null ? ` · best ${e.similarity.toFixed(2)}` : ''}` });
+  const li = el('li', { class: 'event', 'data-event': e.id }, img,
+    el('div', { class: 'what' }, who, el('div', { class: 'muted', text: `${when(e.at_ms)} · ${e.camera} · track ${e.track_id}` })));
+  if (role === 'admin' && e.snapshot) {
+    const actions = el('div', { class: 'actions' });
+    const nameIn = el('input', { 'aria-label': 'Name to enroll this face as', placeholder: 'Name', size: 10 });
+    actions.append(nameIn, el('button', { type: 'button', class: 'secondary', text: 'Enroll as', onclick: async () => {
+      if (!nameIn.value.trim()) { nameIn.focus(); return; }
+      try {
+        const r = await api('POST', `/api/events/${e.id}/enroll`, { name: nameIn.value });
+        li.append(el('p', { class: 'effect', text: `Added this face to ${nameIn.value}${r.created_person ? ' (new person)' : ''}.` }));
+      } catch (err) { flash(err.message); }
+    } }));
+    if (e.person_id) {
+      actions.append(el('button', { type: 'button', class: 'danger', text: `This is not ${e.person}`, onclick: async () => {
+        try {
+          const r = await api('POST', `/api/events/${e.id}/not`, {});
+          const before = r.before ? `${r.before.name} (${r.before.similarity.toFixed(2)})` : 'nobody';
+          const after = r.after ? `${r.after.name} (${r.after.similarity.toFixed(2)})` : 'nobody';
+          li.append(el('p', { class: 'effect', text: r.still_matches
+            ? `Stored, but this face still matches ${r.name}: add better samples of ${r.name}.`
+            : `Stored as "not ${r.name}". Identified again, this face is now: ${after} (was ${before}).` }));
+        } catch (err) { flash(err.message); }
+      } }));
+    }
+    li.append(actions);
+  }
+  return li;
+}
+
+async function load(more) {
+  const q = filter();
+  $('ef-csv').href = `/api/events.csv?${q}`;
+  q.set('limit', '50');
+  if (more && lastId) q.set('before_id', String(lastId));
+  const list = await api('GET', `/api/events?${q}`);
+  const ol = $('event-list');
+  if (!more) ol.replaceChildren();
+  if (!list.length && !more) ol.append(el('li', { class: 'muted', text: 'No events match.' }));
+  for (const e of list) ol.append(item(e));
+  lastId = list.length ? list[list.length - 1].id : lastId;
+  $('event-more').hidden = list.length < 50;
+}
+
+/** Sets up the page's controls once. */
+export function init() {
+  $('event-filter').addEventListener('submit', (ev) => { ev.preventDefault(); load(false).catch((e) => flash(e.message)); });
+  $('event-more').addEventListener('click', () => load(true).catch((e) => flash(e.message)));
+}
+
+/** Shows the page. */
+export async function enter(session) {
+  role = session.role;
+  const cams = await api('GET', '/api/cameras');
+  const cs = $('ef-camera');
+  const keepC = cs.value;
+  cs.replaceChildren(el('option', { value: '', text: 'all' }), ...cams.map((c) => el('option', { value: c.name, text: c.name })));
+  cs.value = keepC;
+  if (role === 'admin') {
+    const ps = $('ef-person');
+    const keepP = ps.value;
+    const people = await api('GET', '/api/people');
+    ps.replaceChildren(el('option', { value: '', text: 'anyone' }), ...people.map((p) => el('option', { value: p.id, text: p.name })));
+    ps.value = keepP;
+  } else {
+    $('ef-person').disabled = true;
+  }
+  await load(false);
+}
