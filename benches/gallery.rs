@@ -72,6 +72,16 @@ fn search(c: &mut Criterion) {
     g.finish();
 }
 
+fn new_sample<'a>(e: &'a [f32], crop: &'a [u8]) -> NewSample<'a> {
+    NewSample {
+        kind: SampleKind::Positive,
+        embedding: e,
+        crop_jpeg: crop,
+        quality_json: r#"{"sharpness":0.8,"yaw":3.0}"#,
+        source: "bench",
+    }
+}
+
 fn add_sample(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let mut gal = Gallery::open(&dir.path().join("bench.db"), &GalleryOptions::default()).unwrap();
@@ -79,13 +89,7 @@ fn add_sample(c: &mut Criterion) {
     let mut rng = Rng(7);
     let embs: Vec<Vec<f32>> = (0..64).map(|_| rng.unit()).collect();
     let crop = vec![0xa5u8; 5000]; // a typical 112×112 JPEG
-    let new = |e: &'_ [f32]| NewSample {
-        kind: SampleKind::Positive,
-        embedding: e,
-        crop_jpeg: &crop,
-        quality_json: r#"{"sharpness":0.8,"yaw":3.0}"#,
-        source: "bench",
-    };
+    let new = |e| new_sample(e, &crop);
     let mut g = c.benchmark_group("add_sample_sqlite");
     g.throughput(Throughput::Elements(1));
     let mut i = 0;

@@ -137,14 +137,15 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
+/// Portable int8 dot product against a query widened to i16: products summed pairwise into i32
+/// lanes, which LLVM turns into pmaddwd (x86) or smlal (NEON). 192 products of at most 127² fit
+/// easily in i32.
 #[inline(always)]
-fn dot_i8(a: &[i8], b: &[i8; DIM]) -> i32 {
-    // i16 products summed pairwise into i32 lanes: LLVM turns this into pmaddwd (SSE2/AVX2) or
-    // smlal (NEON). 192 products of at most 127² fit easily in i32.
-    let mut acc = [0i32; 16];
-    for (x, y) in a.as_chunks::<16>().0.iter().zip(b.as_chunks::<16>().0) {
-        for l in 0..16 {
-            acc[l] += (x[l] as i16 * y[l] as i16) as i32;
+fn dot_i8(a: &[i8], q: &[i16; DIM]) -> i32 {
+    let mut acc = [0i32; 8];
+    for (x, y) in a.as_chunks::<16>().0.iter().zip(q.as_chunks::<16>().0) {
+        for l in 0..8 {
+            acc[l] += x[2 * l] as i32 * y[2 * l] as i32 + x[2 * l + 1] as i32 * y[2 * l + 1] as i32;
         }
     }
     acc.iter().sum()
@@ -165,66 +166,120 @@ fn quantize(x: &[f32]) -> ([i8; DIM], f32, f32) {
     (q, scale, e2.sqrt() as f32)
 }
 
-/// Approximate scores of every row: `ub[i]` is an upper bound of the exact similarity and
-/// `ub[i] - 2·b[i]` a lower bound; returns the largest lower bound.
-fn scan_i8(
-    q8: &[i8],
-    scale: &[f32],
-    err: &[f32],
-    qq: &[i8; DIM],
-    sq: f32,
-    e_q: f32,
-    nq: f32,
-    ub: &mut Vec<f32>,
-) -> f32 {
+/// The quantised query and the terms of its error bound.
+struct Query {
+    q16: [i16; DIM],
+    scale: f32,
+    /// `‖q − q̂‖`, the query's own quantisation error.
+    err: f32,
+    /// `‖q̂‖`.
+    norm: f32,
+}
+
+/// Approximate scores of every row into `ub`: `ub[i]` is an upper bound of the exact
+/// similarity of row `i` (approximation plus its error bound). Returns the largest lower bound
+/// (approximation minus error bound) over all rows.
+fn scan_i8(rows: &[i8], scale: &[f32], err: &[f32], q: &Query, ub: &mut Vec<f32>) -> f32 {
+    ub.clear();
+    ub.reserve(scale.len());
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { scan_i8_avx2(q8, scale, err, qq, sq, e_q, nq, ub) };
+            return unsafe { avx2::scan(rows, scale, err, q, ub) };
         }
     }
-    scan_i8_generic(q8, scale, err, qq, sq, e_q, nq, ub)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-fn scan_i8_avx2(
-    q8: &[i8],
-    scale: &[f32],
-    err: &[f32],
-    qq: &[i8; DIM],
-    sq: f32,
-    e_q: f32,
-    nq: f32,
-    ub: &mut Vec<f32>,
-) -> f32 {
-    scan_i8_generic(q8, scale, err, qq, sq, e_q, nq, ub)
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn scan_i8_generic(
-    q8: &[i8],
-    scale: &[f32],
-    err: &[f32],
-    qq: &[i8; DIM],
-    sq: f32,
-    e_q: f32,
-    nq: f32,
-    ub: &mut Vec<f32>,
-) -> f32 {
     let mut max_lb = f32::NEG_INFINITY;
-    ub.clear();
-    ub.reserve(scale.len());
-    for ((row, &s), &e) in q8.chunks_exact(DIM).zip(scale).zip(err) {
-        let approx = dot_i8(row, qq) as f32 * (s * sq);
-        let b = e_q + e * nq + BOUND_SLACK;
+    for ((row, &s), &e) in rows.chunks_exact(DIM).zip(scale).zip(err) {
+        let approx = dot_i8(row, &q.q16) as f32 * (s * q.scale);
+        let b = q.err + e * q.norm + BOUND_SLACK;
         max_lb = max_lb.max(approx - b);
         ub.push(approx + b);
     }
     max_lb
+}
+
+/// Plain f32 scores of every row (the reference scan).
+fn scan_f32(rows: &[f32], q: &[f32], out: &mut Vec<f32>) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { avx2::scan_f32(rows, q, out) };
+        }
+    }
+    scan_f32_generic(rows, q, out)
+}
+
+#[inline(always)]
+fn scan_f32_generic(rows: &[f32], q: &[f32], out: &mut Vec<f32>) -> f32 {
+    out.clear();
+    out.reserve(rows.len() / DIM);
+    let mut max = f32::NEG_INFINITY;
+    for row in rows.chunks_exact(DIM) {
+        let s = dot_f32(row, q);
+        max = max.max(s);
+        out.push(s);
+    }
+    max
+}
+
+/// AVX2 versions, chosen at run time (the release build targets baseline x86-64). The int8 scan
+/// is explicit because LLVM's auto-vectorisation of the portable version was ~3× slower here
+/// (21 vs 67 µs per 1k rows, measured on the loaded dev VM). The f32 one is the same Rust code
+/// compiled for AVX2, lane for lane the same arithmetic, so its results are bit-identical.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{BOUND_SLACK, DIM, Query};
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn scan(
+        rows: &[i8],
+        scale: &[f32],
+        err: &[f32],
+        q: &Query,
+        ub: &mut Vec<f32>,
+    ) -> f32 {
+        // The query stays in 12 registers of 16 i16 each.
+        let mut qv = [_mm256_setzero_si256(); DIM / 16];
+        for (v, c) in qv.iter_mut().zip(q.q16.as_chunks::<16>().0) {
+            // SAFETY: `c` is 16 i16 = 32 readable bytes; loadu has no alignment requirement.
+            *v = unsafe { _mm256_loadu_si256(c.as_ptr().cast()) };
+        }
+        let mut max_lb = f32::NEG_INFINITY;
+        for ((row, &s), &e) in rows.chunks_exact(DIM).zip(scale).zip(err) {
+            let (chunks, _) = row.as_chunks::<16>();
+            let mut a0 = _mm256_setzero_si256();
+            let mut a1 = _mm256_setzero_si256();
+            for i in (0..DIM / 16).step_by(2) {
+                // SAFETY: each chunk is 16 readable bytes; loadu has no alignment requirement.
+                let (x0, x1) = unsafe {
+                    (
+                        _mm_loadu_si128(chunks[i].as_ptr().cast()),
+                        _mm_loadu_si128(chunks[i + 1].as_ptr().cast()),
+                    )
+                };
+                a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_cvtepi8_epi16(x0), qv[i]));
+                a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_cvtepi8_epi16(x1), qv[i + 1]));
+            }
+            let a = _mm256_add_epi32(a0, a1);
+            let h = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256::<1>(a));
+            let h = _mm_add_epi32(h, _mm_shuffle_epi32::<0b01_00_11_10>(h));
+            let h = _mm_add_epi32(h, _mm_shuffle_epi32::<0b10_11_00_01>(h));
+            let approx = _mm_cvtsi128_si32(h) as f32 * (s * q.scale);
+            let b = q.err + e * q.norm + BOUND_SLACK;
+            max_lb = max_lb.max(approx - b);
+            ub.push(approx + b);
+        }
+        max_lb
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn scan_f32(rows: &[f32], q: &[f32], out: &mut Vec<f32>) -> f32 {
+        super::scan_f32_generic(rows, q, out)
+    }
 }
 
 impl Index {
@@ -394,15 +449,19 @@ impl Index {
         };
         let (qq, sq, _) = quantize(&q);
         let qhat: Vec<f32> = qq.iter().map(|&v| v as f32 * sq).collect();
-        let e_q = q
-            .iter()
-            .zip(&qhat)
-            .map(|(a, b)| (a - b) * (a - b))
-            .sum::<f32>()
-            .sqrt();
-        let nq = dot_f32(&qhat, &qhat).sqrt();
+        let query = Query {
+            q16: qq.map(i16::from),
+            scale: sq,
+            err: q
+                .iter()
+                .zip(&qhat)
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum::<f32>()
+                .sqrt(),
+            norm: dot_f32(&qhat, &qhat).sqrt(),
+        };
         let mut ub = Vec::new();
-        let max_lb = scan_i8(&self.q8, &self.scale, &self.err, &qq, sq, e_q, nq, &mut ub);
+        let max_lb = scan_i8(&self.q8, &self.scale, &self.err, &query, &mut ub);
         self.select(&q, k, &ub, max_lb)
     }
 
@@ -412,13 +471,8 @@ impl Index {
         let Some(q) = self.prepare(query, k) else {
             return Vec::new();
         };
-        let mut ub = Vec::with_capacity(self.scale.len());
-        let mut max = f32::NEG_INFINITY;
-        for row in self.f32s.chunks_exact(DIM) {
-            let s = dot_f32(row, &q);
-            max = max.max(s);
-            ub.push(s);
-        }
+        let mut ub = Vec::new();
+        let max = scan_f32(&self.f32s, &q, &mut ub);
         self.select(&q, k, &ub, max)
     }
 
@@ -477,5 +531,116 @@ impl Index {
                 sample,
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(seed: &mut u64) -> Vec<f32> {
+        let v: Vec<f32> = (0..DIM)
+            .map(|_| {
+                *seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((*seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
+                    * if *seed & 1 == 0 { 1.0 } else { 3.0 }
+            })
+            .collect();
+        normalize(&v).unwrap()
+    }
+
+    /// The Cauchy–Schwarz bound the exact search relies on holds, and is not uselessly loose.
+    #[test]
+    fn int8_error_bound_holds() {
+        let mut seed = 42;
+        let mut worst_ratio = 0f32;
+        for _ in 0..2000 {
+            let x = unit(&mut seed);
+            let q = unit(&mut seed);
+            let (qx, sx, ex) = quantize(&x);
+            let (qq, sq, _) = quantize(&q);
+            let qhat: Vec<f32> = qq.iter().map(|&v| v as f32 * sq).collect();
+            let e_q = q
+                .iter()
+                .zip(&qhat)
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum::<f32>()
+                .sqrt();
+            let nq = dot_f32(&qhat, &qhat).sqrt();
+            let approx = dot_i8(&qx, &qq.map(i16::from)) as f32 * sx * sq;
+            let bound = e_q + ex * nq + BOUND_SLACK;
+            let exact = dot_f32(&x, &q);
+            assert!(
+                (approx - exact).abs() <= bound,
+                "{approx} vs {exact}, bound {bound}"
+            );
+            assert!(bound < 0.05, "bound {bound} too loose to prune anything");
+            worst_ratio = worst_ratio.max((approx - exact).abs() / bound);
+        }
+        assert!(
+            worst_ratio > 0.01,
+            "suspiciously exact approximation: is the int8 path used?"
+        );
+    }
+
+    #[test]
+    fn invalid_input_is_not_indexed() {
+        let mut idx = Index::new(IndexOptions::default());
+        assert!(!idx.insert(
+            SampleId(1),
+            PersonId(1),
+            SampleKind::Positive,
+            &[1.0; DIM - 1]
+        ));
+        assert!(!idx.insert(SampleId(1), PersonId(1), SampleKind::Positive, &[0.0; DIM]));
+        assert!(!idx.insert(
+            SampleId(1),
+            PersonId(1),
+            SampleKind::Positive,
+            &[f32::INFINITY; DIM]
+        ));
+        assert!(idx.is_empty());
+        assert!(idx.search(&[1.0; DIM], 1).is_empty());
+    }
+
+    /// The run-time-selected scan (AVX2 here) equals the portable one bit for bit.
+    #[test]
+    fn simd_scan_matches_portable() {
+        let mut seed = 7;
+        let mut idx = Index::new(IndexOptions::default());
+        for i in 0..500 {
+            idx.insert(
+                SampleId(i),
+                PersonId(i),
+                SampleKind::Positive,
+                &unit(&mut seed),
+            );
+        }
+        let q = unit(&mut seed);
+        let (qq, sq, _) = quantize(&q);
+        let query = Query {
+            q16: qq.map(i16::from),
+            scale: sq,
+            err: 0.01,
+            norm: 1.0,
+        };
+        let mut fast = Vec::new();
+        let m = scan_i8(&idx.q8, &idx.scale, &idx.err, &query, &mut fast);
+        let portable: Vec<f32> = idx
+            .q8
+            .chunks_exact(DIM)
+            .zip(&idx.scale)
+            .zip(&idx.err)
+            .map(|((r, &s), &e)| dot_i8(r, &query.q16) as f32 * (s * sq) + (0.01 + e + BOUND_SLACK))
+            .collect();
+        assert_eq!(fast, portable);
+        assert!(m.is_finite());
+        let mut f = Vec::new();
+        scan_f32(&idx.f32s, &q, &mut f);
+        let mut g = Vec::new();
+        scan_f32_generic(&idx.f32s, &q, &mut g);
+        assert_eq!(f, g);
     }
 }
