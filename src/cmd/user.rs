@@ -1,10 +1,143 @@
-//! `faced user` (being written).
+//! `faced user`: manage web console accounts in the faced database (issue 4). Works while the
+//! daemon runs (SQLite WAL); a password change or removal signs the user out at once.
 
-/// Not yet implemented.
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use faced::web::auth::{AuthStore, Role};
+
+/// Manage web console users: add, list, remove, change password. Passwords are read from
+/// standard input (one line), or prompted for twice without echo on a terminal.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Configuration file (for `gallery.db`).
+    #[arg(long, short, default_value = faced::config::DEFAULT_PATH, env = "FACED_CONFIG")]
+    config: PathBuf,
+    /// Database file; overrides `gallery.db` from the configuration.
+    #[arg(long)]
+    db: Option<PathBuf>,
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Action {
+    /// Add a user (a viewer unless --admin).
+    Add {
+        /// Login name (letters, digits, . _ - @).
+        name: String,
+        /// Give the user the admin role (everything) instead of viewer (live, events, reports).
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List users.
+    List,
+    /// Remove a user, their sessions and API tokens.
+    Remove {
+        /// Login name.
+        name: String,
+    },
+    /// Set a user's password (signs them out everywhere).
+    Passwd {
+        /// Login name.
+        name: String,
+    },
+}
+
+fn read_password(prompt_for: &str) -> anyhow::Result<String> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let mut line = String::new();
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from standard input")?;
+        return Ok(line.trim_end_matches(['\n', '\r']).to_string());
+    }
+    let first = prompt(&format!("Password for {prompt_for}: "))?;
+    let second = prompt("Repeat it: ")?;
+    if first != second {
+        anyhow::bail!(faced::Error::invalid(
+            "the two passwords differ; nothing changed"
+        ));
+    }
+    Ok(first)
+}
+
+/// Reads a line from the terminal with echo off.
+fn prompt(text: &str) -> anyhow::Result<String> {
+    eprint!("{text}");
+    std::io::stderr().flush().ok();
+    let fd = libc::STDIN_FILENO;
+    // SAFETY: termios calls on stdin with a zeroed, then filled, struct.
+    let mut old: libc::termios = unsafe { std::mem::zeroed() };
+    let have_tty = unsafe { libc::tcgetattr(fd, &mut old) } == 0;
+    if have_tty {
+        let mut new = old;
+        new.c_lflag &= !libc::ECHO;
+        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &new) };
+    }
+    let mut line = String::new();
+    let res = std::io::stdin().lock().read_line(&mut line);
+    if have_tty {
+        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &old) };
+    }
+    eprintln!();
+    res.context("cannot read the password")?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
 
 /// Runs the command.
-pub fn run(_args: Args) -> anyhow::Result<std::process::ExitCode> {
-    anyhow::bail!("faced user is not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let db = match args.db {
+        Some(db) => db,
+        None => {
+            faced::config::Config::load_or_default(&args.config)?
+                .0
+                .raw
+                .gallery
+                .db
+        }
+    };
+    // The idle expiry does not matter here: no session is checked.
+    let store = AuthStore::open(&db, Duration::from_secs(3600))?;
+    match args.action {
+        Action::Add { name, admin } => {
+            let role = if admin { Role::Admin } else { Role::Viewer };
+            let pw = read_password(&name)?;
+            let u = store.add_user(&name, role, &pw)?;
+            println!(
+                "added {} user {:?} to {}",
+                u.role.as_str(),
+                u.name,
+                db.display()
+            );
+        }
+        Action::List => {
+            for u in store.users()? {
+                println!(
+                    "{}\t{}\t{}",
+                    u.name,
+                    u.role.as_str(),
+                    faced::events::rfc3339_utc(u.created_at_ms)
+                );
+            }
+        }
+        Action::Remove { name } => {
+            let u = store
+                .user_by_name(&name)?
+                .ok_or_else(|| faced::Error::not_found(format!("no user named {name:?}")))?;
+            store.remove_user(u.id)?;
+            println!("removed user {:?}", u.name);
+        }
+        Action::Passwd { name } => {
+            let pw = read_password(&name)?;
+            store.set_password(&name, &pw)?;
+            println!("password of {name:?} changed; their sessions are signed out");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -138,7 +138,9 @@ pub struct NoLive {
 
 impl Default for NoLive {
     fn default() -> Self {
-        NoLive { tx: broadcast::channel(1).0 }
+        NoLive {
+            tx: broadcast::channel(1).0,
+        }
     }
 }
 
@@ -156,16 +158,26 @@ impl LiveSource for NoLive {
     }
 
     fn set_threshold(&self, camera: &str, _threshold: f32) -> Result<()> {
-        Err(Error::not_found(format!("no camera named {camera:?} (no pipeline is running)")))
+        Err(Error::not_found(format!(
+            "no camera named {camera:?} (no pipeline is running)"
+        )))
     }
 
     fn mqtt(&self) -> MqttStatus {
-        MqttStatus { enabled: false, connected: false, broker: None, last_error: None }
+        MqttStatus {
+            enabled: false,
+            connected: false,
+            broker: None,
+            last_error: None,
+        }
     }
 
     fn enroll_from_track(&self, req: TrackEnroll) -> BoxFuture<Result<Vec<TrackSample>>> {
         Box::pin(async move {
-            Err(Error::not_found(format!("no track {} on camera {:?} (no pipeline is running)", req.track_id, req.camera)))
+            Err(Error::not_found(format!(
+                "no track {} on camera {:?} (no pipeline is running)",
+                req.track_id, req.camera
+            )))
         })
     }
 }

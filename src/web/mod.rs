@@ -1,12 +1,638 @@
-//! Web console (issue 4): axum server, embedded front end, accounts and the JSON API.
+//! Web console (issue 4): an axum server with the embedded front end (`console/`), accounts
+//! and the JSON API under `/api/` (documented in `docs/api.md`).
 //!
-//! The daemon (`faced run`) starts it; the pipeline is reached only through [`live::LiveSource`].
+//! * The daemon builds an [`AppState`] from its [`Deps`] (the shared gallery, a face analyzer,
+//!   its [`live::LiveSource`]) and calls [`serve`] on a bound listener; everything runs on the
+//!   daemon's tokio runtime, and blocking work (SQLite writes, decoding, inference, PBKDF2) goes
+//!   to `spawn_blocking`.
+//! * Every route is declared once in [`routes`] with its [`Access`]; the router wraps each
+//!   handler in [`guard`], which authenticates (session cookie or `Authorization: Bearer`),
+//!   checks the role and the CSRF header before the handler (and its body extractor) runs.
+//!   [`route_table`] exposes the same list so tests iterate every route.
+//! * Every response carries the security headers ([`security_headers`]); API errors are
+//!   `{"error": {"code", "message"}}` ([`error`]).
 
+pub mod api;
+pub mod assets;
+pub mod auth;
+pub mod error;
+pub mod events;
 pub mod live;
 
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, Method, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, delete, get, patch, post, put};
 use serde::{Deserialize, Serialize};
 
-/// `[web]` section of faced.toml.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+use crate::error::{Error, Result};
+use crate::gallery::Gallery;
+use crate::vision::quality::QualityLimits;
+use auth::{AuthStore, Principal, RateLimiter, Role};
+use error::ApiError;
+use events::EventLog;
+use live::{BoxFuture, LiveSource};
+
+/// Name of the session cookie.
+pub const SESSION_COOKIE: &str = "faced_session";
+/// Header carrying the session's CSRF token on state-changing requests.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// `[web]` section of faced.toml. Every field has a default; see `docs/config.md`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct WebConfig {}
+pub struct WebConfig {
+    /// Serve the console at all. Default `true`.
+    pub enabled: bool,
+    /// Address and port to listen on. Default `0.0.0.0:8080` (every interface).
+    pub listen: String,
+    /// Address people use to reach the console, for the setup link in the log, e.g.
+    /// `http://door.local:8080`. Default: derived from `listen`.
+    pub public_url: Option<String>,
+    /// Largest upload request (photos or a zip), bytes. Default 32 MiB.
+    pub max_upload_bytes: usize,
+    /// Largest single photo in an upload, bytes. Default 10 MiB.
+    pub max_photo_bytes: usize,
+    /// Most photos in one upload (files plus zip members). Default 100.
+    pub max_upload_photos: usize,
+    /// Largest total uncompressed size of a zip upload, bytes (zip-bomb guard). Default 64 MiB.
+    pub max_zip_uncompressed_bytes: u64,
+    /// Largest JSON request body, bytes. Default 64 KiB.
+    pub max_json_bytes: usize,
+    /// Sessions unused for this many minutes are signed out. Default 720 (12 h).
+    pub session_idle_minutes: u32,
+    /// Login (and setup) attempts allowed per client IP per minute. Default 10.
+    pub login_attempts_per_minute: u32,
+    /// Mark the session cookie `Secure` (only sent over HTTPS). Default `false`, because the
+    /// console is served over plain HTTP on the local network; set `true` behind a TLS proxy.
+    pub secure_cookie: bool,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            enabled: true,
+            listen: "0.0.0.0:8080".into(),
+            public_url: None,
+            max_upload_bytes: 32 << 20,
+            max_photo_bytes: 10 << 20,
+            max_upload_photos: 100,
+            max_zip_uncompressed_bytes: 64 << 20,
+            max_json_bytes: 64 << 10,
+            session_idle_minutes: 720,
+            login_attempts_per_minute: 10,
+            secure_cookie: false,
+        }
+    }
+}
+
+impl WebConfig {
+    /// Checks the values; messages name the `web.*` key.
+    pub fn validate(&self) -> Result<()> {
+        self.listen_addr()?;
+        let checks: [(&str, bool); 7] = [
+            ("web.max_upload_bytes", self.max_upload_bytes >= 1024),
+            ("web.max_photo_bytes", self.max_photo_bytes >= 1024),
+            ("web.max_upload_photos", self.max_upload_photos >= 1),
+            (
+                "web.max_zip_uncompressed_bytes",
+                self.max_zip_uncompressed_bytes >= 1024,
+            ),
+            ("web.max_json_bytes", self.max_json_bytes >= 1024),
+            ("web.session_idle_minutes", self.session_idle_minutes >= 1),
+            (
+                "web.login_attempts_per_minute",
+                self.login_attempts_per_minute >= 1,
+            ),
+        ];
+        for (key, ok) in checks {
+            if !ok {
+                return Err(Error::invalid(format!(
+                    "{key} is too small; see docs/config.md for sensible values"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// `listen` parsed.
+    pub fn listen_addr(&self) -> Result<SocketAddr> {
+        self.listen.parse().map_err(|_| {
+            Error::invalid(format!(
+                "web.listen = {:?} is not an address:port such as 0.0.0.0:8080",
+                self.listen
+            ))
+        })
+    }
+}
+
+/// Runs face analysis for uploads and event snapshots. The daemon may route this to its vision
+/// worker; [`SharedAnalyzer`] runs an own [`crate::vision::Analyzer`] on a blocking thread.
+pub trait FaceAnalyzer: Send + Sync {
+    /// Detects, aligns, measures and embeds every face in `img`.
+    fn analyze(&self, img: image::RgbImage) -> BoxFuture<Result<Vec<crate::vision::Face>>>;
+    /// Embeds an already aligned 112×112 face crop.
+    fn embed_aligned(&self, img: image::RgbImage) -> BoxFuture<Result<Vec<f32>>>;
+}
+
+/// A [`FaceAnalyzer`] over an analyzer behind a mutex (one inference at a time).
+#[derive(Clone)]
+pub struct SharedAnalyzer(pub Arc<Mutex<crate::vision::Analyzer>>);
+
+impl FaceAnalyzer for SharedAnalyzer {
+    fn analyze(&self, img: image::RgbImage) -> BoxFuture<Result<Vec<crate::vision::Face>>> {
+        let a = self.0.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                a.lock().unwrap_or_else(|p| p.into_inner()).analyze(&img)
+            })
+            .await
+            .map_err(|e| Error::internal("face analysis task failed").with_source(e))?
+        })
+    }
+
+    fn embed_aligned(&self, img: image::RgbImage) -> BoxFuture<Result<Vec<f32>>> {
+        let a = self.0.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let mut a = a.lock().unwrap_or_else(|p| p.into_inner());
+                a.embedder
+                    .embed(&[&img])?
+                    .pop()
+                    .ok_or_else(|| Error::internal("embedder returned nothing"))
+            })
+            .await
+            .map_err(|e| Error::internal("face embedding task failed").with_source(e))?
+        })
+    }
+}
+
+/// What the console needs from the daemon.
+pub struct Deps {
+    /// The daemon's gallery (shared with the pipeline, so enrollments apply at once).
+    pub gallery: Arc<Mutex<Gallery>>,
+    /// Face analysis for uploads and event snapshots.
+    pub analyzer: Arc<dyn FaceAnalyzer>,
+    /// The pipeline's live view.
+    pub live: Arc<dyn LiveSource>,
+    /// Limits an uploaded face must meet to be enrolled.
+    pub quality: QualityLimits,
+    /// Similarity threshold for `POST /api/identify` and the "this is not NAME" check.
+    pub threshold: f32,
+}
+
+/// Shared state of the console; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(pub Arc<Inner>);
+
+/// What [`AppState`] holds.
+pub struct Inner {
+    /// Configuration.
+    pub config: WebConfig,
+    /// Users, sessions, tokens.
+    pub auth: AuthStore,
+    /// Login rate limiter.
+    pub limiter: RateLimiter,
+    /// Event log reader.
+    pub events: EventLog,
+    /// Dependencies from the daemon.
+    pub deps: Deps,
+    /// One-time setup token, while there are no users.
+    pub setup_token: Mutex<Option<String>>,
+    /// Analysed upload faces waiting to be saved.
+    pub candidates: api::Candidates,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Opens the account and event tables in the gallery's database and, if there are no users
+    /// yet, creates the one-time setup token (see [`AppState::setup_link`]).
+    pub fn new(config: WebConfig, deps: Deps) -> Result<AppState> {
+        config.validate()?;
+        let (db, key) = {
+            let g = deps.gallery.lock().unwrap_or_else(|p| p.into_inner());
+            (g.db_path().to_owned(), g.key_path().to_owned())
+        };
+        let auth = AuthStore::open(
+            &db,
+            Duration::from_secs(u64::from(config.session_idle_minutes) * 60),
+        )?;
+        let events = EventLog::open(&db, &key)?;
+        let setup = if auth.user_count()? == 0 {
+            Some(auth::new_secret()?)
+        } else {
+            None
+        };
+        Ok(AppState(Arc::new(Inner {
+            limiter: RateLimiter::new(config.login_attempts_per_minute),
+            config,
+            auth,
+            events,
+            deps,
+            setup_token: Mutex::new(setup),
+            candidates: api::Candidates::default(),
+        })))
+    }
+
+    /// The one-time setup link, while no user exists: `<public_url>/#setup=<token>` (a
+    /// fragment, so the token never reaches a server log or a Referer header).
+    pub fn setup_link(&self) -> Option<String> {
+        let t = self
+            .setup_token
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        let base = self.config.public_url.clone().unwrap_or_else(|| {
+            let host = match self.config.listen_addr() {
+                Ok(a) if a.ip().is_unspecified() => format!("<this-device>:{}", a.port()),
+                Ok(a) => a.to_string(),
+                Err(_) => self.config.listen.clone(),
+            };
+            format!("http://{host}")
+        });
+        Some(format!("{}/#setup={t}", base.trim_end_matches('/')))
+    }
+}
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    /// Anyone (sign-in, setup, status). Kept to a short list that a test pins.
+    Public,
+    /// Any signed-in user.
+    Viewer,
+    /// Admins only.
+    Admin,
+}
+
+/// One entry of the route table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteInfo {
+    /// HTTP method.
+    pub method: Method,
+    /// axum path pattern (`/api/people/{id}`).
+    pub path: &'static str,
+    /// Who may call it.
+    pub access: Access,
+}
+
+type Route = (RouteInfo, MethodRouter<AppState>);
+
+fn r(method: Method, path: &'static str, access: Access, mr: MethodRouter<AppState>) -> Route {
+    (
+        RouteInfo {
+            method,
+            path,
+            access,
+        },
+        mr,
+    )
+}
+
+/// Every API route with its access rule: the one place routes are declared.
+pub fn routes() -> Vec<Route> {
+    use Access::*;
+    use Method as M;
+    vec![
+        r(M::GET, "/api/status", Public, get(api::status)),
+        r(M::POST, "/api/setup", Public, post(api::setup)),
+        r(M::POST, "/api/login", Public, post(api::login)),
+        r(M::POST, "/api/logout", Viewer, post(api::logout)),
+        r(M::GET, "/api/me", Viewer, get(api::me)),
+        r(M::GET, "/api/cameras", Viewer, get(api::cameras)),
+        r(
+            M::PUT,
+            "/api/cameras/{camera}/threshold",
+            Admin,
+            put(api::set_threshold),
+        ),
+        r(M::GET, "/api/live/{camera}/mjpeg", Viewer, get(api::mjpeg)),
+        r(
+            M::GET,
+            "/api/live/{camera}/frame.jpg",
+            Viewer,
+            get(api::frame),
+        ),
+        r(M::GET, "/api/live/overlay", Viewer, get(api::overlay_sse)),
+        r(
+            M::POST,
+            "/api/live/enroll",
+            Admin,
+            post(api::enroll_from_track),
+        ),
+        r(M::GET, "/api/events", Viewer, get(api::list_events)),
+        r(M::GET, "/api/events.csv", Viewer, get(api::events_csv)),
+        r(
+            M::GET,
+            "/api/events/{id}/snapshot",
+            Viewer,
+            get(api::event_snapshot),
+        ),
+        r(
+            M::POST,
+            "/api/events/{id}/enroll",
+            Admin,
+            post(api::event_enroll),
+        ),
+        r(
+            M::POST,
+            "/api/events/{id}/not",
+            Admin,
+            post(api::event_not_person),
+        ),
+        r(M::GET, "/api/reports", Viewer, get(api::report)),
+        r(M::GET, "/api/reports.csv", Viewer, get(api::report_csv)),
+        r(M::GET, "/api/system", Viewer, get(api::system)),
+        r(M::GET, "/api/people", Admin, get(api::list_people)),
+        r(M::POST, "/api/people", Admin, post(api::create_person)),
+        r(
+            M::PATCH,
+            "/api/people/{id}",
+            Admin,
+            patch(api::rename_person),
+        ),
+        r(
+            M::DELETE,
+            "/api/people/{id}",
+            Admin,
+            delete(api::erase_person),
+        ),
+        r(
+            M::GET,
+            "/api/people/{id}/samples",
+            Admin,
+            get(api::list_samples),
+        ),
+        r(
+            M::POST,
+            "/api/people/{id}/samples",
+            Admin,
+            post(api::add_samples),
+        ),
+        r(
+            M::GET,
+            "/api/people/{id}/thumbnail",
+            Admin,
+            get(api::thumbnail),
+        ),
+        r(
+            M::GET,
+            "/api/samples/{id}/crop",
+            Admin,
+            get(api::sample_crop),
+        ),
+        r(
+            M::DELETE,
+            "/api/samples/{id}",
+            Admin,
+            delete(api::remove_sample),
+        ),
+        r(M::POST, "/api/uploads", Admin, post(api::upload)),
+        r(
+            M::GET,
+            "/api/uploads/{id}/crop",
+            Admin,
+            get(api::candidate_crop),
+        ),
+        r(M::POST, "/api/identify", Admin, post(api::identify)),
+        r(M::GET, "/api/users", Admin, get(api::list_users)),
+        r(M::POST, "/api/users", Admin, post(api::create_user)),
+        r(
+            M::DELETE,
+            "/api/users/{id}",
+            Admin,
+            delete(api::remove_user),
+        ),
+        r(M::GET, "/api/tokens", Admin, get(api::list_tokens)),
+        r(M::POST, "/api/tokens", Admin, post(api::create_token)),
+        r(
+            M::DELETE,
+            "/api/tokens/{id}",
+            Admin,
+            delete(api::remove_token),
+        ),
+        r(M::GET, "/api/backup", Admin, get(api::backup)),
+    ]
+}
+
+/// The route table without handlers (for tests and docs).
+pub fn route_table() -> Vec<RouteInfo> {
+    routes().into_iter().map(|(i, _)| i).collect()
+}
+
+/// Routes that take uploads get the upload body limit instead of the JSON one.
+fn is_upload(path: &str) -> bool {
+    matches!(path, "/api/uploads" | "/api/identify")
+}
+
+/// Builds the console's router (API, static files, headers, limits).
+pub fn router(state: AppState) -> Router {
+    let mut api = Router::new();
+    for (info, mr) in routes() {
+        let limit = if is_upload(info.path) {
+            state.config.max_upload_bytes
+        } else {
+            state.config.max_json_bytes
+        };
+        let mr = mr
+            .layer::<_, std::convert::Infallible>(middleware::from_fn_with_state(
+                (state.clone(), info.access),
+                guard,
+            ))
+            .layer::<_, std::convert::Infallible>(DefaultBodyLimit::max(limit));
+        api = api.route(info.path, mr);
+    }
+    Router::new()
+        .merge(api)
+        .route("/api/{*rest}", axum::routing::any(api_not_found))
+        .fallback(assets::serve_asset)
+        .layer(middleware::from_fn(security_headers))
+        .with_state(state)
+}
+
+async fn api_not_found(req: Request) -> ApiError {
+    Error::not_found(format!(
+        "no API route {} {}; see docs/api.md",
+        req.method(),
+        req.uri().path()
+    ))
+    .into()
+}
+
+/// The session cookie's value, if the request has one.
+pub fn session_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            let (k, v) = c.trim().split_once('=')?;
+            (k == SESSION_COOKIE && !v.is_empty()).then(|| v.to_string())
+        })
+}
+
+fn authenticate(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<Option<Principal>, ApiError> {
+    if let Some(v) = headers.get(header::AUTHORIZATION) {
+        let v = v.to_str().unwrap_or("");
+        let Some(token) = v.strip_prefix("Bearer ") else {
+            return Err(ApiError::unauthenticated());
+        };
+        return state.auth.token(token.trim()).map_err(Into::into);
+    }
+    match session_cookie(headers) {
+        Some(s) => state.auth.session(&s).map_err(Into::into),
+        None => Ok(None),
+    }
+}
+
+/// The per-route check: authenticate, then role, then CSRF; see the module docs.
+pub async fn guard(
+    State((state, access)): State<(AppState, Access)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let principal = match authenticate(&state, req.headers()) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    if access != Access::Public {
+        let Some(p) = &principal else {
+            return ApiError::unauthenticated().into_response();
+        };
+        if access == Access::Admin && p.role != Role::Admin {
+            return ApiError::forbidden(format!(
+                "{} {} needs the admin role",
+                req.method(),
+                req.uri().path()
+            ))
+            .into_response();
+        }
+        let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+        if let (false, Some(expected)) = (safe, &p.csrf) {
+            let sent = req
+                .headers()
+                .get(CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if !auth::same_secret(sent, expected) {
+                return ApiError::forbidden(
+                    "missing or wrong X-CSRF-Token header (reload the page)",
+                )
+                .into_response();
+            }
+        }
+    }
+    if let Some(p) = principal {
+        req.extensions_mut().insert(p);
+    }
+    next.run(req).await
+}
+
+/// Content-Security-Policy of every response: no inline script or style, nothing from other
+/// origins, no framing.
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
+     connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// Adds the security headers (CSP, nosniff, frame deny, referrer policy) to every response,
+/// and `Cache-Control: no-store` to API responses.
+pub async fn security_headers(req: Request, next: Next) -> Response {
+    let is_api = req.uri().path().starts_with("/api/");
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
+        "permissions-policy",
+        HeaderValue::from_static("camera=(), microphone=(), geolocation=()"),
+    );
+    if is_api && !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    res
+}
+
+/// Serves the console on `listener` until `shutdown` resolves. Logs the one-time setup link
+/// when no user exists yet.
+///
+/// `faced run` calls it as
+/// `tokio::spawn(web::serve(listener, state, shutdown_future))` after binding
+/// `tokio::net::TcpListener::bind(config.web.listen_addr()?)`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::unavailable("web listener has no address").with_source(e))?;
+    match state.setup_link() {
+        Some(link) => tracing::warn!(
+            "no console users yet: open {link} to create the first admin (one-time link, valid until \
+             an admin exists), or run `faced user add --admin NAME`"
+        ),
+        None => tracing::info!(%addr, "web console listening"),
+    }
+    let purge = state.clone();
+    let purger = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            let s = purge.clone();
+            let _ = tokio::task::spawn_blocking(move || s.auth.purge_sessions()).await;
+            purge.candidates.purge();
+        }
+    });
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    });
+    let mut graceful = rx.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = graceful.wait_for(|&stop| stop).await;
+    });
+    // Live streams (MJPEG, SSE) never end by themselves: give requests in flight a moment,
+    // then stop.
+    let mut deadline = rx;
+    let res = tokio::select! {
+        r = server => r.map_err(|e| Error::unavailable(format!("web server on {addr} failed")).with_source(e)),
+        _ = async move {
+            let _ = deadline.wait_for(|&stop| stop).await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        } => Ok(()),
+    };
+    purger.abort();
+    res
+}

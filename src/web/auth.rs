@@ -1,0 +1,662 @@
+//! Console accounts: users with roles, password hashing, server-side sessions, API tokens, the
+//! one-time setup token and the login rate limiter (issue 4, item 2).
+//!
+//! * Passwords: PBKDF2-HMAC-SHA256 from `ring`, [`PBKDF2_ITERATIONS`] iterations (OWASP 2023),
+//!   16-byte random salt, 32-byte output; the iteration count is stored per user so it can be
+//!   raised later without invalidating old hashes. Hashing takes ~0.3 s on a desktop and ~1.5 s
+//!   on a Pi 4, so callers run it on a blocking thread.
+//! * Sessions and API tokens: 32 random bytes, given to the client once (cookie / token string);
+//!   the database holds only their SHA-256, so a copy of the database cannot be used to sign in.
+//!   Each session has its own CSRF token, sent by the page in `X-CSRF-Token` on every
+//!   state-changing request (a session-bound token, checked in `web::guard`).
+//! * Idle expiry: `last_seen_at` is refreshed at most once a minute per session (SD-card wear);
+//!   a session unused for `session_idle_minutes` is refused and deleted.
+//!
+//! The tables live in the faced database (migration `web_auth`, documented in
+//! `src/gallery/schema.sql`). [`AuthStore`] keeps its own connection, separate from the
+//! gallery's, so a login never waits for an enrollment; it is used from blocking threads and,
+//! for the per-request session check, briefly from runtime threads (one indexed lookup).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::{digest, pbkdf2};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Kind, Result};
+
+/// PBKDF2-HMAC-SHA256 iterations for new password hashes.
+pub const PBKDF2_ITERATIONS: u32 = 600_000;
+/// Shortest accepted password, in characters.
+pub const MIN_PASSWORD_CHARS: usize = 10;
+/// Longest accepted password, in bytes (PBKDF2 input; keeps hashing time bounded).
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// Prefix of API tokens, so they are recognisable in scripts and secret scanners.
+pub const TOKEN_PREFIX: &str = "faced_";
+/// How often a session's `last_seen_at` is written at most.
+const TOUCH_EVERY_MS: i64 = 60_000;
+
+/// What a user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Live view, events and reports (read-only).
+    Viewer,
+    /// Everything, including people, settings, users and backups.
+    Admin,
+}
+
+impl Role {
+    /// The value stored in `web_user.role`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Parses `admin` / `viewer`.
+    pub fn parse(s: &str) -> Result<Role> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "viewer" => Ok(Role::Viewer),
+            _ => Err(Error::invalid(format!(
+                "unknown role {s:?}; use admin or viewer"
+            ))),
+        }
+    }
+}
+
+/// A console user as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    /// Database id.
+    pub id: i64,
+    /// Login name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// When created, Unix ms.
+    pub created_at_ms: i64,
+}
+
+/// An API token as listed (the secret itself is shown only once, at creation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenInfo {
+    /// Database id.
+    pub id: i64,
+    /// Owner's user id.
+    pub user_id: i64,
+    /// Owner's name.
+    pub user: String,
+    /// A label ("backup script").
+    pub label: String,
+    /// When created, Unix ms.
+    pub created_at_ms: i64,
+    /// Last use, Unix ms (refreshed at most once a minute).
+    pub last_used_at_ms: Option<i64>,
+}
+
+/// Who is calling: the result of authenticating a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// User id.
+    pub user_id: i64,
+    /// User name.
+    pub user: String,
+    /// Role.
+    pub role: Role,
+    /// The session's CSRF token; `None` for API-token callers (no cookie, so no CSRF risk).
+    pub csrf: Option<String>,
+}
+
+/// Wall-clock now, Unix ms.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// `n` random bytes.
+fn random<const N: usize>() -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| Error::internal("the system random generator failed"))?;
+    Ok(b)
+}
+
+/// A new random secret, URL-safe base64 of 32 bytes.
+pub fn new_secret() -> Result<String> {
+    Ok(URL_SAFE_NO_PAD.encode(random::<32>()?))
+}
+
+/// SHA-256 of a secret string, as stored.
+pub fn secret_hash(secret: &str) -> Vec<u8> {
+    digest::digest(&digest::SHA256, secret.as_bytes())
+        .as_ref()
+        .to_vec()
+}
+
+/// Constant-time equality of two strings (CSRF and setup tokens).
+pub fn same_secret(a: &str, b: &str) -> bool {
+    // Compare fixed-length digests with no early exit.
+    secret_hash(a)
+        .iter()
+        .zip(secret_hash(b))
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+/// Checks a login name: 1..=64 characters of letters, digits, `.`, `_`, `-`, `@`.
+pub fn validate_user_name(name: &str) -> Result<&str> {
+    let n = name.trim();
+    if n.is_empty() || n.chars().count() > 64 {
+        return Err(Error::invalid("user name must be 1 to 64 characters"));
+    }
+    if !n.chars().all(|c| c.is_alphanumeric() || "._-@".contains(c)) {
+        return Err(Error::invalid(format!(
+            "user name {n:?} may contain only letters, digits and . _ - @"
+        )));
+    }
+    Ok(n)
+}
+
+/// Checks a new password's length.
+pub fn validate_password(pw: &str) -> Result<()> {
+    if pw.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(Error::invalid(format!(
+            "password must be at least {MIN_PASSWORD_CHARS} characters"
+        )));
+    }
+    if pw.len() > MAX_PASSWORD_BYTES {
+        return Err(Error::invalid(format!(
+            "password must be at most {MAX_PASSWORD_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn derive(pw: &str, salt: &[u8], iterations: u32) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    let it = NonZeroU32::new(iterations.max(1)).expect("non-zero");
+    pbkdf2::derive(
+        pbkdf2::PBKDF2_HMAC_SHA256,
+        it,
+        salt,
+        pw.as_bytes(),
+        &mut out,
+    );
+    out
+}
+
+/// Hashes `pw`: `(salt, hash, iterations)`.
+pub fn hash_password(pw: &str) -> Result<(Vec<u8>, Vec<u8>, u32)> {
+    let salt = random::<16>()?;
+    Ok((
+        salt.to_vec(),
+        derive(pw, &salt, PBKDF2_ITERATIONS).to_vec(),
+        PBKDF2_ITERATIONS,
+    ))
+}
+
+fn verify_password(pw: &str, salt: &[u8], hash: &[u8], iterations: u32) -> bool {
+    let Some(it) = NonZeroU32::new(iterations) else {
+        return false;
+    };
+    pw.len() <= MAX_PASSWORD_BYTES
+        && pbkdf2::verify(pbkdf2::PBKDF2_HMAC_SHA256, it, salt, pw.as_bytes(), hash).is_ok()
+}
+
+// A fixed dummy hash: unknown user names take as long as wrong passwords.
+fn dummy_verify(pw: &str) {
+    let _ = verify_password(pw, b"faced-dummy-salt", &[0u8; 32], PBKDF2_ITERATIONS);
+}
+
+#[derive(Debug, Clone)]
+struct CachedSession {
+    principal: Principal,
+    last_seen_ms: i64,
+    written_ms: i64,
+}
+
+/// Users, sessions and API tokens in the faced database. See the module docs.
+#[derive(Debug)]
+pub struct AuthStore {
+    conn: Mutex<Connection>,
+    sessions: Mutex<HashMap<Vec<u8>, CachedSession>>,
+    idle_ms: i64,
+}
+
+impl AuthStore {
+    /// Opens the database at `db` (creating and upgrading its schema if needed).
+    pub fn open(db: &Path, idle: Duration) -> Result<AuthStore> {
+        let what = format!("database {}", db.display());
+        let mut conn = Connection::open(db)
+            .map_err(|e| Error::precondition(format!("cannot open {what}")).with_source(e))?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let _: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        crate::gallery::schema::migrate(&mut conn, &what)?;
+        Ok(AuthStore {
+            conn: Mutex::new(conn),
+            sessions: Mutex::new(HashMap::new()),
+            idle_ms: idle.as_millis() as i64,
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, CachedSession>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Number of users.
+    pub fn user_count(&self) -> Result<i64> {
+        Ok(self
+            .conn()
+            .query_row("SELECT COUNT(*) FROM web_user", [], |r| r.get(0))?)
+    }
+
+    /// Every user, by name.
+    pub fn users(&self) -> Result<Vec<User>> {
+        let conn = self.conn();
+        let mut st =
+            conn.prepare("SELECT id, name, role, created_at FROM web_user ORDER BY name")?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?, r.get(3)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, name, role, created_at_ms) = row?;
+            out.push(User {
+                id,
+                name,
+                role: Role::parse(&role)?,
+                created_at_ms,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The user named `name` (ASCII case ignored).
+    pub fn user_by_name(&self, name: &str) -> Result<Option<User>> {
+        let conn = self.conn();
+        let row: Option<(i64, String, String, i64)> = conn
+            .query_row(
+                "SELECT id, name, role, created_at FROM web_user WHERE name = ?1",
+                [name.trim()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        row.map(|(id, name, role, created_at_ms)| {
+            Ok(User {
+                id,
+                name,
+                role: Role::parse(&role)?,
+                created_at_ms,
+            })
+        })
+        .transpose()
+    }
+
+    /// Creates a user (slow: hashes the password). [`Kind::Conflict`] if the name is taken.
+    pub fn add_user(&self, name: &str, role: Role, password: &str) -> Result<User> {
+        let name = validate_user_name(name)?;
+        validate_password(password)?;
+        let (salt, hash, it) = hash_password(password)?;
+        let now = now_ms();
+        let conn = self.conn();
+        match conn.execute(
+            "INSERT INTO web_user (name, role, pw_salt, pw_hash, pw_iterations, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![name, role.as_str(), salt, hash, it, now],
+        ) {
+            Ok(_) => {}
+            Err(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+                return Err(Error::new(Kind::Conflict, format!("a user named {name:?} already exists")));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(User {
+            id: conn.last_insert_rowid(),
+            name: name.to_string(),
+            role,
+            created_at_ms: now,
+        })
+    }
+
+    /// Sets a user's password (slow) and signs them out everywhere.
+    pub fn set_password(&self, name: &str, password: &str) -> Result<()> {
+        validate_password(password)?;
+        let user = self
+            .user_by_name(name)?
+            .ok_or_else(|| Error::not_found(format!("no user named {name:?}")))?;
+        let (salt, hash, it) = hash_password(password)?;
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE web_user SET pw_salt = ?1, pw_hash = ?2, pw_iterations = ?3 WHERE id = ?4",
+            params![salt, hash, it, user.id],
+        )?;
+        conn.execute("DELETE FROM web_session WHERE user_id = ?1", [user.id])?;
+        drop(conn);
+        self.cache().retain(|_, s| s.principal.user_id != user.id);
+        Ok(())
+    }
+
+    /// Removes a user with their sessions and API tokens. Refuses to remove the last admin
+    /// ([`Kind::Conflict`]): nobody could manage the device any more.
+    pub fn remove_user(&self, id: i64) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let role: Option<String> = tx
+            .query_row("SELECT role FROM web_user WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let Some(role) = role else {
+            return Err(Error::not_found(format!("no user with id {id}")));
+        };
+        if role == "admin" {
+            let admins: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM web_user WHERE role = 'admin'",
+                [],
+                |r| r.get(0),
+            )?;
+            if admins <= 1 {
+                return Err(Error::new(
+                    Kind::Conflict,
+                    "cannot remove the last admin; add another admin first (faced user add --admin NAME)",
+                ));
+            }
+        }
+        tx.execute("DELETE FROM web_user WHERE id = ?1", [id])?;
+        tx.commit()?;
+        drop(conn);
+        self.cache().retain(|_, s| s.principal.user_id != id);
+        Ok(())
+    }
+
+    /// Checks a name and password (slow, constant-ish time); returns the user if they match.
+    pub fn check_password(&self, name: &str, password: &str) -> Result<Option<User>> {
+        let row: Option<(i64, String, String, Vec<u8>, Vec<u8>, u32, i64)> = self
+            .conn()
+            .query_row(
+                "SELECT id, name, role, pw_salt, pw_hash, pw_iterations, created_at FROM web_user WHERE name = ?1",
+                [name.trim()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
+            )
+            .optional()?;
+        let Some((id, name, role, salt, hash, it, created_at_ms)) = row else {
+            dummy_verify(password);
+            return Ok(None);
+        };
+        if !verify_password(password, &salt, &hash, it) {
+            return Ok(None);
+        }
+        Ok(Some(User {
+            id,
+            name,
+            role: Role::parse(&role)?,
+            created_at_ms,
+        }))
+    }
+
+    /// Starts a session for `user`: `(cookie secret, csrf token)`.
+    pub fn create_session(&self, user: &User) -> Result<(String, String)> {
+        let secret = new_secret()?;
+        let csrf = new_secret()?;
+        let now = now_ms();
+        self.conn().execute(
+            "INSERT INTO web_session (token_hash, user_id, csrf, created_at, last_seen_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+            params![secret_hash(&secret), user.id, csrf, now],
+        )?;
+        Ok((secret, csrf))
+    }
+
+    /// The principal of a session cookie, if valid and not idle-expired. Refreshes its
+    /// last-seen time.
+    pub fn session(&self, secret: &str) -> Result<Option<Principal>> {
+        let key = secret_hash(secret);
+        let now = now_ms();
+        let cached = self.cache().get(&key).cloned();
+        let mut s = match cached {
+            Some(s) => s,
+            None => {
+                let row: Option<(i64, String, String, String, i64)> = self
+                    .conn()
+                    .query_row(
+                        "SELECT u.id, u.name, u.role, s.csrf, s.last_seen_at FROM web_session s
+                         JOIN web_user u ON u.id = s.user_id WHERE s.token_hash = ?1",
+                        [&key],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                    )
+                    .optional()?;
+                let Some((user_id, user, role, csrf, last)) = row else {
+                    return Ok(None);
+                };
+                let principal = Principal {
+                    user_id,
+                    user,
+                    role: Role::parse(&role)?,
+                    csrf: Some(csrf),
+                };
+                CachedSession {
+                    principal,
+                    last_seen_ms: last,
+                    written_ms: last,
+                }
+            }
+        };
+        if now - s.last_seen_ms > self.idle_ms {
+            self.end_session(secret)?;
+            return Ok(None);
+        }
+        s.last_seen_ms = now;
+        if now - s.written_ms >= TOUCH_EVERY_MS {
+            self.conn().execute(
+                "UPDATE web_session SET last_seen_at = ?1 WHERE token_hash = ?2",
+                params![now, key],
+            )?;
+            s.written_ms = now;
+        }
+        let p = s.principal.clone();
+        self.cache().insert(key, s);
+        Ok(Some(p))
+    }
+
+    /// Ends a session (logout).
+    pub fn end_session(&self, secret: &str) -> Result<()> {
+        let key = secret_hash(secret);
+        self.cache().remove(&key);
+        self.conn()
+            .execute("DELETE FROM web_session WHERE token_hash = ?1", [key])?;
+        Ok(())
+    }
+
+    /// Deletes sessions idle for longer than the expiry (run now and then).
+    pub fn purge_sessions(&self) -> Result<usize> {
+        let cutoff = now_ms() - self.idle_ms;
+        self.cache().retain(|_, s| s.last_seen_ms >= cutoff);
+        Ok(self
+            .conn()
+            .execute("DELETE FROM web_session WHERE last_seen_at < ?1", [cutoff])?)
+    }
+
+    /// Creates an API token for `user_id`; returns its listing and the secret (shown once).
+    pub fn create_token(&self, user_id: i64, label: &str) -> Result<(TokenInfo, String)> {
+        let label = label.trim();
+        if label.is_empty() || label.chars().count() > 100 || label.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                "token label must be 1 to 100 characters without control characters",
+            ));
+        }
+        let secret = format!("{TOKEN_PREFIX}{}", new_secret()?);
+        let now = now_ms();
+        let conn = self.conn();
+        let user: String = conn
+            .query_row("SELECT name FROM web_user WHERE id = ?1", [user_id], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .ok_or_else(|| Error::not_found(format!("no user with id {user_id}")))?;
+        conn.execute(
+            "INSERT INTO web_api_token (user_id, label, token_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![user_id, label, secret_hash(&secret), now],
+        )?;
+        let info = TokenInfo {
+            id: conn.last_insert_rowid(),
+            user_id,
+            user,
+            label: label.to_string(),
+            created_at_ms: now,
+            last_used_at_ms: None,
+        };
+        Ok((info, secret))
+    }
+
+    /// Every API token (without secrets).
+    pub fn tokens(&self) -> Result<Vec<TokenInfo>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT t.id, t.user_id, u.name, t.label, t.created_at, t.last_used_at
+             FROM web_api_token t JOIN web_user u ON u.id = t.user_id ORDER BY t.id",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(TokenInfo {
+                id: r.get(0)?,
+                user_id: r.get(1)?,
+                user: r.get(2)?,
+                label: r.get(3)?,
+                created_at_ms: r.get(4)?,
+                last_used_at_ms: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Revokes an API token.
+    pub fn remove_token(&self, id: i64) -> Result<()> {
+        if self
+            .conn()
+            .execute("DELETE FROM web_api_token WHERE id = ?1", [id])?
+            == 0
+        {
+            return Err(Error::not_found(format!("no API token with id {id}")));
+        }
+        Ok(())
+    }
+
+    /// The principal of an API token (`Authorization: Bearer …`), if valid.
+    pub fn token(&self, secret: &str) -> Result<Option<Principal>> {
+        if !secret.starts_with(TOKEN_PREFIX) {
+            return Ok(None);
+        }
+        let key = secret_hash(secret);
+        let conn = self.conn();
+        let row: Option<(i64, i64, String, String, Option<i64>)> = conn
+            .query_row(
+                "SELECT t.id, u.id, u.name, u.role, t.last_used_at FROM web_api_token t
+                 JOIN web_user u ON u.id = t.user_id WHERE t.token_hash = ?1",
+                [&key],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()?;
+        let Some((tid, user_id, user, role, last)) = row else {
+            return Ok(None);
+        };
+        let now = now_ms();
+        if last.is_none_or(|l| now - l >= TOUCH_EVERY_MS) {
+            conn.execute(
+                "UPDATE web_api_token SET last_used_at = ?1 WHERE id = ?2",
+                params![now, tid],
+            )?;
+        }
+        Ok(Some(Principal {
+            user_id,
+            user,
+            role: Role::parse(&role)?,
+            csrf: None,
+        }))
+    }
+
+    /// Writes a consistent copy of the database to `dest` (`VACUUM INTO`), for backups.
+    pub fn snapshot_to(&self, dest: &Path) -> Result<()> {
+        let d = dest
+            .to_str()
+            .ok_or_else(|| Error::invalid("backup path is not UTF-8"))?;
+        self.conn().execute("VACUUM INTO ?1", [d])?;
+        Ok(())
+    }
+}
+
+/// Fixed-window login limiter per client IP (issue 4: "login rate-limited per client"). Counts
+/// every attempt, not only failures, so it also bounds the CPU spent on password hashing.
+#[derive(Debug)]
+pub struct RateLimiter {
+    per_minute: u32,
+    windows: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl RateLimiter {
+    /// A limiter allowing `per_minute` attempts per IP per minute.
+    pub fn new(per_minute: u32) -> Self {
+        RateLimiter {
+            per_minute,
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records an attempt at `now`; `Err(wait)` if over the limit.
+    pub fn check(&self, ip: IpAddr, now: Instant) -> std::result::Result<(), Duration> {
+        let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        if w.len() > 10_000 {
+            w.retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(60));
+        }
+        let e = w.entry(ip).or_insert((now, 0));
+        if now.duration_since(e.0) >= Duration::from_secs(60) {
+            *e = (now, 0);
+        }
+        if e.1 >= self.per_minute {
+            return Err(Duration::from_secs(60).saturating_sub(now.duration_since(e.0)));
+        }
+        e.1 += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_round_trip_and_iterations() {
+        let (salt, hash, it) = hash_password("correct horse battery").unwrap();
+        assert!(it >= 600_000);
+        assert!(verify_password("correct horse battery", &salt, &hash, it));
+        assert!(!verify_password("correct horse batterY", &salt, &hash, it));
+    }
+
+    #[test]
+    fn rate_limiter_refuses_then_recovers() {
+        let rl = RateLimiter::new(2);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let t = Instant::now();
+        assert!(rl.check(ip, t).is_ok());
+        assert!(rl.check(ip, t).is_ok());
+        assert!(rl.check(ip, t).is_err());
+        assert!(rl.check("10.0.0.2".parse().unwrap(), t).is_ok());
+        assert!(rl.check(ip, t + Duration::from_secs(61)).is_ok());
+    }
+}
