@@ -172,21 +172,21 @@ impl HttpMjpeg {
             if line.is_empty() {
                 break;
             }
-            if let Some((k, v)) = line.split_once(':') {
-                if k.trim().eq_ignore_ascii_case("content-type") {
-                    let v = v.trim();
-                    if !v.to_ascii_lowercase().starts_with("multipart/") {
-                        return Err(Error::invalid(format!(
-                            "{shown}: content type is {v:?}, not an MJPEG stream (multipart/x-mixed-replace); \
-                             use the camera's stream URL, not its snapshot URL"
-                        )));
-                    }
-                    boundary = v.split(';').find_map(|p| {
-                        let p = p.trim();
-                        p.strip_prefix("boundary=")
-                            .map(|b| b.trim_matches('"').trim_start_matches("--").to_string())
-                    });
+            if let Some((k, v)) = line.split_once(':')
+                && k.trim().eq_ignore_ascii_case("content-type")
+            {
+                let v = v.trim();
+                if !v.to_ascii_lowercase().starts_with("multipart/") {
+                    return Err(Error::invalid(format!(
+                        "{shown}: content type is {v:?}, not an MJPEG stream (multipart/x-mixed-replace); \
+                         use the camera's stream URL, not its snapshot URL"
+                    )));
                 }
+                boundary = v.split(';').find_map(|p| {
+                    let p = p.trim();
+                    p.strip_prefix("boundary=")
+                        .map(|b| b.trim_matches('"').trim_start_matches("--").to_string())
+                });
             }
         }
         let boundary = boundary.ok_or_else(|| {
@@ -221,10 +221,10 @@ impl HttpMjpeg {
             if line.is_empty() {
                 break;
             }
-            if let Some((k, v)) = line.split_once(':') {
-                if k.trim().eq_ignore_ascii_case("content-length") {
-                    len = v.trim().parse::<usize>().ok();
-                }
+            if let Some((k, v)) = line.split_once(':')
+                && k.trim().eq_ignore_ascii_case("content-length")
+            {
+                len = v.trim().parse::<usize>().ok();
             }
         }
         match len {

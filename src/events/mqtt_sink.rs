@@ -8,10 +8,13 @@ use super::{Event, EventKind, EventSink};
 use crate::error::Result;
 use crate::mqtt::{MqttHandle, OutboxMessage, PersonState, enqueue};
 
+/// What to publish once the transaction commits: presence, and a camera's snapshot.
+type AfterCommit = (Option<PersonState>, Option<(String, Vec<u8>)>);
+
 /// Publishes events through the MQTT outbox.
 pub struct MqttSink {
     mqtt: MqttHandle,
-    after_commit: Vec<(Option<PersonState>, Option<(String, Vec<u8>)>)>,
+    after_commit: Vec<AfterCommit>,
 }
 
 impl std::fmt::Debug for MqttSink {

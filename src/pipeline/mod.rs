@@ -552,7 +552,7 @@ impl Processor {
         } else {
             Vec::new()
         };
-        let detect = frame.cut || (st.frames - 1) % u64::from(st.cfg.detect_every) == 0;
+        let detect = frame.cut || (st.frames - 1).is_multiple_of(u64::from(st.cfg.detect_every));
         if detect {
             let t0 = Instant::now();
             let dets = self.analyzers[cam].detector.detect(img)?;
@@ -648,14 +648,14 @@ impl Processor {
                     if *q > tr.best_quality {
                         tr.best_quality = *q;
                         tr.best_crop = Some(face_crop(img, &d.bbox));
-                        if tr.identity.is_none() {
-                            if let Ok(jpeg) = encode_jpeg(&face.aligned, 90) {
-                                tr.best_face = Some(TrackSample {
-                                    embedding: face.embedding.clone(),
-                                    crop_jpeg: jpeg,
-                                    quality: face.quality,
-                                });
-                            }
+                        if tr.identity.is_none()
+                            && let Ok(jpeg) = encode_jpeg(&face.aligned, 90)
+                        {
+                            tr.best_face = Some(TrackSample {
+                                embedding: face.embedding.clone(),
+                                crop_jpeg: jpeg,
+                                quality: face.quality,
+                            });
                         }
                     }
                     tr.add_sample(
@@ -666,10 +666,10 @@ impl Processor {
                         },
                         st.cfg.votes,
                     );
-                    if tr.live != Some(false) {
-                        if let Some(id) = tr.vote(threshold) {
-                            tr.identity = Some(id);
-                        }
+                    if tr.live != Some(false)
+                        && let Some(id) = tr.vote(threshold)
+                    {
+                        tr.identity = Some(id);
                     }
                 }
                 drop(g);
