@@ -414,12 +414,11 @@ fn negative_margin_rejects_earlier() {
     }
 }
 
+/// A person for the exactness tests: id, positive and negative embeddings.
+type RefPerson = (PersonId, Vec<Vec<f32>>, Vec<Vec<f32>>);
+
 /// Naive reference: per person best positive, veto by negatives, sorted.
-fn brute_force(
-    people: &[(PersonId, Vec<Vec<f32>>, Vec<Vec<f32>>)],
-    q: &[f32],
-    k: usize,
-) -> Vec<(PersonId, f32)> {
+fn brute_force(people: &[RefPerson], q: &[f32], k: usize) -> Vec<(PersonId, f32)> {
     let mut v: Vec<(PersonId, f32)> = people
         .iter()
         .filter_map(|(id, pos, neg)| {
@@ -435,7 +434,7 @@ fn brute_force(
     v
 }
 
-fn check_exact(people: &[(PersonId, Vec<Vec<f32>>, Vec<Vec<f32>>)], queries: &[Vec<f32>]) {
+fn check_exact(people: &[RefPerson], queries: &[Vec<f32>]) {
     let mut idx = Index::new(IndexOptions::default());
     let mut sid = 0;
     for (id, pos, neg) in people {

@@ -23,6 +23,11 @@ use faced::events::SystemClock;
 use faced::events::store::{EventStore, EventWriter, StoreOptions};
 use faced::gallery::{Gallery, GalleryOptions};
 use faced::pipeline::Pipeline;
+use faced::pipeline::live::Live;
+use faced::vision::Analyzer;
+use faced::vision::detect::DetectorConfig;
+use faced::web::live::MqttStatus;
+use faced::web::{AppState, Deps, SharedAnalyzer};
 use faced::{Error, Kind};
 use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
@@ -161,8 +166,8 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<ExitCode> {
         "models loaded, cameras starting"
     );
 
-    // Web console, when its module provides a server.
-    let web = start_web(&cfg, &handle, &mqtt, &gallery, &db, &key_path).await;
+    // Web console.
+    let web = start_web(&cfg, &handle, &mqtt, &gallery).await;
 
     // READY after a first frame (or 10 s: a missing camera is retried in the background).
     let t = Instant::now();
@@ -398,6 +403,23 @@ async fn command(
     }
 }
 
+/// The MQTT connection state as the console shows it.
+fn mqtt_status(mqtt: &faced::mqtt::MqttHandle, cfg: &faced::mqtt::MqttConfig) -> MqttStatus {
+    use faced::mqtt::ConnectionState as C;
+    let state = mqtt.connection_state();
+    MqttStatus {
+        enabled: !matches!(state, C::Disabled),
+        connected: matches!(state, C::Connected),
+        broker: cfg
+            .enabled
+            .then(|| format!("{}:{}", cfg.host, cfg.effective_port())),
+        last_error: match state {
+            C::Disconnected { error, .. } => Some(error),
+            _ => None,
+        },
+    }
+}
+
 /// Starts the web console when `[web]` enables it; `None` when disabled or when it cannot
 /// start (logged: the daemon keeps recognising without a console).
 async fn start_web(
@@ -405,11 +427,44 @@ async fn start_web(
     handle: &faced::pipeline::Handle,
     mqtt: &faced::mqtt::MqttHandle,
     gallery: &Arc<Mutex<Gallery>>,
-    db: &Path,
-    key_path: &Path,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    let _ = (cfg, handle, mqtt, gallery, db, key_path);
-    // The console's server entry point (crate::web::serve) is wired here once it lands; the
-    // pipeline side is ready: faced::pipeline::live::Live implements web::live::LiveSource.
-    None
+    if !cfg.raw.web.enabled {
+        return None;
+    }
+    let start = async {
+        // Uploads and snapshots are still photos: multi-scale detection.
+        let analyzer = Analyzer::open(&cfg.raw.inference, DetectorConfig::default())?;
+        let (m, mcfg) = (mqtt.clone(), cfg.raw.mqtt.clone());
+        let live = Live {
+            handle: handle.clone(),
+            mqtt: Some(Arc::new(move || mqtt_status(&m, &mcfg))),
+        };
+        let deps = Deps {
+            gallery: gallery.clone(),
+            analyzer: Arc::new(SharedAnalyzer(Arc::new(Mutex::new(analyzer)))),
+            live: Arc::new(live),
+            quality: Default::default(),
+            threshold: cfg.cameras[0].settings.threshold,
+        };
+        let state = AppState::new(cfg.raw.web.clone(), deps)?;
+        let addr = cfg.raw.web.listen_addr()?;
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            Error::unavailable(format!(
+                "cannot listen on {addr} for the console: {e}; set web.listen (or FACED_WEB__LISTEN) \
+                 to a free address, or web.enabled = false"
+            ))
+        })?;
+        Ok::<_, Error>((listener, state))
+    };
+    match start.await {
+        Ok((listener, state)) => Some(tokio::spawn(async move {
+            if let Err(e) = faced::web::serve(listener, state, std::future::pending()).await {
+                tracing::error!("web console stopped: {e}");
+            }
+        })),
+        Err(e) => {
+            tracing::error!("web console not started: {e}");
+            None
+        }
+    }
 }

@@ -338,7 +338,11 @@ pub async fn mjpeg(
     let live = s.deps.live.clone();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let body = stream::unfold((tick, None::<Bytes>), move |(mut tick, last)| {
+    // A browser shows a part only when the next one starts, so an unchanged frame is sent
+    // again after a second: a still camera (or a slow image folder) still shows its picture,
+    // and the repeat keeps idle proxies from closing the stream.
+    let repeat = Duration::from_secs(1);
+    let body = stream::unfold((tick, None::<(Bytes, Instant)>), move |(mut tick, last)| {
         let live = live.clone();
         let camera = camera.clone();
         async move {
@@ -347,10 +351,9 @@ pub async fn mjpeg(
                 let Some(jpeg) = live.latest_jpeg(&camera) else {
                     continue;
                 };
-                if last
-                    .as_ref()
-                    .is_some_and(|l| l.as_ptr() == jpeg.as_ptr() && l.len() == jpeg.len())
-                {
+                if last.as_ref().is_some_and(|(l, sent)| {
+                    l.as_ptr() == jpeg.as_ptr() && l.len() == jpeg.len() && sent.elapsed() < repeat
+                }) {
                     continue;
                 }
                 let mut part = Vec::with_capacity(jpeg.len() + 100);
@@ -363,7 +366,10 @@ pub async fn mjpeg(
                 );
                 part.extend_from_slice(&jpeg);
                 part.extend_from_slice(b"\r\n");
-                return Some((Ok::<_, Infallible>(Bytes::from(part)), (tick, Some(jpeg))));
+                return Some((
+                    Ok::<_, Infallible>(Bytes::from(part)),
+                    (tick, Some((jpeg, Instant::now()))),
+                ));
             }
         }
     });

@@ -123,7 +123,8 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts `faced run` with `args` and extra environment `env`.
+    /// Starts `faced run` with `args` and extra environment `env` (the console is off unless
+    /// `env` sets `FACED_WEB__ENABLED`).
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_faced"));
         cmd.arg("run")
@@ -131,6 +132,8 @@ impl Daemon {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         cmd.env_remove("JOURNAL_STREAM").env_remove("NOTIFY_SOCKET");
+        // The console listens on :8080 by default; parallel tests would fight over it.
+        cmd.env("FACED_WEB__ENABLED", "false");
         for (k, v) in env {
             cmd.env(k, v);
         }
