@@ -94,6 +94,10 @@ pub struct CameraConfig {
     pub frames_per_image: u32,
     /// `dir:` only: start again after the last image (`false` = stop the camera at the end).
     pub repeat: bool,
+    /// `dir:` and `pattern` only: wait for the vision thread instead of replacing a frame it
+    /// has not taken yet, so no frame is dropped (processing a folder of recordings faster or
+    /// slower than real time, reproducible tests). A live camera always keeps the newest frame.
+    pub lossless: bool,
     /// Run the detector on every Nth frame (1 = every frame); tracks coast in between.
     pub detect_every: u32,
     /// Cosine similarity a face must reach to be recognised as an enrolled person (0..1).
@@ -128,6 +132,7 @@ impl Default for CameraConfig {
             fps: 10.0,
             frames_per_image: 1,
             repeat: true,
+            lossless: false,
             detect_every: 1,
             threshold: 0.5,
             embed_every: 10,

@@ -182,3 +182,38 @@ fn slot_keeps_only_the_newest_frame_and_counts_drops() {
     assert_eq!((slot.dropped(0), slot.captured(0)), (2, 3));
     assert!(slot.take_any(Duration::from_millis(5)).is_none());
 }
+
+/// The newest-frame slot drops what the worker has not taken; the lossless put waits instead.
+#[test]
+fn slot_keeps_newest_or_waits_when_lossless() {
+    let frame = |seq| faced::capture::Frame::now(image::RgbImage::new(4, 4), seq);
+    let slot = Arc::new(FrameSlot::new(1));
+    slot.put(0, frame(1));
+    slot.put(0, frame(2));
+    assert_eq!(slot.dropped(0), 1);
+    assert_eq!(slot.take_any(Duration::from_millis(10)).unwrap().1.seq, 2);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (s2, st2) = (slot.clone(), stop.clone());
+    let producer = std::thread::spawn(move || {
+        for seq in 10..20 {
+            s2.put_wait(0, frame(seq), &st2);
+        }
+    });
+    let mut got = Vec::new();
+    while got.len() < 10 {
+        if let Some((_, f)) = slot.take_any(Duration::from_secs(5)) {
+            got.push(f.seq);
+            std::thread::sleep(Duration::from_millis(5)); // a slow worker
+        }
+    }
+    producer.join().unwrap();
+    assert_eq!(got, (10..20).collect::<Vec<_>>());
+    assert_eq!(slot.dropped(0), 1, "the lossless puts dropped nothing");
+
+    // A waiting put gives up when stopped.
+    slot.put(0, frame(30));
+    stop.store(true, Ordering::Relaxed);
+    slot.put_wait(0, frame(31), &stop);
+    assert_eq!(slot.take_any(Duration::from_millis(10)).unwrap().1.seq, 30);
+}

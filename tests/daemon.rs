@@ -34,7 +34,6 @@ fn stored_events(dir: &std::path::Path, key: &std::path::Path) -> (EventStore, V
 }
 
 #[test]
-#[ignore = "flaky under CPU load: the newest-frame slot drops the stranger's frames when inference lags (seen once on a loaded 2-core VM); run with --ignored"]
 fn recognizes_enrolled_people_and_reports_a_stranger_once_per_cooldown() {
     let people = photos_by_person();
     let p1: Vec<&str> = people["person01"].iter().map(String::as_str).collect();
@@ -69,15 +68,16 @@ fn recognizes_enrolled_people_and_reports_a_stranger_once_per_cooldown() {
     let pipeline = Pipeline::start(&cfg, gallery, Some(writer.sender()), clock, None).unwrap();
     let handle = pipeline.handle();
     let t = std::time::Instant::now();
-    while handle.stats()[0].status != "ended" {
+    // Lossless playback: every frame reaches the vision thread, however loaded the machine.
+    while !handle.finished() {
         assert!(
-            t.elapsed() < Duration::from_secs(60),
+            t.elapsed() < Duration::from_secs(120),
             "camera did not finish: {:?}",
             handle.stats()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_millis(500)); // the last frame through the vision thread
+    assert_eq!(handle.stats()[0].dropped, 0);
     pipeline.stop();
     writer.shutdown();
 

@@ -698,7 +698,6 @@ async fn enqueue_to_publish_latency() {
 
 /// The real daemon, SIGKILLed: the broker publishes its last will.
 #[test]
-#[ignore = "needs `faced run --config` (issue 3, daemon engineer); enable when it runs a config with [mqtt]"]
 fn sigkilled_daemon_turns_availability_offline_and_restart_drains() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -719,6 +718,11 @@ fn sigkilled_daemon_turns_availability_offline_and_restart_drains() {
             std::process::Command::new(env!("CARGO_BIN_EXE_faced"))
                 .args(["run", "--config"])
                 .arg(&conf)
+                // The console's default port may be taken by a parallel test.
+                .env("FACED_WEB__ENABLED", "false")
+                .env_remove("NOTIFY_SOCKET")
+                .env_remove("JOURNAL_STREAM")
+                .stderr(std::process::Stdio::null())
                 .spawn()
                 .unwrap()
         };
@@ -733,10 +737,30 @@ fn sigkilled_daemon_turns_availability_offline_and_restart_drains() {
         let m = late.next(T).await.expect("retained availability");
         assert_eq!((m.text(), m.retain), ("offline", true));
 
+        // Events the killed daemon had committed but not yet published wait in its outbox.
+        let db = dir.path().join("faced.db");
+        {
+            let topics = faced::mqtt::Topics::new("faced", "kill1", "homeassistant").unwrap();
+            let mut conn = rusqlite::Connection::open(&db).unwrap();
+            conn.busy_timeout(Duration::from_secs(5)).unwrap();
+            let tx = conn.transaction().unwrap();
+            for n in 1..=5 {
+                faced::mqtt::enqueue(&tx, &OutboxMessage::event(&topics, &event(n)).unwrap())
+                    .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let mut events = Sub::connect(broker.port(), "t-kill-ev", &["faced/kill1/events"], false).await;
+
         let mut child = run();
         let m = sub.until(Duration::from_secs(60), |m| m.text() == "online").await.expect("online again");
         assert_eq!(m.text(), "online");
-        let db = dir.path().join("faced.db");
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            let m = events.next(Duration::from_secs(30)).await.expect("queued event after restart");
+            got.push(m.json()["event_id"].as_i64().unwrap());
+        }
+        assert_eq!(got, vec![1, 2, 3, 4, 5], "in order, none lost");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let n: i64 = rusqlite::Connection::open(&db)

@@ -185,6 +185,8 @@ pub fn stall_timeout(fps: f32) -> Duration {
 pub struct FrameSlot {
     frames: Mutex<SlotState>,
     cv: Condvar,
+    /// Signalled when the worker takes a frame (for [`FrameSlot::put_wait`]).
+    space: Condvar,
     dropped: Vec<AtomicU64>,
     captured: Vec<AtomicU64>,
 }
@@ -206,6 +208,7 @@ impl FrameSlot {
                 closed: false,
             }),
             cv: Condvar::new(),
+            space: Condvar::new(),
             dropped: (0..cameras).map(|_| AtomicU64::new(0)).collect(),
             captured: (0..cameras).map(|_| AtomicU64::new(0)).collect(),
         }
@@ -218,6 +221,26 @@ impl FrameSlot {
         if st.frames[cam].replace(frame).is_some() {
             self.dropped[cam].fetch_add(1, Ordering::Relaxed);
         }
+        self.captured[cam].fetch_add(1, Ordering::Relaxed);
+        drop(st);
+        self.cv.notify_one();
+    }
+
+    /// Stores `frame` once the worker has taken camera `cam`'s previous one (lossless playback);
+    /// gives up, dropping the frame, when the slot is closed or `stop` is set.
+    pub fn put_wait(&self, cam: usize, frame: Frame, stop: &AtomicBool) {
+        let mut st = self.frames.lock().unwrap_or_else(|p| p.into_inner());
+        while st.frames[cam].is_some() {
+            if st.closed || stop.load(Ordering::Relaxed) {
+                return;
+            }
+            st = self
+                .space
+                .wait_timeout(st, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        st.frames[cam] = Some(frame);
         self.captured[cam].fetch_add(1, Ordering::Relaxed);
         drop(st);
         self.cv.notify_one();
@@ -237,6 +260,7 @@ impl FrameSlot {
                 let i = (st.next + k) % n;
                 if let Some(f) = st.frames[i].take() {
                     st.next = (i + 1) % n;
+                    self.space.notify_all();
                     return Some((i, f));
                 }
             }
@@ -256,6 +280,7 @@ impl FrameSlot {
     pub fn close(&self) {
         self.frames.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
         self.cv.notify_all();
+        self.space.notify_all();
     }
 
     /// Frames of camera `cam` replaced before the worker took them.
@@ -354,6 +379,12 @@ pub fn run_camera(
     let name = cam.name();
     let source = cam.source.to_string();
     let mut backoff = Backoff::default();
+    // Live devices keep the newest frame; played files may wait for the vision thread.
+    let lossless = cam.settings.lossless
+        && matches!(
+            cam.source,
+            crate::config::SourceSpec::Dir(_) | crate::config::SourceSpec::Pattern
+        );
     status.set("starting");
     while !stop.load(Ordering::Relaxed) {
         let mut src = match opener(cam) {
@@ -379,7 +410,11 @@ pub fn run_camera(
                     }
                     bad_in_row = 0;
                     backoff.reset();
-                    slot.put(idx, f);
+                    if lossless {
+                        slot.put_wait(idx, f, stop);
+                    } else {
+                        slot.put(idx, f);
+                    }
                 }
                 Err(CaptureError::End) => {
                     tracing::info!(camera = name, source = %source, "camera source ended (repeat = false)");

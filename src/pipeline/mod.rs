@@ -139,6 +139,8 @@ pub struct Shared {
     stop: AtomicBool,
     control: Mutex<Vec<Control>>,
     errors: AtomicU64,
+    /// Frames the vision thread has finished (all cameras).
+    processed: AtomicU64,
     last_unknown: Mutex<Option<(String, TrackSample)>>,
 }
 
@@ -161,6 +163,7 @@ impl Shared {
             stop: AtomicBool::new(false),
             control: Mutex::new(Vec::new()),
             errors: AtomicU64::new(0),
+            processed: AtomicU64::new(0),
             last_unknown: Mutex::new(None),
         })
     }
@@ -317,6 +320,21 @@ impl Handle {
     /// Errors the vision thread logged and survived.
     pub fn errors(&self) -> u64 {
         self.shared.errors.load(Ordering::Relaxed)
+    }
+
+    /// True when every camera has ended (`repeat = false` folders) and the vision thread has
+    /// finished every frame they delivered and did not drop: a played folder is fully processed.
+    pub fn finished(&self) -> bool {
+        let s = &self.shared;
+        let (mut delivered, mut dropped) = (0, 0);
+        for (i, c) in s.cameras.iter().enumerate() {
+            if c.status.get() != "ended" {
+                return false;
+            }
+            delivered += s.slot.captured(i);
+            dropped += s.slot.dropped(i);
+        }
+        s.processed.load(Ordering::Acquire) + dropped >= delivered
     }
 }
 
@@ -933,7 +951,9 @@ impl Pipeline {
                         processor.apply_control();
                         continue;
                     };
-                    match processor.process(cam, &frame) {
+                    let r = processor.process(cam, &frame);
+                    vshared.processed.fetch_add(1, Ordering::Release);
+                    match r {
                         Ok(_) => backoff.reset(),
                         Err(e) => {
                             vshared.errors.fetch_add(1, Ordering::Relaxed);

@@ -108,6 +108,8 @@ pub fn config(dir: &Path, play: &Path, frames_per_image: u32, fps: f32) -> Confi
         fps,
         frames_per_image,
         repeat: false,
+        // Every photo is seen however slow the machine: the assertions count events.
+        lossless: true,
         detector: stream_detector(),
         ..CameraConfig::default()
     }];
