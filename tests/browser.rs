@@ -6,14 +6,20 @@
 //! Needs Debian's `chromium` and `chromium-driver`. Without them the test is skipped with a loud
 //! message, unless `CI` is set: then it fails.
 
+#[path = "util/daemon.rs"]
+mod daemon_util;
 #[path = "util/web.rs"]
 mod web_util;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use faced::events::EventKind;
+use faced::events::store::{EventStore, EventWriter, StoreOptions};
+use faced::events::{EventKind, SystemClock};
+use faced::gallery::{Gallery, GalleryOptions};
+use faced::pipeline::Pipeline;
 use faced::web::WebConfig;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
@@ -247,8 +253,8 @@ async fn console_in_headless_chromium() {
     assert!(text.as_str().unwrap().contains("3 samples"), "{text}");
     shot(&c, "people.png").await;
 
-    // Events: the daemon's event store records Alice; the page shows it.
-    let alice = srv.rows("SELECT id FROM person WHERE name = 'Alice'");
+    // Events: an older unknown face, then the real pipeline plays an unseen photo of Alice
+    // (img5.jpg) into the same database while the Events page is open; the page shows it.
     insert_event(
         &srv.db,
         &srv.key_path(),
@@ -257,22 +263,57 @@ async fn console_in_headless_chromium() {
         Some(0.21),
         Some(aligned_crop_jpeg("img8.jpg")),
     );
-    insert_event(
-        &srv.db,
-        &srv.key_path(),
-        EventKind::Recognized,
-        Some((alice, "Alice")),
-        Some(0.74),
-        Some(aligned_crop_jpeg("img5.jpg")),
-    );
     c.goto(&format!("{}/#events", srv.base)).await.unwrap();
+    wait_js(&c, "unknown event", "return !!document.querySelector('li.event')").await;
+    let (db, key, dir) = (srv.db.clone(), srv.key_path(), srv.dir.path().to_path_buf());
+    let pipeline = tokio::task::spawn_blocking(move || {
+        let play = daemon_util::play_dir(&dir, &["img5.jpg"]);
+        let cfg = daemon_util::config(&dir, &play, 5, 10.0);
+        // A second Gallery on the same file, opened after the page enrolled Alice.
+        let gallery = Gallery::open(&db, &GalleryOptions::default()).unwrap();
+        let store = EventStore::open(
+            &db,
+            &key,
+            StoreOptions::from(&cfg.raw.events),
+            Arc::new(SystemClock),
+        )
+        .unwrap();
+        let writer = EventWriter::spawn(store).unwrap();
+        let p = Pipeline::start(
+            &cfg,
+            Arc::new(Mutex::new(gallery)),
+            Some(writer.sender()),
+            Arc::new(SystemClock),
+            None,
+        )
+        .unwrap();
+        (p, writer)
+    })
+    .await
+    .unwrap();
+    // The page polls for new events; no reload.
     let who = wait_js(
         &c,
-        "event",
-        "const e = document.querySelector('li.event .who'); return e && e.textContent",
+        "recognized event",
+        "const e = document.querySelector('li.event .who'); return e && e.textContent.startsWith('Alice') && e.textContent",
     )
     .await;
     assert!(who.as_str().unwrap().starts_with("Alice"), "{who}");
+    let (p, writer) = pipeline;
+    tokio::task::spawn_blocking(move || {
+        p.stop();
+        writer.shutdown();
+    })
+    .await
+    .unwrap();
+    assert!(
+        c.execute("return document.getElementById('event-more').offsetParent === null", vec![])
+            .await
+            .unwrap()
+            .as_bool()
+            .unwrap(),
+        "no \"Older events\" button for two events"
+    );
     wait_js(&c, "snapshots", "return [...document.querySelectorAll('li.event img')].every(i => i.complete && i.naturalWidth > 0)").await;
     shot(&c, "events.png").await;
     c.find(Locator::Css("li.event .actions button.danger"))

@@ -6,6 +6,9 @@ import { api, el, flash, when } from '../api.js';
 const $ = (id) => document.getElementById(id);
 let role = null;
 let lastId = null;
+// The newest event shown, for the live refresh (new events are prepended every few seconds).
+let newest = null;
+let timer = null;
 
 function filter() {
   const q = new URLSearchParams();
@@ -61,8 +64,24 @@ async function load(more) {
   if (!more) ol.replaceChildren();
   if (!list.length && !more) ol.append(el('li', { class: 'muted', text: 'No events match.' }));
   for (const e of list) ol.append(item(e));
+  if (!more) newest = list.length ? { id: list[0].id, at: list[0].at_ms } : { id: 0, at: 0 };
   lastId = list.length ? list[list.length - 1].id : lastId;
   $('event-more').hidden = list.length < 50;
+}
+
+/** Prepends events that arrived since the newest one shown (same filter). */
+async function refresh() {
+  if (!newest) return;
+  const q = filter();
+  q.set('limit', '50');
+  if (newest.at) q.set('since_ms', String(Math.max(newest.at, Number(q.get('since_ms') || 0))));
+  const list = (await api('GET', `/api/events?${q}`)).filter((e) => e.id > newest.id);
+  if (!list.length) return;
+  const ol = $('event-list');
+  const placeholder = ol.querySelector('li.muted');
+  if (placeholder) placeholder.remove();
+  for (const e of list.reverse()) ol.prepend(item(e));
+  newest = { id: list[list.length - 1].id, at: list[list.length - 1].at_ms };
 }
 
 /** Sets up the page's controls once. */
@@ -89,4 +108,10 @@ export async function enter(session) {
     $('ef-person').disabled = true;
   }
   await load(false);
+  if (!timer) timer = setInterval(() => refresh().catch(() => {}), 3000);
+}
+
+/** Stops the live refresh when another page is shown. */
+export function leave() {
+  if (timer) { clearInterval(timer); timer = null; }
 }
