@@ -44,6 +44,10 @@ pub struct Args {
     /// $FACED_REFPIPE_PYTHON) on the same images and print the ratio.
     #[arg(long)]
     pub reference: bool,
+    /// Also publish every event through the MQTT outbox to the broker at HOST:PORT, subscribe
+    /// to it, and report frame capture → event received by a subscriber (`publish_latency_ms`).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub mqtt: Option<String>,
     /// Images to play.
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
@@ -124,6 +128,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         StoreOptions::from(&cfg.raw.events),
         clock.clone(),
     )?;
+    let mut store = store;
+    let mqtt = match &args.mqtt {
+        Some(addr) => Some(MqttProbe::start(addr, &db, &mut store)?),
+        None => None,
+    };
     let writer = EventWriter::spawn(store)?;
     let mut stored = writer.subscribe();
     let mut proc = Processor::new(&cfg, gallery, Some(writer.sender()), clock)?;
@@ -149,13 +158,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let s = proc.stats;
     let mut latencies = Vec::new();
     let mut counts = std::collections::BTreeMap::<&str, u64>::new();
+    let mut captured = std::collections::HashMap::new();
     while let Ok(e) = stored.try_recv() {
         *counts.entry(e.event.kind.as_str()).or_default() += 1;
         if let Some(c) = e.event.frame_captured {
             latencies.push(e.committed.saturating_duration_since(c).as_secs_f64() * 1000.0);
+            captured.insert(e.event.event_id, c);
         }
     }
     writer.shutdown();
+    let publish = mqtt.map(|m| m.finish(&captured));
     let n = args.frames as f64;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let fps = n / wall.as_secs_f64();
@@ -172,6 +184,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "events": counts,
         "event_latency_ms": { "median": pct(&mut latencies.clone(), 0.5), "p99": pct(&mut latencies, 0.99) },
         "threads": args.threads,
+        "publish_latency_ms": publish,
         "hold": args.hold,
         "images": args.images.len(),
     });
@@ -188,6 +201,102 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     println!("{out}");
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--mqtt`: the daemon's MQTT path (outbox sink → publisher thread → broker) plus a subscriber
+/// that notes when each event arrives.
+struct MqttProbe {
+    handle: faced::mqtt::MqttHandle,
+    received: Arc<Mutex<std::collections::HashMap<i64, Instant>>>,
+    _client: rumqttc::Client,
+}
+
+impl MqttProbe {
+    fn start(addr: &str, db: &Path, store: &mut EventStore) -> anyhow::Result<MqttProbe> {
+        let (host, port) = addr
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+            .with_context(|| format!("--mqtt {addr:?}: expected HOST:PORT"))?;
+        let cfg = faced::mqtt::MqttConfig {
+            enabled: true,
+            host: host.clone(),
+            port: Some(port),
+            discovery: false,
+            commands: false,
+            ..Default::default()
+        };
+        let (handle, _commands) = faced::mqtt::Mqtt::start(&cfg, "bench", db)?;
+        store.add_sink(Box::new(faced::events::mqtt_sink::MqttSink::new(
+            handle.clone(),
+        )));
+        let received = Arc::new(Mutex::new(std::collections::HashMap::new()));
+        let mut opts = rumqttc::MqttOptions::new(
+            format!("faced-bench-sub-{}", std::process::id()),
+            host,
+            port,
+        );
+        opts.set_keep_alive(Duration::from_secs(30));
+        let (client, mut conn) = rumqttc::Client::new(opts, 1000);
+        client
+            .subscribe("faced/bench/events", rumqttc::QoS::AtLeastOnce)
+            .context("cannot subscribe to the bench broker")?;
+        let (rx, subscribed) = (received.clone(), std::sync::mpsc::channel());
+        std::thread::spawn(move || {
+            for n in conn.iter() {
+                match n {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                        let _ = subscribed.0.send(());
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        let at = Instant::now();
+                        if let Some(id) = serde_json::from_slice::<serde_json::Value>(&p.payload)
+                            .ok()
+                            .and_then(|v| v["event_id"].as_i64())
+                        {
+                            rx.lock().unwrap_or_else(|e| e.into_inner()).insert(id, at);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        subscribed
+            .1
+            .recv_timeout(Duration::from_secs(10))
+            .with_context(|| format!("no MQTT broker answered at {addr}"))?;
+        Ok(MqttProbe {
+            handle,
+            received,
+            _client: client,
+        })
+    }
+
+    /// Waits (≤ 10 s) for every event to arrive; median and p99 of capture → received.
+    fn finish(self, captured: &std::collections::HashMap<i64, Instant>) -> serde_json::Value {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let n = self.received.lock().unwrap_or_else(|e| e.into_inner()).len();
+            if n >= captured.len() || Instant::now() > end {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let got = self.received.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<f64> = captured
+            .iter()
+            .filter_map(|(id, c)| got.get(id).map(|r| r.duration_since(*c).as_secs_f64() * 1000.0))
+            .collect();
+        let missing = captured.len() - v.len();
+        drop(got);
+        let _ = &self.handle;
+        json!({
+            "median": pct(&mut v.clone(), 0.5),
+            "p99": pct(&mut v, 0.99),
+            "events": captured.len(),
+            "missing": missing,
+        })
+    }
 }
 
 fn tempdir() -> anyhow::Result<PathBuf> {
