@@ -108,8 +108,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let key = gallery.key_path().to_path_buf();
     let gallery = Arc::new(Mutex::new(gallery));
 
-    let mut raw = RawConfig::default();
-    raw.inference = inf.clone();
+    let mut raw = RawConfig {
+        inference: inf.clone(),
+        ..Default::default()
+    };
     raw.gallery.db = db.clone();
     raw.events.cooldown_secs = 0.0;
     raw.events.unknown_cooldown_secs = 0.0;

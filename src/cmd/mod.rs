@@ -21,11 +21,11 @@ pub fn init_logging() {
             .and_then(|v| v.parse::<log::LevelFilter>().ok());
         let journal = systemd_journal_logger::JournalLog::new()
             .map(|j| j.with_syslog_identifier("faced".into()));
-        if let Ok(j) = journal {
-            if j.install().is_ok() {
-                log::set_max_level(level.unwrap_or(log::LevelFilter::Info));
-                return;
-            }
+        if let Ok(j) = journal
+            && j.install().is_ok()
+        {
+            log::set_max_level(level.unwrap_or(log::LevelFilter::Info));
+            return;
         }
     }
     let filter = tracing_subscriber::EnvFilter::try_from_env("FACED_LOG")

@@ -70,29 +70,30 @@ pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
 /// Checks what can be checked before starting anything, with messages that say what to do.
 fn preflight(cfg: &Config) -> anyhow::Result<()> {
     let db = &cfg.raw.gallery.db;
-    if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.is_dir() {
-            return Err(Error::precondition(format!(
-                "the folder {} for the database (gallery.db = {}) does not exist; create it \
-                 (`sudo install -d -o $USER {}`), or point gallery.db / FACED_GALLERY__DB elsewhere",
-                dir.display(),
-                db.display(),
-                dir.display()
-            ))
-            .into());
-        }
+    if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        return Err(Error::precondition(format!(
+            "the folder {} for the database (gallery.db = {}) does not exist; create it \
+             (`sudo install -d -o $USER {}`), or point gallery.db / FACED_GALLERY__DB elsewhere",
+            dir.display(),
+            db.display(),
+            dir.display()
+        ))
+        .into());
     }
     for cam in &cfg.cameras {
-        if let SourceSpec::V4l2(dev) = &cam.source {
-            if !cfg!(feature = "v4l2") && dev.exists() {
-                return Err(Error::precondition(format!(
-                    "camera {}: {} needs V4L2 support, but this faced was built without it; rebuild \
-                     with `cargo build --release --features v4l2` (needs libclang) or install the package",
-                    cam.name(),
-                    dev.display()
-                ))
-                .into());
-            }
+        if let SourceSpec::V4l2(dev) = &cam.source
+            && !cfg!(feature = "v4l2")
+            && dev.exists()
+        {
+            return Err(Error::precondition(format!(
+                "camera {}: {} needs V4L2 support, but this faced was built without it; rebuild \
+                 with `cargo build --release --features v4l2` (needs libclang) or install the package",
+                cam.name(),
+                dev.display()
+            ))
+            .into());
         }
     }
     Ok(())

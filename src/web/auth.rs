@@ -390,7 +390,7 @@ impl AuthStore {
 
     /// Checks a name and password (slow, constant-ish time); returns the user if they match.
     pub fn check_password(&self, name: &str, password: &str) -> Result<Option<User>> {
-        let row: Option<(i64, String, String, Vec<u8>, Vec<u8>, u32, i64)> = self
+        let row: Option<UserRow> = self
             .conn()
             .query_row(
                 "SELECT id, name, role, pw_salt, pw_hash, pw_iterations, created_at FROM web_user WHERE name = ?1",
@@ -635,6 +635,9 @@ impl RateLimiter {
         Ok(())
     }
 }
+
+/// A `web_user` row: id, name, role, salt, hash, iterations, created_at.
+type UserRow = (i64, String, String, Vec<u8>, Vec<u8>, u32, i64);
 
 #[cfg(test)]
 mod tests {

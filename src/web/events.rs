@@ -352,7 +352,7 @@ pub fn aggregate(rows: &[EventRow], since_ms: i64, until_ms: i64, tz_offset_min:
         }
     }
     let mut people: Vec<PersonLine> = people.into_values().collect();
-    people.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+    people.sort_by_key(|p| p.name.to_lowercase());
     Report {
         since_ms,
         until_ms,
