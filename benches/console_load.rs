@@ -485,7 +485,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async move {
+    let ok = rt.block_on(async move {
         let c = client();
         // Wait for the console.
         let t = Instant::now();
@@ -659,8 +659,12 @@ fn main() {
             println!("faced log tail:\n{status}");
         }
         drop(daemon);
+        ok
     });
     rt.shutdown_timeout(Duration::from_secs(1));
+    if !ok {
+        std::process::exit(1);
+    }
 }
 
 /// File names of `person` in `labels.csv`.
