@@ -34,8 +34,8 @@ pub struct Args {
     /// Frames each image is held for.
     #[arg(long, default_value_t = 15)]
     pub hold: usize,
-    /// CPU threads for inference.
-    #[arg(long, default_value_t = 2)]
+    /// XNNPACK threads per model (the reference gets the same number).
+    #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Re-embed a live track every N detections (the camera's `embed_every`).
     #[arg(long, default_value_t = 10)]

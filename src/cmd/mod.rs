@@ -60,8 +60,8 @@ pub struct VisionArgs {
     /// One detector pass only (faster; misses small faces and faces cut by the edge).
     #[arg(long)]
     pub single_pass: bool,
-    /// CPU threads for inference.
-    #[arg(long, default_value_t = 2)]
+    /// XNNPACK threads per model.
+    #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Model precision: float, int8 or dynamic_int8.
     #[arg(long, default_value = "float")]

@@ -38,7 +38,8 @@ pub struct InferenceConfig {
     pub litert_lib: Option<PathBuf>,
     /// Folder with the `.tflite` files; unset = search (see `models`).
     pub models_dir: Option<PathBuf>,
-    /// CPU threads for inference.
+    /// XNNPACK threads per model (LiteRT's CPU accelerator). 1 by default: on the 2-vCPU x86
+    /// dev VM two threads were 10–15 % slower end to end (`faced bench --threads`).
     pub threads: usize,
     /// Float or int8 models (see [`models::Precision`]).
     pub precision: models::Precision,
@@ -46,7 +47,7 @@ pub struct InferenceConfig {
 
 impl Default for InferenceConfig {
     fn default() -> Self {
-        InferenceConfig { litert_lib: None, models_dir: None, threads: 2, precision: models::Precision::Float }
+        InferenceConfig { litert_lib: None, models_dir: None, threads: 1, precision: models::Precision::Float }
     }
 }
 
