@@ -54,7 +54,10 @@ pub fn candidate_dirs(explicit: Option<&Path>) -> Vec<PathBuf> {
     if let Some(p) = std::env::var_os("FACED_MODELS_DIR").filter(|s| !s.is_empty()) {
         v.push(PathBuf::from(p));
     }
-    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
         v.push(dir.join("models"));
     }
     v.push(PathBuf::from("/usr/share/faced/models"));
@@ -188,7 +191,9 @@ impl std::str::FromStr for Precision {
             "float" => Ok(Precision::Float),
             "int8" => Ok(Precision::Int8),
             "dynamic_int8" => Ok(Precision::DynamicInt8),
-            _ => Err(Error::invalid(format!("unknown precision {s:?}: use float, int8 or dynamic_int8"))),
+            _ => Err(Error::invalid(format!(
+                "unknown precision {s:?}: use float, int8 or dynamic_int8"
+            ))),
         }
     }
 }

@@ -264,7 +264,12 @@ async fn console_in_headless_chromium() {
         Some(aligned_crop_jpeg("img8.jpg")),
     );
     c.goto(&format!("{}/#events", srv.base)).await.unwrap();
-    wait_js(&c, "unknown event", "return !!document.querySelector('li.event')").await;
+    wait_js(
+        &c,
+        "unknown event",
+        "return !!document.querySelector('li.event')",
+    )
+    .await;
     let (db, key, dir) = (srv.db.clone(), srv.key_path(), srv.dir.path().to_path_buf());
     let pipeline = tokio::task::spawn_blocking(move || {
         let play = daemon_util::play_dir(&dir, &["img5.jpg"]);
@@ -307,11 +312,14 @@ async fn console_in_headless_chromium() {
     .await
     .unwrap();
     assert!(
-        c.execute("return document.getElementById('event-more').offsetParent === null", vec![])
-            .await
-            .unwrap()
-            .as_bool()
-            .unwrap(),
+        c.execute(
+            "return document.getElementById('event-more').offsetParent === null",
+            vec![]
+        )
+        .await
+        .unwrap()
+        .as_bool()
+        .unwrap(),
         "no \"Older events\" button for two events"
     );
     wait_js(&c, "snapshots", "return [...document.querySelectorAll('li.event img')].every(i => i.complete && i.naturalWidth > 0)").await;

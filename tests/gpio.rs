@@ -54,7 +54,10 @@ fn ms(n: u64) -> Duration {
 #[test]
 fn allow_listed_person_pulses_once_for_pulse_ms() {
     // Without the PIR, whose 50 ms sampling would be the next deadline.
-    let (h, gpio, clock) = start(&GpioConfig { pir_pin: None, ..cfg() });
+    let (h, gpio, clock) = start(&GpioConfig {
+        pir_pin: None,
+        ..cfg()
+    });
     assert_eq!(h.on_recognized("alice"), Trigger::Pulsed);
     assert!(gpio.level(RELAY) && h.relay_active());
     // The gpio thread would wake exactly at the deadline poll() returns.

@@ -38,7 +38,8 @@ fn analyze(file: &str) -> Vec<Face> {
 /// The largest face of a photo (a portrait's subject, not a face in the background).
 fn main_face(faces: &[Face]) -> Option<&Face> {
     faces.iter().max_by(|a, b| {
-        (a.detection.width() * a.detection.height()).total_cmp(&(b.detection.width() * b.detection.height()))
+        (a.detection.width() * a.detection.height())
+            .total_cmp(&(b.detection.width() * b.detection.height()))
     })
 }
 
@@ -55,7 +56,13 @@ fn labelled() -> &'static Labelled {
         for line in csv.lines().skip(1) {
             let f: Vec<&str> = line.split(',').collect();
             let faces = analyze(f[0]);
-            photos.insert(f[0].to_string(), (f[1].to_string(), main_face(&faces).map(|x| x.embedding.clone())));
+            photos.insert(
+                f[0].to_string(),
+                (
+                    f[1].to_string(),
+                    main_face(&faces).map(|x| x.embedding.clone()),
+                ),
+            );
         }
         assert_eq!(photos.len(), 61, "labels.csv lists 61 photos");
         Labelled { photos }
@@ -63,18 +70,29 @@ fn labelled() -> &'static Labelled {
 }
 
 fn emb(file: &str) -> &'static [f32] {
-    labelled().photos[file].1.as_deref().unwrap_or_else(|| panic!("no face in {file}"))
+    labelled().photos[file]
+        .1
+        .as_deref()
+        .unwrap_or_else(|| panic!("no face in {file}"))
 }
 
 #[test]
 fn every_labelled_photo_has_a_face() {
-    let missing: Vec<&String> = labelled().photos.iter().filter(|(_, (_, e))| e.is_none()).map(|(f, _)| f).collect();
+    let missing: Vec<&String> = labelled()
+        .photos
+        .iter()
+        .filter(|(_, (_, e))| e.is_none())
+        .map(|(f, _)| f)
+        .collect();
     assert!(missing.is_empty(), "no face found in {missing:?}");
     for (_, (_, e)) in labelled().photos.iter() {
         let e = e.as_ref().unwrap();
         assert_eq!(e.len(), 192);
         let norm: f32 = e.iter().map(|v| v * v).sum::<f32>().sqrt();
-        assert!((norm - 1.0).abs() < 1e-4, "embedding not L2-normalised: {norm}");
+        assert!(
+            (norm - 1.0).abs() < 1e-4,
+            "embedding not L2-normalised: {norm}"
+        );
     }
 }
 
@@ -86,14 +104,24 @@ fn verification_pairs_auc_and_accuracy_at_default_threshold() {
     for line in csv.lines().skip(1) {
         let f: Vec<&str> = line.split(',').collect();
         let s = cosine(emb(f[0]), emb(f[1]));
-        if f[2] == "1" { same.push(s) } else { diff.push(s) }
+        if f[2] == "1" {
+            same.push(s)
+        } else {
+            diff.push(s)
+        }
     }
     assert_eq!((same.len(), diff.len()), (140, 380));
     // ROC AUC = P(similarity of a same pair > that of a different pair).
     let mut wins = 0.0;
     for s in &same {
         for d in &diff {
-            wins += if s > d { 1.0 } else if s == d { 0.5 } else { 0.0 };
+            wins += if s > d {
+                1.0
+            } else if s == d {
+                0.5
+            } else {
+                0.0
+            };
         }
     }
     let auc = wins / (same.len() * diff.len()) as f64;
@@ -124,12 +152,21 @@ fn leave_one_out_identification_is_61_of_61() {
         }
         for (i, (file, (person, e))) in photos.iter().enumerate() {
             if file != query {
-                index.insert(SampleId(i as i64 + 1), pid(person), SampleKind::Positive, e.as_ref().unwrap());
+                index.insert(
+                    SampleId(i as i64 + 1),
+                    pid(person),
+                    SampleKind::Positive,
+                    e.as_ref().unwrap(),
+                );
             }
         }
         let best = index.search(emb(query), 1);
         if best.first().map(|m| m.name.as_str()) != Some(truth.as_str()) {
-            wrong.push((query.clone(), truth.clone(), best.first().map(|m| (m.name.clone(), m.similarity))));
+            wrong.push((
+                query.clone(),
+                truth.clone(),
+                best.first().map(|m| (m.name.clone(), m.similarity)),
+            ));
         }
     }
     assert!(wrong.is_empty(), "misidentified: {wrong:?}");
@@ -139,8 +176,15 @@ fn leave_one_out_identification_is_61_of_61() {
 fn group_photos_find_every_face() {
     assert_eq!(analyze("couple.jpg").len(), 2);
     let n = analyze("selfie-many-people.jpg").len();
-    assert!(n >= 6, "selfie-many-people.jpg: {n} faces, expected at least 6 of its 7");
-    assert_eq!(analyze("messi5.jpg").len(), 1, "one small face in a wide scene");
+    assert!(
+        n >= 6,
+        "selfie-many-people.jpg: {n} faces, expected at least 6 of its 7"
+    );
+    assert_eq!(
+        analyze("messi5.jpg").len(),
+        1,
+        "one small face in a wide scene"
+    );
 }
 
 #[test]
@@ -149,8 +193,12 @@ fn images_without_faces_give_none() {
         let p = entry.unwrap().path();
         let name = format!("negatives/{}", p.file_name().unwrap().to_string_lossy());
         let faces = analyze(&name);
-        assert!(faces.is_empty(), "{name}: {} false faces, scores {:?}", faces.len(),
-            faces.iter().map(|f| f.detection.score).collect::<Vec<_>>());
+        assert!(
+            faces.is_empty(),
+            "{name}: {} false faces, scores {:?}",
+            faces.len(),
+            faces.iter().map(|f| f.detection.score).collect::<Vec<_>>()
+        );
     }
 }
 
@@ -180,7 +228,8 @@ fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
 
 fn encode(img: &image::DynamicImage, fmt: image::ImageFormat) -> Vec<u8> {
     let mut v = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut v), fmt).unwrap();
+    img.write_to(&mut std::io::Cursor::new(&mut v), fmt)
+        .unwrap();
     v
 }
 
@@ -192,13 +241,24 @@ fn exif_rotation_alpha_grey_and_16_bit_images_work() {
     // Stored sideways with orientation 6 ("rotate 90° clockwise to display"), as phones do.
     let sideways = orig.rotate270();
     let rotated = dir.path().join("rotated.jpg");
-    std::fs::write(&rotated, with_exif_orientation(&encode(&sideways, image::ImageFormat::Jpeg), 6)).unwrap();
+    std::fs::write(
+        &rotated,
+        with_exif_orientation(&encode(&sideways, image::ImageFormat::Jpeg), 6),
+    )
+    .unwrap();
     let variants: Vec<(PathBuf, f32)> = vec![
         (rotated, 0.8),
         (
             {
                 let p = dir.path().join("alpha.png");
-                std::fs::write(&p, encode(&image::DynamicImage::ImageRgba8(orig.to_rgba8()), image::ImageFormat::Png)).unwrap();
+                std::fs::write(
+                    &p,
+                    encode(
+                        &image::DynamicImage::ImageRgba8(orig.to_rgba8()),
+                        image::ImageFormat::Png,
+                    ),
+                )
+                .unwrap();
                 p
             },
             0.95,
@@ -206,7 +266,14 @@ fn exif_rotation_alpha_grey_and_16_bit_images_work() {
         (
             {
                 let p = dir.path().join("grey.png");
-                std::fs::write(&p, encode(&image::DynamicImage::ImageLuma8(orig.to_luma8()), image::ImageFormat::Png)).unwrap();
+                std::fs::write(
+                    &p,
+                    encode(
+                        &image::DynamicImage::ImageLuma8(orig.to_luma8()),
+                        image::ImageFormat::Png,
+                    ),
+                )
+                .unwrap();
                 p
             },
             0.6,
@@ -214,7 +281,14 @@ fn exif_rotation_alpha_grey_and_16_bit_images_work() {
         (
             {
                 let p = dir.path().join("deep.png");
-                std::fs::write(&p, encode(&image::DynamicImage::ImageRgb16(orig.to_rgb16()), image::ImageFormat::Png)).unwrap();
+                std::fs::write(
+                    &p,
+                    encode(
+                        &image::DynamicImage::ImageRgb16(orig.to_rgb16()),
+                        image::ImageFormat::Png,
+                    ),
+                )
+                .unwrap();
                 p
             },
             0.95,
@@ -225,7 +299,11 @@ fn exif_rotation_alpha_grey_and_16_bit_images_work() {
         let faces = analyzer().lock().unwrap().analyze(&img).unwrap();
         let f = main_face(&faces).unwrap_or_else(|| panic!("no face in {}", path.display()));
         let s = cosine(&f.embedding, reference);
-        assert!(s >= min_sim, "{}: similarity to the original {s} < {min_sim}", path.display());
+        assert!(
+            s >= min_sim,
+            "{}: similarity to the original {s} < {min_sim}",
+            path.display()
+        );
     }
 }
 
@@ -235,7 +313,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         c ^= b as u32;
         for _ in 0..8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
         }
     }
     !c
@@ -256,7 +338,10 @@ fn analyze_json_follows_the_contract_and_bad_files_do_not_stop_the_rest() {
     std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
     // A PNG whose header claims 100000×100000 pixels: refused before any allocation.
     let bomb = dir.path().join("bomb.png");
-    let mut png = encode(&image::DynamicImage::ImageRgb8(image::RgbImage::new(1, 1)), image::ImageFormat::Png);
+    let mut png = encode(
+        &image::DynamicImage::ImageRgb8(image::RgbImage::new(1, 1)),
+        image::ImageFormat::Png,
+    );
     png[16..20].copy_from_slice(&100_000u32.to_be_bytes());
     png[20..24].copy_from_slice(&100_000u32.to_be_bytes());
     let crc = crc32(&png[12..29]); // IHDR type + data, so the header itself is valid
@@ -266,10 +351,22 @@ fn analyze_json_follows_the_contract_and_bad_files_do_not_stop_the_rest() {
 
     let out = faced()
         .args(["analyze", "--json"])
-        .args([&good, &text, &truncated, &bomb, &missing, &fixtures().join("img5.jpg")])
+        .args([
+            &good,
+            &text,
+            &truncated,
+            &bomb,
+            &missing,
+            &fixtures().join("img5.jpg"),
+        ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -293,14 +390,24 @@ fn analyze_json_follows_the_contract_and_bad_files_do_not_stop_the_rest() {
     let expect_error = |i: usize, path: &Path, words: &str| {
         let l = &lines[i];
         assert_eq!(l["file"], path.display().to_string());
-        let e = l["error"].as_str().unwrap_or_else(|| panic!("line {i} has no error: {l}"));
-        assert!(e.contains(words), "error for {}: {e:?} should mention {words:?}", path.display());
+        let e = l["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("line {i} has no error: {l}"));
+        assert!(
+            e.contains(words),
+            "error for {}: {e:?} should mention {words:?}",
+            path.display()
+        );
     };
     expect_error(1, &text, "not an image");
     expect_error(2, &truncated, "truncated");
     expect_error(3, &bomb, "100000×100000");
     expect_error(4, &missing, "cannot read");
-    assert_eq!(lines[5]["faces"].as_array().unwrap().len(), 1, "processing went on after the errors");
+    assert_eq!(
+        lines[5]["faces"].as_array().unwrap().len(),
+        1,
+        "processing went on after the errors"
+    );
 }
 
 #[test]
@@ -316,25 +423,50 @@ fn enroll_then_identify_through_the_cli() {
             .args(files.iter().map(|f| fx.join(f)))
             .output()
             .unwrap();
-        (out.status.code(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
     };
-    let (code, _, err) = run(&["enroll", "--name", "Alice"], &["img1.jpg", "img2.jpg", "img4.jpg"]);
+    let (code, _, err) = run(
+        &["enroll", "--name", "Alice"],
+        &["img1.jpg", "img2.jpg", "img4.jpg"],
+    );
     assert_eq!(code, Some(0), "{err}");
     let (code, _, err) = run(&["enroll", "--name", "Bob"], &["img26.jpg", "img27.jpg"]);
     assert_eq!(code, Some(0), "{err}");
     // A refused photo: a face far smaller than the minimum size.
-    let (code, stdout, _) = run(&["enroll", "--name", "Carol", "--json", "--min-size", "400"], &["img8.jpg"]);
+    let (code, stdout, _) = run(
+        &["enroll", "--name", "Carol", "--json", "--min-size", "400"],
+        &["img8.jpg"],
+    );
     assert_eq!(code, Some(2));
     let v: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
     assert_eq!(v["enrolled"], false);
     assert_eq!(v["reject"], "too_small");
 
-    let (code, stdout, err) = run(&["identify", "--json"], &["img5.jpg", "img42.jpg", "img8.jpg"]);
+    let (code, stdout, err) = run(
+        &["identify", "--json"],
+        &["img5.jpg", "img42.jpg", "img8.jpg"],
+    );
     assert_eq!(code, Some(0), "{err}");
     let people: Vec<serde_json::Value> = stdout
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["faces"][0]["person"].clone())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["faces"][0]["person"].clone()
+        })
         .collect();
-    assert_eq!(people, vec![serde_json::json!("Alice"), serde_json::json!("Bob"), serde_json::Value::Null]);
-    assert!(std::fs::metadata(dir.path().join("g.db.key")).is_ok(), "key file created beside the database");
+    assert_eq!(
+        people,
+        vec![
+            serde_json::json!("Alice"),
+            serde_json::json!("Bob"),
+            serde_json::Value::Null
+        ]
+    );
+    assert!(
+        std::fs::metadata(dir.path().join("g.db.key")).is_ok(),
+        "key file created beside the database"
+    );
 }

@@ -31,7 +31,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let limits = ImageLimits::default();
     let mut failed = 0;
     for path in &args.images {
-        let result = load(path, &limits).and_then(|img| Ok((img.dimensions(), analyzer.analyze(&img)?)));
+        let result =
+            load(path, &limits).and_then(|img| Ok((img.dimensions(), analyzer.analyze(&img)?)));
         match result {
             Err(e) => {
                 failed += 1;
@@ -61,7 +62,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                         })
                     })
                     .collect();
-                print_json(&json!({"file": path.display().to_string(), "width": w, "height": h, "faces": faces}));
+                print_json(
+                    &json!({"file": path.display().to_string(), "width": w, "height": h, "faces": faces}),
+                );
             }
             Ok(((w, h), faces)) => {
                 println!("{} ({w}×{h}): {} face(s)", path.display(), faces.len());
@@ -69,11 +72,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     let b = f.detection.bbox;
                     println!(
                         "  score {:.2}  box [{:.0}, {:.0}, {:.0}, {:.0}]  size {:.0} px  sharpness {:.0}  yaw {:+.2}",
-                        f.detection.score, b[0], b[1], b[2], b[3], f.quality.size_px, f.quality.sharpness, f.quality.yaw
+                        f.detection.score,
+                        b[0],
+                        b[1],
+                        b[2],
+                        b[3],
+                        f.quality.size_px,
+                        f.quality.sharpness,
+                        f.quality.yaw
                     );
                 }
             }
         }
     }
-    Ok(if failed > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
+    Ok(if failed > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

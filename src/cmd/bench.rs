@@ -278,7 +278,11 @@ impl MqttProbe {
     fn finish(self, captured: &std::collections::HashMap<i64, Instant>) -> serde_json::Value {
         let end = Instant::now() + Duration::from_secs(10);
         loop {
-            let n = self.received.lock().unwrap_or_else(|e| e.into_inner()).len();
+            let n = self
+                .received
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .len();
             if n >= captured.len() || Instant::now() > end {
                 break;
             }
@@ -287,7 +291,10 @@ impl MqttProbe {
         let got = self.received.lock().unwrap_or_else(|e| e.into_inner());
         let mut v: Vec<f64> = captured
             .iter()
-            .filter_map(|(id, c)| got.get(id).map(|r| r.duration_since(*c).as_secs_f64() * 1000.0))
+            .filter_map(|(id, c)| {
+                got.get(id)
+                    .map(|r| r.duration_since(*c).as_secs_f64() * 1000.0)
+            })
             .collect();
         let missing = captured.len() - v.len();
         drop(got);

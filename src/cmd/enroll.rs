@@ -41,7 +41,11 @@ pub struct Args {
 
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let limits = QualityLimits { min_size_px: args.min_size, min_sharpness: args.min_sharpness, max_yaw: args.max_yaw };
+    let limits = QualityLimits {
+        min_size_px: args.min_size,
+        min_sharpness: args.min_sharpness,
+        max_yaw: args.max_yaw,
+    };
     limits.validate()?;
     let name = faced::gallery::validate_name(&args.name)?.to_string();
     let mut analyzer = args.vision.analyzer()?;
@@ -56,27 +60,44 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let outcome = (|| -> faced::Result<serde_json::Value> {
             let img = load(path, &ImageLimits::default())?;
             let faces = analyzer.analyze(&img)?;
-            let Some(face) = faces
-                .iter()
-                .max_by(|a, b| (a.detection.width() * a.detection.height()).total_cmp(&(b.detection.width() * b.detection.height())))
-            else {
-                return Ok(json!({"file": path.display().to_string(), "enrolled": false, "reason": "no face found"}));
+            let Some(face) = faces.iter().max_by(|a, b| {
+                (a.detection.width() * a.detection.height())
+                    .total_cmp(&(b.detection.width() * b.detection.height()))
+            }) else {
+                return Ok(
+                    json!({"file": path.display().to_string(), "enrolled": false, "reason": "no face found"}),
+                );
             };
             if let Some((reject, why)) = limits.check(&face.quality) {
-                return Ok(json!({"file": path.display().to_string(), "enrolled": false, "reject": reject, "reason": why}));
+                return Ok(
+                    json!({"file": path.display().to_string(), "enrolled": false, "reject": reject, "reason": why}),
+                );
             }
             let mut jpeg = Vec::new();
             ::image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
                 .encode_image(&face.aligned)
                 .map_err(|e| faced::Error::internal(format!("JPEG encoding failed: {e}")))?;
             let quality_json = serde_json::to_string(&face.quality).unwrap_or_default();
-            let source = format!("file:{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+            let source = format!(
+                "file:{}",
+                path.file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default()
+            );
             let id = gallery.add_sample(
                 person,
-                NewSample { kind: SampleKind::Positive, embedding: &face.embedding, crop_jpeg: &jpeg, quality_json: &quality_json, source: &source },
+                NewSample {
+                    kind: SampleKind::Positive,
+                    embedding: &face.embedding,
+                    crop_jpeg: &jpeg,
+                    quality_json: &quality_json,
+                    source: &source,
+                },
             )?;
-            Ok(json!({"file": path.display().to_string(), "enrolled": true, "sample_id": id.0,
-                      "faces_in_image": faces.len(), "quality": {"size_px": r(face.quality.size_px, 1), "sharpness": r(face.quality.sharpness, 1), "yaw": r(face.quality.yaw, 3)}}))
+            Ok(
+                json!({"file": path.display().to_string(), "enrolled": true, "sample_id": id.0,
+                      "faces_in_image": faces.len(), "quality": {"size_px": r(face.quality.size_px, 1), "sharpness": r(face.quality.sharpness, 1), "yaw": r(face.quality.yaw, 3)}}),
+            )
         })();
         match outcome {
             Ok(v) => {
@@ -91,7 +112,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 } else if ok {
                     println!("{}: enrolled as {name}", path.display());
                 } else {
-                    println!("{}: refused: {}", path.display(), v["reason"].as_str().unwrap_or("?"));
+                    println!(
+                        "{}: refused: {}",
+                        path.display(),
+                        v["reason"].as_str().unwrap_or("?")
+                    );
                 }
             }
             Err(e) => {
@@ -107,5 +132,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !args.json {
         println!("{name}: {added} sample(s) added, {failed} photo(s) refused or unreadable");
     }
-    Ok(if failed > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
+    Ok(if failed > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -72,11 +72,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 println!(
                     "  {}  similarity {}  box {}",
                     f["person"].as_str().unwrap_or("unknown"),
-                    f["similarity"].as_f64().map(|s| format!("{s:.3}")).unwrap_or("-".into()),
+                    f["similarity"]
+                        .as_f64()
+                        .map(|s| format!("{s:.3}"))
+                        .unwrap_or("-".into()),
                     f["box"]
                 );
             }
         }
     }
-    Ok(if failed > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
+    Ok(if failed > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

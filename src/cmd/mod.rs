@@ -30,13 +30,20 @@ pub fn init_logging() {
     }
     let filter = tracing_subscriber::EnvFilter::try_from_env("FACED_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Exit status for an error: 2 for bad input or usage, 3 for a broken installation or missing
 /// dependency, 1 otherwise.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
-    match e.chain().find_map(|c| c.downcast_ref::<faced::Error>()).map(|e| e.kind()) {
+    match e
+        .chain()
+        .find_map(|c| c.downcast_ref::<faced::Error>())
+        .map(|e| e.kind())
+    {
         Some(Kind::InvalidInput | Kind::NotFound | Kind::ResourceExhausted) => 2,
         Some(Kind::FailedPrecondition | Kind::Unavailable) => 3,
         _ => 1,
@@ -86,7 +93,11 @@ impl VisionArgs {
         let det = DetectorConfig {
             kind: self.detector,
             min_score: self.min_score,
-            tiling: if self.single_pass { Tiling::Off } else { Tiling::Auto },
+            tiling: if self.single_pass {
+                Tiling::Off
+            } else {
+                Tiling::Auto
+            },
             ..DetectorConfig::default()
         };
         Ok(Analyzer::open(&inf, det)?)
@@ -107,7 +118,10 @@ pub struct GalleryArgs {
 impl GalleryArgs {
     /// Opens (creating if needed) the gallery.
     pub fn open(&self) -> anyhow::Result<faced::gallery::Gallery> {
-        let opts = faced::gallery::GalleryOptions { key_path: self.key.clone(), ..Default::default() };
+        let opts = faced::gallery::GalleryOptions {
+            key_path: self.key.clone(),
+            ..Default::default()
+        };
         Ok(faced::gallery::Gallery::open(&self.db, &opts)?)
     }
 }

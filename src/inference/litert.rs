@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use edgefirst_tflite::Library;
-use edgefirst_tflite::litert::{CompiledModel, Environment, HwAccelerators, Model, Options, TensorBuffer};
+use edgefirst_tflite::litert::{
+    CompiledModel, Environment, HwAccelerators, Model, Options, TensorBuffer,
+};
 
 use super::{Backend, DType, Session, TensorSpec};
 use crate::error::{Error, Result};
@@ -41,11 +43,19 @@ pub fn candidate_paths(explicit: Option<&Path>) -> Vec<PathBuf> {
     if let Some(p) = std::env::var_os("FACED_LITERT_LIB").filter(|s| !s.is_empty()) {
         v.push(PathBuf::from(p));
     }
-    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
         v.push(dir.join(LIB_NAME));
     }
     v.push(PathBuf::from("/usr/lib/faced").join(LIB_NAME));
-    v.push(Path::new(env!("CARGO_MANIFEST_DIR")).join(".litert").join(arch_dir()).join(LIB_NAME));
+    v.push(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(".litert")
+            .join(arch_dir())
+            .join(LIB_NAME),
+    );
     v
 }
 
@@ -94,7 +104,10 @@ impl LiteRt {
     pub fn open(explicit: Option<&Path>) -> Result<Arc<LiteRt>> {
         let path = find_library(explicit)?;
         let path = std::fs::canonicalize(&path).unwrap_or(path);
-        let mut map = RUNTIMES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = RUNTIMES
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(rt) = map.get(&path) {
             return Ok(rt.clone());
         }
@@ -117,10 +130,18 @@ impl LiteRt {
         // Leaked on purpose: see the module docs.
         let lib: &'static Library = Box::leak(Box::new(lib));
         let env = Environment::new(lib).map_err(|e| {
-            Error::unavailable(format!("LiteRT environment failed to start ({}): {e}", path.display()))
+            Error::unavailable(format!(
+                "LiteRT environment failed to start ({}): {e}",
+                path.display()
+            ))
         })?;
         let env: &'static Environment<'static> = Box::leak(Box::new(env));
-        let rt = Arc::new(LiteRt { path: path.clone(), lib, env, models: Mutex::new(HashMap::new()) });
+        let rt = Arc::new(LiteRt {
+            path: path.clone(),
+            lib,
+            env,
+            models: Mutex::new(HashMap::new()),
+        });
         map.insert(path, rt.clone());
         Ok(rt)
     }
@@ -139,7 +160,11 @@ impl LiteRt {
     /// (`litert::internal::ParseLiteRtCpuOptions`). The opaque-option functions are exported, so
     /// this builds the same option. `edgefirst-tflite` keeps the options handle private; its
     /// `Debug` output carries it.
-    fn set_cpu_threads(&self, opts: &Options<'_>, threads: usize) -> std::result::Result<(), String> {
+    fn set_cpu_threads(
+        &self,
+        opts: &Options<'_>,
+        threads: usize,
+    ) -> std::result::Result<(), String> {
         type CreateOpaque = unsafe extern "C" fn(
             *const libc::c_char,
             *mut libc::c_void,
@@ -161,7 +186,8 @@ impl LiteRt {
             })
             .filter(|&p| p != 0)
             .ok_or("cannot read the options handle")? as *mut libc::c_void;
-        let path = std::ffi::CString::new(self.path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+        let path = std::ffi::CString::new(self.path.as_os_str().as_encoded_bytes())
+            .map_err(|e| e.to_string())?;
         // SAFETY: the library is already loaded (RTLD_NOLOAD returns its handle, never loads a
         // second copy); the symbols have the C signatures declared above (litert_options.h,
         // litert_opaque_options.h of LiteRT 2.3).
@@ -174,17 +200,25 @@ impl LiteRt {
             let add = libc::dlsym(h, c"LiteRtAddOpaqueOptions".as_ptr());
             libc::dlclose(h);
             if create.is_null() || add.is_null() {
-                return Err("the library lacks LiteRtCreateOpaqueOptions/LiteRtAddOpaqueOptions".into());
+                return Err(
+                    "the library lacks LiteRtCreateOpaqueOptions/LiteRtAddOpaqueOptions".into(),
+                );
             }
             let create: CreateOpaque = std::mem::transmute(create);
             let add: AddOpaque = std::mem::transmute(add);
-            let toml = std::ffi::CString::new(format!("num_threads = {threads}\n")).expect("no NUL");
+            let toml =
+                std::ffi::CString::new(format!("num_threads = {threads}\n")).expect("no NUL");
             let payload = libc::strdup(toml.as_ptr());
             if payload.is_null() {
                 return Err("out of memory".into());
             }
             let mut opaque = std::ptr::null_mut();
-            let st = create(c"xnnpack".as_ptr(), payload.cast(), Some(free_payload), &mut opaque);
+            let st = create(
+                c"xnnpack".as_ptr(),
+                payload.cast(),
+                Some(free_payload),
+                &mut opaque,
+            );
             if st != 0 || opaque.is_null() {
                 free_payload(payload.cast());
                 return Err(format!("LiteRtCreateOpaqueOptions returned status {st}"));
@@ -217,7 +251,10 @@ impl LiteRt {
 
 fn spec(t: &edgefirst_tflite::litert::RankedTensorType) -> TensorSpec {
     let rank = t.layout.rank() as usize;
-    let shape = t.layout.dimensions[..rank.min(8)].iter().map(|&d| d.max(0) as usize).collect();
+    let shape = t.layout.dimensions[..rank.min(8)]
+        .iter()
+        .map(|&d| d.max(0) as usize)
+        .collect();
     // Values of LiteRtElementType from litert_model.h (ABI-stable; the -sys crate does not
     // re-export the constants).
     let dtype = match t.element_type {
@@ -243,25 +280,47 @@ impl Backend for LiteRt {
             .and_then(|o| o.hardware_accelerators(HwAccelerators::CPU))
             .map_err(|e| err("options", e))?;
         if threads > 0 {
-            self.set_cpu_threads(&opts, threads)
-                .map_err(|e| Error::precondition(format!("LiteRT CPU options for model {label}: {e}")))?;
+            self.set_cpu_threads(&opts, threads).map_err(|e| {
+                Error::precondition(format!("LiteRT CPU options for model {label}: {e}"))
+            })?;
         }
-        let compiled = CompiledModel::create(self.env, model, &opts).map_err(|e| err("compile", e))?;
+        let compiled =
+            CompiledModel::create(self.env, model, &opts).map_err(|e| err("compile", e))?;
         let n_in = model.num_inputs(0).map_err(|e| err("num_inputs", e))?;
         let n_out = model.num_outputs(0).map_err(|e| err("num_outputs", e))?;
         let mut in_specs = Vec::new();
         let mut inputs = Vec::new();
         for i in 0..n_in {
-            in_specs.push(spec(&model.input_tensor_type(0, i).map_err(|e| err("input type", e))?));
-            inputs.push(compiled.create_input_buffer(0, i).map_err(|e| err("input buffer", e))?);
+            in_specs.push(spec(
+                &model
+                    .input_tensor_type(0, i)
+                    .map_err(|e| err("input type", e))?,
+            ));
+            inputs.push(
+                compiled
+                    .create_input_buffer(0, i)
+                    .map_err(|e| err("input buffer", e))?,
+            );
         }
         let mut out_specs = Vec::new();
         let mut outputs = Vec::new();
         for i in 0..n_out {
-            out_specs.push(spec(&model.output_tensor_type(0, i).map_err(|e| err("output type", e))?));
-            outputs.push(compiled.create_output_buffer(0, i).map_err(|e| err("output buffer", e))?);
+            out_specs.push(spec(
+                &model
+                    .output_tensor_type(0, i)
+                    .map_err(|e| err("output type", e))?,
+            ));
+            outputs.push(
+                compiled
+                    .create_output_buffer(0, i)
+                    .map_err(|e| err("output buffer", e))?,
+            );
         }
-        for (what, s) in in_specs.iter().map(|s| ("input", s)).chain(out_specs.iter().map(|s| ("output", s))) {
+        for (what, s) in in_specs
+            .iter()
+            .map(|s| ("input", s))
+            .chain(out_specs.iter().map(|s| ("output", s)))
+        {
             if s.dtype != DType::F32 {
                 return Err(Error::precondition(format!(
                     "model {label} has a {:?} {what} tensor; faced feeds float tensors (quantized \
@@ -270,7 +329,14 @@ impl Backend for LiteRt {
                 )));
             }
         }
-        Ok(Box::new(LiteRtSession { label: label.to_string(), compiled, inputs, outputs, in_specs, out_specs }))
+        Ok(Box::new(LiteRtSession {
+            label: label.to_string(),
+            compiled,
+            inputs,
+            outputs,
+            in_specs,
+            out_specs,
+        }))
     }
 }
 
@@ -319,7 +385,12 @@ impl Session for LiteRtSession {
         self.compiled
             .run(0, &mut self.inputs, &mut self.outputs)
             .map_err(|e| Error::internal(format!("model {} inference failed: {e}", self.label)))?;
-        for ((buf, out), spec) in self.outputs.iter_mut().zip(outputs.iter_mut()).zip(&self.out_specs) {
+        for ((buf, out), spec) in self
+            .outputs
+            .iter_mut()
+            .zip(outputs.iter_mut())
+            .zip(&self.out_specs)
+        {
             out.resize(spec.len(), 0.0);
             buf.read_bytes_into(bytemuck::cast_slice_mut(out))
                 .map_err(|e| Error::internal(format!("model {} output read: {e}", self.label)))?;

@@ -11,8 +11,12 @@ use super::detect::Detection;
 pub const CROP: u32 = 112;
 
 /// Where the person's right eye (image left), left eye, nose tip and mouth centre land in the crop.
-pub const TEMPLATE: [[f32; 2]; 4] =
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [56.1396, 92.2848]];
+pub const TEMPLATE: [[f32; 2]; 4] = [
+    [38.2946, 51.6963],
+    [73.5318, 51.5014],
+    [56.0252, 71.7366],
+    [56.1396, 92.2848],
+];
 
 /// A 2×3 affine matrix `[[a, b, c], [d, e, f]]`: `(x, y) ↦ (a x + b y + c, d x + e y + f)`.
 pub type Affine = [[f32; 3]; 2];
@@ -34,7 +38,11 @@ pub fn similarity(dst: &[[f32; 2]], src: &[[f32; 2]]) -> Affine {
         num_b += x * v - y * u;
         den += x * x + y * y;
     }
-    let (a, b) = if den > 0.0 { (num_a / den, num_b / den) } else { (1.0, 0.0) };
+    let (a, b) = if den > 0.0 {
+        (num_a / den, num_b / den)
+    } else {
+        (1.0, 0.0)
+    };
     [[a, -b, sx - a * dx + b * dy], [b, a, sy - b * dx - a * dy]]
 }
 
@@ -100,12 +108,23 @@ mod tests {
     #[test]
     fn similarity_recovers_a_known_transform() {
         // Rotate 30°, scale 2, shift (10, -5).
-        let (c, s) = (2.0 * 30f32.to_radians().cos(), 2.0 * 30f32.to_radians().sin());
-        let src: Vec<[f32; 2]> =
-            TEMPLATE.iter().map(|p| [c * p[0] - s * p[1] + 10.0, s * p[0] + c * p[1] - 5.0]).collect();
+        let (c, s) = (
+            2.0 * 30f32.to_radians().cos(),
+            2.0 * 30f32.to_radians().sin(),
+        );
+        let src: Vec<[f32; 2]> = TEMPLATE
+            .iter()
+            .map(|p| [c * p[0] - s * p[1] + 10.0, s * p[0] + c * p[1] - 5.0])
+            .collect();
         let m = similarity(&TEMPLATE, &src);
-        assert!((m[0][0] - c).abs() < 1e-3 && (m[1][0] - s).abs() < 1e-3, "{m:?}");
-        assert!((m[0][2] - 10.0).abs() < 1e-2 && (m[1][2] + 5.0).abs() < 1e-2, "{m:?}");
+        assert!(
+            (m[0][0] - c).abs() < 1e-3 && (m[1][0] - s).abs() < 1e-3,
+            "{m:?}"
+        );
+        assert!(
+            (m[0][2] - 10.0).abs() < 1e-2 && (m[1][2] + 5.0).abs() < 1e-2,
+            "{m:?}"
+        );
     }
 
     #[test]

@@ -75,7 +75,9 @@ impl std::str::FromStr for DetectorKind {
         match s {
             "short" => Ok(DetectorKind::Short),
             "full" => Ok(DetectorKind::Full),
-            _ => Err(Error::invalid(format!("unknown detector {s:?}: use short or full"))),
+            _ => Err(Error::invalid(format!(
+                "unknown detector {s:?}: use short or full"
+            ))),
         }
     }
 }
@@ -116,7 +118,12 @@ pub struct DetectorConfig {
 
 impl Default for DetectorConfig {
     fn default() -> Self {
-        DetectorConfig { kind: DetectorKind::Short, min_score: 0.5, nms_iou: 0.3, tiling: Tiling::Auto }
+        DetectorConfig {
+            kind: DetectorKind::Short,
+            min_score: 0.5,
+            nms_iou: 0.3,
+            tiling: Tiling::Auto,
+        }
     }
 }
 
@@ -124,10 +131,16 @@ impl DetectorConfig {
     /// Checks the values; the message names the offending key.
     pub fn validate(&self) -> Result<()> {
         if !(0.0..=1.0).contains(&self.min_score) {
-            return Err(Error::invalid(format!("min_score must be within 0..1, got {}", self.min_score)));
+            return Err(Error::invalid(format!(
+                "min_score must be within 0..1, got {}",
+                self.min_score
+            )));
         }
         if !(0.0..1.0).contains(&self.nms_iou) {
-            return Err(Error::invalid(format!("nms_iou must be within 0..1, got {}", self.nms_iou)));
+            return Err(Error::invalid(format!(
+                "nms_iou must be within 0..1, got {}",
+                self.nms_iou
+            )));
         }
         Ok(())
     }
@@ -195,7 +208,8 @@ impl Pass {
         }
         let outs = session.outputs();
         let find = |last: usize| {
-            outs.iter().position(|t| t.shape.last() == Some(&last) && t.len() == anchors.len() * last)
+            outs.iter()
+                .position(|t| t.shape.last() == Some(&last) && t.len() == anchors.len() * last)
         };
         let (reg_idx, cls_idx) = match (find(16), find(1)) {
             (Some(r), Some(c)) if outs.len() == 2 => (r, c),
@@ -238,14 +252,27 @@ pub struct Detector {
 impl Detector {
     /// Builds a detector around a compiled session of `cfg.kind`'s model; `verifier` must be a
     /// full-range session when `cfg.tiling` is not `Off`.
-    pub fn new(primary: Box<dyn Session>, verifier: Option<Box<dyn Session>>, cfg: DetectorConfig) -> Result<Self> {
+    pub fn new(
+        primary: Box<dyn Session>,
+        verifier: Option<Box<dyn Session>>,
+        cfg: DetectorConfig,
+    ) -> Result<Self> {
         cfg.validate()?;
         let primary = Pass::new(cfg.kind, primary)?;
-        let verifier = verifier.map(|v| Pass::new(DetectorKind::Full, v)).transpose()?;
+        let verifier = verifier
+            .map(|v| Pass::new(DetectorKind::Full, v))
+            .transpose()?;
         if cfg.tiling != Tiling::Off && verifier.is_none() {
-            return Err(Error::internal("multi-pass detection needs the full-range verifier model"));
+            return Err(Error::internal(
+                "multi-pass detection needs the full-range verifier model",
+            ));
         }
-        Ok(Detector { cfg, primary, verifier, scratch: Scratch::default() })
+        Ok(Detector {
+            cfg,
+            primary,
+            verifier,
+            scratch: Scratch::default(),
+        })
     }
 
     /// The settings in force.
@@ -258,7 +285,9 @@ impl Detector {
     pub fn set_config(&mut self, cfg: DetectorConfig) -> Result<()> {
         cfg.validate()?;
         if cfg.kind != self.cfg.kind || (cfg.tiling != Tiling::Off && self.verifier.is_none()) {
-            return Err(Error::invalid("changing the detector model or enabling multi-pass needs a new Detector"));
+            return Err(Error::invalid(
+                "changing the detector model or enabling multi-pass needs a new Detector",
+            ));
         }
         self.cfg = cfg;
         Ok(())
@@ -273,8 +302,19 @@ impl Detector {
         let s = w.max(h);
         let whole: Window = [(w - s) / 2.0, (h - s) / 2.0, s];
         let mut cands = Vec::new();
-        let Some(verifier) = self.verifier.as_mut().filter(|_| self.cfg.tiling != Tiling::Off) else {
-            run_window(&mut self.primary, &mut self.scratch, img, whole, self.cfg.min_score, &mut cands)?;
+        let Some(verifier) = self
+            .verifier
+            .as_mut()
+            .filter(|_| self.cfg.tiling != Tiling::Off)
+        else {
+            run_window(
+                &mut self.primary,
+                &mut self.scratch,
+                img,
+                whole,
+                self.cfg.min_score,
+                &mut cands,
+            )?;
             return Ok(weighted_nms(&mut cands, self.cfg.nms_iou));
         };
         // Proposals at a low score from several views, then each one confirmed.
@@ -291,7 +331,14 @@ impl Detector {
             }
         }
         for win in &windows {
-            run_window(&mut self.primary, &mut self.scratch, img, *win, PROPOSAL, &mut cands)?;
+            run_window(
+                &mut self.primary,
+                &mut self.scratch,
+                img,
+                *win,
+                PROPOSAL,
+                &mut cands,
+            )?;
             if self.primary.kind != DetectorKind::Full {
                 run_window(verifier, &mut self.scratch, img, *win, PROPOSAL, &mut cands)?;
             }
@@ -304,11 +351,25 @@ impl Detector {
             let cx = (p.bbox[0] + p.bbox[2]) / 2.0;
             let cy = (p.bbox[1] + p.bbox[3]) / 2.0;
             seen.clear();
-            run_window(verifier, &mut self.scratch, img, [cx - side / 2.0, cy - side / 2.0, side], 0.05, &mut seen)?;
-            let confirm =
-                seen.iter().filter(|d| iou(&d.bbox, &p.bbox) > 0.3).map(|d| d.score).fold(0.0, f32::max);
+            run_window(
+                verifier,
+                &mut self.scratch,
+                img,
+                [cx - side / 2.0, cy - side / 2.0, side],
+                0.05,
+                &mut seen,
+            )?;
+            let confirm = seen
+                .iter()
+                .filter(|d| iou(&d.bbox, &p.bbox) > 0.3)
+                .map(|d| d.score)
+                .fold(0.0, f32::max);
             if std::env::var_os("FACED_DEBUG_DETECT").is_some() {
-                eprintln!("proposal {:?} score {:.2} confirm {confirm:.2}", p.bbox.map(|v| v as i32), p.score);
+                eprintln!(
+                    "proposal {:?} score {:.2} confirm {confirm:.2}",
+                    p.bbox.map(|v| v as i32),
+                    p.score
+                );
             }
             if confirm < self.cfg.min_score {
                 continue;
@@ -318,20 +379,33 @@ impl Detector {
             // keypoints for alignment (better than a mean over differently-scaled proposals).
             let side = 2.0 * p.width().max(p.height());
             seen.clear();
-            run_window(&mut self.primary, &mut self.scratch, img, [cx - side / 2.0, cy - side / 2.0, side], 0.05, &mut seen)?;
+            run_window(
+                &mut self.primary,
+                &mut self.scratch,
+                img,
+                [cx - side / 2.0, cy - side / 2.0, side],
+                0.05,
+                &mut seen,
+            )?;
             let refined = seen
                 .iter()
                 .filter(|d| iou(&d.bbox, &p.bbox) > 0.3)
                 .max_by(|a, b| a.score.total_cmp(&b.score))
                 .copied()
                 .unwrap_or(p);
-            out.push(Detection { score: p.score.max(confirm), ..refined });
+            out.push(Detection {
+                score: p.score.max(confirm),
+                ..refined
+            });
         }
         // Two proposals of one face can refine to the same box: keep the better one.
         out.sort_by(|a, b| b.score.total_cmp(&a.score));
         let mut kept: Vec<Detection> = Vec::with_capacity(out.len());
         for d in out {
-            if kept.iter().all(|k| iou(&k.bbox, &d.bbox) <= self.cfg.nms_iou) {
+            if kept
+                .iter()
+                .all(|k| iou(&k.bbox, &d.bbox) <= self.cfg.nms_iou)
+            {
                 kept.push(d);
             }
         }
@@ -367,15 +441,28 @@ fn run_window(
     let dh = (((iy1 - iy0) * scale).round() as usize).clamp(1, size - oy);
     scratch.pixels.resize(dw * dh * 3, 0);
     {
-        let src = fr::images::ImageRef::new(img.width(), img.height(), img.as_raw(), fr::PixelType::U8x3)
-            .map_err(|e| Error::internal(format!("resize source: {e}")))?;
-        let mut dst =
-            fr::images::Image::from_slice_u8(dw as u32, dh as u32, &mut scratch.pixels, fr::PixelType::U8x3)
-                .map_err(|e| Error::internal(format!("resize target: {e}")))?;
+        let src =
+            fr::images::ImageRef::new(img.width(), img.height(), img.as_raw(), fr::PixelType::U8x3)
+                .map_err(|e| Error::internal(format!("resize source: {e}")))?;
+        let mut dst = fr::images::Image::from_slice_u8(
+            dw as u32,
+            dh as u32,
+            &mut scratch.pixels,
+            fr::PixelType::U8x3,
+        )
+        .map_err(|e| Error::internal(format!("resize target: {e}")))?;
         let opts = fr::ResizeOptions::new()
             .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear))
-            .crop(ix0 as f64, iy0 as f64, (ix1 - ix0) as f64, (iy1 - iy0) as f64);
-        scratch.resizer.resize(&src, &mut dst, &opts).map_err(|e| Error::internal(format!("resize: {e}")))?;
+            .crop(
+                ix0 as f64,
+                iy0 as f64,
+                (ix1 - ix0) as f64,
+                (iy1 - iy0) as f64,
+            );
+        scratch
+            .resizer
+            .resize(&src, &mut dst, &opts)
+            .map_err(|e| Error::internal(format!("resize: {e}")))?;
     }
     for y in 0..dh {
         let row = &scratch.pixels[y * dw * 3..(y + 1) * dw * 3];
@@ -393,7 +480,12 @@ fn run_window(
     let sx = (ix1 - ix0) / dw as f32;
     let sy = (iy1 - iy0) / dh as f32;
     let sz = size as f32;
-    let to_img = |nx: f32, ny: f32| -> [f32; 2] { [ix0 + (nx * sz - ox as f32) * sx, iy0 + (ny * sz - oy as f32) * sy] };
+    let to_img = |nx: f32, ny: f32| -> [f32; 2] {
+        [
+            ix0 + (nx * sz - ox as f32) * sx,
+            iy0 + (ny * sz - oy as f32) * sy,
+        ]
+    };
     for (i, a) in pass.anchors.iter().enumerate() {
         let logit = cls[i].clamp(-100.0, 100.0);
         if logit < logit_min {
@@ -411,7 +503,11 @@ fn run_window(
         for (k, l) in landmarks.iter_mut().enumerate() {
             *l = to_img(r[4 + 2 * k] / sz + a[0], r[5 + 2 * k] / sz + a[1]);
         }
-        out.push(Detection { score, bbox: [p1[0], p1[1], p2[0], p2[1]], landmarks });
+        out.push(Detection {
+            score,
+            bbox: [p1[0], p1[1], p2[0], p2[1]],
+            landmarks,
+        });
     }
     Ok(())
 }
@@ -424,11 +520,16 @@ pub fn weighted_nms(dets: &mut Vec<Detection>, iou_min: f32) -> Vec<Detection> {
     let mut out = Vec::new();
     let mut rest: Vec<Detection> = std::mem::take(dets);
     while let Some(best) = rest.first().copied() {
-        let (group, keep): (Vec<Detection>, Vec<Detection>) =
-            rest.into_iter().partition(|d| iou(&best.bbox, &d.bbox) > iou_min);
+        let (group, keep): (Vec<Detection>, Vec<Detection>) = rest
+            .into_iter()
+            .partition(|d| iou(&best.bbox, &d.bbox) > iou_min);
         rest = keep;
         let total: f32 = group.iter().map(|d| d.score).sum();
-        let mut merged = Detection { score: best.score, bbox: [0.0; 4], landmarks: [[0.0; 2]; 6] };
+        let mut merged = Detection {
+            score: best.score,
+            bbox: [0.0; 4],
+            landmarks: [[0.0; 2]; 6],
+        };
         for d in &group {
             let wgt = d.score / total;
             for k in 0..4 {
@@ -446,7 +547,11 @@ pub fn weighted_nms(dets: &mut Vec<Detection>, iou_min: f32) -> Vec<Detection> {
 
 /// Loads, verifies and compiles the detector model for `cfg` (and the full-range verifier when
 /// `cfg.tiling` asks for multi-pass detection), in `inf.precision`.
-pub fn load(backend: &dyn crate::inference::Backend, inf: &super::InferenceConfig, cfg: DetectorConfig) -> Result<Detector> {
+pub fn load(
+    backend: &dyn crate::inference::Backend,
+    inf: &super::InferenceConfig,
+    cfg: DetectorConfig,
+) -> Result<Detector> {
     let compile = |m: ModelFile| -> Result<Box<dyn Session>> {
         let (_, bytes) = models::load_verified(inf.models_dir.as_deref(), &m)?;
         backend.compile(m.file, &bytes, inf.threads)
@@ -455,7 +560,11 @@ pub fn load(backend: &dyn crate::inference::Backend, inf: &super::InferenceConfi
         DetectorKind::Short => inf.precision.short_range(),
         DetectorKind::Full => inf.precision.full_range(),
     })?;
-    let verifier = if cfg.tiling == Tiling::Off { None } else { Some(compile(inf.precision.full_range())?) };
+    let verifier = if cfg.tiling == Tiling::Off {
+        None
+    } else {
+        Some(compile(inf.precision.full_range())?)
+    };
     Detector::new(primary, verifier, cfg)
 }
 
@@ -474,7 +583,11 @@ mod tests {
 
     #[test]
     fn weighted_nms_merges_overlaps_and_keeps_separate_faces() {
-        let d = |s: f32, x: f32| Detection { score: s, bbox: [x, 0.0, x + 10.0, 10.0], landmarks: [[x, 0.0]; 6] };
+        let d = |s: f32, x: f32| Detection {
+            score: s,
+            bbox: [x, 0.0, x + 10.0, 10.0],
+            landmarks: [[x, 0.0]; 6],
+        };
         let mut v = vec![d(0.6, 1.0), d(0.9, 0.0), d(0.8, 50.0)];
         let out = weighted_nms(&mut v, 0.3);
         assert_eq!(out.len(), 2);

@@ -35,16 +35,26 @@ impl Embedder {
                 session.outputs()
             )));
         }
-        Ok(Embedder { session, input: vec![0.0; 2 * PIXELS], outputs: vec![Vec::new()] })
+        Ok(Embedder {
+            session,
+            input: vec![0.0; 2 * PIXELS],
+            outputs: vec![Vec::new()],
+        })
     }
 
     /// Embeds each crop; returns one L2-normalised vector per crop, in order.
     pub fn embed(&mut self, crops: &[&RgbImage]) -> Result<Vec<Vec<f32>>> {
         let mut out = Vec::with_capacity(crops.len());
         for pair in crops.chunks(2) {
-            for (slot, crop) in [pair[0], *pair.get(1).unwrap_or(&pair[0])].into_iter().enumerate() {
+            for (slot, crop) in [pair[0], *pair.get(1).unwrap_or(&pair[0])]
+                .into_iter()
+                .enumerate()
+            {
                 if crop.dimensions() != (CROP, CROP) {
-                    return Err(Error::internal(format!("crop is {:?}, expected 112×112", crop.dimensions())));
+                    return Err(Error::internal(format!(
+                        "crop is {:?}, expected 112×112",
+                        crop.dimensions()
+                    )));
                 }
                 let dst = &mut self.input[slot * PIXELS..(slot + 1) * PIXELS];
                 for (d, &s) in dst.iter_mut().zip(crop.as_raw().iter()) {

@@ -25,7 +25,11 @@ pub struct ImageLimits {
 impl Default for ImageLimits {
     fn default() -> Self {
         // 50 MiB / 16k / 40 MP: more than any camera still, far less than a bomb.
-        ImageLimits { max_file_bytes: 50 << 20, max_side: 16_384, max_pixels: 40_000_000 }
+        ImageLimits {
+            max_file_bytes: 50 << 20,
+            max_side: 16_384,
+            max_pixels: 40_000_000,
+        }
     }
 }
 
@@ -33,7 +37,11 @@ impl Default for ImageLimits {
 pub fn load(path: &Path, limits: &ImageLimits) -> Result<RgbImage> {
     let name = path.display();
     let meta = std::fs::metadata(path).map_err(|e| {
-        let kind = if e.kind() == std::io::ErrorKind::NotFound { Kind::NotFound } else { Kind::InvalidInput };
+        let kind = if e.kind() == std::io::ErrorKind::NotFound {
+            Kind::NotFound
+        } else {
+            Kind::InvalidInput
+        };
         Error::new(kind, format!("cannot read {name}: {e}"))
     })?;
     if !meta.is_file() {
@@ -46,7 +54,8 @@ pub fn load(path: &Path, limits: &ImageLimits) -> Result<RgbImage> {
             limits.max_file_bytes
         )));
     }
-    let bytes = std::fs::read(path).map_err(|e| Error::invalid(format!("cannot read {name}: {e}")))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::invalid(format!("cannot read {name}: {e}")))?;
     decode(&bytes, limits).map_err(|e| Error::new(e.kind(), format!("{name}: {}", e.message())))
 }
 
@@ -70,7 +79,9 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage> {
     if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
         // The JPEG decoder fills a cut-off scan with grey rather than failing; a half photo
         // must not be enrolled or analysed as if it were whole.
-        return Err(Error::invalid("corrupt or truncated image: JPEG data ends before its end-of-image marker"));
+        return Err(Error::invalid(
+            "corrupt or truncated image: JPEG data ends before its end-of-image marker",
+        ));
     }
     let mut decoder = reader.into_decoder().map_err(|e| decode_error(&e))?;
     let (w, h) = decoder.dimensions();
@@ -90,7 +101,9 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage> {
     l.max_alloc = Some(limits.max_pixels * 12);
     decoder.set_limits(l).map_err(|e| decode_error(&e))?;
     // A bad EXIF block must not cost the picture: fall back to no rotation.
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| decode_error(&e))?;
     img.apply_orientation(orientation);
     Ok(to_rgb8(img))
@@ -128,7 +141,9 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
 
 fn decode_error(e: &image::ImageError) -> Error {
     match e {
-        image::ImageError::Limits(_) => Error::exhausted(format!("image too large to decode safely: {e}")),
+        image::ImageError::Limits(_) => {
+            Error::exhausted(format!("image too large to decode safely: {e}"))
+        }
         image::ImageError::Unsupported(_) => Error::invalid(format!("unsupported image: {e}")),
         _ => Error::invalid(format!("corrupt or truncated image: {e}")),
     }
@@ -140,7 +155,8 @@ mod tests {
 
     fn png(img: DynamicImage) -> Vec<u8> {
         let mut v = Vec::new();
-        img.write_to(&mut Cursor::new(&mut v), image::ImageFormat::Png).unwrap();
+        img.write_to(&mut Cursor::new(&mut v), image::ImageFormat::Png)
+            .unwrap();
         v
     }
 
@@ -149,23 +165,38 @@ mod tests {
         let mut rgba = image::RgbaImage::new(4, 2);
         rgba.put_pixel(0, 0, image::Rgba([200, 100, 50, 255]));
         rgba.put_pixel(1, 0, image::Rgba([200, 100, 50, 0]));
-        let out = decode(&png(DynamicImage::ImageRgba8(rgba)), &ImageLimits::default()).unwrap();
+        let out = decode(
+            &png(DynamicImage::ImageRgba8(rgba)),
+            &ImageLimits::default(),
+        )
+        .unwrap();
         assert_eq!(out.get_pixel(0, 0).0, [200, 100, 50]);
         assert_eq!(out.get_pixel(1, 0).0, [0, 0, 0]);
 
         let grey = image::ImageBuffer::from_pixel(3, 3, image::Luma([77u8]));
-        let out = decode(&png(DynamicImage::ImageLuma8(grey)), &ImageLimits::default()).unwrap();
+        let out = decode(
+            &png(DynamicImage::ImageLuma8(grey)),
+            &ImageLimits::default(),
+        )
+        .unwrap();
         assert_eq!(out.get_pixel(2, 2).0, [77, 77, 77]);
 
         let deep = image::ImageBuffer::from_pixel(3, 3, image::Rgb([65535u16, 0, 32896]));
-        let out = decode(&png(DynamicImage::ImageRgb16(deep)), &ImageLimits::default()).unwrap();
+        let out = decode(
+            &png(DynamicImage::ImageRgb16(deep)),
+            &ImageLimits::default(),
+        )
+        .unwrap();
         assert_eq!(out.get_pixel(1, 1).0, [255, 0, 128]);
     }
 
     #[test]
     fn oversized_dimensions_are_refused_before_decoding() {
         let img = DynamicImage::ImageRgb8(RgbImage::new(300, 200));
-        let limits = ImageLimits { max_side: 256, ..Default::default() };
+        let limits = ImageLimits {
+            max_side: 256,
+            ..Default::default()
+        };
         let e = decode(&png(img), &limits).unwrap_err();
         assert_eq!(e.kind(), Kind::ResourceExhausted);
         assert!(e.message().contains("300×200"), "{e}");

@@ -47,7 +47,12 @@ pub struct InferenceConfig {
 
 impl Default for InferenceConfig {
     fn default() -> Self {
-        InferenceConfig { litert_lib: None, models_dir: None, threads: 1, precision: models::Precision::Float }
+        InferenceConfig {
+            litert_lib: None,
+            models_dir: None,
+            threads: 1,
+            precision: models::Precision::Float,
+        }
     }
 }
 
@@ -80,7 +85,11 @@ impl Analyzer {
     }
 
     /// As [`Analyzer::open`] with an explicit backend.
-    pub fn with_backend(backend: &dyn Backend, inf: &InferenceConfig, det: DetectorConfig) -> Result<Self> {
+    pub fn with_backend(
+        backend: &dyn Backend,
+        inf: &InferenceConfig,
+        det: DetectorConfig,
+    ) -> Result<Self> {
         let detector = detect::load(backend, inf, det)?;
         let m = inf.precision.embedder();
         let (_, bytes) = models::load_verified(inf.models_dir.as_deref(), &m)?;
@@ -103,7 +112,12 @@ impl Analyzer {
             .iter()
             .zip(aligned)
             .zip(embs)
-            .map(|((d, a), e)| Face { detection: *d, quality: quality::measure(d, &a), aligned: a, embedding: e })
+            .map(|((d, a), e)| Face {
+                detection: *d,
+                quality: quality::measure(d, &a),
+                aligned: a,
+                embedding: e,
+            })
             .collect())
     }
 }

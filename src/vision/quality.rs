@@ -43,7 +43,11 @@ impl Default for QualityLimits {
     fn default() -> Self {
         // Calibrated on tests/fixtures/faces: every labelled photo passes, and faces smaller
         // than ~40 px embed too poorly to enroll (see tests/vision.rs).
-        QualityLimits { min_size_px: 40.0, min_sharpness: 20.0, max_yaw: 0.6 }
+        QualityLimits {
+            min_size_px: 40.0,
+            min_sharpness: 20.0,
+            max_yaw: 0.6,
+        }
     }
 }
 
@@ -73,7 +77,10 @@ impl Reject {
 impl QualityLimits {
     /// Checks the values.
     pub fn validate(&self) -> Result<()> {
-        if !(self.min_size_px >= 0.0 && self.min_sharpness >= 0.0 && (0.0..=1.0).contains(&self.max_yaw)) {
+        if !(self.min_size_px >= 0.0
+            && self.min_sharpness >= 0.0
+            && (0.0..=1.0).contains(&self.max_yaw))
+        {
             return Err(Error::invalid(format!(
                 "quality limits out of range (min_size_px ≥ 0, min_sharpness ≥ 0, max_yaw 0..1): {self:?}"
             )));
@@ -86,19 +93,28 @@ impl QualityLimits {
         if q.size_px < self.min_size_px {
             return Some((
                 Reject::TooSmall,
-                format!("face too small: {:.0} px, needs at least {:.0} px; move closer", q.size_px, self.min_size_px),
+                format!(
+                    "face too small: {:.0} px, needs at least {:.0} px; move closer",
+                    q.size_px, self.min_size_px
+                ),
             ));
         }
         if q.sharpness < self.min_sharpness {
             return Some((
                 Reject::Blurred,
-                format!("face blurred: sharpness {:.0}, needs at least {:.0}", q.sharpness, self.min_sharpness),
+                format!(
+                    "face blurred: sharpness {:.0}, needs at least {:.0}",
+                    q.sharpness, self.min_sharpness
+                ),
             ));
         }
         if q.yaw.abs() > self.max_yaw {
             return Some((
                 Reject::TurnedAway,
-                format!("face turned away: yaw {:.2}, at most {:.2}; look at the camera", q.yaw, self.max_yaw),
+                format!(
+                    "face turned away: yaw {:.2}, at most {:.2}; look at the camera",
+                    q.yaw, self.max_yaw
+                ),
             ));
         }
         None
@@ -142,7 +158,11 @@ pub fn laplacian_variance(img: &RgbImage) -> f32 {
     for y in 1..h - 1 {
         for x in 1..w - 1 {
             let c = grey[y * w + x];
-            let lap = grey[y * w + x - 1] + grey[y * w + x + 1] + grey[(y - 1) * w + x] + grey[(y + 1) * w + x] - 4.0 * c;
+            let lap = grey[y * w + x - 1]
+                + grey[y * w + x + 1]
+                + grey[(y - 1) * w + x]
+                + grey[(y + 1) * w + x]
+                - 4.0 * c;
             sum += lap as f64;
             sum2 += (lap * lap) as f64;
             n += 1.0;
@@ -161,7 +181,11 @@ mod tests {
         let flat = RgbImage::from_pixel(16, 16, image::Rgb([90, 90, 90]));
         assert_eq!(laplacian_variance(&flat), 0.0);
         let checker = RgbImage::from_fn(16, 16, |x, y| {
-            if (x + y) % 2 == 0 { image::Rgb([255, 255, 255]) } else { image::Rgb([0, 0, 0]) }
+            if (x + y) % 2 == 0 {
+                image::Rgb([255, 255, 255])
+            } else {
+                image::Rgb([0, 0, 0])
+            }
         });
         assert!(laplacian_variance(&checker) > 1000.0);
     }
@@ -171,14 +195,26 @@ mod tests {
         let mk = |nose_x: f32| Detection {
             score: 1.0,
             bbox: [0.0, 0.0, 100.0, 100.0],
-            landmarks: [[30.0, 40.0], [70.0, 40.0], [nose_x, 60.0], [50.0, 80.0], [10.0, 45.0], [90.0, 45.0]],
+            landmarks: [
+                [30.0, 40.0],
+                [70.0, 40.0],
+                [nose_x, 60.0],
+                [50.0, 80.0],
+                [10.0, 45.0],
+                [90.0, 45.0],
+            ],
         };
         let crop = RgbImage::new(112, 112);
         assert!(measure(&mk(50.0), &crop).yaw.abs() < 1e-6);
         assert!((measure(&mk(60.0), &crop).yaw - 0.5).abs() < 1e-6);
         let q = measure(&mk(75.0), &crop);
         assert_eq!(q.yaw, 1.0);
-        let (r, msg) = QualityLimits::default().check(&Quality { sharpness: 100.0, ..q }).unwrap();
+        let (r, msg) = QualityLimits::default()
+            .check(&Quality {
+                sharpness: 100.0,
+                ..q
+            })
+            .unwrap();
         assert_eq!(r, Reject::TurnedAway);
         assert!(msg.contains("look at the camera"));
     }
