@@ -122,6 +122,8 @@ pub struct Daemon {
     pub child: Child,
     /// Stderr so far.
     pub log: Arc<Mutex<Vec<String>>>,
+    /// The thread that reads stderr; it ends at end of file, after the process's last line.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -143,12 +145,16 @@ impl Daemon {
         let log = Arc::new(Mutex::new(Vec::new()));
         let err = child.stderr.take().unwrap();
         let l = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
                 l.lock().unwrap().push(line);
             }
         });
-        Daemon { child, log }
+        Daemon {
+            child,
+            log,
+            reader: Some(reader),
+        }
     }
 
     /// Waits until a log line contains every string of `needles` (panics after `timeout`).
@@ -189,11 +195,16 @@ impl Daemon {
         unsafe { libc::kill(self.child.id() as i32, sig) };
     }
 
-    /// Waits for exit (panics after `timeout`); returns the exit code.
+    /// Waits for exit (panics after `timeout`); returns the exit code. On return the log holds
+    /// every line the process wrote: a process can exit before the reader thread has taken its
+    /// last lines from the pipe, so this waits for the reader to reach end of file.
     pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
         let t = Instant::now();
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
+                if let Some(r) = self.reader.take() {
+                    r.join().unwrap();
+                }
                 return s.code();
             }
             if t.elapsed() > timeout {
