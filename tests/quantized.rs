@@ -83,8 +83,10 @@ fn labelled(precision: Precision) -> &'static Labelled {
     static FLOAT: OnceLock<Labelled> = OnceLock::new();
     static INT8: OnceLock<Labelled> = OnceLock::new();
     static DYNAMIC: OnceLock<Labelled> = OnceLock::new();
+    static STOCK: OnceLock<Labelled> = OnceLock::new();
     let cell = match precision {
         Precision::Float => &FLOAT,
+        Precision::FloatStock => &STOCK,
         Precision::Int8 => &INT8,
         Precision::DynamicInt8 => &DYNAMIC,
     };
@@ -237,6 +239,31 @@ fn every_labelled_photo_is_detected_with_quantized_models() {
         }
         eprintln!("{p:?}: {}/61 labelled photos detected", l.photos.len());
     }
+}
+
+/// The default float embedder is a graph rewrite of the published MobileFaceNet (PReLU as one
+/// op): it must compute the same embeddings, photo for photo.
+#[test]
+fn float_prelu_embedder_matches_the_published_file() {
+    assert_eq!(Precision::Float.embedder(), models::MOBILEFACENET_PRELU);
+    assert_eq!(Precision::FloatStock.embedder(), models::MOBILEFACENET);
+    let (ours, stock) = (labelled(Precision::Float), labelled(Precision::FloatStock));
+    assert_eq!(ours.photos.len(), stock.photos.len());
+    let mut worst = 0f32;
+    for (file, (_, e)) in &ours.photos {
+        let (Some(a), Some(b)) = (e, &stock.photos[file].1) else {
+            assert_eq!(e.is_some(), stock.photos[file].1.is_some(), "{file}");
+            continue;
+        };
+        let d = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        worst = worst.max(d);
+    }
+    eprintln!("largest embedding difference, PRELU rewrite vs published file: {worst:e}");
+    assert!(worst < 1e-5, "embeddings differ by up to {worst}");
 }
 
 #[test]

@@ -37,6 +37,10 @@ pub struct Args {
     /// XNNPACK threads per model (the reference gets the same number).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Model precision: float, float_stock (the published MobileFaceNet file), int8 or
+    /// dynamic_int8. The reference always runs the published float files.
+    #[arg(long, default_value = "float")]
+    pub precision: faced::models::Precision,
     /// Re-embed a live track every N detections (the camera's `embed_every`).
     #[arg(long, default_value_t = 10)]
     pub embed_every: u32,
@@ -73,6 +77,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let inf = InferenceConfig {
         threads: args.threads,
+        precision: args.precision,
         ..Default::default()
     };
     let tmp = tempdir()?;
@@ -186,6 +191,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "events": counts,
         "event_latency_ms": { "median": pct(&mut latencies.clone(), 0.5), "p99": pct(&mut latencies, 0.99) },
         "threads": args.threads,
+        "precision": args.precision,
         "publish_latency_ms": publish,
         "hold": args.hold,
         "images": args.images.len(),

@@ -70,7 +70,7 @@ pub struct VisionArgs {
     /// XNNPACK threads per model.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
-    /// Model precision: float, int8 or dynamic_int8.
+    /// Model precision: float, float_stock, int8 or dynamic_int8.
     #[arg(long, default_value = "float")]
     pub precision: faced::models::Precision,
     /// Path of libLiteRt.so (default: search; see `faced check-config`).
