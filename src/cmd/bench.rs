@@ -35,7 +35,7 @@ pub struct Args {
     #[arg(long, default_value_t = 15)]
     pub hold: usize,
     /// XNNPACK threads per model (the reference gets the same number).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 2)]
     pub threads: usize,
     /// Model precision: float, float_stock (the published MobileFaceNet file), int8 or
     /// dynamic_int8. The reference always runs the published float files.

@@ -68,7 +68,7 @@ pub struct VisionArgs {
     #[arg(long)]
     pub single_pass: bool,
     /// XNNPACK threads per model.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 2)]
     pub threads: usize,
     /// Model precision: float, float_stock, int8 or dynamic_int8.
     #[arg(long, default_value = "float")]

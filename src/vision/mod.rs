@@ -38,8 +38,9 @@ pub struct InferenceConfig {
     pub litert_lib: Option<PathBuf>,
     /// Folder with the `.tflite` files; unset = search (see `models`).
     pub models_dir: Option<PathBuf>,
-    /// XNNPACK threads per model (LiteRT's CPU accelerator). 1 by default: on the 2-vCPU x86
-    /// dev VM two threads were 10–15 % slower end to end (`faced bench --threads`).
+    /// XNNPACK threads per model (LiteRT's CPU accelerator). 2 by default: on the quiet 2-vCPU
+    /// x86 dev VM two threads gave 1.5× the frames per second of one (`faced bench --threads`);
+    /// one was faster only while other CPU-bound jobs shared the machine.
     pub threads: usize,
     /// Float or int8 models (see [`models::Precision`]).
     pub precision: models::Precision,
@@ -50,7 +51,7 @@ impl Default for InferenceConfig {
         InferenceConfig {
             litert_lib: None,
             models_dir: None,
-            threads: 1,
+            threads: 2,
             precision: models::Precision::Float,
         }
     }
