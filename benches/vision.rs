@@ -2,7 +2,8 @@
 //! BlazeFace short- and full-range single pass (`Tiling::Off`, the stream setting), the still-image
 //! multi-pass search (`Tiling::Auto`), alignment of one face, and MobileFaceNet embedding — each
 //! model benchmark for the float, full-integer int8 and dynamic-range int8 models side by side in
-//! one run (issue 6).
+//! one run (issue 6), and the embedder also as the published file (`float_stock`). Inference uses
+//! the default thread count (2).
 //!
 //! `cargo bench --bench vision`. MobileFaceNet's batch is fixed at 2, so `embed/per_face` times
 //! one pair batch (two different faces) and reports half of it: the cost per face when faces come
@@ -120,7 +121,11 @@ fn align_and_embed(c: &mut Criterion) {
     let pair: Vec<&RgbImage> = crops.iter().collect();
     let mut g = c.benchmark_group("embed");
     configure(&mut g);
-    for (precision, label) in PRECISIONS {
+    // float_stock: the published MobileFaceNet file, which the default float embedder rewrites.
+    for (precision, label) in [(Precision::FloatStock, "float_stock")]
+        .into_iter()
+        .chain(PRECISIONS)
+    {
         let mut a = analyzer(precision, DetectorKind::Short, Tiling::Off);
         g.bench_function(BenchmarkId::new("per_face", label), |b| {
             // One pair batch per iteration; half its time is the cost of one face.
