@@ -13,13 +13,11 @@ mod web_util;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use faced::events::store::{EventStore, EventWriter, StoreOptions};
 use faced::events::{EventKind, SystemClock};
 use faced::gallery::{Gallery, GalleryOptions};
-use faced::pipeline::Pipeline;
 use faced::web::WebConfig;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
@@ -274,25 +272,13 @@ async fn console_in_headless_chromium() {
     let pipeline = tokio::task::spawn_blocking(move || {
         let play = daemon_util::play_dir(&dir, &["img5.jpg"]);
         let cfg = daemon_util::config(&dir, &play, 5, 10.0);
+        assert_eq!(
+            cfg.raw.gallery.db, db,
+            "the pipeline records into the console's database"
+        );
         // A second Gallery on the same file, opened after the page enrolled Alice.
         let gallery = Gallery::open(&db, &GalleryOptions::default()).unwrap();
-        let store = EventStore::open(
-            &db,
-            &key,
-            StoreOptions::from(&cfg.raw.events),
-            Arc::new(SystemClock),
-        )
-        .unwrap();
-        let writer = EventWriter::spawn(store).unwrap();
-        let p = Pipeline::start(
-            &cfg,
-            Arc::new(Mutex::new(gallery)),
-            Some(writer.sender()),
-            Arc::new(SystemClock),
-            None,
-        )
-        .unwrap();
-        (p, writer)
+        daemon_util::start_pipeline(&cfg, gallery, &key, Arc::new(SystemClock))
     })
     .await
     .unwrap();

@@ -12,9 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use daemon_util::*;
-use faced::events::store::{EventStore, EventWriter, StoreOptions};
+use faced::events::store::{EventStore, StoreOptions};
 use faced::events::{Event, EventKind, TestClock};
-use faced::pipeline::Pipeline;
 
 fn stored_events(dir: &std::path::Path, key: &std::path::Path) -> (EventStore, Vec<Event>) {
     let store = EventStore::open(
@@ -56,16 +55,7 @@ fn recognizes_enrolled_people_and_reports_a_stranger_once_per_cooldown() {
     cfg.raw.events.unknown_cooldown_secs = 0.0;
 
     let clock = Arc::new(TestClock::new()); // frozen: everything is within the cool-down
-    let store = EventStore::open(
-        &dir.join("faced.db"),
-        &key,
-        StoreOptions::from(&cfg.raw.events),
-        clock.clone(),
-    )
-    .unwrap();
-    let writer = EventWriter::spawn(store).unwrap();
-    let gallery = Arc::new(Mutex::new(g));
-    let pipeline = Pipeline::start(&cfg, gallery, Some(writer.sender()), clock, None).unwrap();
+    let (pipeline, writer) = start_pipeline(&cfg, g, &key, clock);
     let handle = pipeline.handle();
     let t = std::time::Instant::now();
     // Lossless playback: every frame reaches the vision thread, however loaded the machine.

@@ -7,6 +7,9 @@
 //! `labelled()`) with the default still-image detector (short-range + full-range verifier), the
 //! same settings as tests/vision.rs.
 
+#[path = "util/pairs.rs"]
+mod pairs;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -16,7 +19,6 @@ use faced::inference::litert::LiteRt;
 use faced::inference::{Backend, DType};
 use faced::models::{self, ModelFile, Precision};
 use faced::vision::detect::DetectorConfig;
-use faced::vision::embed::cosine;
 use faced::vision::image::{ImageLimits, load};
 use faced::vision::{Analyzer, DEFAULT_THRESHOLD, Face, InferenceConfig};
 
@@ -102,36 +104,7 @@ fn emb(l: &'static Labelled, file: &str) -> &'static [f32] {
 
 /// Pair ROC AUC and accuracy at [`DEFAULT_THRESHOLD`] over pairs.csv.
 fn pair_scores(l: &'static Labelled) -> (f64, f64) {
-    let csv = std::fs::read_to_string(fixtures().join("pairs.csv")).unwrap();
-    let mut same = Vec::new();
-    let mut diff = Vec::new();
-    for line in csv.lines().skip(1) {
-        let f: Vec<&str> = line.split(',').collect();
-        let s = cosine(emb(l, f[0]), emb(l, f[1]));
-        if f[2] == "1" {
-            same.push(s)
-        } else {
-            diff.push(s)
-        }
-    }
-    assert_eq!((same.len(), diff.len()), (140, 380));
-    // ROC AUC = P(similarity of a same pair > that of a different pair).
-    let mut wins = 0.0;
-    for s in &same {
-        for d in &diff {
-            wins += if s > d {
-                1.0
-            } else if s == d {
-                0.5
-            } else {
-                0.0
-            };
-        }
-    }
-    let auc = wins / (same.len() * diff.len()) as f64;
-    let correct = same.iter().filter(|s| **s >= DEFAULT_THRESHOLD).count()
-        + diff.iter().filter(|d| **d < DEFAULT_THRESHOLD).count();
-    (auc, correct as f64 / (same.len() + diff.len()) as f64)
+    pairs::auc_and_accuracy(|f| emb(l, f))
 }
 
 #[test]

@@ -5,6 +5,9 @@
 //! checks one property the product promises: every photo has a face, verification accuracy,
 //! leave-one-out identification, group photos, negatives, bad input, the CLI's JSON contract.
 
+#[path = "util/pairs.rs"]
+mod pairs;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -98,36 +101,7 @@ fn every_labelled_photo_has_a_face() {
 
 #[test]
 fn verification_pairs_auc_and_accuracy_at_default_threshold() {
-    let csv = std::fs::read_to_string(fixtures().join("pairs.csv")).unwrap();
-    let mut same = Vec::new();
-    let mut diff = Vec::new();
-    for line in csv.lines().skip(1) {
-        let f: Vec<&str> = line.split(',').collect();
-        let s = cosine(emb(f[0]), emb(f[1]));
-        if f[2] == "1" {
-            same.push(s)
-        } else {
-            diff.push(s)
-        }
-    }
-    assert_eq!((same.len(), diff.len()), (140, 380));
-    // ROC AUC = P(similarity of a same pair > that of a different pair).
-    let mut wins = 0.0;
-    for s in &same {
-        for d in &diff {
-            wins += if s > d {
-                1.0
-            } else if s == d {
-                0.5
-            } else {
-                0.0
-            };
-        }
-    }
-    let auc = wins / (same.len() * diff.len()) as f64;
-    let correct = same.iter().filter(|s| **s >= DEFAULT_THRESHOLD).count()
-        + diff.iter().filter(|d| **d < DEFAULT_THRESHOLD).count();
-    let acc = correct as f64 / 520.0;
+    let (auc, acc) = pairs::auc_and_accuracy(emb);
     eprintln!("pairs: AUC {auc:.5}, accuracy {acc:.4} at threshold {DEFAULT_THRESHOLD}");
     assert!(auc >= 0.995, "ROC AUC {auc}");
     assert!(acc >= 0.98, "accuracy {acc} at {DEFAULT_THRESHOLD}");
@@ -246,51 +220,26 @@ fn exif_rotation_alpha_grey_and_16_bit_images_work() {
         with_exif_orientation(&encode(&sideways, image::ImageFormat::Jpeg), 6),
     )
     .unwrap();
+    let png = |name: &str, img: image::DynamicImage| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, encode(&img, image::ImageFormat::Png)).unwrap();
+        p
+    };
     let variants: Vec<(PathBuf, f32)> = vec![
         (rotated, 0.8),
         (
-            {
-                let p = dir.path().join("alpha.png");
-                std::fs::write(
-                    &p,
-                    encode(
-                        &image::DynamicImage::ImageRgba8(orig.to_rgba8()),
-                        image::ImageFormat::Png,
-                    ),
-                )
-                .unwrap();
-                p
-            },
+            png(
+                "alpha.png",
+                image::DynamicImage::ImageRgba8(orig.to_rgba8()),
+            ),
             0.95,
         ),
         (
-            {
-                let p = dir.path().join("grey.png");
-                std::fs::write(
-                    &p,
-                    encode(
-                        &image::DynamicImage::ImageLuma8(orig.to_luma8()),
-                        image::ImageFormat::Png,
-                    ),
-                )
-                .unwrap();
-                p
-            },
+            png("grey.png", image::DynamicImage::ImageLuma8(orig.to_luma8())),
             0.6,
         ),
         (
-            {
-                let p = dir.path().join("deep.png");
-                std::fs::write(
-                    &p,
-                    encode(
-                        &image::DynamicImage::ImageRgb16(orig.to_rgb16()),
-                        image::ImageFormat::Png,
-                    ),
-                )
-                .unwrap();
-                p
-            },
+            png("deep.png", image::DynamicImage::ImageRgb16(orig.to_rgb16())),
             0.95,
         ),
     ];

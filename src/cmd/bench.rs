@@ -214,7 +214,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// `--mqtt`: the daemon's MQTT path (outbox sink → publisher thread → broker) plus a subscriber
 /// that notes when each event arrives.
 struct MqttProbe {
-    handle: faced::mqtt::MqttHandle,
+    /// Keeps the publisher running until the probe is dropped.
+    _handle: faced::mqtt::MqttHandle,
     received: Arc<Mutex<std::collections::HashMap<i64, Instant>>>,
     _client: rumqttc::Client,
 }
@@ -274,7 +275,7 @@ impl MqttProbe {
             .recv_timeout(Duration::from_secs(10))
             .with_context(|| format!("no MQTT broker answered at {addr}"))?;
         Ok(MqttProbe {
-            handle,
+            _handle: handle,
             received,
             _client: client,
         })
@@ -304,7 +305,6 @@ impl MqttProbe {
             .collect();
         let missing = captured.len() - v.len();
         drop(got);
-        let _ = &self.handle;
         json!({
             "median": pct(&mut v.clone(), 0.5),
             "p99": pct(&mut v, 0.99),

@@ -15,7 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use faced::config::{CameraConfig, Config, RawConfig, stream_detector};
+use faced::events::Clock;
+use faced::events::store::{EventStore, EventWriter, StoreOptions};
 use faced::gallery::{Gallery, GalleryOptions, NewSample, PersonId, SampleKind};
+use faced::pipeline::Pipeline;
 use faced::vision::detect::DetectorConfig;
 use faced::vision::image::ImageLimits;
 use faced::vision::{Analyzer, InferenceConfig};
@@ -114,6 +117,34 @@ pub fn config(dir: &Path, play: &Path, frames_per_image: u32, fps: f32) -> Confi
         ..CameraConfig::default()
     }];
     Config::validate(raw, None, Vec::new()).unwrap()
+}
+
+/// `cfg`'s cameras recording in-process as `faced run` wires them: pipeline → event writer into
+/// `cfg`'s gallery database (snapshot crops encrypted with `key`). Stop with
+/// [`Pipeline::stop`], then [`EventWriter::shutdown`].
+pub fn start_pipeline(
+    cfg: &Config,
+    gallery: Gallery,
+    key: &Path,
+    clock: Arc<dyn Clock>,
+) -> (Pipeline, EventWriter) {
+    let store = EventStore::open(
+        &cfg.raw.gallery.db,
+        key,
+        StoreOptions::from(&cfg.raw.events),
+        clock.clone(),
+    )
+    .unwrap();
+    let writer = EventWriter::spawn(store).unwrap();
+    let pipeline = Pipeline::start(
+        cfg,
+        Arc::new(Mutex::new(gallery)),
+        Some(writer.sender()),
+        clock,
+        None,
+    )
+    .unwrap();
+    (pipeline, writer)
 }
 
 /// `faced run` as a subprocess; stderr lines are collected in the background.
