@@ -512,30 +512,14 @@ fn main() {
         let events_url = format!("{base}/api/events");
         let t = Instant::now();
         let probe = loop {
-            let probe: Value = c
-                .get(&events_url)
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let probe: Value = get_json(&c, &events_url, &token).await;
             let n = probe.as_array().map_or(0, Vec::len);
             if (n >= 100 && t.elapsed() >= WARMUP) || t.elapsed() > Duration::from_secs(180) {
                 break probe;
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
         };
-        let all: Value = c
-            .get(format!("{base}/api/events?limit=500&include_left=true"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let all: Value = get_json(&c, format!("{base}/api/events?limit=500&include_left=true"), &token).await;
         let page = probe.as_array().map_or(0, Vec::len);
         let body_len = serde_json::to_vec(&probe).unwrap().len();
         eprintln!(
@@ -565,15 +549,7 @@ fn main() {
         };
         stop.store(true, Ordering::Relaxed);
         let (before, during, after) = (phase(&s0, &s1), phase(&s1, &s2), phase(&s2, &s3));
-        let report: Value = c
-            .get(format!("{base}/api/reports"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let report: Value = get_json(&c, format!("{base}/api/reports"), &token).await;
 
         let mut rep = String::new();
         let w = &mut rep;
@@ -680,6 +656,18 @@ fn person_photos(person: &str) -> Vec<String> {
 }
 
 /// Signs in with the password and creates an API token, as a script's setup would.
+/// GET `url` with the API token; the JSON body.
+async fn get_json(c: &reqwest::Client, url: impl reqwest::IntoUrl, token: &str) -> Value {
+    c.get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn api_token(c: &reqwest::Client, base: &str) -> String {
     let r = c
         .post(format!("{base}/api/login"))
