@@ -1,11 +1,14 @@
 //! MQTT against a real Mosquitto broker (started per test on 127.0.0.1 at a free port by
 //! `util/broker.rs`; needs the Debian packages `mosquitto` and `mosquitto-clients`).
 //!
-//! Covers issue 3 items 5 and 7: events arrive in order with their payloads, a broker outage
-//! loses nothing and keeps order, the last will turns availability `offline` when the
-//! connection dies, a restart drains the outbox, Home Assistant discovery is retained and
-//! well-formed (and re-published after a broker restart), and invalid commands are rejected
-//! with a clear message.
+//! Covers: events arrive in order with their payloads, a broker outage loses nothing and keeps
+//! order, the last will turns availability `offline` when the connection dies, a restart drains
+//! the outbox, Home Assistant discovery is retained and well-formed (and re-published after a
+//! broker restart); commands are off unless enabled, must be signed with the device's key (no
+//! replay, no stale timestamp, bounded threshold, no silent enroll into an existing person),
+//! invalid ones are rejected with a clear message, and no retained or oversized message on a
+//! command topic can make the daemon reconnect in a loop. The shell and Python recipes of
+//! docs/mqtt.md are run as written.
 
 #[path = "util/broker.rs"]
 mod broker;
@@ -14,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use broker::{Broker, BrokerOptions, Msg, Proxy, Sub};
+use faced::mqtt::auth::CommandKey;
 use faced::mqtt::{
     Command, ConnectionState, Mqtt, MqttConfig, MqttHandle, OutboxMessage, PersonInfo, PersonState,
 };
@@ -494,8 +498,27 @@ async fn result_for(sub: &mut Sub, verb: &str) -> Value {
     m.unwrap_or_else(|| panic!("no result for {verb}")).json()
 }
 
+/// Unix seconds now.
+fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A fresh nonce for each signed command of a test.
+fn nonce() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{:016x}{:08x}",
+        now_s(),
+        N.fetch_add(1, Ordering::Relaxed) as u32 ^ std::process::id()
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commands_are_validated_and_invalid_ones_rejected_with_a_reason() {
+async fn signed_commands_are_verified_and_invalid_ones_rejected_with_a_reason() {
     init_logs();
     let broker = Broker::start();
     let db = Db::new();
@@ -511,38 +534,82 @@ async fn commands_are_validated_and_invalid_ones_rejected_with_a_reason() {
             )
             .unwrap();
     };
-    // A retained command, waiting on the broker before faced subscribes: it would run on every
-    // reconnect, so it is rejected. (Not empty: an empty retained message deletes instead.)
-    send("reload_gallery", b"{}".to_vec(), true);
+    let topic = |verb: &str| format!("faced/cmd1/cmd/{verb}");
+    // The key faced will create (mode 0600) beside the database, made here first so a retained
+    // command can be signed with it before faced starts.
+    let key_path = db.path.with_file_name("mqtt-command.key");
+    let (key, created) = CommandKey::load_or_create(&key_path).unwrap();
+    assert!(created);
+    // A correctly signed but retained command, parked on the broker before faced subscribes:
+    // faced deletes it on connect (commands are never retained) and never runs it.
+    let parked = key.signed_payload(&topic("reload_gallery"), now_s(), &nonce(), "{}");
+    send("reload_gallery", parked.into_bytes(), true);
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let (h, mut cmds) = Mqtt::start(&config(broker.port()), "cmd1", &db.path).unwrap();
+    let mut cfg = config(broker.port());
+    cfg.commands = true;
+    let (h, mut cmds) = Mqtt::start(&cfg, "cmd1", &db.path).unwrap();
     assert!(h.wait_connected(T).await);
-    let r = result_for(&mut sub, "reload_gallery").await;
-    assert_eq!(r["status"], "rejected");
+    let mut late = Sub::connect(
+        broker.port(),
+        "t-cmd-late",
+        &["faced/cmd1/cmd/reload_gallery"],
+        false,
+    )
+    .await;
+    assert!(
+        late.next(Duration::from_secs(1)).await.is_none(),
+        "the retained command was not deleted"
+    );
+    assert!(
+        sub.next(Duration::from_millis(500)).await.is_none(),
+        "the parked command was answered"
+    );
+    assert!(cmds.try_recv().is_err(), "the parked command ran");
+
+    // Unsigned: what any client of the broker could send.
+    send(
+        "enroll_last_unknown",
+        br#"{"name":"Mallory","id":"u1"}"#.to_vec(),
+        false,
+    );
+    let r = result_for(&mut sub, "enroll_last_unknown").await;
+    assert_eq!(
+        (r["status"].as_str(), r["kind"].as_str(), r["id"].as_str()),
+        (Some("rejected"), Some("unauthenticated"), Some("u1"))
+    );
     assert!(
         r["message"]
             .as_str()
             .unwrap()
-            .contains("retained commands are ignored"),
+            .contains("not a signed command"),
         "{r}"
     );
-    // Clear it (an empty retained message) so it cannot leak into later runs.
-    send("reload_gallery", Vec::new(), true);
-    let r = result_for(&mut sub, "reload_gallery").await;
-    assert_eq!(
-        r["status"], "accepted",
-        "a live (non-retained) delivery is a normal command"
+
+    // Signed with another key.
+    let other = CommandKey::from_hex(&"ab".repeat(32)).unwrap();
+    let p = other.signed_payload(
+        &topic("set_threshold"),
+        now_s(),
+        &nonce(),
+        r#"{"threshold":0.5}"#,
     );
-    assert_eq!(
-        cmds.recv().await.unwrap(),
-        Command::ReloadGallery { request_id: None }
+    send("set_threshold", p.into_bytes(), false);
+    let r = result_for(&mut sub, "set_threshold").await;
+    assert_eq!(r["kind"], "unauthenticated");
+    assert!(
+        r["message"].as_str().unwrap().contains("bad signature"),
+        "{r}"
     );
-    send(
-        "set_threshold",
-        br#"{"threshold": 7, "id": "a1"}"#.to_vec(),
-        false,
+
+    // Correctly signed, but out of range.
+    let p = key.signed_payload(
+        &topic("set_threshold"),
+        now_s(),
+        &nonce(),
+        r#"{"threshold": 0.0, "id": "a1"}"#,
     );
+    send("set_threshold", p.into_bytes(), false);
     let r = result_for(&mut sub, "set_threshold").await;
     assert_eq!(r["status"], "rejected");
     assert_eq!(r["ok"], false);
@@ -552,18 +619,7 @@ async fn commands_are_validated_and_invalid_ones_rejected_with_a_reason() {
         r["message"]
             .as_str()
             .unwrap()
-            .contains("\"threshold\" must be a number from 0.0 to 1.0"),
-        "{r}"
-    );
-
-    send("self_destruct", b"{}".to_vec(), false);
-    let r = result_for(&mut sub, "self_destruct").await;
-    assert_eq!(r["kind"], "not_found");
-    assert!(
-        r["message"]
-            .as_str()
-            .unwrap()
-            .contains("known commands: reload_gallery"),
+            .contains("\"threshold\" must be a number from 0.30 to 0.95"),
         "{r}"
     );
 
@@ -575,11 +631,13 @@ async fn commands_are_validated_and_invalid_ones_rejected_with_a_reason() {
         "{r}"
     );
 
-    send(
-        "enroll_last_unknown",
-        br#"{"name": "Bob", "sudo": true}"#.to_vec(),
-        false,
+    let p = key.signed_payload(
+        &topic("enroll_last_unknown"),
+        now_s(),
+        &nonce(),
+        r#"{"name": "Bob", "sudo": true}"#,
     );
+    send("enroll_last_unknown", p.into_bytes(), false);
     let r = result_for(&mut sub, "enroll_last_unknown").await;
     assert!(
         r["message"]
@@ -589,26 +647,39 @@ async fn commands_are_validated_and_invalid_ones_rejected_with_a_reason() {
         "{r}"
     );
 
+    // Signed an hour ago.
+    let p = key.signed_payload(&topic("reload_gallery"), now_s() - 3600, &nonce(), "{}");
+    send("reload_gallery", p.into_bytes(), false);
+    let r = result_for(&mut sub, "reload_gallery").await;
+    assert_eq!(r["kind"], "unauthenticated");
+    assert!(
+        r["message"].as_str().unwrap().contains("stale timestamp"),
+        "{r}"
+    );
+
     // None of the invalid ones reached the daemon.
     assert!(
         cmds.try_recv().is_err(),
         "an invalid command reached the daemon"
     );
-    assert_eq!(h.stats().commands_rejected, 5);
+    assert_eq!(h.stats().commands_rejected, 6);
 
     // A valid one does, is acknowledged, and the daemon's outcome is published.
-    send(
-        "enroll_last_unknown",
-        br#"{"name": "  Bob ", "id": "e7"}"#.to_vec(),
-        false,
+    let good = key.signed_payload(
+        &topic("enroll_last_unknown"),
+        now_s(),
+        &nonce(),
+        r#"{"name": "  Bob ", "id": "e7"}"#,
     );
+    send("enroll_last_unknown", good.clone().into_bytes(), false);
     let cmd = tokio::time::timeout(T, cmds.recv()).await.unwrap().unwrap();
     assert_eq!(
         cmd,
         Command::EnrollLastUnknown {
             request_id: Some("e7".into()),
             name: "Bob".into(),
-            camera: None
+            camera: None,
+            add_to_existing: false,
         }
     );
     let r = result_for(&mut sub, "enroll_last_unknown").await;
@@ -620,6 +691,19 @@ async fn commands_are_validated_and_invalid_ones_rejected_with_a_reason() {
     let r = result_for(&mut sub, "enroll_last_unknown").await;
     assert_eq!(r["status"], "done");
     assert_eq!(r["message"], "enrolled Bob from track 4");
+
+    // The same signed message again, as someone who recorded it would send it.
+    send("enroll_last_unknown", good.into_bytes(), false);
+    let r = result_for(&mut sub, "enroll_last_unknown").await;
+    assert_eq!(
+        (r["status"].as_str(), r["kind"].as_str()),
+        (Some("rejected"), Some("unauthenticated"))
+    );
+    assert!(
+        r["message"].as_str().unwrap().contains("replayed nonce"),
+        "{r}"
+    );
+    assert!(cmds.try_recv().is_err(), "the replay reached the daemon");
     h.shutdown_drain(T).await;
 }
 
@@ -776,5 +860,448 @@ fn sigkilled_daemon_turns_availability_offline_and_restart_drains() {
         // SAFETY: kill(2) on our child.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         child.wait().unwrap();
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Through the real `faced run`.
+
+#[path = "util/daemon.rs"]
+mod daemon_util;
+
+use daemon_util::Daemon;
+
+/// Daemon tests load the models; one at a time keeps the loaded machine's timing sane.
+static DAEMON: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+const DT: Duration = Duration::from_secs(30);
+
+/// A play folder: the stranger's photo for one frame, then photos without a face, so the
+/// stranger's track ends (as someone walking past) and becomes the last unknown face.
+fn stranger_then_nothing(dir: &Path) -> PathBuf {
+    let people = daemon_util::photos_by_person();
+    let stranger = people["person05"][0].clone();
+    let play = daemon_util::play_dir(dir, &[stranger.as_str()]);
+    let neg = daemon_util::faces_dir().join("negatives/orange.jpg");
+    for i in 1..=7 {
+        std::fs::copy(&neg, play.join(format!("{i:03}_orange.jpg"))).unwrap();
+    }
+    play
+}
+
+/// faced.toml for device `dev` playing `play` in a loop, MQTT to `port`, plus `extra` lines in
+/// `[mqtt]`.
+fn daemon_config(dir: &Path, dev: &str, play: &Path, port: u16, mqtt_extra: &str) -> PathBuf {
+    let toml = format!(
+        "[device]\nid = \"{dev}\"\n[gallery]\ndb = \"{}\"\n[events]\nunknown_cooldown_secs = 0.0\n\
+         [[cameras]]\nname = \"front\"\nsource = \"dir:{}\"\nfps = 10.0\nframes_per_image = 1\n\
+         repeat = true\nlossless = true\n\
+         [mqtt]\nenabled = true\nhost = \"127.0.0.1\"\nport = {port}\nkeepalive_secs = 5\n\
+         reconnect_min_ms = 100\nreconnect_max_secs = 2\n{mqtt_extra}\n",
+        dir.join("faced.db").display(),
+        play.display()
+    );
+    let path = dir.join("faced.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+fn start_daemon(conf: &Path) -> Daemon {
+    let d = Daemon::start(
+        &["--config", conf.to_str().unwrap()],
+        &[("FACED_LOG", "info")],
+    );
+    d.wait_for(&["connected to the MQTT broker"], Duration::from_secs(90));
+    d
+}
+
+/// (name, positive samples) of everyone in the gallery, read straight from SQLite.
+fn people(db: &Path) -> Vec<(String, i64)> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    let mut st = conn
+        .prepare(
+            "SELECT p.name, COUNT(s.id) FROM person p LEFT JOIN face_sample s ON s.person_id = p.id \
+             GROUP BY p.id ORDER BY p.name",
+        )
+        .unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// The next result on `dev`'s cmd/result with request id `id` whose status is not `accepted`
+/// (`rejected`, `done` or `failed`).
+async fn outcome(sub: &mut Sub, dev: &str, id: &str) -> Value {
+    let topic = format!("faced/{dev}/cmd/result");
+    sub.until(DT, |m| {
+        m.topic == topic && m.json()["id"] == id && m.json()["status"] != "accepted"
+    })
+    .await
+    .unwrap_or_else(|| panic!("no outcome for request {id}"))
+    .json()
+}
+
+fn assert_refused(r: &Value, kind: &str, says: &str) {
+    assert_eq!(r["ok"], false, "{r}");
+    assert_eq!(r["kind"], kind, "{r}");
+    assert!(r["message"].as_str().unwrap().contains(says), "{r}");
+}
+
+/// A fenced code block of docs/mqtt.md between `<!-- NAME: begin -->` and `<!-- NAME: end -->`.
+fn docs_block(name: &str) -> String {
+    let md = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/mqtt.md"))
+        .unwrap();
+    let begin = format!("<!-- {name}: begin -->");
+    let end = format!("<!-- {name}: end -->");
+    let a = md
+        .find(&begin)
+        .unwrap_or_else(|| panic!("{begin} not in docs/mqtt.md"))
+        + begin.len();
+    let b = md[a..].find(&end).unwrap() + a;
+    let block = md[a..b].trim();
+    let body = block.split_once('\n').unwrap().1; // after ```sh / ```python
+    body.strip_suffix("```").unwrap().to_owned()
+}
+
+/// Rows 1 and 2 of the broker-client threat: through the daemon, unsigned, wrongly signed,
+/// stale and replayed commands are refused and change nothing; enroll never adds to an existing
+/// person without `add_to_existing`; the threshold is bounded; the documented shell and Python
+/// recipes work as written.
+#[test]
+fn daemon_runs_only_correctly_signed_commands() {
+    let _one = DAEMON.lock().unwrap_or_else(|p| p.into_inner());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let broker = Broker::start();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        {
+            let people = daemon_util::photos_by_person();
+            let p1: Vec<&str> = people["person01"].iter().map(String::as_str).collect();
+            let mut g = daemon_util::gallery(dir);
+            let mut an = daemon_util::still_analyzer();
+            daemon_util::enroll(&mut g, &mut an, "Alice", &p1[..3]);
+        }
+        let db = dir.join("faced.db");
+        let play = stranger_then_nothing(dir);
+        let conf = daemon_config(dir, "sig1", &play, broker.port(), "commands = true");
+        let mut sub = Sub::connect(
+            broker.port(),
+            "t-sig1",
+            &["faced/sig1/cmd/result", "faced/sig1/events"],
+            false,
+        )
+        .await;
+        let mut d = start_daemon(&conf);
+        // faced created the key beside the gallery key, private.
+        let key_path = dir.join("mqtt-command.key");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "key file mode {mode:o}");
+        let key_hex = std::fs::read_to_string(&key_path).unwrap();
+        let key = CommandKey::from_hex(&key_hex).unwrap();
+        // Something to enroll: the stranger has walked past at least once.
+        sub.until(Duration::from_secs(60), |m| {
+            m.topic == "faced/sig1/events" && m.json()["type"] == "unknown"
+        })
+        .await
+        .expect("an unknown event");
+
+        let client = sub.client.clone();
+        let send = |verb: &str, payload: String| {
+            client
+                .try_publish(
+                    format!("faced/sig1/cmd/{verb}"),
+                    QoS::AtLeastOnce,
+                    false,
+                    payload.into_bytes(),
+                )
+                .unwrap();
+        };
+        let signed = |verb: &str, ts: i64, body: &str| {
+            key.signed_payload(&format!("faced/sig1/cmd/{verb}"), ts, &nonce(), body)
+        };
+        let before = people(&db);
+        assert_eq!(before, vec![("Alice".to_string(), 3)]);
+
+        // Unsigned, as in the attack: a stranger's face added to Alice.
+        send(
+            "enroll_last_unknown",
+            r#"{"name":"Alice","id":"u1"}"#.into(),
+        );
+        assert_refused(
+            &outcome(&mut sub, "sig1", "u1").await,
+            "unauthenticated",
+            "not a signed command",
+        );
+        // Signed, but with a key that is not this device's.
+        let wrong = CommandKey::from_hex(&"5a".repeat(32)).unwrap();
+        send(
+            "enroll_last_unknown",
+            wrong.signed_payload(
+                "faced/sig1/cmd/enroll_last_unknown",
+                now_s(),
+                &nonce(),
+                r#"{"name":"Mallory","id":"w1"}"#,
+            ),
+        );
+        assert_refused(
+            &outcome(&mut sub, "sig1", "w1").await,
+            "unauthenticated",
+            "bad signature",
+        );
+        // Correctly signed long ago.
+        send(
+            "enroll_last_unknown",
+            signed(
+                "enroll_last_unknown",
+                now_s() - 3600,
+                r#"{"name":"Mallory","id":"s1"}"#,
+            ),
+        );
+        assert_refused(
+            &outcome(&mut sub, "sig1", "s1").await,
+            "unauthenticated",
+            "stale timestamp",
+        );
+        // Correctly signed, to an existing name, without saying so.
+        send(
+            "enroll_last_unknown",
+            signed(
+                "enroll_last_unknown",
+                now_s(),
+                r#"{"name":"alice","id":"x1"}"#,
+            ),
+        );
+        assert_refused(
+            &outcome(&mut sub, "sig1", "x1").await,
+            "conflict",
+            "already exists",
+        );
+        assert_eq!(people(&db), before, "a refused command changed the gallery");
+
+        // Correctly signed: a new person.
+        let good = signed(
+            "enroll_last_unknown",
+            now_s(),
+            r#"{"name":"Stranger","id":"g1"}"#,
+        );
+        send("enroll_last_unknown", good.clone());
+        let r = outcome(&mut sub, "sig1", "g1").await;
+        assert_eq!(r["status"], "done", "{r}");
+        let after = people(&db);
+        assert_eq!(
+            after,
+            vec![("Alice".to_string(), 3), ("Stranger".to_string(), 1)]
+        );
+        // Replayed by someone who recorded it.
+        send("enroll_last_unknown", good);
+        assert_refused(
+            &outcome(&mut sub, "sig1", "g1").await,
+            "unauthenticated",
+            "replayed nonce",
+        );
+        // Explicitly adding to an existing person works.
+        send(
+            "enroll_last_unknown",
+            signed(
+                "enroll_last_unknown",
+                now_s(),
+                r#"{"name":"Stranger","add_to_existing":true,"id":"g2"}"#,
+            ),
+        );
+        assert_eq!(outcome(&mut sub, "sig1", "g2").await["status"], "done");
+        assert_eq!(
+            people(&db),
+            vec![("Alice".to_string(), 3), ("Stranger".to_string(), 2)]
+        );
+
+        // The threshold is bounded, signed or not.
+        send(
+            "set_threshold",
+            signed("set_threshold", now_s(), r#"{"threshold":0.0,"id":"t0"}"#),
+        );
+        assert_refused(
+            &outcome(&mut sub, "sig1", "t0").await,
+            "invalid_input",
+            "from 0.30 to 0.95",
+        );
+        send(
+            "set_threshold",
+            signed("set_threshold", now_s(), r#"{"threshold":0.6,"id":"t1"}"#),
+        );
+        let r = outcome(&mut sub, "sig1", "t1").await;
+        assert_eq!(
+            (r["status"].as_str(), r["message"].as_str()),
+            (Some("done"), Some("threshold 0.6 on front"))
+        );
+
+        // docs/mqtt.md's shell recipe, as written (mosquitto_pub + openssl).
+        let port = broker.port().to_string();
+        let st = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(docs_block("signed-command-shell"))
+            .env("KEY_FILE", &key_path)
+            .env("TOPIC", "faced/sig1/cmd/set_threshold")
+            .env("BODY", r#"{"threshold":0.55,"id":"sh1"}"#)
+            .env("HOST", "127.0.0.1")
+            .env("PORT", &port)
+            .status()
+            .expect("run sh");
+        assert!(st.success(), "the documented shell recipe failed: {st}");
+        let r = outcome(&mut sub, "sig1", "sh1").await;
+        assert_eq!(
+            (r["status"].as_str(), r["message"].as_str()),
+            (Some("done"), Some("threshold 0.55 on front")),
+            "{r}"
+        );
+
+        // docs/mqtt.md's Python signer (what Home Assistant runs), as written.
+        let script = dir.join("faced_sign.py");
+        std::fs::write(&script, docs_block("signed-command-python")).unwrap();
+        let out = std::process::Command::new("python3")
+            .arg(&script)
+            .arg(&key_path)
+            .arg("faced/sig1/cmd/reload_gallery")
+            .arg(r#"{"id":"py1"}"#)
+            .output()
+            .expect("run python3");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        send(
+            "reload_gallery",
+            String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+        );
+        let r = outcome(&mut sub, "sig1", "py1").await;
+        assert_eq!(r["status"], "done", "{r}");
+
+        d.signal(libc::SIGTERM);
+        assert_eq!(d.wait(DT), Some(0));
+        let log = d.log.lock().unwrap().join("\n");
+        assert!(!log.contains(key_hex.trim()), "the key was logged");
+    });
+}
+
+/// Commands default to off: faced subscribes to nothing, answers nothing, creates no key.
+#[test]
+fn daemon_with_commands_off_subscribes_to_nothing() {
+    let _one = DAEMON.lock().unwrap_or_else(|p| p.into_inner());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let broker = Broker::start();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let play = stranger_then_nothing(dir);
+        let conf = daemon_config(dir, "off1", &play, broker.port(), "");
+        let mut sub =
+            Sub::connect(broker.port(), "t-off1", &["faced/off1/cmd/result"], false).await;
+        let mut d = start_daemon(&conf);
+        let key = CommandKey::from_hex(&"11".repeat(32)).unwrap();
+        for (verb, payload) in [
+            ("enroll_last_unknown", r#"{"name":"Alice"}"#.to_string()),
+            ("set_threshold", r#"{"threshold":0.0}"#.to_string()),
+            (
+                "reload_gallery",
+                key.signed_payload("faced/off1/cmd/reload_gallery", now_s(), &nonce(), "{}"),
+            ),
+        ] {
+            sub.client
+                .try_publish(
+                    format!("faced/off1/cmd/{verb}"),
+                    QoS::AtLeastOnce,
+                    false,
+                    payload.into_bytes(),
+                )
+                .unwrap();
+        }
+        assert!(
+            sub.next(Duration::from_secs(3)).await.is_none(),
+            "faced answered a command with commands off"
+        );
+        let log = broker.log();
+        assert!(
+            log.contains("as faced-off1"),
+            "the daemon never connected:\n{log}"
+        );
+        assert!(
+            !log.contains("Received SUBSCRIBE from faced-off1"),
+            "faced subscribed with commands off:\n{log}"
+        );
+        assert!(!dir.join("mqtt-command.key").exists());
+        d.signal(libc::SIGTERM);
+        assert_eq!(d.wait(DT), Some(0));
+    });
+}
+
+/// A retained 2 MiB message on a command topic (a wildcard-matching one and a real verb) must
+/// not make the daemon reconnect over and over, and events must keep flowing.
+#[test]
+fn daemon_survives_retained_oversized_command_messages() {
+    let _one = DAEMON.lock().unwrap_or_else(|p| p.into_inner());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let broker = Broker::start();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let play = stranger_then_nothing(dir);
+        let conf = daemon_config(dir, "big1", &play, broker.port(), "commands = true");
+        let mut sub = Sub::connect(broker.port(), "t-big1", &["faced/big1/events"], false).await;
+        let big = vec![b'{'; 2 << 20];
+        for verb in ["x", "set_threshold"] {
+            sub.client
+                .publish(
+                    format!("faced/big1/cmd/{verb}"),
+                    QoS::AtLeastOnce,
+                    true,
+                    big.clone(),
+                )
+                .await
+                .unwrap();
+        }
+        // Both parked on the broker before faced starts.
+        let mut check =
+            Sub::connect(broker.port(), "t-big1-check", &["faced/big1/cmd/+"], false).await;
+        let parked = check.drain(Duration::from_secs(2)).await;
+        assert_eq!(parked.len(), 2, "retained messages not stored");
+        drop(check);
+
+        let mut d = start_daemon(&conf);
+        let connected = Instant::now();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let log = broker.log();
+        let connects = log.matches("as faced-big1 ").count();
+        assert_eq!(
+            connects, 1,
+            "faced connected {connects} times within 10 s (a reconnect loop); broker log:\n{log}"
+        );
+        assert_eq!(d.count("reconnected to the MQTT broker"), 0);
+        assert_eq!(d.count("lost the MQTT broker"), 0);
+        // faced deleted the retained one on its own command topic; the other it never sees.
+        let mut check =
+            Sub::connect(broker.port(), "t-big1-check2", &["faced/big1/cmd/+"], false).await;
+        let left: Vec<String> = check
+            .drain(Duration::from_secs(2))
+            .await
+            .into_iter()
+            .map(|m| m.topic)
+            .collect();
+        assert_eq!(left, vec!["faced/big1/cmd/x".to_string()]);
+        // And events still go out after all this.
+        let fresh = sub
+            .until(DT, |m| {
+                m.json()["type"] == "unknown" && connected.elapsed() > Duration::from_secs(10)
+            })
+            .await;
+        assert!(
+            fresh.is_some(),
+            "no event published after the oversized messages"
+        );
+        d.signal(libc::SIGTERM);
+        assert_eq!(d.wait(DT), Some(0));
     });
 }

@@ -150,7 +150,12 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<ExitCode> {
         StoreOptions::from(&cfg.raw.events),
         clock.clone(),
     )?;
-    let (mqtt, mut commands) = faced::mqtt::Mqtt::start(&cfg.raw.mqtt, &cfg.raw.device.id, &db)?;
+    // The command key lives beside the gallery key unless configured.
+    let mut mqtt_cfg = cfg.raw.mqtt.clone();
+    mqtt_cfg
+        .command_key
+        .get_or_insert_with(|| faced::mqtt::auth::default_key_path(&key_path));
+    let (mqtt, mut commands) = faced::mqtt::Mqtt::start(&mqtt_cfg, &cfg.raw.device.id, &db)?;
     if mqtt.is_enabled() {
         store.add_sink(Box::new(faced::events::mqtt_sink::MqttSink::new(
             mqtt.clone(),
@@ -368,19 +373,43 @@ async fn command(
                 cams.join(", ")
             )))
         }
-        Command::EnrollLastUnknown { name, camera, .. } => {
+        Command::EnrollLastUnknown {
+            name,
+            camera,
+            add_to_existing,
+            ..
+        } => {
             let (cam, face) = handle.last_unknown(camera.as_deref()).ok_or_else(|| {
                 Error::new(
                     Kind::NotFound,
                     "no unknown face seen since start (on that camera)".to_string(),
                 )
             })?;
-            let (gallery, name) = (gallery.clone(), name.clone());
+            let (gallery, name, add_to_existing) =
+                (gallery.clone(), name.clone(), *add_to_existing);
             tokio::task::spawn_blocking(move || {
                 let mut g = gallery.lock().unwrap_or_else(|p| p.into_inner());
-                let id = match g.person_by_name(&name)? {
-                    Some(p) => p.id,
-                    None => g.add_person(&name)?,
+                // A name alone never gives a face someone else's identity: adding to an existing
+                // person must be asked for, and asking for it never creates one (a typo would).
+                let id = match (g.person_by_name(&name)?, add_to_existing) {
+                    (Some(p), true) => p.id,
+                    (None, false) => g.add_person(&name)?,
+                    (Some(p), false) => {
+                        return Err(Error::new(
+                            Kind::Conflict,
+                            format!(
+                                "a person named {:?} already exists; to add this face to them, send \
+                                 \"add_to_existing\": true",
+                                p.name
+                            ),
+                        ));
+                    }
+                    (None, true) => {
+                        return Err(Error::not_found(format!(
+                            "no person named {name:?} to add the face to; without \
+                             \"add_to_existing\" a new person is created"
+                        )));
+                    }
                 };
                 let quality = serde_json::to_string(&face.quality).unwrap_or_else(|_| "{}".into());
                 let source = format!("mqtt:enroll_last_unknown:camera={cam}");
@@ -394,9 +423,11 @@ async fn command(
                         source: &source,
                     },
                 )?;
-                Ok(Some(format!(
-                    "enrolled the last unknown face from {cam} as {name}"
-                )))
+                Ok(Some(if add_to_existing {
+                    format!("added the last unknown face from {cam} to {name}")
+                } else {
+                    format!("enrolled the last unknown face from {cam} as {name}")
+                }))
             })
             .await
             .map_err(|e| Error::internal(format!("enroll task: {e}")))?

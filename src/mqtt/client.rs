@@ -12,6 +12,20 @@
 //! back-off, (3) drops every request still queued in rumqttc (`clean` + `pending.clear`).
 //! After the CONNACK the publisher resends from the oldest row still in the outbox.
 //!
+//! # What the broker may send us
+//!
+//! rumqttc drops the connection when a packet over [`MAX_INCOMING`] arrives (it refuses to buffer
+//! it). A *retained* oversized message on a topic we subscribe to would come back after every
+//! reconnect: a reconnect loop that delivers nothing. So (1) with commands off nothing is
+//! subscribed; (2) with commands on, only the exact verb topics are subscribed (a message on
+//! `cmd/anything-else` is never delivered), and before subscribing, on every connect, faced
+//! deletes any retained message on them (an empty retained publish; commands are never
+//! retained, so nothing legitimate is lost). The broker handles one client's packets in order,
+//! so the SUBSCRIBE that follows finds nothing retained. (3) If the broker does not let faced
+//! publish there (ACL) and an oversized message still arrives, the connection is dropped, the
+//! reason logged, and the reconnect back-off keeps growing instead of restarting at
+//! `reconnect_min_ms`, so a loop slows to one attempt per `reconnect_max_secs`.
+//!
 //! # Batched deletes
 //!
 //! Acknowledged row ids are collected and deleted in one transaction when
@@ -24,13 +38,15 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, Event, EventLoop, Incoming, LastWill, MqttOptions, Outgoing,
-    QoS, SubscribeReasonCode, TlsConfiguration, Transport,
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Incoming, LastWill,
+    MqttOptions, Outgoing, QoS, StateError, SubscribeFilter, SubscribeReasonCode, TlsConfiguration,
+    Transport,
 };
 use serde_json::json;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use super::auth::Verifier;
 use super::command::{self, CommandResult};
 use super::outbox::{Outbox, now_ms};
 use super::topics::{Topics, slugify, unique_slugs};
@@ -55,8 +71,9 @@ const POLL: Duration = Duration::from_secs(1);
 const REQUEST_QUEUE: usize = 4096;
 /// rumqttc in-flight QoS 1 publishes (packet ids in use).
 const INFLIGHT: u16 = 256;
-/// Largest packet accepted from the broker (commands are limited to 4 KiB by us, but a bigger
-/// one must not break the connection).
+/// Largest packet accepted from the broker. Commands are limited to 4 KiB by us; this leaves
+/// room so that a merely large one is answered with a clear rejection. A bigger packet drops the
+/// connection (rumqttc will not buffer it); see the module docs for why that cannot loop.
 const MAX_INCOMING: usize = 1 << 20;
 /// Largest packet sent (outbox payloads and snapshots are at most 1 MiB).
 const MAX_OUTGOING: usize = 2 << 20;
@@ -67,6 +84,7 @@ pub(super) struct Setup {
     pub device_id: String,
     pub topics: Topics,
     pub db_path: std::path::PathBuf,
+    pub verifier: Option<Verifier>,
     pub cmd_tx: mpsc::Sender<Command>,
     pub ctl_rx: mpsc::UnboundedReceiver<Ctl>,
     pub notify: Arc<Notify>,
@@ -254,10 +272,12 @@ async fn run_event_loop(
     (min, max): (Duration, Duration),
 ) {
     let mut delay = min;
+    // The last connection was dropped for an oversized message: keep growing the back-off.
+    let mut poisoned = false;
     loop {
         match el.poll().await {
             Ok(ev) => {
-                if matches!(ev, Event::Incoming(Incoming::ConnAck(_))) {
+                if matches!(ev, Event::Incoming(Incoming::ConnAck(_))) && !poisoned {
                     delay = min;
                 }
                 if tx.send(LoopEvent::Event(ev)).is_err() {
@@ -265,7 +285,8 @@ async fn run_event_loop(
                 }
             }
             Err(e) => {
-                let refused = matches!(e, rumqttc::ConnectionError::ConnectionRefused(_));
+                let refused = matches!(e, ConnectionError::ConnectionRefused(_));
+                poisoned = oversized(&e).is_some();
                 let (ack, acked) = oneshot::channel();
                 let error = describe(&e);
                 if tx
@@ -291,9 +312,28 @@ async fn run_event_loop(
     }
 }
 
-fn describe(e: &rumqttc::ConnectionError) -> String {
+/// The size of the packet that made rumqttc drop the connection, if that was the reason.
+fn oversized(e: &ConnectionError) -> Option<usize> {
     match e {
-        rumqttc::ConnectionError::ConnectionRefused(code) => {
+        ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(n),
+        )) => Some(*n),
+        _ => None,
+    }
+}
+
+fn describe(e: &ConnectionError) -> String {
+    if let Some(n) = oversized(e) {
+        return format!(
+            "the broker sent a {n}-byte message, over faced's limit of {MAX_INCOMING} bytes, so the \
+             connection was dropped; faced only subscribes to its command topics and deletes \
+             retained messages there on connect: if this repeats, let faced publish on its \
+             cmd/ topics (broker ACL) or delete the retained message with \
+             `mosquitto_pub -r -n -t <topic>`"
+        );
+    }
+    match e {
+        ConnectionError::ConnectionRefused(code) => {
             let why = match code {
                 ConnectReturnCode::BadUserNamePassword => {
                     "bad user name or password (mqtt.username, mqtt.password)"
@@ -327,7 +367,8 @@ struct Publisher {
     device_id: String,
     topics: Topics,
     discovery: bool,
-    commands: bool,
+    /// `Some` when commands are enabled.
+    verifier: Option<Verifier>,
     max_outbox: u64,
     client: AsyncClient,
     outbox: Outbox,
@@ -369,7 +410,7 @@ impl Publisher {
             device_id: s.device_id,
             topics: s.topics,
             discovery: s.cfg.discovery,
-            commands: s.cfg.commands,
+            verifier: s.verifier,
             max_outbox: s.cfg.outbox_max_messages,
             client,
             outbox,
@@ -506,8 +547,8 @@ impl Publisher {
                     .any(|c| matches!(c, SubscribeReasonCode::Failure)) =>
             {
                 tracing::warn!(
-                    topic = self.topics.cmd_filter(),
-                    "the broker refused the command subscription (ACL?); commands are off"
+                    topic = self.topics.cmd("<verb>"),
+                    "the broker refused a command subscription (ACL?); those commands are off"
                 );
             }
             _ => {}
@@ -534,12 +575,18 @@ impl Publisher {
         self.cursor = 0;
         self.more = true;
         self.publish(self.topics.availability(), b"online".to_vec(), true);
-        if self.commands
-            && let Err(e) = self
-                .client
-                .try_subscribe(self.topics.cmd_filter(), QoS::AtLeastOnce)
-        {
-            tracing::warn!(error = %e, "cannot subscribe to commands");
+        if self.verifier.is_some() {
+            // Delete retained commands before subscribing (module docs): the broker processes
+            // these publishes before the SUBSCRIBE, so nothing parked there is delivered.
+            for verb in command::VERBS {
+                self.publish(self.topics.cmd(verb), Vec::new(), true);
+            }
+            let filters = command::VERBS
+                .iter()
+                .map(|v| SubscribeFilter::new(self.topics.cmd(v), QoS::AtLeastOnce));
+            if let Err(e) = self.client.try_subscribe_many(filters) {
+                tracing::warn!(error = %e, "cannot subscribe to commands");
+            }
         }
         self.publish_discovery();
         let states: Vec<PersonState> = self.states.values().cloned().collect();
@@ -820,14 +867,30 @@ impl Publisher {
         if verb == "result" {
             return; // our own answers
         }
+        let Some(verifier) = self.verifier.as_mut() else {
+            return; // not subscribed; nothing to answer
+        };
+        if payload.is_empty() {
+            // An empty message deletes a retained one (ours on connect, or someone's); it is
+            // not a command.
+            return;
+        }
         let verb = verb.to_owned();
         let parsed = if retain {
             Err(Error::invalid(format!(
                 "command {verb}: retained commands are ignored (they would run on every reconnect); publish \
                  without the retain flag, and clear the retained one with an empty retained message"
             )))
+        } else if payload.len() > command::MAX_COMMAND_BYTES {
+            Err(Error::exhausted(format!(
+                "command {verb}: payload is {} bytes, more than the limit of {}",
+                payload.len(),
+                command::MAX_COMMAND_BYTES
+            )))
         } else {
-            command::parse(&verb, payload)
+            verifier
+                .verify(topic, payload, now_ms().div_euclid(1000))
+                .and_then(|body| command::parse(&verb, body.as_bytes()))
         };
         let cmd = match parsed {
             Ok(c) => c,

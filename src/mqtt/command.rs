@@ -1,17 +1,26 @@
-//! Commands received on `faced/<device>/cmd/<verb>`: parsing and validation (pure functions,
-//! run on the `mqtt` thread for each incoming message). A command that passes goes to the
-//! daemon as a [`Command`]; one that fails is answered on `faced/<device>/cmd/result` with the
-//! reason, and never reaches the daemon.
+//! Commands received on `faced/<device>/cmd/<verb>`: parsing and validation of the command body
+//! (pure functions, run on the `mqtt` thread for each incoming message after its signature was
+//! checked by [`super::auth`]). A command that passes goes to the daemon as a [`Command`]; one
+//! that fails is answered on `faced/<device>/cmd/result` with the reason, and never reaches the
+//! daemon.
 //!
-//! Every payload is checked: at most [`MAX_COMMAND_BYTES`], UTF-8 JSON object (or empty for
-//! verbs without arguments), no unknown fields, each field's type and range.
+//! Every body is checked: at most [`MAX_COMMAND_BYTES`], UTF-8 JSON object (or empty for verbs
+//! without arguments), no unknown fields, each field's type and range.
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// Largest command payload accepted.
+/// Largest command payload accepted (the signed envelope included).
 pub const MAX_COMMAND_BYTES: usize = 4096;
+
+/// Lowest threshold `set_threshold` accepts: below it different people start to match each
+/// other (with the threshold at 0 a stranger was recognized as an enrolled person at 0.24).
+pub const MIN_THRESHOLD: f64 = 0.30;
+
+/// Highest threshold `set_threshold` accepts: above it even enrolled people are rarely
+/// recognized.
+pub const MAX_THRESHOLD: f64 = 0.95;
 
 /// Longest request id (`"id"` field) accepted; it is echoed in the result.
 pub const MAX_REQUEST_ID_CHARS: usize = 64;
@@ -27,7 +36,8 @@ pub enum Command {
         /// Caller's id for this request, echoed in the result.
         request_id: Option<String>,
     },
-    /// Enroll the most recent unknown track as a (new or existing) person `name`.
+    /// Enroll the most recent unknown track as person `name`: a new person, or, only with
+    /// `add_to_existing`, an existing one.
     EnrollLastUnknown {
         /// Caller's id for this request, echoed in the result.
         request_id: Option<String>,
@@ -35,12 +45,16 @@ pub enum Command {
         name: String,
         /// Only consider unknown tracks from this camera (`None`: any camera).
         camera: Option<String>,
+        /// `false` (default): create `name`, refused if that person exists. `true`: add the face
+        /// to the existing person `name`, refused if there is none. A name alone must never
+        /// give a stranger's face someone else's identity.
+        add_to_existing: bool,
     },
     /// Change the recognition similarity threshold (until restart).
     SetThreshold {
         /// Caller's id for this request, echoed in the result.
         request_id: Option<String>,
-        /// New threshold, cosine similarity in `0.0..=1.0`.
+        /// New threshold, cosine similarity in [`MIN_THRESHOLD`]`..=`[`MAX_THRESHOLD`].
         threshold: f32,
         /// Only this camera (`None`: all cameras).
         camera: Option<String>,
@@ -126,6 +140,8 @@ struct EnrollArgs {
     id: Option<String>,
     name: String,
     camera: Option<String>,
+    #[serde(default)]
+    add_to_existing: bool,
 }
 
 #[derive(Deserialize)]
@@ -136,18 +152,20 @@ struct ThresholdArgs {
     camera: Option<String>,
 }
 
-/// Best-effort request id of a payload that may be invalid, for echoing in a rejection.
+/// Best-effort request id of a payload that may be invalid, for echoing in a rejection: the
+/// `id` of the signed envelope's `body` (or of a bare, unsigned body).
 pub fn sniff_request_id(payload: &[u8]) -> Option<String> {
     if payload.len() > MAX_COMMAND_BYTES {
         return None;
     }
     let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
-    let id = v.get("id")?.as_str()?;
+    let id = v.get("body").unwrap_or(&v).get("id")?.as_str()?;
     check_request_id(id).ok()?;
     Some(id.to_owned())
 }
 
-/// Parses and validates the payload of `faced/<device>/cmd/<verb>`.
+/// Parses and validates the body of a command on `faced/<device>/cmd/<verb>` (the `body` of
+/// the signed envelope).
 ///
 /// Errors are [`Kind::InvalidInput`] (or [`Kind::ResourceExhausted`] for an oversized payload,
 /// [`Kind::NotFound`] for an unknown verb) with a message naming the field and the rule.
@@ -195,14 +213,15 @@ pub fn parse(verb: &str, payload: &[u8]) -> Result<Command> {
                 request_id: opt_request_id(a.id)?,
                 name: check_name(&a.name)?,
                 camera: opt_camera(a.camera)?,
+                add_to_existing: a.add_to_existing,
             }
         }
         "set_threshold" => {
             let a: ThresholdArgs = serde_json::from_value(value).map_err(bad)?;
-            if !a.threshold.is_finite() || !(0.0..=1.0).contains(&a.threshold) {
+            if !a.threshold.is_finite() || !(MIN_THRESHOLD..=MAX_THRESHOLD).contains(&a.threshold) {
                 return Err(Error::invalid(format!(
-                    "command set_threshold: \"threshold\" must be a number from 0.0 to 1.0 (cosine \
-                     similarity), got {}",
+                    "command set_threshold: \"threshold\" must be a number from {MIN_THRESHOLD:.2} \
+                     to {MAX_THRESHOLD:.2} (cosine similarity; lower lets strangers match), got {}",
                     a.threshold
                 )));
             }
@@ -288,7 +307,21 @@ mod tests {
             Command::EnrollLastUnknown {
                 request_id: Some("r1".into()),
                 name: "Alice".into(),
-                camera: None
+                camera: None,
+                add_to_existing: false,
+            }
+        );
+        assert_eq!(
+            parse(
+                "enroll_last_unknown",
+                br#"{"name":"Alice","add_to_existing":true}"#
+            )
+            .unwrap(),
+            Command::EnrollLastUnknown {
+                request_id: None,
+                name: "Alice".into(),
+                camera: None,
+                add_to_existing: true,
             }
         );
         let c = parse("set_threshold", br#"{"threshold":0.5,"camera":"front"}"#).unwrap();
@@ -316,7 +349,31 @@ mod tests {
                 "set_threshold",
                 br#"{"threshold":1.5}"#,
                 Kind::InvalidInput,
-                "from 0.0 to 1.0",
+                "from 0.30 to 0.95",
+            ),
+            (
+                "set_threshold",
+                br#"{"threshold":0.0}"#,
+                Kind::InvalidInput,
+                "from 0.30 to 0.95",
+            ),
+            (
+                "set_threshold",
+                br#"{"threshold":0.29}"#,
+                Kind::InvalidInput,
+                "got 0.29",
+            ),
+            (
+                "set_threshold",
+                br#"{"threshold":0.96}"#,
+                Kind::InvalidInput,
+                "got 0.96",
+            ),
+            (
+                "enroll_last_unknown",
+                br#"{"name":"A","add_to_existing":"yes"}"#,
+                Kind::InvalidInput,
+                "invalid type",
             ),
             (
                 "set_threshold",
@@ -387,6 +444,10 @@ mod tests {
         assert_eq!(
             sniff_request_id(br#"{"id":"x1","threshold":7}"#).as_deref(),
             Some("x1")
+        );
+        assert_eq!(
+            sniff_request_id(br#"{"ts":1,"body":{"id":"x2"}}"#).as_deref(),
+            Some("x2")
         );
         assert_eq!(sniff_request_id(b"nope"), None);
     }

@@ -1,5 +1,6 @@
 //! MQTT: events, person state, snapshots, availability and Home Assistant discovery out;
-//! commands in. Every topic and payload is documented in `docs/mqtt.md`.
+//! signed commands in (off by default; see [`auth`] for why the broker's word is not enough).
+//! Every topic and payload is documented in `docs/mqtt.md`.
 //!
 //! # Shape
 //!
@@ -22,7 +23,16 @@
 //!   retained store (restart without persistence) gets it back.
 //! * The session is clean (`clean_session = true`): the outbox, not the broker, holds what is
 //!   still to be delivered.
+//!
+//! # What comes in
+//!
+//! Only with `mqtt.commands = true` does faced subscribe at all, and then only to the exact
+//! topics of the verbs it knows (`cmd/reload_gallery`, ...; no wildcard), after deleting any
+//! retained message on them (commands are never retained; see `client.rs`). So the only
+//! messages the broker sends faced are commands and acknowledgements, and no message parked on
+//! the broker can be replayed at every reconnect.
 
+pub mod auth;
 mod client;
 pub mod command;
 pub mod discovery;
@@ -75,9 +85,15 @@ pub struct MqttConfig {
     /// MQTT keep-alive, seconds (5..=65535): how soon the broker notices a dead faced and
     /// publishes the `offline` last will (after about 1.5× this). Default 30.
     pub keepalive_secs: u64,
-    /// Accept commands on `<base>/<device>/cmd/<verb>`. Anyone who may publish there can
-    /// enroll faces, so restrict that topic with broker ACLs or set `false`. Default `true`.
+    /// Accept commands on `<base>/<device>/cmd/<verb>`, each signed with the command key (see
+    /// `command_key`). `false`: faced does not even subscribe. Default `false`.
     pub commands: bool,
+    /// File of the per-device command key (64 hex characters, mode 0600), created by faced
+    /// when missing. Default: `mqtt-command.key` beside the gallery key.
+    pub command_key: Option<PathBuf>,
+    /// A signed command's `ts` must be within this many seconds of faced's clock (5..=600);
+    /// its nonce is remembered that long so it cannot be replayed. Default 60.
+    pub command_window_secs: u64,
     /// Most messages kept in the outbox while the broker is unreachable; beyond it the oldest
     /// are dropped (with a logged count). Default 10000.
     pub outbox_max_messages: u64,
@@ -115,7 +131,9 @@ impl Default for MqttConfig {
             discovery: true,
             discovery_prefix: "homeassistant".to_owned(),
             keepalive_secs: 30,
-            commands: true,
+            commands: false,
+            command_key: None,
+            command_window_secs: 60,
             outbox_max_messages: 10_000,
             reconnect_min_ms: 500,
             reconnect_max_secs: 30,
@@ -139,6 +157,8 @@ impl std::fmt::Debug for MqttConfig {
             .field("discovery_prefix", &self.discovery_prefix)
             .field("keepalive_secs", &self.keepalive_secs)
             .field("commands", &self.commands)
+            .field("command_key", &self.command_key)
+            .field("command_window_secs", &self.command_window_secs)
             .field("outbox_max_messages", &self.outbox_max_messages)
             .field("reconnect_min_ms", &self.reconnect_min_ms)
             .field("reconnect_max_secs", &self.reconnect_max_secs)
@@ -228,6 +248,17 @@ impl MqttConfig {
                 format!("must be 5..=65535 seconds, got {}", self.keepalive_secs),
             );
         }
+        if !(5..=600).contains(&self.command_window_secs) {
+            return bad(
+                "command_window_secs",
+                format!("must be 5..=600 seconds, got {}", self.command_window_secs),
+            );
+        }
+        if let Some(k) = &self.command_key
+            && (k.as_os_str().is_empty() || k.is_dir())
+        {
+            return bad("command_key", format!("{} is not a file path", k.display()));
+        }
         if !(1..=10_000_000).contains(&self.outbox_max_messages) {
             return bad(
                 "outbox_max_messages",
@@ -311,7 +342,7 @@ pub struct MqttStats {
     pub connects: u64,
     /// Commands handed to the daemon.
     pub commands_accepted: u64,
-    /// Commands rejected as invalid.
+    /// Commands rejected (invalid, unsigned, badly signed, stale or replayed).
     pub commands_rejected: u64,
 }
 
@@ -386,8 +417,13 @@ impl Mqtt {
     /// [`MqttHandle::connection_state`] is [`ConnectionState::Disabled`]. Do not enqueue outbox
     /// rows then (they would wait for MQTT to be enabled, bounded by `outbox_max_messages`).
     ///
+    /// With `cfg.commands`, the command key is read from `cfg.command_key` (default
+    /// `mqtt-command.key` in `db_path`'s folder; `faced run` passes the path beside the gallery
+    /// key) and created when missing; a key file that cannot be used is an error here.
+    ///
     /// `device_id` is the `<device>` topic level (no `/`, `+`, `#`). Returns the handle and the
-    /// receiver of validated commands (never yields when commands are disabled).
+    /// receiver of validated, authenticated commands (never yields when commands are
+    /// disabled).
     pub fn start(
         cfg: &MqttConfig,
         device_id: &str,
@@ -414,6 +450,22 @@ impl Mqtt {
                 cmd_rx,
             ));
         }
+        let verifier = if cfg.commands {
+            let path = cfg
+                .command_key
+                .clone()
+                .unwrap_or_else(|| auth::default_key_path(db_path));
+            let (key, _created) = auth::CommandKey::load_or_create(&path)?;
+            tracing::info!(
+                key = %path.display(),
+                window_secs = cfg.command_window_secs,
+                "MQTT commands enabled; each must be signed with the command key"
+            );
+            let started = outbox::now_ms().div_euclid(1000);
+            Some(auth::Verifier::new(key, cfg.command_window_secs, started))
+        } else {
+            None
+        };
         let (state_tx, state) = watch::channel(ConnectionState::Connecting);
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
         client::spawn(client::Setup {
@@ -421,6 +473,7 @@ impl Mqtt {
             device_id: device_id.to_owned(),
             topics: topics.clone(),
             db_path: db_path.to_owned(),
+            verifier,
             cmd_tx,
             ctl_rx,
             notify: notify.clone(),
@@ -609,6 +662,9 @@ mod tests {
             ("host = \"\"", "mqtt.host"),
             ("outbox_max_messages = 0", "mqtt.outbox_max_messages"),
             ("[tls]\ncert_file = \"/c.pem\"", "mqtt.tls: set both"),
+            ("command_window_secs = 0", "mqtt.command_window_secs"),
+            ("command_window_secs = 601", "mqtt.command_window_secs"),
+            ("command_key = \"\"", "mqtt.command_key"),
         ];
         for (toml_text, want) in cases {
             let c: MqttConfig = toml::from_str(toml_text).unwrap();

@@ -68,14 +68,10 @@ impl Topics {
         format!("{}/camera/{camera_slug}/snapshot", self.root)
     }
 
-    /// `faced/<device>/cmd/<verb>`: a command to the daemon.
+    /// `faced/<device>/cmd/<verb>`: a command to the daemon. faced subscribes to each known
+    /// verb's topic, never to a wildcard (see `client.rs` for why).
     pub fn cmd(&self, verb: &str) -> String {
         format!("{}/cmd/{verb}", self.root)
-    }
-
-    /// `faced/<device>/cmd/+`: the subscription that receives every command.
-    pub fn cmd_filter(&self) -> String {
-        format!("{}/cmd/+", self.root)
     }
 
     /// `faced/<device>/cmd/result`: outcome of each command (not retained).
