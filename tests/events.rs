@@ -879,11 +879,6 @@ fn enroll_with_only_bad_photos_creates_nobody() {
     let mut args = vec!["enroll", "--name", "Carol", "--min-size", "400"];
     args.extend(bad);
     let (code, stdout, stderr) = faced(&args);
-    assert_eq!(code, Some(2), "{stdout}{stderr}");
-    assert!(stdout.contains("img8.jpg: refused"), "{stdout}");
-    assert!(stderr.contains("notes.jpg: error"), "{stderr}");
-    assert!(stderr.contains("missing.jpg: error"), "{stderr}");
-    assert!(stderr.contains("nothing was added"), "{stderr}");
     let people = || {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_faced"))
             .args(["people", "--db", db.to_str().unwrap(), "list", "--json"])
@@ -897,6 +892,11 @@ fn enroll_with_only_bad_photos_creates_nobody() {
         serde_json::json!([]),
         "an empty person was created"
     );
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    assert!(stdout.contains("img8.jpg: refused"), "{stdout}");
+    assert!(stderr.contains("notes.jpg: error"), "{stderr}");
+    assert!(stderr.contains("missing.jpg: error"), "{stderr}");
+    assert!(stderr.contains("nothing was added"), "{stderr}");
 
     // One good photo among the bad: Carol with one sample, still exit 2 for the bad ones.
     let good = faces_dir().join("img1.jpg");
