@@ -131,6 +131,34 @@ impl Error {
     pub fn exhausted(msg: impl Into<String>) -> Self {
         Self::new(Kind::ResourceExhausted, msg)
     }
+
+    /// Names the database file in an error from opening or reading it, `what` being e.g.
+    /// `"database /var/lib/faced/faced.db"`. A file SQLite cannot read (random bytes, a
+    /// damaged page) becomes [`Kind::FailedPrecondition`] with the way out: retrying or
+    /// restarting cannot fix it (the unit's `RestartPreventExitStatus` holds its exit code),
+    /// a person must. Other errors are returned unchanged.
+    pub fn in_database(self, what: &str) -> Self {
+        let damaged = std::error::Error::source(&self)
+            .and_then(|s| s.downcast_ref::<rusqlite::Error>())
+            .and_then(rusqlite::Error::sqlite_error_code)
+            .is_some_and(|c| {
+                matches!(
+                    c,
+                    rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt
+                )
+            });
+        if !damaged {
+            return self;
+        }
+        Error {
+            kind: Kind::FailedPrecondition,
+            msg: format!(
+                "{what} is damaged or not an SQLite database; restore it from a backup, or move \
+                 it away (faced then starts with an empty gallery)"
+            ),
+            source: self.source,
+        }
+    }
 }
 
 impl fmt::Display for Error {
@@ -162,9 +190,11 @@ impl From<rusqlite::Error> for Error {
                     Kind::Unavailable
                 }
                 rusqlite::ErrorCode::ConstraintViolation => Kind::Conflict,
-                rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen => {
-                    Kind::FailedPrecondition
-                }
+                // A file SQLite cannot read will not read better on a retry.
+                rusqlite::ErrorCode::ReadOnly
+                | rusqlite::ErrorCode::CannotOpen
+                | rusqlite::ErrorCode::NotADatabase
+                | rusqlite::ErrorCode::DatabaseCorrupt => Kind::FailedPrecondition,
                 _ => Kind::Internal,
             },
             _ => Kind::Internal,

@@ -12,7 +12,8 @@ use super::{GalleryArgs, VisionArgs, error_line, print_json, r};
 
 /// Enroll NAME from photos: the largest face of each photo becomes a sample if it passes the
 /// quality limits (size, sharpness, pose); refused photos are listed with the reason. The person
-/// is created if new.
+/// is created if new and at least one photo is accepted; all samples are stored together.
+/// Exit status 2 if any photo was refused or unreadable.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
@@ -50,67 +51,118 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let name = faced::gallery::validate_name(&args.name)?.to_string();
     let mut analyzer = args.vision.analyzer()?;
     let mut gallery = args.gallery.open()?;
-    let person = match gallery.person_by_name(&name)? {
-        Some(p) => p.id,
-        None => gallery.add_person(&name)?,
-    };
-    let mut added = 0;
-    let mut failed = 0;
+
+    // Every photo is read and checked first; the person is created (if new) and their samples
+    // stored only when at least one photo passed, so photos that are all refused leave no
+    // empty person behind.
+    struct Accepted {
+        embedding: Vec<f32>,
+        jpeg: Vec<u8>,
+        quality_json: String,
+        source: String,
+        faces: usize,
+        quality: faced::vision::quality::Quality,
+    }
+    enum Outcome {
+        Accepted(Box<Accepted>),
+        Refused(serde_json::Value),
+        Failed(faced::Error),
+    }
+    let mut outcomes = Vec::with_capacity(args.images.len());
     for path in &args.images {
-        let outcome = (|| -> faced::Result<serde_json::Value> {
+        let outcome = (|| -> faced::Result<Outcome> {
             let img = load(path, &ImageLimits::default())?;
             let faces = analyzer.analyze(&img)?;
             let Some(face) = faces.iter().max_by(|a, b| {
                 (a.detection.width() * a.detection.height())
                     .total_cmp(&(b.detection.width() * b.detection.height()))
             }) else {
-                return Ok(
+                return Ok(Outcome::Refused(
                     json!({"file": path.display().to_string(), "enrolled": false, "reason": "no face found"}),
-                );
+                ));
             };
             if let Some((reject, why)) = limits.check(&face.quality) {
-                return Ok(
+                return Ok(Outcome::Refused(
                     json!({"file": path.display().to_string(), "enrolled": false, "reject": reject, "reason": why}),
-                );
+                ));
             }
             let mut jpeg = Vec::new();
             ::image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
                 .encode_image(&face.aligned)
                 .map_err(|e| faced::Error::internal(format!("JPEG encoding failed: {e}")))?;
-            let quality_json = serde_json::to_string(&face.quality).unwrap_or_default();
-            let source = format!(
-                "file:{}",
-                path.file_name()
-                    .map(|n| n.to_string_lossy())
-                    .unwrap_or_default()
-            );
-            let id = gallery.add_sample(
-                person,
-                NewSample {
-                    kind: SampleKind::Positive,
-                    embedding: &face.embedding,
-                    crop_jpeg: &jpeg,
-                    quality_json: &quality_json,
-                    source: &source,
-                },
-            )?;
-            Ok(
-                json!({"file": path.display().to_string(), "enrolled": true, "sample_id": id.0,
-                      "faces_in_image": faces.len(), "quality": {"size_px": r(face.quality.size_px, 1), "sharpness": r(face.quality.sharpness, 1), "yaw": r(face.quality.yaw, 3)}}),
-            )
+            Ok(Outcome::Accepted(Box::new(Accepted {
+                embedding: face.embedding.clone(),
+                jpeg,
+                quality_json: serde_json::to_string(&face.quality).unwrap_or_default(),
+                source: format!(
+                    "file:{}",
+                    path.file_name()
+                        .map(|n| n.to_string_lossy())
+                        .unwrap_or_default()
+                ),
+                faces: faces.len(),
+                quality: face.quality,
+            })))
         })();
-        match outcome {
-            Ok(v) => {
-                let ok = v["enrolled"].as_bool() == Some(true);
-                if ok {
-                    added += 1;
-                } else {
-                    failed += 1;
+        outcomes.push(outcome.unwrap_or_else(Outcome::Failed));
+    }
+
+    let accepted: Vec<&Accepted> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Accepted(a) => Some(&**a),
+            _ => None,
+        })
+        .collect();
+    let mut ids = Vec::new();
+    if !accepted.is_empty() {
+        let (person, created) = match gallery.person_by_name(&name)? {
+            Some(p) => (p.id, false),
+            None => (gallery.add_person(&name)?, true),
+        };
+        let samples: Vec<NewSample<'_>> = accepted
+            .iter()
+            .map(|a| NewSample {
+                kind: SampleKind::Positive,
+                embedding: &a.embedding,
+                crop_jpeg: &a.jpeg,
+                quality_json: &a.quality_json,
+                source: &a.source,
+            })
+            .collect();
+        // One transaction for the samples (all or none). The gallery has no call that also
+        // creates the person in it, so a new person is removed again if the samples fail.
+        match gallery.add_samples(person, &samples) {
+            Ok(v) => ids = v,
+            Err(e) => {
+                if created && let Err(e2) = gallery.remove_person(person) {
+                    eprintln!("faced: cannot remove the new, empty person {name:?}: {e2}");
                 }
+                return Err(e.into());
+            }
+        }
+    }
+
+    let (mut added, mut failed) = (0, 0);
+    let mut next_id = ids.iter();
+    for (path, outcome) in args.images.iter().zip(&outcomes) {
+        match outcome {
+            Outcome::Accepted(a) => {
+                added += 1;
+                let id = next_id.next().map(|i| i.0);
                 if args.json {
-                    print_json(&v);
-                } else if ok {
+                    print_json(
+                        &json!({"file": path.display().to_string(), "enrolled": true, "sample_id": id,
+                          "faces_in_image": a.faces, "quality": {"size_px": r(a.quality.size_px, 1), "sharpness": r(a.quality.sharpness, 1), "yaw": r(a.quality.yaw, 3)}}),
+                    );
+                } else {
                     println!("{}: enrolled as {name}", path.display());
+                }
+            }
+            Outcome::Refused(v) => {
+                failed += 1;
+                if args.json {
+                    print_json(v);
                 } else {
                     println!(
                         "{}: refused: {}",
@@ -119,17 +171,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     );
                 }
             }
-            Err(e) => {
+            Outcome::Failed(e) => {
                 failed += 1;
                 if args.json {
-                    print_json(&error_line(path, &e));
+                    print_json(&error_line(path, e));
                 } else {
                     eprintln!("{}: error: {}", path.display(), e.message());
                 }
             }
         }
     }
-    if !args.json {
+    if added == 0 {
+        eprintln!("faced: no photo of {name} could be enrolled; nothing was added to the gallery");
+    } else if !args.json {
         println!("{name}: {added} sample(s) added, {failed} photo(s) refused or unreadable");
     }
     Ok(if failed > 0 {

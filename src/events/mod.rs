@@ -8,7 +8,9 @@
 //! * [`store`] writes events (and their encrypted snapshot crops) to the `event` table of the
 //!   faced database on a writer thread, in one transaction per batch, applies retention, and
 //!   calls every [`EventSink`] inside that transaction — the MQTT outbox enqueues there, so an
-//!   event and its outbox row commit together or not at all.
+//!   event and its outbox row commit together or not at all. An event the table cannot take
+//!   is set aside in `event_dead_letter` with the reason; it never holds up the others.
+//!   Every stored event is logged at INFO in one line ([`Event::log_line`]).
 //!
 //! Event timestamps are wall-clock (the frame's capture time); durations and cool-downs are
 //! monotonic.
@@ -202,10 +204,94 @@ pub struct Event {
     pub frame_captured: Option<Instant>,
 }
 
+/// Longest camera name the event table takes (characters).
+pub const MAX_CAMERA_CHARS: usize = 32;
+/// Longest person name the event table takes (characters).
+pub const MAX_PERSON_CHARS: usize = 100;
+
 impl Event {
     /// The event's JSON, as published.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
+    }
+
+    /// Whether the event table can take this event: the rules of its CHECK constraints
+    /// (`schema.sql`), checked in Rust so a broken event is set aside with a reason a person
+    /// can act on instead of SQLite's "CHECK constraint failed". Also refuses what the table
+    /// would take but nobody should publish: control characters in names (the gallery and the
+    /// config refuse them too) and non-finite box coordinates (JSON has no NaN).
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let name_ok = |what: &str, s: &str, max: usize| {
+            let n = s.chars().count();
+            if !(1..=max).contains(&n) {
+                return Err(format!("{what} must be 1 to {max} characters, got {n}"));
+            }
+            if s.chars().any(char::is_control) {
+                return Err(format!("{what} contains control characters"));
+            }
+            Ok(())
+        };
+        name_ok("camera name", &self.camera, MAX_CAMERA_CHARS)?;
+        if let Some(p) = &self.person {
+            name_ok("person name", p, MAX_PERSON_CHARS)?;
+        }
+        if let Some(s) = self.similarity
+            && !(s.is_finite() && (-1.0..=1.0).contains(&s))
+        {
+            return Err(format!("similarity {s} is not a number within -1..1"));
+        }
+        if i64::try_from(self.track_id).is_err() {
+            return Err(format!(
+                "track id {} is beyond the database's integer range",
+                self.track_id
+            ));
+        }
+        if let Some(d) = self.duration_ms {
+            if self.kind != EventKind::Left {
+                return Err(format!(
+                    "duration_ms is only for 'left' events, not '{}'",
+                    self.kind.as_str()
+                ));
+            }
+            if i64::try_from(d).is_err() {
+                return Err(format!(
+                    "duration_ms {d} is beyond the database's integer range"
+                ));
+            }
+        }
+        if self.bbox.iter().any(|v| !v.is_finite()) {
+            return Err(format!("box {:?} has a non-finite coordinate", self.bbox));
+        }
+        Ok(())
+    }
+
+    /// The one-line summary logged at INFO when the event is stored, e.g.
+    /// `event recognized camera=front person=Alice similarity=0.84 track=3 id=12`. Names with
+    /// spaces, quotes or `=` are quoted so the line stays parseable.
+    pub fn log_line(&self) -> String {
+        fn field(s: &str) -> String {
+            if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c == '"' || c == '=') {
+                format!("{s:?}")
+            } else {
+                s.to_string()
+            }
+        }
+        let mut l = format!(
+            "event {} camera={}",
+            self.kind.as_str(),
+            field(&self.camera)
+        );
+        if let Some(p) = &self.person {
+            l.push_str(&format!(" person={}", field(p)));
+        }
+        if let Some(s) = self.similarity {
+            l.push_str(&format!(" similarity={s:.2}"));
+        }
+        if let Some(d) = self.duration_ms {
+            l.push_str(&format!(" duration_ms={d}"));
+        }
+        l.push_str(&format!(" track={} id={}", self.track_id, self.event_id));
+        l
     }
 }
 
@@ -222,7 +308,9 @@ pub struct StoredEvent {
 ///
 /// Implemented by the MQTT module (`crate::mqtt`), which enqueues the event JSON (and the
 /// snapshot for `faced/<device>/camera/<name>/snapshot`) into its outbox table. Called on the
-/// event writer thread; an error rolls back the whole batch (it is retried with back-off).
+/// event writer thread; an error rolls back the batch: a transient one (database busy, I/O) is
+/// retried with back-off, one caused by the event's content sets that event aside (see
+/// [`store`]).
 pub trait EventSink: Send {
     /// Called once per event inside the storing transaction, `event.event_id` set. `json` is
     /// [`Event::to_json`]; `snapshot_jpeg` the plain crop if one was taken.
@@ -230,6 +318,9 @@ pub trait EventSink: Send {
     -> Result<()>;
     /// Called after the transaction committed (e.g. to wake a publisher).
     fn committed(&mut self) {}
+    /// Called after the transaction was rolled back: forget whatever [`EventSink::on_event`]
+    /// kept for [`EventSink::committed`] (the events will be offered again, or set aside).
+    fn rolled_back(&mut self) {}
 }
 
 /// Per-person cool-down (and per-camera cool-down for unknown faces), on the monotonic clock.

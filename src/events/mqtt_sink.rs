@@ -62,6 +62,12 @@ impl EventSink for MqttSink {
         Ok(())
     }
 
+    fn rolled_back(&mut self) {
+        // Those events were not stored: no presence or snapshot for them (a retry queues its
+        // own).
+        self.after_commit.clear();
+    }
+
     fn committed(&mut self) {
         self.mqtt.outbox_changed();
         for (state, snap) in self.after_commit.drain(..) {

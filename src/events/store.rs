@@ -1,12 +1,21 @@
-//! Event storage: the `event` table (schema version 2, `src/gallery/migrations/0002_events.sql`,
-//! documented in `src/gallery/schema.sql`) and the writer thread that fills it.
+//! Event storage: the `event` and `event_dead_letter` tables (migrations `0003_events.sql` and
+//! `0005_event_dead_letter.sql`, documented in `src/gallery/schema.sql`) and the writer thread
+//! that fills them.
 //!
 //! [`EventStore`] holds its own connection to the faced database (WAL mode: the gallery's reads
 //! and the MQTT publisher never wait for it). [`EventWriter`] runs it on a thread named
 //! `faced-events`: it takes every event queued since its last write, stores them in **one
-//! transaction** together with each [`EventSink`]'s rows (the MQTT outbox), commits, then
-//! broadcasts them as [`StoredEvent`]s. A failed batch is kept and retried with back-off; at
-//! shutdown the queue is drained before the connection closes.
+//! transaction** together with each [`EventSink`]'s rows (the MQTT outbox), commits, logs each
+//! at INFO, then broadcasts them as [`StoredEvent`]s.
+//!
+//! Invariant: **one bad event never holds up the others.** An event the table cannot take (it
+//! breaks a CHECK rule, or SQLite or a sink refuses its content) is set aside in
+//! `event_dead_letter` with the reason and a WARN line, and the rest are stored in order (see
+//! [`EventStore::store_events`]). Only failures that are not any event's fault (database busy,
+//! I/O error, disk full) keep the queue, which is retried with back-off. At shutdown the queue
+//! is drained before the connection closes; if the database still fails after three tries the
+//! remaining events are logged as lost (crash window: events queued but not committed when
+//! the process dies are lost, as is anything in the queue at a power cut).
 //!
 //! Snapshot crops are sealed with AES-256-GCM under the gallery's key file, with the same layout
 //! as `gallery/crypto.rs` (`nonce || ciphertext || tag`) and the associated data
@@ -25,7 +34,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::broadcast;
 
 use super::{Clock, Event, EventKind, EventSink, StoredEvent, rfc3339_utc};
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 
 const AAD_SNAPSHOT: &[u8] = b"event.snapshot";
 
@@ -89,7 +98,8 @@ impl EventStore {
         let conn = Connection::open(db)
             .map_err(|e| Error::precondition(format!("cannot open {what}")).with_source(e))?;
         conn.busy_timeout(Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| Error::from(e).in_database(&what))?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
         let has: bool = conn.query_row(
@@ -174,8 +184,132 @@ impl EventStore {
         Ok(buf)
     }
 
-    /// Stores `events` (setting their `event_id`) and calls the sinks, all in one transaction.
+    /// Stores `events` (setting their `event_id`) and calls the sinks, all in one transaction:
+    /// all or none. The writer thread uses [`EventStore::store_events`], which also sets aside
+    /// events that cannot be stored.
     pub fn store_batch(&mut self, events: &mut [Event]) -> Result<()> {
+        let r = self.write_batch(events);
+        if r.is_err() {
+            for s in &mut self.sinks {
+                s.rolled_back();
+            }
+        }
+        r
+    }
+
+    /// Stores what can be stored of `pending`, in order, and sets aside (in
+    /// `event_dead_letter`, with a WARN line) every event that cannot be, so one bad event
+    /// never blocks the others:
+    ///
+    /// * an event breaking the table's rules ([`Event::check`]) is set aside without trying;
+    /// * the rest go in one transaction (the normal case);
+    /// * if SQLite or a sink refuses that transaction because of an event's content (a
+    ///   constraint, a too-big value: [`is_row_fault`]), they are retried one per transaction
+    ///   to find it, and only the refused ones are set aside;
+    /// * any other failure (database busy or locked, I/O error, disk full) is not the events'
+    ///   fault: it is returned in [`StoreOutcome::error`] and the events not yet stored stay in
+    ///   `pending`, in order, for the caller to retry.
+    pub fn store_events(&mut self, pending: &mut Vec<Event>) -> StoreOutcome {
+        let mut out = StoreOutcome::default();
+        let mut valid = Vec::with_capacity(pending.len());
+        for mut e in pending.drain(..) {
+            // An empty crop would break the snapshot CHECK; it is no snapshot, not a bad event.
+            if e.snapshot_jpeg.as_ref().is_some_and(|j| j.is_empty()) {
+                e.snapshot_jpeg = None;
+                e.snapshot = false;
+            }
+            match e.check() {
+                Ok(()) => valid.push(e),
+                Err(why) => {
+                    self.dead_letter(&e, &why);
+                    out.dead_lettered += 1;
+                }
+            }
+        }
+        if valid.is_empty() {
+            return out;
+        }
+        match self.store_batch(&mut valid) {
+            Ok(()) => {
+                out.stored = valid;
+                return out;
+            }
+            Err(e) if !is_row_fault(&e) => {
+                *pending = valid;
+                out.error = Some(e);
+                return out;
+            }
+            Err(e) if valid.len() == 1 => {
+                self.dead_letter(&valid[0], &e.to_string());
+                out.dead_lettered += 1;
+                return out;
+            }
+            Err(e) => {
+                tracing::debug!(
+                    events = valid.len(),
+                    "batch refused ({e}); storing one by one to find the bad event"
+                );
+            }
+        }
+        let mut rest = valid.into_iter();
+        while let Some(mut e) = rest.next() {
+            match self.store_batch(std::slice::from_mut(&mut e)) {
+                Ok(()) => out.stored.push(e),
+                Err(err) if is_row_fault(&err) => {
+                    self.dead_letter(&e, &err.to_string());
+                    out.dead_lettered += 1;
+                }
+                Err(err) => {
+                    pending.push(e);
+                    pending.extend(rest);
+                    out.error = Some(err);
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// Keeps `e` in `event_dead_letter` with `why`, logs it at WARN, and trims the table to
+    /// the newest [`DEAD_LETTER_KEEP`] rows. Never fails: if even that cannot be written, the
+    /// event is logged at ERROR in full and dropped (holding it would block the queue).
+    fn dead_letter(&mut self, e: &Event, why: &str) {
+        let json = dead_letter_json(e);
+        let why = truncate_chars(why, 1000);
+        let why = if why.is_empty() { "unknown error" } else { why };
+        tracing::warn!(
+            "event not stored, kept in event_dead_letter: {why}; event {}",
+            json
+        );
+        let r = (|| -> Result<()> {
+            let tx = self.conn.unchecked_transaction()?;
+            tx.execute(
+                "INSERT INTO event_dead_letter (event, error, at) VALUES (?1, ?2, ?3)",
+                params![json, why, self.clock.wall_ms()],
+            )?;
+            tx.execute(
+                "DELETE FROM event_dead_letter WHERE id <= \
+                 (SELECT id FROM event_dead_letter ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+                [DEAD_LETTER_KEEP],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })();
+        if let Err(err) = r {
+            tracing::error!("cannot write event_dead_letter ({err}); event dropped: {json}");
+        }
+    }
+
+    /// Events set aside, newest first: `(event JSON, reason, Unix ms)`.
+    pub fn dead_letters(&self, limit: usize) -> Result<Vec<(String, String, i64)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT event, error, at FROM event_dead_letter ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = st.query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn write_batch(&mut self, events: &mut [Event]) -> Result<()> {
         let mut rows = Vec::with_capacity(events.len());
         for e in events.iter() {
             let uid: [u8; 16] = {
@@ -310,6 +444,75 @@ impl EventStore {
     }
 }
 
+/// Newest rows kept in `event_dead_letter` (a few MB at most: an event's JSON there is short).
+pub const DEAD_LETTER_KEEP: i64 = 1000;
+
+/// What [`EventStore::store_events`] did with a batch.
+#[derive(Debug, Default)]
+pub struct StoreOutcome {
+    /// Events stored (committed), in order, `event_id` set.
+    pub stored: Vec<Event>,
+    /// Events set aside in `event_dead_letter`.
+    pub dead_lettered: usize,
+    /// The transient failure that stopped the batch; the events not stored are back in the
+    /// caller's queue.
+    pub error: Option<Error>,
+}
+
+/// Whether `e` was caused by the event being stored (its content), so storing it again can
+/// never succeed: a constraint, a value too big or of the wrong type, or a sink refusing the
+/// content. Everything else (busy, locked, I/O, disk full, a broken file) is the database's
+/// state and worth retrying.
+pub fn is_row_fault(e: &Error) -> bool {
+    use rusqlite::ErrorCode as C;
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(r) = s.downcast_ref::<rusqlite::Error>() {
+            return match r {
+                rusqlite::Error::SqliteFailure(f, _) => matches!(
+                    f.code,
+                    C::ConstraintViolation | C::TooBig | C::TypeMismatch | C::ParameterOutOfRange
+                ),
+                rusqlite::Error::ToSqlConversionFailure(_)
+                | rusqlite::Error::IntegralValueOutOfRange(..) => true,
+                _ => false,
+            };
+        }
+        src = s.source();
+    }
+    matches!(
+        e.kind(),
+        Kind::InvalidInput | Kind::Conflict | Kind::ResourceExhausted
+    )
+}
+
+fn truncate_chars(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// The event's JSON for `event_dead_letter`: names cut to 200 characters so the row stays
+/// small whatever the event holds (serde_json writes NaN and infinities as null).
+fn dead_letter_json(e: &Event) -> String {
+    let cut = |s: &str| {
+        let t = truncate_chars(s, 200);
+        if t.len() < s.len() {
+            format!("{t}…")
+        } else {
+            t.to_string()
+        }
+    };
+    let mut e = e.clone();
+    e.event_id = 0;
+    e.snapshot_jpeg = None;
+    e.camera = cut(&e.camera);
+    e.person = e.person.as_deref().map(cut);
+    e.time = cut(&e.time);
+    e.to_json()
+}
+
 enum Cmd {
     Event(Box<Event>),
     Flush(mpsc::Sender<()>),
@@ -430,19 +633,21 @@ impl EventWriter {
                         open = false;
                     }
                     if !pending.is_empty() {
-                        match store.store_batch(&mut pending) {
-                            Ok(()) => {
-                                let committed = Instant::now();
-                                for e in pending.drain(..) {
-                                    let _ = out.send(StoredEvent {
-                                        event: Arc::new(e),
-                                        committed,
-                                    });
-                                }
+                        let outcome = store.store_events(&mut pending);
+                        let committed = Instant::now();
+                        for e in outcome.stored {
+                            tracing::info!("{}", e.log_line());
+                            let _ = out.send(StoredEvent {
+                                event: Arc::new(e),
+                                committed,
+                            });
+                        }
+                        match outcome.error {
+                            None => {
                                 backoff.reset();
                                 failures = 0;
                             }
-                            Err(e) => {
+                            Some(e) => {
                                 failures += 1;
                                 let d = backoff.next_delay();
                                 tracing::error!(

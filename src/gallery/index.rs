@@ -70,7 +70,8 @@ pub struct Match {
     pub person: PersonId,
     /// Their name at the time of the search.
     pub name: String,
-    /// Cosine similarity to [`Match::sample`], in [-1, 1].
+    /// Cosine similarity to [`Match::sample`], clamped to [-1, 1] (f32 rounding can take a
+    /// face compared with itself a few ulps above 1).
     pub similarity: f32,
     /// The positive sample that matched best.
     pub sample: SampleId,
@@ -425,6 +426,11 @@ impl Index {
         for &r in &p.rows {
             let r = r as usize;
             let s = dot_f32(&self.f32s[r * DIM..(r + 1) * DIM], q);
+            // Unit vectors cannot give a non-finite dot product, but a NaN here would win no
+            // comparison and could end up as a "similarity" downstream: never let one out.
+            if !s.is_finite() {
+                continue;
+            }
             if best.is_none_or(|(b, _)| s > b) {
                 best = Some((s, self.row_sample[r]));
             }
@@ -528,7 +534,11 @@ impl Index {
                     .get(&person)
                     .map(|p| p.name.clone())
                     .unwrap_or_default(),
-                similarity,
+                // A face compared with its own stored sample gives 1 + a few ulps (f32 rounding
+                // of the normalisation and the dot product). Everything downstream (events, the
+                // `event.similarity` CHECK, thresholds) relies on [-1, 1]; ranking above used
+                // the unclamped value, so ties at 1.0 still go to the truly best row.
+                similarity: similarity.clamp(-1.0, 1.0),
                 sample,
             })
             .collect()
@@ -604,6 +614,34 @@ mod tests {
         ));
         assert!(idx.is_empty());
         assert!(idx.search(&[1.0; DIM], 1).is_empty());
+    }
+
+    /// A query equal to a stored sample can score 1 + a few ulps in f32; the index reports
+    /// at most 1 (the event table's CHECK refuses anything outside [-1, 1]).
+    #[test]
+    fn self_similarity_is_clamped_to_one() {
+        let mut seed = 11;
+        let mut over = 0;
+        for i in 0..200 {
+            let x = unit(&mut seed);
+            if dot_f32(&x, &x) > 1.0 {
+                over += 1;
+            }
+            let mut idx = Index::new(IndexOptions::default());
+            idx.insert(SampleId(i), PersonId(1), SampleKind::Positive, &x);
+            for m in idx.search(&x, 1).into_iter().chain(idx.search_f32(&x, 1)) {
+                assert!(
+                    (-1.0..=1.0).contains(&m.similarity),
+                    "similarity {} out of range",
+                    m.similarity
+                );
+                assert!(m.similarity > 0.9999);
+            }
+        }
+        assert!(
+            over > 0,
+            "no vector rounded above 1: the test proves nothing"
+        );
     }
 
     /// The run-time-selected scan (AVX2 here) equals the portable one bit for bit.

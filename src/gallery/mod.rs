@@ -261,7 +261,10 @@ impl Gallery {
         let mut conn = Connection::open(db)
             .map_err(|e| Error::precondition(format!("cannot open {what}")).with_source(e))?;
         conn.busy_timeout(Duration::from_secs(5))?;
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        // The first statement that reads the file: a damaged one fails here, named.
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| Error::from(e).in_database(&what))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(Error::precondition(format!(
                 "{what}: cannot switch to WAL mode (got {mode})"
@@ -271,9 +274,11 @@ impl Gallery {
         // commits but never corrupts the file.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
-        schema::migrate(&mut conn, &what)?;
+        schema::migrate(&mut conn, &what).map_err(|e| e.in_database(&what))?;
 
-        let samples: i64 = conn.query_row("SELECT COUNT(*) FROM face_sample", [], |r| r.get(0))?;
+        let samples: i64 = conn
+            .query_row("SELECT COUNT(*) FROM face_sample", [], |r| r.get(0))
+            .map_err(|e| Error::from(e).in_database(&what))?;
         let (key, new_key) = match crypto::read_key(&key_path)? {
             Some(k) => (k, false),
             None if samples > 0 => {
@@ -321,7 +326,7 @@ impl Gallery {
             db_path: db.to_owned(),
             key_path,
         };
-        g.load_index()?;
+        g.load_index().map_err(|e| e.in_database(&what))?;
         Ok(g)
     }
 

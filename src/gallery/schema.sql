@@ -138,6 +138,23 @@ CREATE INDEX event_at ON event (at);
 -- "When was NAME last seen", and cascade deletes.
 CREATE INDEX event_person ON event (person_id, at);
 
+-- An event the writer could not store (src/events/store.rs): one that breaks the event table's
+-- rules (a similarity outside -1..1, an over-long name, ...) or that SQLite refused for its
+-- content. It is kept here, with the reason, instead of blocking the events behind it. Never
+-- holds face data: the snapshot crop is not kept. Bounded: the writer keeps only the newest
+-- 1000 rows (store.rs DEAD_LETTER_KEEP).
+CREATE TABLE event_dead_letter (
+  -- Stable id, never reused; increases with time of storage.
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  -- The event as its MQTT JSON would have been (event_id 0; non-finite numbers as null;
+  -- person and camera names cut to 200 characters), at most 16 KiB.
+  event TEXT NOT NULL CHECK (json_valid(event) AND length(event) <= 16384),
+  -- Why it was not stored: the rule it broke or SQLite's error, 1..=1000 characters.
+  error TEXT NOT NULL CHECK (length(error) BETWEEN 1 AND 1000),
+  -- When it was set aside, Unix ms.
+  at INTEGER NOT NULL
+);
+
 -- A console user (src/web/auth.rs). Created by the one-time setup link or `faced user add`.
 CREATE TABLE web_user (
   -- Stable id, never reused.

@@ -141,7 +141,49 @@ pub struct Shared {
     errors: AtomicU64,
     /// Frames the vision thread has finished (all cameras).
     processed: AtomicU64,
-    last_unknown: Mutex<Option<(String, TrackSample)>>,
+    last_unknown: Mutex<Option<LastUnknown>>,
+}
+
+/// The face of the most recently reported unknown track (see [`Handle::last_unknown`]).
+#[derive(Debug, Clone)]
+struct LastUnknown {
+    camera: String,
+    track_id: u64,
+    face: TrackSample,
+}
+
+impl Shared {
+    /// Records `face` as the last unknown face: track `track_id` on `camera` was just reported
+    /// `unknown`.
+    fn set_last_unknown(&self, camera: &str, track_id: u64, face: TrackSample) {
+        *self.last_unknown.lock().unwrap_or_else(|p| p.into_inner()) = Some(LastUnknown {
+            camera: camera.to_string(),
+            track_id,
+            face,
+        });
+    }
+
+    /// A better face of track `track_id` on `camera`: replaces the last unknown face only if
+    /// it is that track's (a later unknown track keeps its place).
+    fn refresh_last_unknown(&self, camera: &str, track_id: u64, face: &TrackSample) {
+        let mut g = self.last_unknown.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = g.as_mut()
+            && l.camera == camera
+            && l.track_id == track_id
+        {
+            l.face = face.clone();
+        }
+    }
+
+    /// Track `track_id` on `camera` was recognised after all: its face is no longer unknown.
+    fn forget_last_unknown(&self, camera: &str, track_id: u64) {
+        let mut g = self.last_unknown.lock().unwrap_or_else(|p| p.into_inner());
+        if g.as_ref()
+            .is_some_and(|l| l.camera == camera && l.track_id == track_id)
+        {
+            *g = None;
+        }
+    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -304,17 +346,27 @@ impl Handle {
         Duration::from_millis(now.saturating_sub(self.shared.heartbeat_ms.load(Ordering::Relaxed)))
     }
 
-    /// The best face of the most recent unknown track (of `camera`, or of any camera), for
-    /// "enroll the last unknown face as NAME".
+    /// The best face of the most recently reported unknown track (of `camera`, or of any
+    /// camera), for "enroll the last unknown face as NAME": recorded when the `unknown` event
+    /// is emitted, so it is the face of the last `unknown` event a user was told about (a
+    /// stranger held back by the unknown cool-down does not replace it). While that track
+    /// stays in view its best-quality face replaces the recorded one; if the track is
+    /// recognised after all, nothing is recorded any more.
     pub fn last_unknown(&self, camera: Option<&str>) -> Option<(String, TrackSample)> {
+        self.last_unknown_track(camera)
+            .map(|(c, _, face)| (c, face))
+    }
+
+    /// As [`Handle::last_unknown`], also naming the track: `(camera, track id, face)`.
+    pub fn last_unknown_track(&self, camera: Option<&str>) -> Option<(String, u64, TrackSample)> {
         let g = self
             .shared
             .last_unknown
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         g.as_ref()
-            .filter(|(c, _)| camera.is_none_or(|want| want == c))
-            .cloned()
+            .filter(|l| camera.is_none_or(|want| want == l.camera))
+            .map(|l| (l.camera.clone(), l.track_id, l.face.clone()))
     }
 
     /// Errors the vision thread logged and survived.
@@ -669,11 +721,15 @@ impl Processor {
                         if tr.identity.is_none()
                             && let Ok(jpeg) = encode_jpeg(&face.aligned, 90)
                         {
-                            tr.best_face = Some(TrackSample {
+                            let best = TrackSample {
                                 embedding: face.embedding.clone(),
                                 crop_jpeg: jpeg,
                                 quality: face.quality,
-                            });
+                            };
+                            if tr.unknown_decided {
+                                self.shared.refresh_last_unknown(&st.cfg.name, tr.id, &best);
+                            }
+                            tr.best_face = Some(best);
                         }
                     }
                     tr.add_sample(
@@ -687,6 +743,9 @@ impl Processor {
                     if tr.live != Some(false)
                         && let Some(id) = tr.vote(threshold)
                     {
+                        if tr.identity.is_none() && tr.unknown_decided {
+                            self.shared.forget_last_unknown(&st.cfg.name, tr.id);
+                        }
                         tr.identity = Some(id);
                     }
                 }
@@ -721,6 +780,9 @@ impl Processor {
                     tr.unknown_decided = true;
                     if self.cooldown.unknown_seen(&camera, now) {
                         tr.reported = true;
+                        if let Some(f) = tr.best_face.clone() {
+                            self.shared.set_last_unknown(&camera, tr.id, f);
+                        }
                         events.push(make_event(
                             EventKind::Unknown,
                             &camera,
@@ -738,14 +800,10 @@ impl Processor {
                 }
                 if tr.identity.is_none() && !tr.unknown_decided && tr.embeds > 0 {
                     // Left before a second look: still an unknown face.
-                    if let Some(f) = tr.best_face.clone() {
-                        *self
-                            .shared
-                            .last_unknown
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner()) = Some((camera.clone(), f));
-                    }
                     if self.cooldown.unknown_seen(&camera, now) {
+                        if let Some(f) = tr.best_face.clone() {
+                            self.shared.set_last_unknown(&camera, tr.id, f);
+                        }
                         events.push(make_event(
                             EventKind::Unknown,
                             &camera,
