@@ -39,7 +39,7 @@ const PASSWORD: &str = "hostile-test-password";
 /// Camera rate: paced playback of the fixture photos, well within what the pipeline sustains.
 const CAMERA_FPS: f64 = 5.0;
 /// The systemd unit's `LimitNOFILE=`.
-const UNIT_NOFILE: u64 = 1024;
+const UNIT_NOFILE: libc::rlim_t = 1024;
 
 /// The daemon under attack, signed in with an API token, with a frame counter running.
 struct Console {
@@ -158,7 +158,7 @@ async fn start(env: &[(&str, &str)]) -> Console {
     // The child inherits it at spawn; this process gets its own back at once.
     let own = nofile();
     set_nofile(&libc::rlimit {
-        rlim_cur: UNIT_NOFILE.min(own.rlim_max as u64) as libc::rlim_t,
+        rlim_cur: UNIT_NOFILE.min(own.rlim_max),
         rlim_max: own.rlim_max,
     });
     let daemon = Daemon::start(&["--config", config.to_str().unwrap()], &vars);
@@ -331,7 +331,7 @@ async fn half_open_connections_are_capped_and_timed_out() {
     // This process holds the 1 100 sockets itself.
     let own = nofile();
     assert!(
-        own.rlim_max as u64 >= 2 * HALF_OPEN as u64,
+        own.rlim_max >= 2 * HALF_OPEN as libc::rlim_t,
         "the test needs a hard open-file limit of at least {} (ulimit -Hn)",
         2 * HALF_OPEN
     );
@@ -382,8 +382,8 @@ async fn half_open_connections_are_capped_and_timed_out() {
         let mut buf = [0u8; 512];
         loop {
             match s.try_read(&mut buf) {
-                Ok(0) => break,                        // closed by the server
-                Ok(_) => continue,                     // an error response, then the close
+                Ok(0) => break,    // closed by the server
+                Ok(_) => continue, // an error response, then the close
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     still_open += 1;
                     break;
@@ -485,7 +485,10 @@ async fn login_storm_from_twenty_addresses_is_limited_per_network() {
         200,
         "unexpected statuses: {results:?}"
     );
-    assert!(limited >= 150, "most attempts must be refused by the limiter");
+    assert!(
+        limited >= 150,
+        "most attempts must be refused by the limiter"
+    );
     assert!(
         slowest_429 < Duration::from_secs(3),
         "429s must be quick (no hashing): slowest {slowest_429:?}"
@@ -567,11 +570,10 @@ async fn huge_pngs_are_refused_from_the_header_and_decodes_share_one_budget() {
 
     let (hwm0, rss0) = rss(pid);
     let t = Instant::now();
-    let answers =
-        futures_util::future::join_all((0..4).map(|i| {
-            console.upload(&c, format!("huge{i}.png"), huge.clone())
-        }))
-        .await;
+    let answers = futures_util::future::join_all(
+        (0..4).map(|i| console.upload(&c, format!("huge{i}.png"), huge.clone())),
+    )
+    .await;
     let refuse_ms = t.elapsed().as_millis();
     for (status, body) in &answers {
         let msg = body["error"]["message"].as_str().unwrap_or_default();
@@ -610,11 +612,10 @@ async fn huge_pngs_are_refused_from_the_header_and_decodes_share_one_budget() {
     let (hwm1, _) = rss(pid);
 
     let t = Instant::now();
-    let answers =
-        futures_util::future::join_all((0..4).map(|i| {
-            console.upload(&c, format!("under{i}.png"), under.clone())
-        }))
-        .await;
+    let answers = futures_util::future::join_all(
+        (0..4).map(|i| console.upload(&c, format!("under{i}.png"), under.clone())),
+    )
+    .await;
     let decode_secs = t.elapsed().as_secs_f64();
     for (status, body) in &answers {
         assert_eq!(*status, 200, "{body}");

@@ -361,14 +361,21 @@ mod tests {
             &ImageLimits::default(),
         )
         .unwrap();
-        assert_eq!((p.width, p.height, p.color), (30, 20, image::ColorType::Rgba16));
+        assert_eq!(
+            (p.width, p.height, p.color),
+            (30, 20, image::ColorType::Rgba16)
+        );
         assert_eq!(p.decode_bytes, 30 * 20 * (8 + 7));
         assert_eq!(p.describe(), "30×20 16-bit RGBA");
         let limits = ImageLimits {
             max_pixels: 599,
             ..Default::default()
         };
-        let e = probe(&png(DynamicImage::ImageRgb8(RgbImage::new(30, 20))), &limits).unwrap_err();
+        let e = probe(
+            &png(DynamicImage::ImageRgb8(RgbImage::new(30, 20))),
+            &limits,
+        )
+        .unwrap_err();
         assert_eq!(e.kind(), Kind::ResourceExhausted);
     }
 
@@ -386,7 +393,10 @@ mod tests {
                 BudgetRefusal::TooLarge
             );
             let first = b.acquire(6 << 20, w).await.unwrap();
-            assert_eq!(b.acquire(6 << 20, w).await.unwrap_err(), BudgetRefusal::Busy);
+            assert_eq!(
+                b.acquire(6 << 20, w).await.unwrap_err(),
+                BudgetRefusal::Busy
+            );
             drop(first);
             assert!(b.acquire(6 << 20, w).await.is_ok());
             assert_eq!(b.available_bytes(), 10 << 20);

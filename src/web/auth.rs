@@ -835,12 +835,18 @@ mod tests {
         // Shared buckets refill evenly: one console-wide attempt every 12 s at 5 a minute; the
         // per-address window stays shut for its whole minute.
         assert!(e.wait <= Duration::from_secs(12), "{e:?}");
-        assert!(rl.check(ip("192.168.1.1"), t + Duration::from_secs(13)).is_ok());
+        assert!(
+            rl.check(ip("192.168.1.1"), t + Duration::from_secs(13))
+                .is_ok()
+        );
         let e = rl
             .check(ip("10.0.0.1"), t + Duration::from_secs(59))
             .unwrap_err();
         assert_eq!(e.scope, "address 10.0.0.1");
-        assert!(rl.check(ip("10.0.0.1"), t + Duration::from_secs(61)).is_ok());
+        assert!(
+            rl.check(ip("10.0.0.1"), t + Duration::from_secs(61))
+                .is_ok()
+        );
     }
 
     #[test]

@@ -267,6 +267,8 @@ pub fn ensure_fd_room(max_connections: usize) {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
         return;
     }
+    // rlim_t is u64 on the 64-bit targets faced ships for, narrower on some 32-bit ones.
+    #[allow(clippy::unnecessary_cast)]
     let (soft, hard) = (r.rlim_cur as u64, r.rlim_max as u64);
     if soft >= need {
         return;
@@ -276,7 +278,11 @@ pub fn ensure_fd_room(max_connections: usize) {
         r.rlim_cur = raised as libc::rlim_t;
         // SAFETY: as above.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } == 0 {
-            tracing::info!(from = soft, to = raised, "raised the open-file limit for the console");
+            tracing::info!(
+                from = soft,
+                to = raised,
+                "raised the open-file limit for the console"
+            );
             if raised >= need {
                 return;
             }
@@ -303,8 +309,11 @@ pub async fn run(
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true);
     let http = Arc::new(http);
-    let (mut accept_errors, mut full, mut evictions) =
-        (Throttle::default(), Throttle::default(), Throttle::default());
+    let (mut accept_errors, mut full, mut evictions) = (
+        Throttle::default(),
+        Throttle::default(),
+        Throttle::default(),
+    );
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
