@@ -2,10 +2,19 @@
 //!
 //! Every failure names the file and what to do; nothing here panics on hostile input. The limits
 //! keep a decompression bomb from exhausting a 1 GiB board: the encoded file is capped before it
-//! is read, and the decoder refuses dimensions and allocations beyond [`ImageLimits`].
+//! is read, and the header is read first ([`probe`]): dimensions beyond [`ImageLimits`] are
+//! refused before a single pixel is decoded, and the decoder's allocations are capped at what
+//! the header announced ([`Probe::decode_bytes`]).
+//!
+//! A small PNG can announce a huge image (a 280 KB file may hold 6000×6000 16-bit RGBA: 288 MB
+//! decoded), so the cost of a decode is known only from the header, never from the file size.
+//! Callers that decode for other people (the console) also take the cost from a shared
+//! [`DecodeBudget`] before decoding, so concurrent uploads cannot add up past it.
 
 use std::io::Cursor;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 
@@ -30,6 +39,46 @@ impl Default for ImageLimits {
             max_side: 16_384,
             max_pixels: 40_000_000,
         }
+    }
+}
+
+/// Bytes per pixel that [`decode`] may hold beyond the decoder's own output while it converts
+/// to RGB8: an RGBA8 copy (4, for images with alpha) and the RGB8 result (3). The same margin
+/// covers a progressive JPEG's coefficient planes (up to 6 per pixel) beside its RGB8 output.
+const CONVERT_BYTES_PER_PIXEL: u64 = 7;
+
+/// What an image header announces, read without decoding pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// The decoder's output colour type (e.g. 16-bit RGBA for a deep PNG).
+    pub color: image::ColorType,
+    /// Upper bound of the memory [`decode`] needs for it at its peak, in bytes: the decoded
+    /// image plus [`CONVERT_BYTES_PER_PIXEL`] per pixel for the conversion to RGB8.
+    pub decode_bytes: u64,
+}
+
+impl Probe {
+    /// `6000×6000 16-bit RGBA` style description for error messages.
+    pub fn describe(&self) -> String {
+        use image::ColorType as C;
+        let color = match self.color {
+            C::L8 => "8-bit grey",
+            C::La8 => "8-bit grey+alpha",
+            C::Rgb8 => "8-bit RGB",
+            C::Rgba8 => "8-bit RGBA",
+            C::L16 => "16-bit grey",
+            C::La16 => "16-bit grey+alpha",
+            C::Rgb16 => "16-bit RGB",
+            C::Rgba16 => "16-bit RGBA",
+            C::Rgb32F => "32-bit float RGB",
+            C::Rgba32F => "32-bit float RGBA",
+            _ => "other colour type",
+        };
+        format!("{}×{} {color}", self.width, self.height)
     }
 }
 
@@ -59,8 +108,17 @@ pub fn load(path: &Path, limits: &ImageLimits) -> Result<RgbImage> {
     decode(&bytes, limits).map_err(|e| Error::new(e.kind(), format!("{name}: {}", e.message())))
 }
 
-/// Decodes an in-memory encoded image (JPEG, PNG, WebP, BMP, GIF, TIFF).
-pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage> {
+/// Reads only the header of an in-memory encoded image and checks it against `limits`: a
+/// picture over the pixel limits is refused (`ResourceExhausted`) before anything is decoded.
+pub fn probe(bytes: &[u8], limits: &ImageLimits) -> Result<Probe> {
+    header(bytes, limits).map(|(_, p)| p)
+}
+
+/// Opens a decoder on `bytes` and checks its header; see [`probe`].
+fn header<'a>(
+    bytes: &'a [u8],
+    limits: &ImageLimits,
+) -> Result<(impl ImageDecoder + use<'a>, Probe)> {
     if bytes.len() as u64 > limits.max_file_bytes {
         return Err(Error::exhausted(format!(
             "image is {} bytes, over the {}-byte limit",
@@ -83,30 +141,49 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage> {
             "corrupt or truncated image: JPEG data ends before its end-of-image marker",
         ));
     }
-    let mut decoder = reader.into_decoder().map_err(|e| decode_error(&e))?;
+    let decoder = reader.into_decoder().map_err(|e| decode_error(&e))?;
     let (w, h) = decoder.dimensions();
     if w == 0 || h == 0 {
         return Err(Error::invalid("image has no pixels"));
     }
-    if w > limits.max_side || h > limits.max_side || (w as u64) * (h as u64) > limits.max_pixels {
+    let pixels = u64::from(w) * u64::from(h);
+    if w > limits.max_side || h > limits.max_side || pixels > limits.max_pixels {
         return Err(Error::exhausted(format!(
             "image is {w}×{h} pixels, over the limit of {} per side / {} pixels; downscale it",
             limits.max_side, limits.max_pixels
         )));
     }
+    let color = decoder.color_type();
+    let probe = Probe {
+        width: w,
+        height: h,
+        color,
+        decode_bytes: pixels
+            .saturating_mul(u64::from(color.bytes_per_pixel()) + CONVERT_BYTES_PER_PIXEL),
+    };
+    Ok((decoder, probe))
+}
+
+/// Decodes an in-memory encoded image (JPEG, PNG, WebP, BMP, GIF, TIFF). Its peak memory is at
+/// most [`Probe::decode_bytes`] of [`probe`]`(bytes)` (plus the encoded bytes themselves).
+pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage> {
+    let (mut decoder, probe) = header(bytes, limits)?;
     let mut l = image::Limits::default();
     l.max_image_width = Some(limits.max_side);
     l.max_image_height = Some(limits.max_side);
-    // 16-bit RGBA plus the RGB8 copy stays under this.
-    l.max_alloc = Some(limits.max_pixels * 12);
+    // The decoder may allocate what the header announced, and no more.
+    l.max_alloc = Some(probe.decode_bytes);
     decoder.set_limits(l).map_err(|e| decode_error(&e))?;
     // A bad EXIF block must not cost the picture: fall back to no rotation.
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| decode_error(&e))?;
-    img.apply_orientation(orientation);
-    Ok(to_rgb8(img))
+    let img = DynamicImage::from_decoder(decoder).map_err(|e| decode_error(&e))?;
+    // Rotate the RGB8 result, not the decoded image: a rotation copies the whole buffer, and the
+    // RGB8 copy is the smallest one (3 bytes per pixel against 8 for 16-bit RGBA).
+    let mut rgb = DynamicImage::ImageRgb8(to_rgb8(img));
+    rgb.apply_orientation(orientation);
+    Ok(rgb.into_rgb8())
 }
 
 /// Converts any decoded image to RGB8. Alpha is composited over black, as a camera would see a
@@ -114,6 +191,8 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage> {
 fn to_rgb8(img: DynamicImage) -> RgbImage {
     if img.color().has_alpha() {
         let rgba = img.to_rgba8();
+        // The decoded image (up to 8 bytes per pixel) goes before the RGB8 copy is made.
+        drop(img);
         let (w, h) = rgba.dimensions();
         let mut out = RgbImage::new(w, h);
         for (o, p) in out.pixels_mut().zip(rgba.pixels()) {
@@ -146,6 +225,69 @@ fn decode_error(e: &image::ImageError) -> Error {
         }
         image::ImageError::Unsupported(_) => Error::invalid(format!("unsupported image: {e}")),
         _ => Error::invalid(format!("corrupt or truncated image: {e}")),
+    }
+}
+
+/// A memory budget shared by concurrent decodes (the console's uploads): a decode takes its
+/// [`Probe::decode_bytes`] from the budget before it starts and returns it when the
+/// [`DecodePermit`] is dropped, so however many uploads arrive at once, the pixels being decoded
+/// at any moment fit in the budget. Waiters are served first come, first served.
+#[derive(Debug, Clone)]
+pub struct DecodeBudget {
+    sem: Arc<tokio::sync::Semaphore>,
+    total_kib: u32,
+}
+
+/// A share of a [`DecodeBudget`], given back on drop.
+#[derive(Debug)]
+pub struct DecodePermit {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Why [`DecodeBudget::acquire`] gave no permit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetRefusal {
+    /// The decode alone needs more than the whole budget: it can never run.
+    TooLarge,
+    /// Other decodes held the budget for the whole wait.
+    Busy,
+}
+
+impl DecodeBudget {
+    /// A budget of `bytes` (counted in KiB; at least 1 KiB, at most 4 TiB).
+    pub fn new(bytes: u64) -> DecodeBudget {
+        let total_kib = (bytes / 1024).clamp(1, u64::from(u32::MAX)) as u32;
+        DecodeBudget {
+            sem: Arc::new(tokio::sync::Semaphore::new(total_kib as usize)),
+            total_kib,
+        }
+    }
+
+    /// The whole budget, bytes.
+    pub fn total_bytes(&self) -> u64 {
+        u64::from(self.total_kib) * 1024
+    }
+
+    /// Bytes not taken by running decodes right now.
+    pub fn available_bytes(&self) -> u64 {
+        self.sem.available_permits() as u64 * 1024
+    }
+
+    /// Takes `bytes` of the budget, waiting at most `wait` for running decodes to finish.
+    pub async fn acquire(
+        &self,
+        bytes: u64,
+        wait: Duration,
+    ) -> std::result::Result<DecodePermit, BudgetRefusal> {
+        let kib = bytes.div_ceil(1024).max(1);
+        if kib > u64::from(self.total_kib) {
+            return Err(BudgetRefusal::TooLarge);
+        }
+        match tokio::time::timeout(wait, self.sem.clone().acquire_many_owned(kib as u32)).await {
+            Ok(Ok(p)) => Ok(DecodePermit { _permit: p }),
+            // The semaphore is never closed; a closed one would mean nothing can decode.
+            Ok(Err(_)) | Err(_) => Err(BudgetRefusal::Busy),
+        }
     }
 }
 
@@ -209,5 +351,55 @@ mod tests {
         let full = png(DynamicImage::ImageRgb8(RgbImage::new(64, 64)));
         let e = decode(&full[..full.len() / 2], &ImageLimits::default()).unwrap_err();
         assert_eq!(e.kind(), Kind::InvalidInput, "{e}");
+    }
+
+    #[test]
+    fn probe_reads_the_header_and_prices_the_decode() {
+        let deep = image::ImageBuffer::from_pixel(30, 20, image::Rgba([1u16, 2, 3, 4]));
+        let p = probe(
+            &png(DynamicImage::ImageRgba16(deep)),
+            &ImageLimits::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (p.width, p.height, p.color),
+            (30, 20, image::ColorType::Rgba16)
+        );
+        assert_eq!(p.decode_bytes, 30 * 20 * (8 + 7));
+        assert_eq!(p.describe(), "30×20 16-bit RGBA");
+        let limits = ImageLimits {
+            max_pixels: 599,
+            ..Default::default()
+        };
+        let e = probe(
+            &png(DynamicImage::ImageRgb8(RgbImage::new(30, 20))),
+            &limits,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), Kind::ResourceExhausted);
+    }
+
+    #[test]
+    fn decode_budget_is_shared_and_refuses_what_cannot_fit() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let b = DecodeBudget::new(10 << 20);
+            let w = Duration::from_millis(50);
+            assert_eq!(
+                b.acquire(11 << 20, w).await.unwrap_err(),
+                BudgetRefusal::TooLarge
+            );
+            let first = b.acquire(6 << 20, w).await.unwrap();
+            assert_eq!(
+                b.acquire(6 << 20, w).await.unwrap_err(),
+                BudgetRefusal::Busy
+            );
+            drop(first);
+            assert!(b.acquire(6 << 20, w).await.is_ok());
+            assert_eq!(b.available_bytes(), 10 << 20);
+        });
     }
 }

@@ -33,7 +33,7 @@ use crate::error::{Error, Kind, Result};
 use crate::gallery::{
     Gallery, Match, NewSample, PersonId, PersonSummary, SampleId, SampleInfo, SampleKind,
 };
-use crate::vision::image::ImageLimits;
+use crate::vision::image::{DecodePermit, ImageLimits, Probe};
 use crate::vision::quality::Quality;
 
 /// Runs blocking work on the blocking pool.
@@ -95,13 +95,14 @@ fn client_ip(ci: Option<Extension<ConnectInfo<SocketAddr>>>) -> std::net::IpAddr
 }
 
 fn rate_limit(s: &AppState, ip: std::net::IpAddr) -> ApiResult<()> {
-    s.limiter.check(ip, Instant::now()).map_err(|wait| {
+    s.limiter.check(ip, Instant::now()).map_err(|r| {
         ApiError::with_status(
             StatusCode::TOO_MANY_REQUESTS,
             Kind::ResourceExhausted,
             format!(
-                "too many sign-in attempts from {ip}; try again in {} s",
-                wait.as_secs().max(1)
+                "too many sign-in attempts from {} (web.login_attempts_per_minute*); try again in {} s",
+                r.scope,
+                r.wait.as_secs_f64().ceil().max(1.0)
             ),
         )
     })
@@ -129,8 +130,12 @@ pub async fn login(
     JsonBody(body): JsonBody<Login>,
 ) -> ApiResult<Response> {
     rate_limit(&s, client_ip(ci))?;
+    // Queue for a password-hashing slot; the slot moves into the blocking task, so a client
+    // that hangs up cannot free it while its hash still runs.
+    let slot = s.hash_gate.acquire(auth::HASH_QUEUE_WAIT).await?;
     let st = s.clone();
     let res = blocking(move || {
+        let _slot = slot;
         let Some(user) = st.auth.check_password(&body.name, &body.password)? else {
             return Ok(None);
         };
@@ -689,24 +694,93 @@ async fn read_files(mut mp: Multipart) -> ApiResult<Vec<(String, Bytes)>> {
 fn limits(cfg: &super::WebConfig) -> ImageLimits {
     ImageLimits {
         max_file_bytes: cfg.max_photo_bytes as u64,
+        max_pixels: cfg.max_upload_pixels,
         ..ImageLimits::default()
     }
 }
 
+/// How long an upload waits for its share of the decode budget before it is refused (503).
+const DECODE_QUEUE_WAIT: Duration = Duration::from_secs(20);
+
+/// Reads an uploaded photo's header: its dimensions against `web.max_upload_pixels` and its
+/// decode cost against the whole `web.decode_memory_mb`, before anything is decoded. Over either
+/// limit is `ResourceExhausted` (413) naming the key; other errors (not an image) are the
+/// decoder's.
+fn probe_upload(
+    cfg: &super::WebConfig,
+    budget_bytes: u64,
+    name: &str,
+    data: &[u8],
+) -> Result<Probe> {
+    let p = crate::vision::image::probe(data, &limits(cfg)).map_err(|e| {
+        if e.kind() == Kind::ResourceExhausted {
+            Error::exhausted(format!(
+                "{name}: {} (web.max_upload_pixels = {}, web.max_photo_bytes = {})",
+                e.message(),
+                cfg.max_upload_pixels,
+                cfg.max_photo_bytes
+            ))
+        } else {
+            e
+        }
+    })?;
+    if p.decode_bytes > budget_bytes {
+        return Err(Error::exhausted(format!(
+            "{name} is {}: decoding it needs about {} MiB, more than the console's whole decode \
+             budget (web.decode_memory_mb = {}); downscale it or save it as 8-bit",
+            p.describe(),
+            p.decode_bytes.div_ceil(1 << 20),
+            cfg.decode_memory_mb
+        )));
+    }
+    Ok(p)
+}
+
+/// Takes `probe`'s share of the console's decode budget (shared by every upload in flight),
+/// waiting up to [`DECODE_QUEUE_WAIT`]. Keep the permit while the decoded image is in use.
+async fn decode_share(s: &AppState, probe: &Probe) -> ApiResult<DecodePermit> {
+    s.decode_budget
+        .acquire(probe.decode_bytes, DECODE_QUEUE_WAIT)
+        .await
+        .map_err(|_| {
+            ApiError::with_status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Kind::Unavailable,
+                format!(
+                    "the console is busy decoding other uploads (web.decode_memory_mb = {} in \
+                     use); try again in a few seconds",
+                    s.config.decode_memory_mb
+                ),
+            )
+        })
+}
+
 /// `POST /api/uploads` (multipart: photos and/or zips): analyses every photo and returns one
 /// item per photo with the largest face's quality verdict and a candidate id to save.
+///
+/// Every photo's header is read first: one over the pixel or decode budget refuses the whole
+/// upload (413, like a photo over `web.max_photo_bytes`) before any photo is decoded. Photos are
+/// then decoded one at a time, each within the shared decode budget.
 pub async fn upload(
     State(s): State<AppState>,
     mp: std::result::Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> ApiResult<axum::Json<Value>> {
     let files = read_files(mp?).await?;
     let cfg = s.config.clone();
+    let budget = s.decode_budget.total_bytes();
     let photos = blocking(move || {
         let mut photos = Vec::new();
         for (name, data) in files {
             photos_of(&cfg, &name, data, &mut photos)?;
         }
-        Ok(photos)
+        let mut probed = Vec::with_capacity(photos.len());
+        for (name, data) in photos {
+            match probe_upload(&cfg, budget, &name, &data) {
+                Err(e) if e.kind() == Kind::ResourceExhausted => return Err(e),
+                p => probed.push((name, data, p)),
+            }
+        }
+        Ok(probed)
     })
     .await?;
     if photos.is_empty() {
@@ -716,17 +790,26 @@ pub async fn upload(
         .into());
     }
     let mut items = Vec::new();
-    for (name, data) in photos {
-        let lim = limits(&s.config);
-        let decoded = blocking(move || crate::vision::image::decode(&data, &lim)).await;
-        let img = match decoded {
-            Ok(img) => img,
+    for (name, data, probe) in photos {
+        let decoded = match probe {
+            Ok(probe) => {
+                let permit = decode_share(&s, &probe).await?;
+                let lim = limits(&s.config);
+                blocking(move || crate::vision::image::decode(&data, &lim))
+                    .await
+                    .map(|img| (img, permit))
+            }
+            Err(e) => Err(e.into()),
+        };
+        let (img, permit) = match decoded {
+            Ok(d) => d,
             Err(e) => {
                 items.push(json!({"file": name, "faces": 0, "ok": false, "verdict": "unreadable", "message": e.error.message()}));
                 continue;
             }
         };
         let faces = s.deps.analyzer.analyze(img).await?;
+        drop(permit);
         let n = faces.len();
         let face = match largest(faces) {
             Some(f) => Some((
@@ -773,10 +856,19 @@ pub async fn identify(
     if files.len() != 1 {
         return Err(Error::invalid("send exactly one photo to identify").into());
     }
-    let (_, data) = files.remove(0);
+    let (name, data) = files.remove(0);
+    let cfg = s.config.clone();
+    let budget = s.decode_budget.total_bytes();
+    let (data, probe) = blocking(move || {
+        let p = probe_upload(&cfg, budget, &name, &data)?;
+        Ok((data, p))
+    })
+    .await?;
+    let permit = decode_share(&s, &probe).await?;
     let lim = limits(&s.config);
     let img = blocking(move || crate::vision::image::decode(&data, &lim)).await?;
     let faces = s.deps.analyzer.analyze(img).await?;
+    drop(permit);
     let threshold = s.deps.threshold;
     let g = gallery(&s);
     let mut out = Vec::new();

@@ -1,5 +1,5 @@
 //! Console accounts: users with roles, password hashing, server-side sessions, API tokens, the
-//! one-time setup token and the login rate limiter (issue 4, item 2).
+//! one-time setup token, the login rate limiter and the password-hashing cap (issue 4, item 2).
 //!
 //! * Passwords: PBKDF2-HMAC-SHA256 from `ring`, [`PBKDF2_ITERATIONS`] iterations (OWASP 2023),
 //!   16-byte random salt, 32-byte output; the iteration count is stored per user so it can be
@@ -601,38 +601,191 @@ impl AuthStore {
     }
 }
 
-/// Fixed-window login limiter per client IP (issue 4: "login rate-limited per client"). Counts
-/// every attempt, not only failures, so it also bounds the CPU spent on password hashing.
+/// Sign-in attempts allowed per minute, by scope (`web.login_attempts_per_minute*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginRates {
+    /// Per client address.
+    pub per_address: u32,
+    /// Per network: the client's IPv4 /24 or IPv6 /64, so one host with many addresses (IPv6
+    /// privacy addresses, a LAN client claiming several IPv4 addresses) counts once.
+    pub per_network: u32,
+    /// For the whole console, whoever asks: the ceiling on password-hashing work.
+    pub total: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Shared {
+    Network(IpAddr),
+    All,
+}
+
+/// A refused attempt: which limit, and when the next attempt will be allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// `"address 10.0.0.7"`, `"network 10.0.0.0/24"` or `"console"`.
+    pub scope: String,
+    /// Time until an attempt in that scope is allowed again.
+    pub wait: Duration,
+}
+
+/// Login limiter (issue 4: "login rate-limited per client"), counting per client address, per
+/// network and overall. An attempt must pass all three and counts in all three; every attempt
+/// counts, not only failures, so it also bounds the CPU spent on password hashing.
+///
+/// * Per address: a fixed one-minute window, as strict as "N a minute" reads.
+/// * Per network and overall: token buckets holding up to their per-minute count and refilling
+///   evenly over the minute. These are shared with innocent clients, so after a storm they let
+///   a real user in again within seconds (one attempt every 60/N s) instead of locking the whole
+///   LAN out for a full window.
+///
+/// Memory: entries are created only for allowed attempts (at most `total` a minute) and expired
+/// ones are dropped once there are more than 1024.
 #[derive(Debug)]
 pub struct RateLimiter {
-    per_minute: u32,
-    windows: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    rates: LoginRates,
+    state: Mutex<LimiterState>,
+}
+
+#[derive(Debug, Default)]
+struct LimiterState {
+    windows: HashMap<IpAddr, (Instant, u32)>,
+    buckets: HashMap<Shared, (f64, Instant)>,
 }
 
 impl RateLimiter {
-    /// A limiter allowing `per_minute` attempts per IP per minute.
-    pub fn new(per_minute: u32) -> Self {
+    /// A limiter with the given per-minute rates (each at least 1).
+    pub fn new(rates: LoginRates) -> Self {
         RateLimiter {
-            per_minute,
-            windows: Mutex::new(HashMap::new()),
+            rates,
+            state: Mutex::new(LimiterState::default()),
         }
     }
 
-    /// Records an attempt at `now`; `Err(wait)` if over the limit.
-    pub fn check(&self, ip: IpAddr, now: Instant) -> std::result::Result<(), Duration> {
-        let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        if w.len() > 10_000 {
-            w.retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(60));
+    fn capacity(&self, scope: &Shared) -> f64 {
+        f64::from(
+            match scope {
+                Shared::Network(_) => self.rates.per_network,
+                Shared::All => self.rates.total,
+            }
+            .max(1),
+        )
+    }
+
+    fn level(&self, scope: &Shared, entry: Option<&(f64, Instant)>, now: Instant) -> f64 {
+        let cap = self.capacity(scope);
+        match entry {
+            Some(&(tokens, at)) => {
+                (tokens + now.saturating_duration_since(at).as_secs_f64() * cap / 60.0).min(cap)
+            }
+            None => cap,
         }
-        let e = w.entry(ip).or_insert((now, 0));
-        if now.duration_since(e.0) >= Duration::from_secs(60) {
-            *e = (now, 0);
+    }
+
+    /// Records an attempt from `ip` at `now`; `Err` names the exhausted limit.
+    pub fn check(&self, ip: IpAddr, now: Instant) -> std::result::Result<(), Refusal> {
+        const WINDOW: Duration = Duration::from_secs(60);
+        let ip = ip.to_canonical();
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let count = match st.windows.get(&ip) {
+            Some(&(start, n)) if now.saturating_duration_since(start) < WINDOW => {
+                if n >= self.rates.per_address.max(1) {
+                    return Err(Refusal {
+                        scope: format!("address {ip}"),
+                        wait: WINDOW.saturating_sub(now.saturating_duration_since(start)),
+                    });
+                }
+                Some((start, n))
+            }
+            _ => None,
+        };
+        let net = network_of(ip);
+        let shared = [Shared::Network(net), Shared::All];
+        let mut levels = [0.0; 2];
+        for (i, sc) in shared.iter().enumerate() {
+            levels[i] = self.level(sc, st.buckets.get(sc), now);
+            if levels[i] < 1.0 {
+                let wait = Duration::from_secs_f64((1.0 - levels[i]) * 60.0 / self.capacity(sc));
+                let scope = match sc {
+                    Shared::Network(n) if n.is_ipv4() => format!("network {n}/24"),
+                    Shared::Network(n) => format!("network {n}/64"),
+                    Shared::All => "console".to_string(),
+                };
+                return Err(Refusal { scope, wait });
+            }
         }
-        if e.1 >= self.per_minute {
-            return Err(Duration::from_secs(60).saturating_sub(now.duration_since(e.0)));
+        let (start, n) = count.unwrap_or((now, 0));
+        st.windows.insert(ip, (start, n + 1));
+        for (i, sc) in shared.into_iter().enumerate() {
+            st.buckets.insert(sc, (levels[i] - 1.0, now));
         }
-        e.1 += 1;
+        if st.windows.len() + st.buckets.len() > 1024 {
+            // Forget expired windows and refilled buckets: they hold nothing a new one would not.
+            st.windows
+                .retain(|_, (start, _)| now.saturating_duration_since(*start) < WINDOW);
+            let buckets = std::mem::take(&mut st.buckets);
+            st.buckets = buckets
+                .into_iter()
+                .filter(|(sc, e)| self.level(sc, Some(e), now) < self.capacity(sc))
+                .collect();
+        }
         Ok(())
+    }
+}
+
+/// The network an address belongs to for rate limiting: IPv4 /24, IPv6 /64.
+fn network_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v) => {
+            let [a, b, c, _] = v.octets();
+            IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, 0))
+        }
+        IpAddr::V6(v) => {
+            let bits = u128::from(v) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+    }
+}
+
+/// How long a sign-in waits for a password-hashing slot before it is refused (503).
+pub const HASH_QUEUE_WAIT: Duration = Duration::from_secs(5);
+
+/// Global cap on concurrent password checks. PBKDF2 at [`PBKDF2_ITERATIONS`] is a second or
+/// more of one core on a small board; without a cap, sign-ins that pass the rate limiter from
+/// many addresses run side by side and take the CPU from the camera. Sign-ins queue for a slot
+/// (first come, first served) for at most [`HASH_QUEUE_WAIT`], then get 503.
+#[derive(Debug)]
+pub struct HashGate {
+    sem: std::sync::Arc<tokio::sync::Semaphore>,
+    max: usize,
+}
+
+/// A password-hashing slot; move it into the blocking task that hashes, so it is held exactly
+/// as long as the hash runs, even if the client hangs up meanwhile.
+#[derive(Debug)]
+pub struct HashSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl HashGate {
+    /// At most `max` (≥ 1) password checks at a time.
+    pub fn new(max: usize) -> Self {
+        let max = max.max(1);
+        HashGate {
+            sem: std::sync::Arc::new(tokio::sync::Semaphore::new(max)),
+            max,
+        }
+    }
+
+    /// Waits up to `wait` for a slot; `Unavailable` (503) after that.
+    pub async fn acquire(&self, wait: Duration) -> Result<HashSlot> {
+        match tokio::time::timeout(wait, self.sem.clone().acquire_owned()).await {
+            Ok(Ok(p)) => Ok(HashSlot { _permit: p }),
+            _ => Err(Error::unavailable(format!(
+                "the console is busy checking other sign-ins ({} at a time, \
+                 web.password_hash_concurrency); try again in a few seconds",
+                self.max
+            ))),
+        }
     }
 }
 
@@ -652,14 +805,63 @@ mod tests {
     }
 
     #[test]
-    fn rate_limiter_refuses_then_recovers() {
-        let rl = RateLimiter::new(2);
-        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+    fn rate_limiter_counts_per_address_network_and_overall() {
+        let rates = LoginRates {
+            per_address: 2,
+            per_network: 3,
+            total: 5,
+        };
+        let rl = RateLimiter::new(rates);
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
         let t = Instant::now();
-        assert!(rl.check(ip, t).is_ok());
-        assert!(rl.check(ip, t).is_ok());
-        assert!(rl.check(ip, t).is_err());
-        assert!(rl.check("10.0.0.2".parse().unwrap(), t).is_ok());
-        assert!(rl.check(ip, t + Duration::from_secs(61)).is_ok());
+        assert!(rl.check(ip("10.0.0.1"), t).is_ok());
+        assert!(rl.check(ip("10.0.0.1"), t).is_ok());
+        let e = rl.check(ip("10.0.0.1"), t).unwrap_err();
+        assert_eq!(e.scope, "address 10.0.0.1");
+        // The same /24 from another address: the network's third, then refused.
+        assert!(rl.check(ip("10.0.0.2"), t).is_ok());
+        let e = rl.check(ip("10.0.0.3"), t).unwrap_err();
+        assert_eq!(e.scope, "network 10.0.0.0/24");
+        // An IPv4-mapped IPv6 address counts as the IPv4 address.
+        let e = rl.check(ip("::ffff:10.0.0.4"), t).unwrap_err();
+        assert_eq!(e.scope, "network 10.0.0.0/24");
+        // IPv6 addresses of one /64 share a network bucket.
+        assert!(rl.check(ip("2001:db8::1"), t).is_ok());
+        assert!(rl.check(ip("2001:db8::2"), t).is_ok());
+        let e = rl.check(ip("2001:db8::3"), t).unwrap_err();
+        assert_eq!(e.scope, "console");
+        let e = rl.check(ip("192.168.1.1"), t).unwrap_err();
+        assert_eq!(e.scope, "console");
+        // Shared buckets refill evenly: one console-wide attempt every 12 s at 5 a minute; the
+        // per-address window stays shut for its whole minute.
+        assert!(e.wait <= Duration::from_secs(12), "{e:?}");
+        assert!(
+            rl.check(ip("192.168.1.1"), t + Duration::from_secs(13))
+                .is_ok()
+        );
+        let e = rl
+            .check(ip("10.0.0.1"), t + Duration::from_secs(59))
+            .unwrap_err();
+        assert_eq!(e.scope, "address 10.0.0.1");
+        assert!(
+            rl.check(ip("10.0.0.1"), t + Duration::from_secs(61))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn hash_gate_queues_then_refuses() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let g = HashGate::new(1);
+            let held = g.acquire(Duration::from_millis(10)).await.unwrap();
+            let e = g.acquire(Duration::from_millis(50)).await.unwrap_err();
+            assert_eq!(e.kind(), Kind::Unavailable);
+            drop(held);
+            assert!(g.acquire(Duration::from_millis(10)).await.is_ok());
+        });
     }
 }

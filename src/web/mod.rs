@@ -11,10 +11,16 @@
 //!   [`route_table`] exposes the same list so tests iterate every route.
 //! * Every response carries the security headers ([`security_headers`]); API errors are
 //!   `{"error": {"code", "message"}}` ([`error`]).
+//! * A hostile LAN client is bounded at every layer: connections by [`conn`] (cap, header and
+//!   stall timeouts), sign-ins by [`auth::RateLimiter`] (per address, per network, overall) and
+//!   [`auth::HashGate`] (concurrent PBKDF2), uploads by the body limits and, before decoding,
+//!   by `web.max_upload_pixels` and the shared [`crate::vision::image::DecodeBudget`]. The
+//!   bounds and their tests are listed in docs/web.md, "Hostile clients".
 
 pub mod api;
 pub mod assets;
 pub mod auth;
+pub mod conn;
 pub mod error;
 pub mod events;
 pub mod live;
@@ -33,8 +39,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::gallery::Gallery;
+use crate::vision::image::DecodeBudget;
 use crate::vision::quality::QualityLimits;
-use auth::{AuthStore, Principal, RateLimiter, Role};
+use auth::{AuthStore, HashGate, LoginRates, Principal, RateLimiter, Role};
 use error::ApiError;
 use events::EventLog;
 use live::{BoxFuture, LiveSource};
@@ -69,6 +76,31 @@ pub struct WebConfig {
     pub session_idle_minutes: u32,
     /// Login (and setup) attempts allowed per client IP per minute. Default 10.
     pub login_attempts_per_minute: u32,
+    /// Login (and setup) attempts allowed per client network (IPv4 /24, IPv6 /64) per minute.
+    /// Default 30.
+    pub login_attempts_per_minute_per_network: u32,
+    /// Login (and setup) attempts allowed per minute for the whole console. Default 60.
+    pub login_attempts_per_minute_total: u32,
+    /// Password checks (PBKDF2) running at once; further sign-ins queue for up to 5 s, then get
+    /// 503. Default 1: one core of a 2-core board stays with the camera.
+    pub password_hash_concurrency: u32,
+    /// Most connections open at once. At the cap, a new connection replaces the oldest one that
+    /// has not sent a request yet, or is closed at once. Default 256.
+    pub max_connections: u32,
+    /// Seconds a client has to send a request's headers: from connecting, and again after each
+    /// response on a kept-alive connection (so it is also the idle keep-alive timeout).
+    /// Default 10.
+    pub header_timeout_s: u32,
+    /// A response the client does not read for this many seconds (its socket buffer stays
+    /// full) is dropped with its connection. Default 60.
+    pub idle_timeout_s: u32,
+    /// Largest photo in an upload, in pixels (width × height), checked from the file header
+    /// before decoding. Default 24 000 000 (24 MP).
+    pub max_upload_pixels: u64,
+    /// Memory for decoding uploaded photos, shared by all uploads in flight, MiB. A photo's
+    /// share is computed from its header (16-bit RGBA: 15 bytes per pixel, 8-bit RGB: 10).
+    /// Default 256.
+    pub decode_memory_mb: u32,
     /// Mark the session cookie `Secure` (only sent over HTTPS). Default `false`, because the
     /// console is served over plain HTTP on the local network; set `true` behind a TLS proxy.
     pub secure_cookie: bool,
@@ -87,6 +119,14 @@ impl Default for WebConfig {
             max_json_bytes: 64 << 10,
             session_idle_minutes: 720,
             login_attempts_per_minute: 10,
+            login_attempts_per_minute_per_network: 30,
+            login_attempts_per_minute_total: 60,
+            password_hash_concurrency: 1,
+            max_connections: 256,
+            header_timeout_s: 10,
+            idle_timeout_s: 60,
+            max_upload_pixels: 24_000_000,
+            decode_memory_mb: 256,
             secure_cookie: false,
         }
     }
@@ -96,7 +136,7 @@ impl WebConfig {
     /// Checks the values; messages name the `web.*` key.
     pub fn validate(&self) -> Result<()> {
         self.listen_addr()?;
-        let checks: [(&str, bool); 7] = [
+        let checks: [(&str, bool); 15] = [
             ("web.max_upload_bytes", self.max_upload_bytes >= 1024),
             ("web.max_photo_bytes", self.max_photo_bytes >= 1024),
             ("web.max_upload_photos", self.max_upload_photos >= 1),
@@ -110,11 +150,53 @@ impl WebConfig {
                 "web.login_attempts_per_minute",
                 self.login_attempts_per_minute >= 1,
             ),
+            (
+                "web.login_attempts_per_minute_per_network",
+                self.login_attempts_per_minute_per_network >= 1,
+            ),
+            (
+                "web.login_attempts_per_minute_total",
+                self.login_attempts_per_minute_total >= 1,
+            ),
+            (
+                "web.password_hash_concurrency",
+                self.password_hash_concurrency >= 1,
+            ),
+            ("web.max_connections", self.max_connections >= 8),
+            ("web.header_timeout_s", self.header_timeout_s >= 1),
+            ("web.idle_timeout_s", self.idle_timeout_s >= 1),
+            ("web.max_upload_pixels", self.max_upload_pixels >= 10_000),
+            ("web.decode_memory_mb", self.decode_memory_mb >= 8),
         ];
         for (key, ok) in checks {
             if !ok {
                 return Err(Error::invalid(format!(
-                    "{key} is too small; see docs/config.md for sensible values"
+                    "{key} is too small; see docs/web.md for sensible values"
+                )));
+            }
+        }
+        // Upper bounds: beyond these a value defeats its purpose (hashing on every core starves
+        // the camera; minutes-long timeouts let idle connections pile up).
+        let ceilings: [(&str, u64, u64); 6] = [
+            (
+                "web.password_hash_concurrency",
+                self.password_hash_concurrency.into(),
+                64,
+            ),
+            ("web.max_connections", self.max_connections.into(), 65_536),
+            ("web.header_timeout_s", self.header_timeout_s.into(), 300),
+            ("web.idle_timeout_s", self.idle_timeout_s.into(), 3600),
+            (
+                "web.max_upload_pixels",
+                self.max_upload_pixels,
+                u64::from(crate::vision::image::ImageLimits::default().max_side).pow(2),
+            ),
+            ("web.decode_memory_mb", self.decode_memory_mb.into(), 65_536),
+        ];
+        for (key, v, max) in ceilings {
+            if v > max {
+                return Err(Error::invalid(format!(
+                    "{key} = {v} is over the maximum {max}; see docs/web.md"
                 )));
             }
         }
@@ -199,6 +281,10 @@ pub struct Inner {
     pub auth: AuthStore,
     /// Login rate limiter.
     pub limiter: RateLimiter,
+    /// Cap on concurrent password checks.
+    pub hash_gate: HashGate,
+    /// Memory budget shared by upload decodes.
+    pub decode_budget: DecodeBudget,
     /// Event log reader.
     pub events: EventLog,
     /// Dependencies from the daemon.
@@ -236,7 +322,13 @@ impl AppState {
             None
         };
         Ok(AppState(Arc::new(Inner {
-            limiter: RateLimiter::new(config.login_attempts_per_minute),
+            limiter: RateLimiter::new(LoginRates {
+                per_address: config.login_attempts_per_minute,
+                per_network: config.login_attempts_per_minute_per_network,
+                total: config.login_attempts_per_minute_total,
+            }),
+            hash_gate: HashGate::new(config.password_hash_concurrency as usize),
+            decode_budget: DecodeBudget::new(u64::from(config.decode_memory_mb) << 20),
             config,
             auth,
             events,
@@ -586,6 +678,10 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
 /// Serves the console on `listener` until `shutdown` resolves. Logs the one-time setup link
 /// when no user exists yet.
 ///
+/// Connections are served by [`conn::run`] with the `[web]` connection limits (cap, header and
+/// stall timeouts); see there. After `shutdown`, responses in flight get [`conn::DRAIN`] to
+/// finish; live streams (MJPEG, SSE) never end by themselves and are cut then.
+///
 /// `faced run` calls it as
 /// `tokio::spawn(web::serve(listener, state, shutdown_future))` after binding
 /// `tokio::net::TcpListener::bind(config.web.listen_addr()?)`.
@@ -604,6 +700,12 @@ pub async fn serve(
         ),
         None => tracing::info!(%addr, "web console listening"),
     }
+    let limits = conn::Limits {
+        max_connections: state.config.max_connections as usize,
+        header_timeout: Duration::from_secs(state.config.header_timeout_s.into()),
+        idle_timeout: Duration::from_secs(state.config.idle_timeout_s.into()),
+    };
+    conn::ensure_fd_room(limits.max_connections);
     let purge = state.clone();
     let purger = tokio::spawn(async move {
         loop {
@@ -613,26 +715,12 @@ pub async fn serve(
             purge.candidates.purge();
         }
     });
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         let _ = tx.send(true);
     });
-    let mut graceful = rx.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = graceful.wait_for(|&stop| stop).await;
-    });
-    // Live streams (MJPEG, SSE) never end by themselves: give requests in flight a moment,
-    // then stop.
-    let mut deadline = rx;
-    let res = tokio::select! {
-        r = server => r.map_err(|e| Error::unavailable(format!("web server on {addr} failed")).with_source(e)),
-        _ = async move {
-            let _ = deadline.wait_for(|&stop| stop).await;
-            tokio::time::sleep(Duration::from_secs(3)).await;
-        } => Ok(()),
-    };
+    conn::run(listener, router(state), limits, rx).await;
     purger.abort();
-    res
+    Ok(())
 }
