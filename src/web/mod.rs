@@ -67,6 +67,8 @@ pub struct WebConfig {
     pub max_json_bytes: usize,
     /// Sessions unused for this many minutes are signed out. Default 720 (12 h).
     pub session_idle_minutes: u32,
+    /// Sessions are signed out this many hours after sign-in, however busy. Default 168 (7 d).
+    pub session_max_hours: u32,
     /// Login (and setup) attempts allowed per client IP per minute. Default 10.
     pub login_attempts_per_minute: u32,
     /// Mark the session cookie `Secure` (only sent over HTTPS). Default `false`, because the
@@ -86,6 +88,7 @@ impl Default for WebConfig {
             max_zip_uncompressed_bytes: 64 << 20,
             max_json_bytes: 64 << 10,
             session_idle_minutes: 720,
+            session_max_hours: 168,
             login_attempts_per_minute: 10,
             secure_cookie: false,
         }
@@ -96,7 +99,7 @@ impl WebConfig {
     /// Checks the values; messages name the `web.*` key.
     pub fn validate(&self) -> Result<()> {
         self.listen_addr()?;
-        let checks: [(&str, bool); 7] = [
+        let checks: [(&str, bool); 8] = [
             ("web.max_upload_bytes", self.max_upload_bytes >= 1024),
             ("web.max_photo_bytes", self.max_photo_bytes >= 1024),
             ("web.max_upload_photos", self.max_upload_photos >= 1),
@@ -106,6 +109,7 @@ impl WebConfig {
             ),
             ("web.max_json_bytes", self.max_json_bytes >= 1024),
             ("web.session_idle_minutes", self.session_idle_minutes >= 1),
+            ("web.session_max_hours", self.session_max_hours >= 1),
             (
                 "web.login_attempts_per_minute",
                 self.login_attempts_per_minute >= 1,
@@ -117,6 +121,13 @@ impl WebConfig {
                     "{key} is too small; see docs/config.md for sensible values"
                 )));
             }
+        }
+        // A year: longer is no longer a session limit (and the ms count must not overflow).
+        if self.session_max_hours > 366 * 24 {
+            return Err(Error::invalid(format!(
+                "web.session_max_hours = {} is over a year (8784); see docs/web.md",
+                self.session_max_hours
+            )));
         }
         Ok(())
     }
@@ -227,7 +238,10 @@ impl AppState {
         };
         let auth = AuthStore::open(
             &db,
-            Duration::from_secs(u64::from(config.session_idle_minutes) * 60),
+            auth::SessionLimits {
+                idle: Duration::from_secs(u64::from(config.session_idle_minutes) * 60),
+                max_age: Duration::from_secs(u64::from(config.session_max_hours) * 3600),
+            },
         )?;
         let events = EventLog::open(&db, &key)?;
         let setup = if auth.user_count()? == 0 {
@@ -485,7 +499,9 @@ pub fn session_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
         })
 }
 
-fn authenticate(
+/// The caller of a request (session cookie or `Authorization: Bearer`), read from the database
+/// each time: also used by live streams to end when their caller is signed out.
+pub(crate) fn authenticate(
     state: &AppState,
     headers: &axum::http::HeaderMap,
 ) -> Result<Option<Principal>, ApiError> {
