@@ -2,10 +2,10 @@
 //! setup link, sign-in, roles on every route, CSRF, rate limit, security headers, bad input,
 //! enroll → identify, "this is not NAME", privacy erase, reports and CSV.
 
-#[path = "util/web.rs"]
-mod web_util;
 #[path = "util/daemon.rs"]
 mod daemon_util;
+#[path = "util/web.rs"]
+mod web_util;
 
 use std::io::Write;
 
@@ -669,12 +669,7 @@ fn faced_user(db: &std::path::Path, args: &[&str], password: &str) -> String {
 
 /// Polls `GET path` until it answers `want`; returns how long that took, or `None` after
 /// `secs` seconds.
-async fn until_status(
-    c: &Client,
-    path: &str,
-    want: u16,
-    secs: u64,
-) -> Option<std::time::Duration> {
+async fn until_status(c: &Client, path: &str, want: u16, secs: u64) -> Option<std::time::Duration> {
     let t = std::time::Instant::now();
     while t.elapsed() < std::time::Duration::from_secs(secs) {
         if c.get(path).await.status().as_u16() == want {
@@ -712,7 +707,10 @@ async fn cli_password_change_and_removal_sign_out_of_the_running_daemon() {
         ],
     );
     tokio::task::block_in_place(|| {
-        d.wait_for(&["web console listening"], std::time::Duration::from_secs(180))
+        d.wait_for(
+            &["web console listening"],
+            std::time::Duration::from_secs(180),
+        )
     });
     let base = format!("http://{listen}");
 
@@ -732,12 +730,12 @@ async fn cli_password_change_and_removal_sign_out_of_the_running_daemon() {
     // Password change from the CLI: session and token refused within seconds.
     let new_pw = "a brand new passphrase";
     let out = tokio::task::block_in_place(|| faced_user(&db, &["passwd", "eve"], new_pw));
-    assert!(out.contains("signed out 1 session"), "{out}");
     let took = until_status(&eve, "/api/me", 401, 5).await;
     assert!(
         took.is_some(),
         "the old session still works 5 s after `faced user passwd`"
     );
+    assert!(out.contains("signed out 1 session"), "{out}");
     assert_eq!(eve_script.get("/api/users").await.status(), 401);
     eprintln!("session refused {took:?} after faced user passwd");
     let r = Client::new(&base)
@@ -765,10 +763,7 @@ async fn cli_password_change_and_removal_sign_out_of_the_running_daemon() {
         .await;
     assert_eq!(r.status(), 401);
     let list = tokio::task::block_in_place(|| faced_user(&db, &["list"], ""));
-    let names: Vec<&str> = list
-        .lines()
-        .filter_map(|l| l.split('\t').next())
-        .collect();
+    let names: Vec<&str> = list.lines().filter_map(|l| l.split('\t').next()).collect();
     assert_eq!(names, vec!["root"], "{list}");
     drop(d);
 }
@@ -835,11 +830,18 @@ async fn extreme_report_ranges_and_ids_get_clear_errors() {
         format!("since_ms={max}"),
         format!("since_ms=0&until_ms={max}"),
         "since_ms=0&until_ms=86400000".to_string(),
-        format!("since_ms={}&until_ms={}", 1_000_000_000_000_i64, 1_900_000_000_000_i64),
+        format!(
+            "since_ms={}&until_ms={}",
+            1_000_000_000_000_i64, 1_900_000_000_000_i64
+        ),
     ] {
         for path in ["/api/reports", "/api/reports.csv"] {
             let (status, code, msg) = error_of(admin.get(&format!("{path}?{q}")).await).await;
-            assert_eq!((status, code.as_str()), (400, "invalid_input"), "{path}?{q}: {msg}");
+            assert_eq!(
+                (status, code.as_str()),
+                (400, "invalid_input"),
+                "{path}?{q}: {msg}"
+            );
             assert!(
                 msg.contains("2000-01-01") || msg.contains("days"),
                 "{path}?{q}: {msg}"
@@ -850,7 +852,10 @@ async fn extreme_report_ranges_and_ids_get_clear_errors() {
     let now = faced::web::auth::now_ms();
     let week = 7 * 86_400_000;
     let r = admin
-        .get(&format!("/api/reports?since_ms={}&until_ms={now}", now - week))
+        .get(&format!(
+            "/api/reports?since_ms={}&until_ms={now}",
+            now - week
+        ))
         .await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
@@ -859,7 +864,9 @@ async fn extreme_report_ranges_and_ids_get_clear_errors() {
     assert_eq!(admin.get("/api/reports").await.status(), 200);
     // Event queries bind their numbers into SQL; extremes are just empty results.
     let r = admin
-        .get(&format!("/api/events?since_ms={min}&until_ms={max}&before_id={min}"))
+        .get(&format!(
+            "/api/events?since_ms={min}&until_ms={max}&before_id={min}"
+        ))
         .await;
     assert_eq!(r.status(), 200);
     // Path ids at the edge of i64: not found, never an overflow.
@@ -920,15 +927,25 @@ async fn session_lifetime_and_csrf_tokens_not_in_the_database() {
         out
     };
     assert!(!dump.is_empty());
-    let holds = |hay: &[u8], needle: &str| hay.windows(needle.len()).any(|w| w == needle.as_bytes());
-    assert!(!holds(&dump, &csrf), "the CSRF token is stored in web_session");
-    assert!(!holds(&dump, &secret), "the cookie secret is stored in web_session");
+    let holds =
+        |hay: &[u8], needle: &str| hay.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(
+        !holds(&dump, &csrf),
+        "the CSRF token is stored in web_session"
+    );
+    assert!(
+        !holds(&dump, &secret),
+        "the cookie secret is stored in web_session"
+    );
     let backup = admin.get("/api/backup").await.bytes().await.unwrap();
     let mut zip = zip::ZipArchive::new(std::io::Cursor::new(backup)).unwrap();
     let mut copy = Vec::new();
     std::io::Read::read_to_end(&mut zip.by_name("faced.db").unwrap(), &mut copy).unwrap();
     assert!(copy.len() > 4096);
-    assert!(!holds(&copy, &csrf) && !holds(&copy, &secret), "token in the backup");
+    assert!(
+        !holds(&copy, &csrf) && !holds(&copy, &secret),
+        "token in the backup"
+    );
 
     // Busy but older than session_max_hours: refused and deleted.
     assert_eq!(admin.get("/api/me").await.status(), 200);
@@ -995,13 +1012,20 @@ async fn live_streams_end_when_the_user_is_signed_out() {
 async fn names_with_invisible_or_bidi_characters_are_refused() {
     let srv = TestServer::start(true, WebConfig::default()).await;
     let admin = srv.client("admin").await;
-    for bad in ["\u{202E}ecilA", "Al\u{200B}ice", "Bob\u{2066}", "\u{FEFF}Eve"] {
+    for bad in [
+        "\u{202E}ecilA",
+        "Al\u{200B}ice",
+        "Bob\u{2066}",
+        "\u{FEFF}Eve",
+    ] {
         let (status, _, msg) =
             error_of(admin.post_json("/api/people", &json!({"name": bad})).await).await;
         assert_eq!(status, 400, "{bad:?}");
         assert!(msg.contains("U+"), "{msg}");
     }
-    let r = admin.post_json("/api/people", &json!({"name": "Alice"})).await;
+    let r = admin
+        .post_json("/api/people", &json!({"name": "Alice"}))
+        .await;
     assert_eq!(r.status(), 201);
     let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
     let r = admin
@@ -1014,13 +1038,23 @@ async fn names_with_invisible_or_bidi_characters_are_refused() {
     assert_eq!(srv.rows("SELECT COUNT(*) FROM person"), 1);
     let db = srv.db.to_str().unwrap().to_string();
     let (ok, out) = tokio::task::block_in_place(|| {
-        faced_cli(&["people", "--db", &db, "rename", "Alice", "Ali\u{202E}ce"], "")
+        faced_cli(
+            &["people", "--db", &db, "rename", "Alice", "Ali\u{202E}ce"],
+            "",
+        )
     });
     assert!(!ok && out.contains("U+202E"), "{out}");
     let photo = fixture("img1.jpg");
     let (ok, out) = tokio::task::block_in_place(|| {
         faced_cli(
-            &["enroll", "--db", &db, "--name", "Al\u{200B}ice", photo.to_str().unwrap()],
+            &[
+                "enroll",
+                "--db",
+                &db,
+                "--name",
+                "Al\u{200B}ice",
+                photo.to_str().unwrap(),
+            ],
             "",
         )
     });

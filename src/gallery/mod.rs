@@ -683,15 +683,41 @@ mod tests {
 
     #[test]
     fn person_names_refuse_invisible_and_reordering_characters() {
-        for ok in ["Alice", "José Ñúñez", "Zoë O'Brien-Smith", "李小龙", "علي", "Ahmed علي"] {
+        for ok in [
+            "Alice",
+            "José Ñúñez",
+            "Zoë O'Brien-Smith",
+            "李小龙",
+            "علي",
+            "Ahmed علي",
+        ] {
             assert_eq!(validate_person_name(ok).unwrap(), ok);
         }
         assert_eq!(validate_person_name("  Bob  ").unwrap(), "Bob");
         let bad = [
-            '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}',
-            '\u{2068}', '\u{2069}', '\u{200B}', '\u{200C}', '\u{200D}', '\u{200E}', '\u{2060}',
-            '\u{FEFF}', '\u{00AD}', '\u{061C}', '\u{E0041}', '\u{0007}', '\u{001B}', '\u{0085}',
-            '\u{2028}', '\u{2029}',
+            '\u{202A}',
+            '\u{202B}',
+            '\u{202C}',
+            '\u{202D}',
+            '\u{202E}',
+            '\u{2066}',
+            '\u{2067}',
+            '\u{2068}',
+            '\u{2069}',
+            '\u{200B}',
+            '\u{200C}',
+            '\u{200D}',
+            '\u{200E}',
+            '\u{2060}',
+            '\u{FEFF}',
+            '\u{00AD}',
+            '\u{061C}',
+            '\u{E0041}',
+            '\u{0007}',
+            '\u{001B}',
+            '\u{0085}',
+            '\u{2028}',
+            '\u{2029}',
         ];
         for c in bad {
             let name = format!("Al{c}ice");
@@ -699,7 +725,10 @@ mod tests {
             assert_eq!(e.kind(), Kind::InvalidInput);
             let msg = e.to_string();
             assert!(msg.contains(&format!("U+{:04X}", u32::from(c))), "{msg}");
-            assert!(!msg.contains(c), "the message must not echo the character: {msg}");
+            assert!(
+                !msg.contains(c),
+                "the message must not echo the character: {msg}"
+            );
         }
     }
 }

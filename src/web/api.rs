@@ -441,31 +441,34 @@ pub async fn overlay_sse(
 ) -> Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>> {
     let rx = s.deps.live.subscribe_overlay();
     let caller = StreamCaller::new(s.clone(), headers);
-    let st = stream::unfold((rx, q.camera, caller), |(mut rx, cam, mut caller)| async move {
-        loop {
-            if !caller.still_signed_in() {
-                return None;
-            }
-            // Wake up at least every STREAM_RECHECK, even when no overlay comes.
-            let Ok(next) = tokio::time::timeout(STREAM_RECHECK, rx.recv()).await else {
-                continue;
-            };
-            match next {
-                Ok(o) => {
-                    if cam.as_ref().is_some_and(|c| *c != o.camera) {
-                        continue;
-                    }
-                    let ev = SseEvent::default()
-                        .event("overlay")
-                        .json_data(&o)
-                        .unwrap_or_default();
-                    return Some((Ok(ev), (rx, cam, caller)));
+    let st = stream::unfold(
+        (rx, q.camera, caller),
+        |(mut rx, cam, mut caller)| async move {
+            loop {
+                if !caller.still_signed_in() {
+                    return None;
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                // Wake up at least every STREAM_RECHECK, even when no overlay comes.
+                let Ok(next) = tokio::time::timeout(STREAM_RECHECK, rx.recv()).await else {
+                    continue;
+                };
+                match next {
+                    Ok(o) => {
+                        if cam.as_ref().is_some_and(|c| *c != o.camera) {
+                            continue;
+                        }
+                        let ev = SseEvent::default()
+                            .event("overlay")
+                            .json_data(&o)
+                            .unwrap_or_default();
+                        return Some((Ok(ev), (rx, cam, caller)));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
             }
-        }
-    });
+        },
+    );
     Sse::new(st).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 

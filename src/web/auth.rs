@@ -548,9 +548,7 @@ impl AuthStore {
         let label = label.trim();
         if label.is_empty()
             || label.chars().count() > 100
-            || label
-                .chars()
-                .any(crate::gallery::is_forbidden_name_char)
+            || label.chars().any(crate::gallery::is_forbidden_name_char)
         {
             return Err(Error::invalid(
                 "token label must be 1 to 100 characters without control or invisible \
@@ -737,7 +735,12 @@ mod tests {
         // Idle for longer than 30 minutes.
         let (secret, _) = store.create_session(&user).unwrap();
         assert!(store.session_at(&secret, t0 + 29 * m).unwrap().is_some());
-        assert!(store.session_at(&secret, t0 + 29 * m + 31 * m).unwrap().is_none());
+        assert!(
+            store
+                .session_at(&secret, t0 + 29 * m + 31 * m)
+                .unwrap()
+                .is_none()
+        );
         // Absurd clock values do not overflow; far in the future the session is over.
         let (secret, _) = store.create_session(&user).unwrap();
         assert!(store.session_at(&secret, i64::MIN).unwrap().is_some());
