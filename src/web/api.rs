@@ -1224,7 +1224,7 @@ pub async fn event_not_person(
         None => {
             let st = s.clone();
             // Any i64 arrives in the path: no `id + 1` overflow.
-            let before_id = id.checked_add(1).unwrap_or(i64::MAX);
+            let before_id = id.saturating_add(1);
             let row = blocking(move || {
                 st.events.export(
                     &EventFilter {
