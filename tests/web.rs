@@ -2,6 +2,8 @@
 //! setup link, sign-in, roles on every route, CSRF, rate limit, security headers, bad input,
 //! enroll → identify, "this is not NAME", privacy erase, reports and CSV.
 
+#[path = "util/daemon.rs"]
+mod daemon_util;
 #[path = "util/web.rs"]
 mod web_util;
 
@@ -621,4 +623,449 @@ async fn live_stream_overlay_and_system() {
     assert!(sys["db_bytes"].as_u64().unwrap() > 0);
     assert_eq!(sys["mqtt"]["connected"], true);
     assert_eq!(sys["cameras"][0]["name"], "front");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accounts, sessions and inputs on a hostile LAN: sign-out from the CLI reaches the running
+// daemon, one-time setup, bounded report ranges, session lifetime, CSRF storage, names.
+
+/// Tests below that run `faced run`, many PBKDF2 hashes or streams take turns: the machine is
+/// shared and their time limits must stay meaningful.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Runs `faced ARGS` with `stdin` as standard input: (success, stdout and stderr).
+fn faced_cli(args: &[&str], stdin: &str) -> (bool, String) {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_faced"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// `faced user --db DB ARGS`, password (if any) on standard input; panics on failure.
+fn faced_user(db: &std::path::Path, args: &[&str], password: &str) -> String {
+    let mut all = vec!["user", "--db", db.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let (ok, out) = faced_cli(&all, &format!("{password}\n"));
+    assert!(ok, "faced {all:?} failed: {out}");
+    out
+}
+
+/// Polls `GET path` until it answers `want`; returns how long that took, or `None` after
+/// `secs` seconds.
+async fn until_status(c: &Client, path: &str, want: u16, secs: u64) -> Option<std::time::Duration> {
+    let t = std::time::Instant::now();
+    while t.elapsed() < std::time::Duration::from_secs(secs) {
+        if c.get(path).await.status().as_u16() == want {
+            return Some(t.elapsed());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// `faced user passwd` and `faced user remove`, run from the CLI (another process) while the
+/// user is signed in to the running `faced run`: the old session and the user's API token are
+/// refused within seconds, and the removed admin can no longer create users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_password_change_and_removal_sign_out_of_the_running_daemon() {
+    let _heavy = HEAVY.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("faced.db");
+    faced_user(&db, &["add", "--admin", "root"], PASSWORD);
+    faced_user(&db, &["add", "--admin", "eve"], PASSWORD);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    // No camera is needed: a missing one is retried in the background while the console runs.
+    let d = daemon_util::Daemon::start(
+        &["--source", "v4l2:/dev/video99"],
+        &[
+            ("FACED_GALLERY__DB", db.to_str().unwrap()),
+            ("FACED_WEB__ENABLED", "true"),
+            ("FACED_WEB__LISTEN", &listen),
+            ("FACED_LOG", "info"),
+        ],
+    );
+    tokio::task::block_in_place(|| {
+        d.wait_for(
+            &["web console listening"],
+            std::time::Duration::from_secs(180),
+        )
+    });
+    let base = format!("http://{listen}");
+
+    let mut eve = Client::new(&base);
+    eve.login("eve", PASSWORD).await;
+    let tok: Value = eve
+        .post_json("/api/tokens", &json!({"label": "eve's script"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mut eve_script = Client::new(&base);
+    eve_script.bearer = Some(tok["token"].as_str().unwrap().to_string());
+    assert_eq!(eve.get("/api/me").await.status(), 200);
+    assert_eq!(eve_script.get("/api/users").await.status(), 200);
+
+    // Password change from the CLI: session and token refused within seconds.
+    let new_pw = "a brand new passphrase";
+    let out = tokio::task::block_in_place(|| faced_user(&db, &["passwd", "eve"], new_pw));
+    let took = until_status(&eve, "/api/me", 401, 5).await;
+    assert!(
+        took.is_some(),
+        "the old session still works 5 s after `faced user passwd`"
+    );
+    assert!(out.contains("signed out 1 session"), "{out}");
+    assert_eq!(eve_script.get("/api/users").await.status(), 401);
+    eprintln!("session refused {took:?} after faced user passwd");
+    let r = Client::new(&base)
+        .post_json("/api/login", &json!({"name": "eve", "password": PASSWORD}))
+        .await;
+    assert_eq!(r.status(), 401, "the old password is refused");
+
+    // Signed in again with the new password, then removed from the CLI.
+    let mut eve = Client::new(&base);
+    eve.login("eve", new_pw).await;
+    assert_eq!(eve.get("/api/users").await.status(), 200);
+    let out = tokio::task::block_in_place(|| faced_user(&db, &["remove", "eve"], ""));
+    assert!(out.contains("removed user"), "{out}");
+    let took = until_status(&eve, "/api/me", 401, 5).await;
+    assert!(
+        took.is_some(),
+        "the removed user's session still works 5 s after `faced user remove`"
+    );
+    eprintln!("session refused {took:?} after faced user remove");
+    let r = eve
+        .post_json(
+            "/api/users",
+            &json!({"name": "mallory", "role": "admin", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+    let list = tokio::task::block_in_place(|| faced_user(&db, &["list"], ""));
+    let names: Vec<&str> = list.lines().filter_map(|l| l.split('\t').next()).collect();
+    assert_eq!(names, vec!["root"], "{list}");
+    drop(d);
+}
+
+/// 20 concurrent `POST /api/setup` with the valid one-time token: exactly one admin is created,
+/// the others are told setup is done (409), and the link is spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_setups_create_exactly_one_admin() {
+    let _heavy = HEAVY.lock().await;
+    let cfg = WebConfig {
+        login_attempts_per_minute: 1000,
+        ..WebConfig::default()
+    };
+    let srv = TestServer::start(false, cfg).await;
+    let link = srv.state.setup_link().unwrap();
+    let token = link.split("#setup=").nth(1).unwrap().to_string();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let c = Client::new(&srv.base);
+        let body = json!({"token": token, "name": format!("admin{i}"), "password": PASSWORD});
+        tasks.push(tokio::spawn(async move {
+            c.post_json("/api/setup", &body).await.status().as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    statuses.sort();
+    assert_eq!(
+        srv.rows("SELECT COUNT(*) FROM web_user"),
+        1,
+        "statuses {statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|&s| s == 200 || s == 409),
+        "{statuses:?}"
+    );
+    assert!(srv.state.setup_link().is_none());
+    let status: Value = Client::new(&srv.base)
+        .get("/api/status")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["setup_required"], false);
+}
+
+/// Report and event queries with extreme numbers: a clear 400 (no overflow, no 500, no garbage
+/// days), while a normal range still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extreme_report_ranges_and_ids_get_clear_errors() {
+    let srv = TestServer::start(true, WebConfig::default()).await;
+    let admin = srv.client("admin").await;
+    let (min, max) = (i64::MIN, i64::MAX);
+    for q in [
+        format!("since_ms={min}&until_ms={max}"),
+        format!("until_ms={min}"),
+        format!("since_ms={max}"),
+        format!("since_ms=0&until_ms={max}"),
+        "since_ms=0&until_ms=86400000".to_string(),
+        format!(
+            "since_ms={}&until_ms={}",
+            1_000_000_000_000_i64, 1_900_000_000_000_i64
+        ),
+    ] {
+        for path in ["/api/reports", "/api/reports.csv"] {
+            let (status, code, msg) = error_of(admin.get(&format!("{path}?{q}")).await).await;
+            assert_eq!(
+                (status, code.as_str()),
+                (400, "invalid_input"),
+                "{path}?{q}: {msg}"
+            );
+            assert!(
+                msg.contains("2000-01-01") || msg.contains("days"),
+                "{path}?{q}: {msg}"
+            );
+        }
+    }
+    // A normal range: one bucket per calendar day.
+    let now = faced::web::auth::now_ms();
+    let week = 7 * 86_400_000;
+    let r = admin
+        .get(&format!(
+            "/api/reports?since_ms={}&until_ms={now}",
+            now - week
+        ))
+        .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let days = v["days"].as_array().unwrap().len();
+    assert!((7..=8).contains(&days), "{days} day buckets");
+    assert_eq!(admin.get("/api/reports").await.status(), 200);
+    // Event queries bind their numbers into SQL; extremes are just empty results.
+    let r = admin
+        .get(&format!(
+            "/api/events?since_ms={min}&until_ms={max}&before_id={min}"
+        ))
+        .await;
+    assert_eq!(r.status(), 200);
+    // Path ids at the edge of i64: not found, never an overflow.
+    let r = admin
+        .post_json(&format!("/api/events/{max}/not"), &json!({}))
+        .await;
+    assert_eq!(error_of(r).await.0, 404);
+}
+
+/// The absolute session lifetime (web.session_max_hours) holds however busy the session is, and
+/// the database never holds the session's CSRF token (nor its cookie secret): not in the
+/// sessions table, not in the backup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_lifetime_and_csrf_tokens_not_in_the_database() {
+    let cfg = WebConfig {
+        session_max_hours: 1,
+        ..WebConfig::default()
+    };
+    let srv = TestServer::start(true, cfg).await;
+    let admin = srv.client("admin").await;
+    let csrf = admin.csrf.clone().unwrap();
+    let secret = admin
+        .cookie
+        .clone()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_string();
+    // The page gets the same token again after a reload.
+    let me: Value = admin.get("/api/me").await.json().await.unwrap();
+    assert_eq!(me["csrf"], csrf.as_str());
+    assert_eq!(
+        admin
+            .post_json("/api/people", &json!({"name": "Alice"}))
+            .await
+            .status(),
+        201
+    );
+
+    let conn = rusqlite::Connection::open(&srv.db).unwrap();
+    let dump: Vec<u8> = {
+        let mut st = conn.prepare("SELECT * FROM web_session").unwrap();
+        let cols = st.column_count();
+        let mut rows = st.query([]).unwrap();
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().unwrap() {
+            for i in 0..cols {
+                match r.get_ref(i).unwrap() {
+                    rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                        out.extend_from_slice(t)
+                    }
+                    v => out.extend_from_slice(format!("{v:?}").as_bytes()),
+                }
+                out.push(b'|');
+            }
+        }
+        out
+    };
+    assert!(!dump.is_empty());
+    let holds =
+        |hay: &[u8], needle: &str| hay.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(
+        !holds(&dump, &csrf),
+        "the CSRF token is stored in web_session"
+    );
+    assert!(
+        !holds(&dump, &secret),
+        "the cookie secret is stored in web_session"
+    );
+    let backup = admin.get("/api/backup").await.bytes().await.unwrap();
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(backup)).unwrap();
+    let mut copy = Vec::new();
+    std::io::Read::read_to_end(&mut zip.by_name("faced.db").unwrap(), &mut copy).unwrap();
+    assert!(copy.len() > 4096);
+    assert!(
+        !holds(&copy, &csrf) && !holds(&copy, &secret),
+        "token in the backup"
+    );
+
+    // Busy but older than session_max_hours: refused and deleted.
+    assert_eq!(admin.get("/api/me").await.status(), 200);
+    conn.execute(
+        "UPDATE web_session SET created_at = created_at - 3600 * 1000 - 1000",
+        [],
+    )
+    .unwrap();
+    let (status, code, _) = error_of(admin.get("/api/me").await).await;
+    assert_eq!((status, code.as_str()), (401, "unauthenticated"));
+    assert_eq!(srv.rows("SELECT COUNT(*) FROM web_session"), 0);
+
+    // A fresh session is fine, and an idle one (12 h by default) is refused.
+    let admin = srv.client("admin").await;
+    assert_eq!(admin.get("/api/me").await.status(), 200);
+    conn.execute(
+        "UPDATE web_session SET last_seen_at = last_seen_at - 721 * 60 * 1000",
+        [],
+    )
+    .unwrap();
+    assert_eq!(admin.get("/api/me").await.status(), 401);
+
+    // The lifetime is a validated config key.
+    let bad = WebConfig {
+        session_max_hours: 0,
+        ..WebConfig::default()
+    };
+    let e = bad.validate().unwrap_err();
+    assert!(e.to_string().contains("web.session_max_hours"), "{e}");
+}
+
+/// Live streams outlast the request's one check: they end within seconds when their user is
+/// signed out (here: removed, as `faced user remove` does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_streams_end_when_the_user_is_signed_out() {
+    let _heavy = HEAVY.lock().await;
+    let srv = TestServer::start(true, WebConfig::default()).await;
+    let viewer = srv.client("viewer").await;
+    let mut mjpeg = viewer.get("/api/live/front/mjpeg").await;
+    assert_eq!(mjpeg.status(), 200);
+    assert!(mjpeg.chunk().await.unwrap().is_some());
+    let mut sse = viewer.get("/api/live/overlay").await;
+    assert_eq!(sse.status(), 200);
+    let st = srv.state.clone();
+    tokio::task::spawn_blocking(move || {
+        let id = st.auth.user_by_name("viewer").unwrap().unwrap().id;
+        st.auth.remove_user(id).unwrap();
+    })
+    .await
+    .unwrap();
+    let t = std::time::Instant::now();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Ok(Some(_)) = mjpeg.chunk().await {}
+        while let Ok(Some(_)) = sse.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "a stream still runs 10 s after removal");
+    eprintln!("streams ended {:?} after removal", t.elapsed());
+}
+
+/// Names with control, bidi-override, zero-width or other invisible formatting characters are
+/// refused by the console API and the CLI alike (one rule, in the gallery).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_with_invisible_or_bidi_characters_are_refused() {
+    let srv = TestServer::start(true, WebConfig::default()).await;
+    let admin = srv.client("admin").await;
+    for bad in [
+        "\u{202E}ecilA",
+        "Al\u{200B}ice",
+        "Bob\u{2066}",
+        "\u{FEFF}Eve",
+    ] {
+        let (status, _, msg) =
+            error_of(admin.post_json("/api/people", &json!({"name": bad})).await).await;
+        assert_eq!(status, 400, "{bad:?}");
+        assert!(msg.contains("U+"), "{msg}");
+    }
+    let r = admin
+        .post_json("/api/people", &json!({"name": "Alice"}))
+        .await;
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let r = admin
+        .req(Method::PATCH, &format!("/api/people/{id}"))
+        .json(&json!({"name": "Ali\u{202E}ce"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await.0, 400);
+    assert_eq!(srv.rows("SELECT COUNT(*) FROM person"), 1);
+    let db = srv.db.to_str().unwrap().to_string();
+    let (ok, out) = tokio::task::block_in_place(|| {
+        faced_cli(
+            &["people", "--db", &db, "rename", "Alice", "Ali\u{202E}ce"],
+            "",
+        )
+    });
+    assert!(!ok && out.contains("U+202E"), "{out}");
+    let photo = fixture("img1.jpg");
+    let (ok, out) = tokio::task::block_in_place(|| {
+        faced_cli(
+            &[
+                "enroll",
+                "--db",
+                &db,
+                "--name",
+                "Al\u{200B}ice",
+                photo.to_str().unwrap(),
+            ],
+            "",
+        )
+    });
+    assert!(!ok && out.contains("U+200B"), "{out}");
+    let names: Vec<String> = {
+        let conn = rusqlite::Connection::open(&srv.db).unwrap();
+        let mut st = conn.prepare("SELECT name FROM person").unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(names, vec!["Alice"]);
 }

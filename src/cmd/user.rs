@@ -1,5 +1,6 @@
-//! `faced user`: manage web console accounts in the faced database (issue 4). Works while the
-//! daemon runs (SQLite WAL); a password change or removal signs the user out at once.
+//! `faced user`: manage web console accounts in the faced database. Works while the daemon
+//! runs (SQLite WAL); a password change or removal signs the user out of the running daemon at
+//! once, because the daemon reads the session and token rows on every request.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -7,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use faced::web::auth::{AuthStore, Role};
+use faced::web::auth::{AuthStore, Role, SessionLimits};
 
 /// Manage web console users: add, list, remove, change password. Passwords are read from
 /// standard input (one line), or prompted for twice without echo on a terminal.
@@ -40,7 +41,7 @@ enum Action {
         /// Login name.
         name: String,
     },
-    /// Set a user's password (signs them out everywhere).
+    /// Set a user's password (signs them out everywhere and revokes their API tokens).
     Passwd {
         /// Login name.
         name: String,
@@ -102,8 +103,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .db
         }
     };
-    // The idle expiry does not matter here: no session is checked.
-    let store = AuthStore::open(&db, Duration::from_secs(3600))?;
+    // The session limits do not matter here: no session is checked.
+    let hour = Duration::from_secs(3600);
+    let store = AuthStore::open(
+        &db,
+        SessionLimits {
+            idle: hour,
+            max_age: hour,
+        },
+    )?;
     match args.action {
         Action::Add { name, admin } => {
             let role = if admin { Role::Admin } else { Role::Viewer };
@@ -135,8 +143,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Action::Passwd { name } => {
             let pw = read_password(&name)?;
-            store.set_password(&name, &pw)?;
-            println!("password of {name:?} changed; their sessions are signed out");
+            let (sessions, tokens) = store.set_password(&name, &pw)?;
+            println!(
+                "password of {name:?} changed; signed out {sessions} session(s) and revoked \
+                 {tokens} API token(s)"
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

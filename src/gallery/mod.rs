@@ -191,8 +191,24 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Trims and checks a person name: 1..=100 characters, no control characters.
-pub fn validate_name(name: &str) -> Result<&str> {
+/// Whether `c` may not appear in a person's name: control characters (Cc), format characters
+/// (Cf: bidirectional overrides and isolates U+202A–U+202E and U+2066–U+2069, zero-width
+/// spaces and joiners, the BOM, soft hyphen, tag characters…) and line or paragraph separators
+/// (Zl, Zp). They are invisible or reorder the text around them, so "Alice" and a look-alike
+/// name could be two different people in every list, log line, MQTT payload and CSV export.
+pub fn is_forbidden_name_char(c: char) -> bool {
+    use unicode_properties::{GeneralCategory as G, UnicodeGeneralCategory};
+    matches!(
+        c.general_category(),
+        G::Control | G::Format | G::LineSeparator | G::ParagraphSeparator
+    )
+}
+
+/// Trims and checks a person name: 1..=[`MAX_NAME_CHARS`] characters, none of them
+/// [forbidden](is_forbidden_name_char). The one rule for every way a name comes in (console,
+/// CLI, MQTT): the gallery applies it in [`Gallery::add_person`] and [`Gallery::rename_person`],
+/// and front ends call it first for an early, clear error.
+pub fn validate_person_name(name: &str) -> Result<&str> {
     let n = name.trim();
     let chars = n.chars().count();
     if chars == 0 || chars > MAX_NAME_CHARS {
@@ -200,13 +216,30 @@ pub fn validate_name(name: &str) -> Result<&str> {
             "person name must be 1 to {MAX_NAME_CHARS} characters after trimming, got {chars}"
         )));
     }
-    if n.chars().any(char::is_control) {
+    if let Some(c) = n.chars().find(|&c| is_forbidden_name_char(c)) {
+        // Show where it is without echoing it (it would garble the message).
+        let shown: String = n
+            .chars()
+            .map(|c| {
+                if is_forbidden_name_char(c) {
+                    format!("<U+{:04X}>", u32::from(c))
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect();
         return Err(Error::invalid(format!(
-            "person name {n:?} contains control characters"
+            "person name \"{shown}\" contains U+{:04X}, an invisible control or formatting \
+             character (such as a right-to-left override or a zero-width space); type the name \
+             without it",
+            u32::from(c)
         )));
     }
     Ok(n)
 }
+
+/// The former name of [`validate_person_name`].
+pub use self::validate_person_name as validate_name;
 
 /// Checks an embedding: [`EMBEDDING_DIM`] finite values, not all zero.
 pub fn validate_embedding(e: &[f32]) -> Result<()> {
@@ -391,7 +424,7 @@ impl Gallery {
     /// Enrols a new person with no samples. The name is trimmed and must be 1..=100 characters
     /// without control characters ([`Kind::InvalidInput`]) and not taken ([`Kind::Conflict`]).
     pub fn add_person(&mut self, name: &str) -> Result<PersonId> {
-        let name = validate_name(name)?;
+        let name = validate_person_name(name)?;
         let now = now_ms();
         match self.conn.execute(
             "INSERT INTO person (name, created_at, updated_at) VALUES (?1, ?2, ?2)",
@@ -461,7 +494,7 @@ impl Gallery {
     /// Renames a person (same name rules as [`Gallery::add_person`]); [`Kind::NotFound`] if the
     /// id does not exist.
     pub fn rename_person(&mut self, id: PersonId, new_name: &str) -> Result<()> {
-        let name = validate_name(new_name)?;
+        let name = validate_person_name(new_name)?;
         let n = match self.conn.execute(
             "UPDATE person SET name = ?1, updated_at = ?2 WHERE id = ?3",
             params![name, now_ms(), id.0],
@@ -646,5 +679,61 @@ impl Gallery {
             .into_iter()
             .next()
             .filter(|m| m.similarity >= threshold))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn person_names_refuse_invisible_and_reordering_characters() {
+        for ok in [
+            "Alice",
+            "José Ñúñez",
+            "Zoë O'Brien-Smith",
+            "李小龙",
+            "علي",
+            "Ahmed علي",
+        ] {
+            assert_eq!(validate_person_name(ok).unwrap(), ok);
+        }
+        assert_eq!(validate_person_name("  Bob  ").unwrap(), "Bob");
+        let bad = [
+            '\u{202A}',
+            '\u{202B}',
+            '\u{202C}',
+            '\u{202D}',
+            '\u{202E}',
+            '\u{2066}',
+            '\u{2067}',
+            '\u{2068}',
+            '\u{2069}',
+            '\u{200B}',
+            '\u{200C}',
+            '\u{200D}',
+            '\u{200E}',
+            '\u{2060}',
+            '\u{FEFF}',
+            '\u{00AD}',
+            '\u{061C}',
+            '\u{E0041}',
+            '\u{0007}',
+            '\u{001B}',
+            '\u{0085}',
+            '\u{2028}',
+            '\u{2029}',
+        ];
+        for c in bad {
+            let name = format!("Al{c}ice");
+            let e = validate_person_name(&name).unwrap_err();
+            assert_eq!(e.kind(), Kind::InvalidInput);
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("U+{:04X}", u32::from(c))), "{msg}");
+            assert!(
+                !msg.contains(c),
+                "the message must not echo the character: {msg}"
+            );
+        }
     }
 }

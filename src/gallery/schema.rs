@@ -37,6 +37,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_events.sql"),
     include_str!("migrations/0004_web_auth.sql"),
     include_str!("migrations/0005_event_dead_letter.sql"),
+    include_str!("migrations/0006_web_session_hardening.sql"),
 ];
 
 /// The schema version this binary writes: the number of migrations.

@@ -174,16 +174,17 @@ CREATE TABLE web_user (
 );
 
 -- A signed-in browser session. Only the SHA-256 of the cookie value is stored, so a copy of
--- the database cannot be used to sign in. Deleted at logout, password change, user removal
--- (cascade) and after the idle expiry.
+-- the database cannot be used to sign in. The session's CSRF token is not stored at all: it is
+-- HMAC-SHA256(cookie value, label), recomputed from the cookie on each request. Deleted at
+-- logout, password change, user removal (cascade), after the idle expiry and after the
+-- absolute lifetime (web.session_max_hours). The daemon reads this table on every request, so
+-- a change made here by `faced user` applies at once.
 CREATE TABLE web_session (
   -- SHA-256 of the session cookie's random value, 32 bytes.
   token_hash BLOB PRIMARY KEY CHECK (length(token_hash) = 32),
   -- Whose session.
   user_id INTEGER NOT NULL REFERENCES web_user (id) ON DELETE CASCADE,
-  -- CSRF token bound to this session (sent back in X-CSRF-Token), URL-safe base64.
-  csrf TEXT NOT NULL CHECK (length(csrf) >= 32),
-  -- When the session started, Unix ms.
+  -- When the session started, Unix ms (the absolute lifetime counts from here).
   created_at INTEGER NOT NULL,
   -- Last request, Unix ms (written at most once a minute: SD-card wear).
   last_seen_at INTEGER NOT NULL

@@ -172,18 +172,20 @@ pub async fn setup(
         ));
     }
     let st = s.clone();
-    let (user, secret, csrf) = blocking(move || {
-        if st.auth.user_count()? > 0 {
-            return Err(Error::new(
-                Kind::Conflict,
-                "setup is already done; sign in instead",
-            ));
-        }
-        let user = st.auth.add_user(&body.name, Role::Admin, &body.password)?;
+    let res = blocking(move || {
+        // Atomic: of concurrent setups with the token, exactly one creates the admin.
+        let user = st.auth.add_first_admin(&body.name, &body.password)?;
         let (secret, csrf) = st.auth.create_session(&user)?;
         Ok((user, secret, csrf))
     })
-    .await?;
+    .await;
+    if let Err(e) = &res
+        && e.error.kind() == Kind::Conflict
+    {
+        // Someone else (another setup, or `faced user add`) created a user: the link is spent.
+        *s.setup_token.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+    let (user, secret, csrf) = res?;
     *s.setup_token.lock().unwrap_or_else(|p| p.into_inner()) = None;
     tracing::info!(user = %user.name, "first console admin created via the setup link");
     Ok(session_response(&s, &user, &secret, &csrf))
@@ -329,11 +331,44 @@ pub async fn frame(
     Ok(([(header::CONTENT_TYPE, "image/jpeg")], jpeg).into_response())
 }
 
+/// How often a live stream re-checks its caller's session or token.
+pub const STREAM_RECHECK: Duration = Duration::from_secs(2);
+
+/// A live stream's caller, checked again every [`STREAM_RECHECK`]: the router's guard checks a
+/// request once, at its start, but a stream lasts for hours, and signing someone out (password
+/// change, removal, logout, expiry) must end their streams too.
+struct StreamCaller {
+    state: AppState,
+    headers: HeaderMap,
+    checked: Instant,
+}
+
+impl StreamCaller {
+    fn new(state: AppState, headers: HeaderMap) -> Self {
+        StreamCaller {
+            state,
+            headers,
+            checked: Instant::now(),
+        }
+    }
+
+    /// Whether the caller is still signed in (reads the database at most every
+    /// [`STREAM_RECHECK`]; a database error counts as signed out, the client reconnects).
+    fn still_signed_in(&mut self) -> bool {
+        if self.checked.elapsed() < STREAM_RECHECK {
+            return true;
+        }
+        self.checked = Instant::now();
+        matches!(super::authenticate(&self.state, &self.headers), Ok(Some(_)))
+    }
+}
+
 /// `GET /api/live/{camera}/mjpeg`: the camera as `multipart/x-mixed-replace` JPEG frames, at
-/// most 10 per second, only when a new frame exists.
+/// most 10 per second, only when a new frame exists. Ends when the caller is signed out.
 pub async fn mjpeg(
     State(s): State<AppState>,
     PathParam(camera): PathParam<String>,
+    headers: HeaderMap,
 ) -> ApiResult<Response> {
     if !s.deps.live.stats().iter().any(|c| c.name == camera)
         && s.deps.live.latest_jpeg(&camera).is_none()
@@ -347,12 +382,17 @@ pub async fn mjpeg(
     // again after a second: a still camera (or a slow image folder) still shows its picture,
     // and the repeat keeps idle proxies from closing the stream.
     let repeat = Duration::from_secs(1);
-    let body = stream::unfold((tick, None::<(Bytes, Instant)>), move |(mut tick, last)| {
+    let caller = StreamCaller::new(s.clone(), headers);
+    let start = (tick, None::<(Bytes, Instant)>, caller);
+    let body = stream::unfold(start, move |(mut tick, last, mut caller)| {
         let live = live.clone();
         let camera = camera.clone();
         async move {
             loop {
                 tick.tick().await;
+                if !caller.still_signed_in() {
+                    return None;
+                }
                 let Some(jpeg) = live.latest_jpeg(&camera) else {
                     continue;
                 };
@@ -373,7 +413,7 @@ pub async fn mjpeg(
                 part.extend_from_slice(b"\r\n");
                 return Some((
                     Ok::<_, Infallible>(Bytes::from(part)),
-                    (tick, Some((jpeg, Instant::now()))),
+                    (tick, Some((jpeg, Instant::now())), caller),
                 ));
             }
         }
@@ -397,30 +437,43 @@ pub struct OverlayQuery {
 }
 
 /// `GET /api/live/overlay`: Server-Sent Events, one `overlay` event (JSON `Overlay`) per
-/// processed frame. A slow client skips overlays instead of slowing the pipeline.
+/// processed frame. A slow client skips overlays instead of slowing the pipeline. Ends when the
+/// caller is signed out.
 pub async fn overlay_sse(
     State(s): State<AppState>,
     QueryParams(q): QueryParams<OverlayQuery>,
+    headers: HeaderMap,
 ) -> Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>> {
     let rx = s.deps.live.subscribe_overlay();
-    let st = stream::unfold((rx, q.camera), |(mut rx, cam)| async move {
-        loop {
-            match rx.recv().await {
-                Ok(o) => {
-                    if cam.as_ref().is_some_and(|c| *c != o.camera) {
-                        continue;
-                    }
-                    let ev = SseEvent::default()
-                        .event("overlay")
-                        .json_data(&o)
-                        .unwrap_or_default();
-                    return Some((Ok(ev), (rx, cam)));
+    let caller = StreamCaller::new(s.clone(), headers);
+    let st = stream::unfold(
+        (rx, q.camera, caller),
+        |(mut rx, cam, mut caller)| async move {
+            loop {
+                if !caller.still_signed_in() {
+                    return None;
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                // Wake up at least every STREAM_RECHECK, even when no overlay comes.
+                let Ok(next) = tokio::time::timeout(STREAM_RECHECK, rx.recv()).await else {
+                    continue;
+                };
+                match next {
+                    Ok(o) => {
+                        if cam.as_ref().is_some_and(|c| *c != o.camera) {
+                            continue;
+                        }
+                        let ev = SseEvent::default()
+                            .event("overlay")
+                            .json_data(&o)
+                            .unwrap_or_default();
+                        return Some((Ok(ev), (rx, cam, caller)));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
             }
-        }
-    });
+        },
+    );
     Sse::new(st).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
@@ -1262,10 +1315,12 @@ pub async fn event_not_person(
         Some(p) => p,
         None => {
             let st = s.clone();
+            // Any i64 arrives in the path: no `id + 1` overflow.
+            let before_id = id.saturating_add(1);
             let row = blocking(move || {
                 st.events.export(
                     &EventFilter {
-                        before_id: Some(id + 1),
+                        before_id: Some(before_id),
                         ..Default::default()
                     },
                     1,
@@ -1327,8 +1382,12 @@ pub struct ReportQuery {
 
 async fn make_report(s: AppState, q: &ReportQuery) -> ApiResult<Report> {
     let until = q.until_ms.unwrap_or_else(auth::now_ms);
-    let since = q.since_ms.unwrap_or(until - 7 * 86_400_000);
+    // Saturating: `until` is not checked yet; an absurd one is refused by the range check.
+    let since = q
+        .since_ms
+        .unwrap_or_else(|| until.saturating_sub(7 * 86_400_000));
     let tz = q.tz_offset_min;
+    super::events::check_report_range(since, until, tz)?;
     blocking(move || s.events.report(since, until, tz)).await
 }
 

@@ -1,5 +1,5 @@
 //! Console accounts: users with roles, password hashing, server-side sessions, API tokens, the
-//! one-time setup token, the login rate limiter and the password-hashing cap (issue 4, item 2).
+//! one-time setup token, the login rate limiter and the password-hashing cap.
 //!
 //! * Passwords: PBKDF2-HMAC-SHA256 from `ring`, [`PBKDF2_ITERATIONS`] iterations (OWASP 2023),
 //!   16-byte random salt, 32-byte output; the iteration count is stored per user so it can be
@@ -8,9 +8,19 @@
 //! * Sessions and API tokens: 32 random bytes, given to the client once (cookie / token string);
 //!   the database holds only their SHA-256, so a copy of the database cannot be used to sign in.
 //!   Each session has its own CSRF token, sent by the page in `X-CSRF-Token` on every
-//!   state-changing request (a session-bound token, checked in `web::guard`).
-//! * Idle expiry: `last_seen_at` is refreshed at most once a minute per session (SD-card wear);
-//!   a session unused for `session_idle_minutes` is refused and deleted.
+//!   state-changing request (checked in `web::guard`). It is HMAC-SHA256 of the cookie secret
+//!   ([`csrf_token`]), recomputed per request and never stored, so a database copy or backup
+//!   holds no usable CSRF token either.
+//! * Re-validation: every request reads its session or token row (joined with the user) from
+//!   SQLite; nothing is cached. `faced user passwd` / `remove` run in another process and change
+//!   only the database, and the next request of that user is refused. Invariant: the database
+//!   is the only record of who is signed in.
+//! * Expiry: `last_seen_at` is refreshed at most once a minute per session (SD-card wear); a
+//!   session unused for `session_idle_minutes`, or older than `session_max_hours` whatever its
+//!   use, is refused and deleted.
+//! * Setup: the first admin is inserted by one statement that also checks that no user exists
+//!   ([`AuthStore::add_first_admin`]), so concurrent setups with the one-time token, or a setup
+//!   racing `faced user add`, create exactly one admin.
 //!
 //! The tables live in the faced database (migration `web_auth`, documented in
 //! `src/gallery/schema.sql`). [`AuthStore`] keeps its own connection, separate from the
@@ -27,7 +37,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::rand::{SecureRandom, SystemRandom};
-use ring::{digest, pbkdf2};
+use ring::{digest, hmac, pbkdf2};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
@@ -114,8 +124,18 @@ pub struct Principal {
     pub user: String,
     /// Role.
     pub role: Role,
-    /// The session's CSRF token; `None` for API-token callers (no cookie, so no CSRF risk).
+    /// The session's CSRF token ([`csrf_token`] of the cookie); `None` for API-token callers
+    /// (no cookie, so no CSRF risk).
     pub csrf: Option<String>,
+}
+
+/// How long sessions live: idle expiry and absolute lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// A session unused for this long is signed out (`web.session_idle_minutes`).
+    pub idle: Duration,
+    /// A session this old is signed out however busy it is (`web.session_max_hours`).
+    pub max_age: Duration,
 }
 
 /// Wall-clock now, Unix ms.
@@ -145,6 +165,15 @@ pub fn secret_hash(secret: &str) -> Vec<u8> {
     digest::digest(&digest::SHA256, secret.as_bytes())
         .as_ref()
         .to_vec()
+}
+
+/// The CSRF token of the session whose cookie secret is `secret`: URL-safe base64 of
+/// HMAC-SHA256(key = secret, "faced csrf v1"). Derived rather than stored, so the database (which
+/// holds only SHA-256 of the secret) cannot yield it, and the page can fetch it again after a
+/// reload (`GET /api/me`).
+pub fn csrf_token(secret: &str) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    URL_SAFE_NO_PAD.encode(hmac::sign(&key, b"faced csrf v1").as_ref())
 }
 
 /// Constant-time equality of two strings (CSRF and setup tokens).
@@ -222,24 +251,21 @@ fn dummy_verify(pw: &str) {
     let _ = verify_password(pw, b"faced-dummy-salt", &[0u8; 32], PBKDF2_ITERATIONS);
 }
 
-#[derive(Debug, Clone)]
-struct CachedSession {
-    principal: Principal,
-    last_seen_ms: i64,
-    written_ms: i64,
-}
-
 /// Users, sessions and API tokens in the faced database. See the module docs.
 #[derive(Debug)]
 pub struct AuthStore {
     conn: Mutex<Connection>,
-    sessions: Mutex<HashMap<Vec<u8>, CachedSession>>,
     idle_ms: i64,
+    max_age_ms: i64,
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 impl AuthStore {
     /// Opens the database at `db` (creating and upgrading its schema if needed).
-    pub fn open(db: &Path, idle: Duration) -> Result<AuthStore> {
+    pub fn open(db: &Path, limits: SessionLimits) -> Result<AuthStore> {
         let what = format!("database {}", db.display());
         let mut conn = Connection::open(db)
             .map_err(|e| Error::precondition(format!("cannot open {what}")).with_source(e))?;
@@ -250,17 +276,13 @@ impl AuthStore {
         crate::gallery::schema::migrate(&mut conn, &what)?;
         Ok(AuthStore {
             conn: Mutex::new(conn),
-            sessions: Mutex::new(HashMap::new()),
-            idle_ms: idle.as_millis() as i64,
+            idle_ms: ms(limits.idle),
+            max_age_ms: ms(limits.max_age),
         })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, CachedSession>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Number of users.
@@ -337,22 +359,55 @@ impl AuthStore {
         })
     }
 
-    /// Sets a user's password (slow) and signs them out everywhere.
-    pub fn set_password(&self, name: &str, password: &str) -> Result<()> {
+    /// Creates the first admin, only while there is no user at all: the check and the insert
+    /// are one statement, so of concurrent setups (or a setup racing `faced user add`) exactly
+    /// one succeeds and the others get [`Kind::Conflict`]. Slow: hashes the password.
+    pub fn add_first_admin(&self, name: &str, password: &str) -> Result<User> {
+        let name = validate_user_name(name)?;
+        validate_password(password)?;
+        let done = || Error::new(Kind::Conflict, "setup is already done; sign in instead");
+        if self.user_count()? > 0 {
+            return Err(done()); // cheap early refusal; the insert below is the real check
+        }
+        let (salt, hash, it) = hash_password(password)?;
+        let now = now_ms();
+        let conn = self.conn();
+        let n = conn.execute(
+            "INSERT INTO web_user (name, role, pw_salt, pw_hash, pw_iterations, created_at)
+             SELECT ?1, 'admin', ?2, ?3, ?4, ?5 WHERE NOT EXISTS (SELECT 1 FROM web_user)",
+            params![name, salt, hash, it, now],
+        )?;
+        if n == 0 {
+            return Err(done());
+        }
+        Ok(User {
+            id: conn.last_insert_rowid(),
+            name: name.to_string(),
+            role: Role::Admin,
+            created_at_ms: now,
+        })
+    }
+
+    /// Sets a user's password (slow) and signs them out everywhere: their sessions and API
+    /// tokens are deleted in the same transaction (a password is changed because it may be
+    /// known to someone else, who may have made a token). Returns how many sessions and tokens
+    /// went.
+    pub fn set_password(&self, name: &str, password: &str) -> Result<(usize, usize)> {
         validate_password(password)?;
         let user = self
             .user_by_name(name)?
             .ok_or_else(|| Error::not_found(format!("no user named {name:?}")))?;
         let (salt, hash, it) = hash_password(password)?;
-        let conn = self.conn();
-        conn.execute(
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
             "UPDATE web_user SET pw_salt = ?1, pw_hash = ?2, pw_iterations = ?3 WHERE id = ?4",
             params![salt, hash, it, user.id],
         )?;
-        conn.execute("DELETE FROM web_session WHERE user_id = ?1", [user.id])?;
-        drop(conn);
-        self.cache().retain(|_, s| s.principal.user_id != user.id);
-        Ok(())
+        let sessions = tx.execute("DELETE FROM web_session WHERE user_id = ?1", [user.id])?;
+        let tokens = tx.execute("DELETE FROM web_api_token WHERE user_id = ?1", [user.id])?;
+        tx.commit()?;
+        Ok((sessions, tokens))
     }
 
     /// Removes a user with their sessions and API tokens. Refuses to remove the last admin
@@ -381,10 +436,9 @@ impl AuthStore {
                 ));
             }
         }
+        // Sessions and tokens go by ON DELETE CASCADE (foreign_keys is on for this connection).
         tx.execute("DELETE FROM web_user WHERE id = ?1", [id])?;
         tx.commit()?;
-        drop(conn);
-        self.cache().retain(|_, s| s.principal.user_id != id);
         Ok(())
     }
 
@@ -413,93 +467,92 @@ impl AuthStore {
         }))
     }
 
-    /// Starts a session for `user`: `(cookie secret, csrf token)`.
+    /// Starts a session for `user`: `(cookie secret, csrf token)`. Only the secret's SHA-256 is
+    /// stored; the CSRF token is derived from the secret ([`csrf_token`]).
     pub fn create_session(&self, user: &User) -> Result<(String, String)> {
         let secret = new_secret()?;
-        let csrf = new_secret()?;
         let now = now_ms();
         self.conn().execute(
-            "INSERT INTO web_session (token_hash, user_id, csrf, created_at, last_seen_at) VALUES (?1, ?2, ?3, ?4, ?4)",
-            params![secret_hash(&secret), user.id, csrf, now],
+            "INSERT INTO web_session (token_hash, user_id, created_at, last_seen_at) VALUES (?1, ?2, ?3, ?3)",
+            params![secret_hash(&secret), user.id, now],
         )?;
+        let csrf = csrf_token(&secret);
         Ok((secret, csrf))
     }
 
-    /// The principal of a session cookie, if valid and not idle-expired. Refreshes its
-    /// last-seen time.
+    /// The principal of a session cookie, if the session exists (it is deleted by logout,
+    /// password change and user removal, also from another process), its user exists, and it
+    /// is neither idle-expired nor past its absolute lifetime. Refreshes its last-seen time at
+    /// most once a minute. One indexed read per call: see the module docs.
     pub fn session(&self, secret: &str) -> Result<Option<Principal>> {
+        self.session_at(secret, now_ms())
+    }
+
+    fn session_at(&self, secret: &str, now: i64) -> Result<Option<Principal>> {
         let key = secret_hash(secret);
-        let now = now_ms();
-        let cached = self.cache().get(&key).cloned();
-        let mut s = match cached {
-            Some(s) => s,
-            None => {
-                let row: Option<(i64, String, String, String, i64)> = self
-                    .conn()
-                    .query_row(
-                        "SELECT u.id, u.name, u.role, s.csrf, s.last_seen_at FROM web_session s
-                         JOIN web_user u ON u.id = s.user_id WHERE s.token_hash = ?1",
-                        [&key],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-                    )
-                    .optional()?;
-                let Some((user_id, user, role, csrf, last)) = row else {
-                    return Ok(None);
-                };
-                let principal = Principal {
-                    user_id,
-                    user,
-                    role: Role::parse(&role)?,
-                    csrf: Some(csrf),
-                };
-                CachedSession {
-                    principal,
-                    last_seen_ms: last,
-                    written_ms: last,
-                }
-            }
+        let conn = self.conn();
+        let row: Option<(i64, String, String, i64, i64)> = conn
+            .query_row(
+                "SELECT u.id, u.name, u.role, s.created_at, s.last_seen_at FROM web_session s
+                 JOIN web_user u ON u.id = s.user_id WHERE s.token_hash = ?1",
+                [&key],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()?;
+        let Some((user_id, user, role, created, last)) = row else {
+            return Ok(None);
         };
-        if now - s.last_seen_ms > self.idle_ms {
-            self.end_session(secret)?;
+        // Saturating: the stored times may be anything a database copy holds.
+        if now.saturating_sub(last) > self.idle_ms || now.saturating_sub(created) > self.max_age_ms
+        {
+            conn.execute("DELETE FROM web_session WHERE token_hash = ?1", [&key])?;
             return Ok(None);
         }
-        s.last_seen_ms = now;
-        if now - s.written_ms >= TOUCH_EVERY_MS {
-            self.conn().execute(
+        if now.saturating_sub(last) >= TOUCH_EVERY_MS {
+            conn.execute(
                 "UPDATE web_session SET last_seen_at = ?1 WHERE token_hash = ?2",
                 params![now, key],
             )?;
-            s.written_ms = now;
         }
-        let p = s.principal.clone();
-        self.cache().insert(key, s);
-        Ok(Some(p))
+        Ok(Some(Principal {
+            user_id,
+            user,
+            role: Role::parse(&role)?,
+            csrf: Some(csrf_token(secret)),
+        }))
     }
 
     /// Ends a session (logout).
     pub fn end_session(&self, secret: &str) -> Result<()> {
         let key = secret_hash(secret);
-        self.cache().remove(&key);
         self.conn()
             .execute("DELETE FROM web_session WHERE token_hash = ?1", [key])?;
         Ok(())
     }
 
-    /// Deletes sessions idle for longer than the expiry (run now and then).
+    /// Deletes sessions past the idle expiry or the absolute lifetime (run now and then; a
+    /// request on such a session is refused anyway).
     pub fn purge_sessions(&self) -> Result<usize> {
-        let cutoff = now_ms() - self.idle_ms;
-        self.cache().retain(|_, s| s.last_seen_ms >= cutoff);
-        Ok(self
-            .conn()
-            .execute("DELETE FROM web_session WHERE last_seen_at < ?1", [cutoff])?)
+        let now = now_ms();
+        Ok(self.conn().execute(
+            "DELETE FROM web_session WHERE last_seen_at < ?1 OR created_at < ?2",
+            params![
+                now.saturating_sub(self.idle_ms),
+                now.saturating_sub(self.max_age_ms)
+            ],
+        )?)
     }
 
     /// Creates an API token for `user_id`; returns its listing and the secret (shown once).
     pub fn create_token(&self, user_id: i64, label: &str) -> Result<(TokenInfo, String)> {
         let label = label.trim();
-        if label.is_empty() || label.chars().count() > 100 || label.chars().any(char::is_control) {
+        if label.is_empty()
+            || label.chars().count() > 100
+            || label.chars().any(crate::gallery::is_forbidden_name_char)
+        {
             return Err(Error::invalid(
-                "token label must be 1 to 100 characters without control characters",
+                "token label must be 1 to 100 characters without control or invisible \
+                 formatting characters",
             ));
         }
         let secret = format!("{TOKEN_PREFIX}{}", new_secret()?);
@@ -577,7 +630,7 @@ impl AuthStore {
             return Ok(None);
         };
         let now = now_ms();
-        if last.is_none_or(|l| now - l >= TOUCH_EVERY_MS) {
+        if last.is_none_or(|l| now.saturating_sub(l) >= TOUCH_EVERY_MS) {
             conn.execute(
                 "UPDATE web_api_token SET last_used_at = ?1 WHERE id = ?2",
                 params![now, tid],
@@ -802,6 +855,50 @@ mod tests {
         assert!(it >= 600_000);
         assert!(verify_password("correct horse battery", &salt, &hash, it));
         assert!(!verify_password("correct horse batterY", &salt, &hash, it));
+    }
+
+    #[test]
+    fn sessions_expire_when_idle_or_too_old_and_derive_their_csrf() {
+        let dir = std::env::temp_dir().join(format!("faced-auth-{}", new_secret().unwrap()));
+        std::fs::create_dir(&dir).unwrap();
+        let minute = Duration::from_secs(60);
+        let limits = SessionLimits {
+            idle: 30 * minute,
+            max_age: 120 * minute,
+        };
+        let store = AuthStore::open(&dir.join("faced.db"), limits).unwrap();
+        store.conn().execute(
+            "INSERT INTO web_user (name, role, pw_salt, pw_hash, pw_iterations, created_at) VALUES ('a', 'admin', zeroblob(16), zeroblob(32), 600000, 0)",
+            [],
+        ).unwrap();
+        let user = store.user_by_name("a").unwrap().unwrap();
+        let (secret, csrf) = store.create_session(&user).unwrap();
+        assert_eq!(csrf, csrf_token(&secret));
+        assert_ne!(csrf_token(&secret), csrf_token(&new_secret().unwrap()));
+        let t0 = now_ms();
+        let m = 60_000;
+        // Used every 20 minutes: the idle expiry never hits, the absolute lifetime does.
+        for i in 1..=5 {
+            let p = store.session_at(&secret, t0 + i * 20 * m).unwrap();
+            assert_eq!(p.unwrap().csrf.as_deref(), Some(csrf.as_str()), "at {i}");
+        }
+        assert!(store.session_at(&secret, t0 + 119 * m).unwrap().is_some());
+        assert!(store.session_at(&secret, t0 + 121 * m).unwrap().is_none());
+        assert!(store.session_at(&secret, t0).unwrap().is_none(), "deleted");
+        // Idle for longer than 30 minutes.
+        let (secret, _) = store.create_session(&user).unwrap();
+        assert!(store.session_at(&secret, t0 + 29 * m).unwrap().is_some());
+        assert!(
+            store
+                .session_at(&secret, t0 + 29 * m + 31 * m)
+                .unwrap()
+                .is_none()
+        );
+        // Absurd clock values do not overflow; far in the future the session is over.
+        let (secret, _) = store.create_session(&user).unwrap();
+        assert!(store.session_at(&secret, i64::MIN).unwrap().is_some());
+        assert!(store.session_at(&secret, i64::MAX).unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

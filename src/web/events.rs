@@ -26,6 +26,14 @@ pub const MAX_REPORT_EVENTS: usize = 500_000;
 pub const MAX_PAGE: usize = 500;
 /// Sightings of one person closer together than this belong to the same visit.
 pub const VISIT_GAP_MS: i64 = 15 * 60 * 1000;
+/// Earliest report bound accepted: 2000-01-01T00:00:00Z, Unix ms. Bounds are checked before any
+/// arithmetic on them, so extreme query values get a 400 instead of an overflow.
+pub const MIN_REPORT_MS: i64 = 946_684_800_000;
+/// Latest report bound accepted: 2100-01-01T00:00:00Z, Unix ms.
+pub const MAX_REPORT_MS: i64 = 4_102_444_800_000;
+/// Longest report range, days (ten years and a margin; one bucket per day).
+pub const MAX_REPORT_DAYS: i64 = 3700;
+const DAY_MS: i64 = 86_400_000;
 
 /// One event as the console lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -245,21 +253,9 @@ impl EventLog {
     }
 
     /// Counts per day and hour, per person and unknown, for `[since, until)`; bucket times are
-    /// shifted by `tz_offset_min` minutes.
+    /// shifted by `tz_offset_min` minutes. See [`check_report_range`] for what is accepted.
     pub fn report(&self, since_ms: i64, until_ms: i64, tz_offset_min: i32) -> Result<Report> {
-        if until_ms <= since_ms {
-            return Err(Error::invalid(
-                "report range is empty: until_ms must be after since_ms",
-            ));
-        }
-        if !(-14 * 60..=14 * 60).contains(&tz_offset_min) {
-            return Err(Error::invalid("tz_offset_min must be within ±840"));
-        }
-        if (until_ms - since_ms) / 86_400_000 > 3700 {
-            return Err(Error::invalid(
-                "report range is longer than ten years; narrow it",
-            ));
-        }
+        check_report_range(since_ms, until_ms, tz_offset_min)?;
         let f = EventFilter {
             since_ms: Some(since_ms),
             until_ms: Some(until_ms),
@@ -274,6 +270,34 @@ impl EventLog {
         rows.reverse(); // oldest first
         Ok(aggregate(&rows, since_ms, until_ms, tz_offset_min))
     }
+}
+
+/// Checks a report's range: both bounds within [`MIN_REPORT_MS`]..=[`MAX_REPORT_MS`] (years
+/// 2000 to 2100), `since < until`, at most [`MAX_REPORT_DAYS`] days, and the time zone offset
+/// within ±14 h. Everything [`aggregate`] computes stays far from overflow after this.
+pub fn check_report_range(since_ms: i64, until_ms: i64, tz_offset_min: i32) -> Result<()> {
+    for (key, v) in [("since_ms", since_ms), ("until_ms", until_ms)] {
+        if !(MIN_REPORT_MS..=MAX_REPORT_MS).contains(&v) {
+            return Err(Error::invalid(format!(
+                "{key} = {v} is outside the reportable time span: Unix milliseconds from \
+                 {MIN_REPORT_MS} (2000-01-01) to {MAX_REPORT_MS} (2100-01-01)"
+            )));
+        }
+    }
+    if until_ms <= since_ms {
+        return Err(Error::invalid(
+            "report range is empty: until_ms must be after since_ms",
+        ));
+    }
+    if !(-14 * 60..=14 * 60).contains(&tz_offset_min) {
+        return Err(Error::invalid("tz_offset_min must be within ±840"));
+    }
+    if (until_ms - since_ms) / DAY_MS > MAX_REPORT_DAYS {
+        return Err(Error::invalid(format!(
+            "report range is longer than {MAX_REPORT_DAYS} days (ten years); narrow it"
+        )));
+    }
+    Ok(())
 }
 
 /// Civil date of a day number since 1970-01-01 (Howard Hinnant's algorithm).
@@ -294,7 +318,8 @@ fn day_key(local_ms: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-/// Aggregates `rows` (oldest first) into a [`Report`].
+/// Aggregates `rows` (oldest first) into a [`Report`]. The range must have passed
+/// [`check_report_range`].
 pub fn aggregate(rows: &[EventRow], since_ms: i64, until_ms: i64, tz_offset_min: i32) -> Report {
     let off = i64::from(tz_offset_min) * 60_000;
     let mut days: BTreeMap<i64, Bucket> = BTreeMap::new();

@@ -74,6 +74,8 @@ pub struct WebConfig {
     pub max_json_bytes: usize,
     /// Sessions unused for this many minutes are signed out. Default 720 (12 h).
     pub session_idle_minutes: u32,
+    /// Sessions are signed out this many hours after sign-in, however busy. Default 168 (7 d).
+    pub session_max_hours: u32,
     /// Login (and setup) attempts allowed per client IP per minute. Default 10.
     pub login_attempts_per_minute: u32,
     /// Login (and setup) attempts allowed per client network (IPv4 /24, IPv6 /64) per minute.
@@ -118,6 +120,7 @@ impl Default for WebConfig {
             max_zip_uncompressed_bytes: 64 << 20,
             max_json_bytes: 64 << 10,
             session_idle_minutes: 720,
+            session_max_hours: 168,
             login_attempts_per_minute: 10,
             login_attempts_per_minute_per_network: 30,
             login_attempts_per_minute_total: 60,
@@ -136,7 +139,7 @@ impl WebConfig {
     /// Checks the values; messages name the `web.*` key.
     pub fn validate(&self) -> Result<()> {
         self.listen_addr()?;
-        let checks: [(&str, bool); 15] = [
+        let checks: [(&str, bool); 16] = [
             ("web.max_upload_bytes", self.max_upload_bytes >= 1024),
             ("web.max_photo_bytes", self.max_photo_bytes >= 1024),
             ("web.max_upload_photos", self.max_upload_photos >= 1),
@@ -146,6 +149,7 @@ impl WebConfig {
             ),
             ("web.max_json_bytes", self.max_json_bytes >= 1024),
             ("web.session_idle_minutes", self.session_idle_minutes >= 1),
+            ("web.session_max_hours", self.session_max_hours >= 1),
             (
                 "web.login_attempts_per_minute",
                 self.login_attempts_per_minute >= 1,
@@ -199,6 +203,13 @@ impl WebConfig {
                     "{key} = {v} is over the maximum {max}; see docs/web.md"
                 )));
             }
+        }
+        // A year: longer is no longer a session limit (and the ms count must not overflow).
+        if self.session_max_hours > 366 * 24 {
+            return Err(Error::invalid(format!(
+                "web.session_max_hours = {} is over a year (8784); see docs/web.md",
+                self.session_max_hours
+            )));
         }
         Ok(())
     }
@@ -313,7 +324,10 @@ impl AppState {
         };
         let auth = AuthStore::open(
             &db,
-            Duration::from_secs(u64::from(config.session_idle_minutes) * 60),
+            auth::SessionLimits {
+                idle: Duration::from_secs(u64::from(config.session_idle_minutes) * 60),
+                max_age: Duration::from_secs(u64::from(config.session_max_hours) * 3600),
+            },
         )?;
         let events = EventLog::open(&db, &key)?;
         let setup = if auth.user_count()? == 0 {
@@ -577,7 +591,9 @@ pub fn session_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
         })
 }
 
-fn authenticate(
+/// The caller of a request (session cookie or `Authorization: Bearer`), read from the database
+/// each time: also used by live streams to end when their caller is signed out.
+pub(crate) fn authenticate(
     state: &AppState,
     headers: &axum::http::HeaderMap,
 ) -> Result<Option<Principal>, ApiError> {
