@@ -411,7 +411,10 @@ impl Config {
         Self::validate(raw, path, env_applied)
     }
 
-    /// Turns a raw configuration into a validated one; errors name the key.
+    /// Turns a raw configuration into a validated one; errors name the key. Every section is
+    /// checked here, `[mqtt]`, `[web]` and `[gpio]` by their own `validate()` (whether or not
+    /// they are enabled), so `faced check-config` and the start of `faced run` reject the same
+    /// files and no section's mistakes surface only when its feature starts.
     pub fn validate(
         mut raw: RawConfig,
         path: Option<&Path>,
@@ -448,6 +451,26 @@ impl Config {
                 format!("must be ≥ 0, got {}", raw.events.unknown_cooldown_secs),
             ));
         }
+        // The sections' own checks name their keys (`web.listen = …`, `mqtt.port: …`).
+        let section = |r: Result<()>| {
+            r.map_err(|e| Error::new(e.kind(), format!("{origin}: {}", e.message())))
+        };
+        section(raw.mqtt.validate())?;
+        section(raw.web.validate())?;
+        section(raw.gpio.validate())?;
+        if let Some(u) = &raw.web.public_url
+            && !((u.starts_with("http://") || u.starts_with("https://"))
+                && u.len() > "https://".len()
+                && !u.chars().any(char::is_whitespace))
+        {
+            // It is printed as the setup link: a bare host name would be a link to nowhere.
+            return Err(err(
+                "web.public_url",
+                format!(
+                    "{u:?} must be an http:// or https:// URL such as \"http://door.local:8080\""
+                ),
+            ));
+        }
         if raw.cameras.is_empty() {
             raw.cameras.push(sample_camera());
         }
@@ -473,8 +496,13 @@ impl Config {
             let source = resolve_source(source, base_dir.as_deref());
             c.source = source.to_string();
             if !(16..=7680).contains(&c.width) || !(16..=4320).contains(&c.height) {
+                let key = if (16..=7680).contains(&c.width) {
+                    "height"
+                } else {
+                    "width"
+                };
                 return Err(err(
-                    &k("width"),
+                    &k(key),
                     format!(
                         "frame size {}×{} is outside 16×16..7680×4320",
                         c.width, c.height
@@ -515,9 +543,19 @@ impl Config {
                     format!("must be ≥ 0, got {}", c.min_face_px),
                 ));
             }
-            c.detector
-                .validate()
-                .map_err(|e| err(&k("detector"), e.message().to_string()))?;
+            c.detector.validate().map_err(|e| {
+                // The detector's messages start with the field (`min_score must be …`): name the
+                // full key, as every other message does.
+                let m = e.message();
+                match m.split_once(' ') {
+                    Some((field, why))
+                        if field.chars().all(|c| c.is_ascii_lowercase() || c == '_') =>
+                    {
+                        err(&k(&format!("detector.{field}")), why.to_string())
+                    }
+                    _ => err(&k("detector"), m.to_string()),
+                }
+            })?;
             cameras.push(Camera {
                 settings: c.clone(),
                 source,

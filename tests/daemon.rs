@@ -1,5 +1,12 @@
 //! The daemon with real parts: a real SQLite file, the real models on the fixture photos, the
-//! real `faced` binary for process-level behaviour (missing camera, signals, W^X memory).
+//! real `faced` binary for process-level behaviour (missing camera, signals, W^X memory, GPIO,
+//! configuration errors at start, LiteRT's stderr).
+//!
+//! GPIO runs on the `fake` backend (`gpio.backend = "fake"`), because GPIO pins cannot exist on
+//! the build machine. What the tests see of it is the fake's documented protocol (docs/gpio.md,
+//! src/gpio/fake.rs): one INFO line per output level change (`fake gpio: pin 17 -> high
+//! (relay)`, and `… -> low (relay) after N ms`), and a PIR input that reads the file
+//! `gpio.fake_pir_file` (`1` = motion).
 //!
 //! The end-to-end test enrolls two people from some of their photos, plays other photos of
 //! them and of a stranger through a `dir:` camera, and checks the stored events — what the MQTT
@@ -8,7 +15,7 @@
 #[path = "util/daemon.rs"]
 mod daemon_util;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use daemon_util::*;
@@ -317,4 +324,360 @@ fn inference_works_without_wx_memory() {
         }
         Err(e) => panic!("{e}"),
     }
+}
+
+/// The tests that run the models in a `faced` subprocess take turns: the machine has two cores,
+/// and the timing assertions (pulse length) must not depend on a neighbour test's load.
+static HEAVY: Mutex<()> = Mutex::new(());
+
+fn heavy() -> MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The number after `name=` in a log line (`frames_detected=12`).
+fn field(line: &str, name: &str) -> u64 {
+    let pat = format!("{name}=");
+    let rest = &line[line
+        .find(&pat)
+        .unwrap_or_else(|| panic!("no {pat} in {line:?}"))
+        + pat.len()..];
+    rest.chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap_or_else(|_| panic!("{pat} is not a number in {line:?}"))
+}
+
+/// A config file for `faced run`: database in `dir`, one `dir:` camera `front` on `play`, and
+/// `extra` TOML appended (a `[gpio]` section).
+fn write_config(
+    dir: &std::path::Path,
+    play: &std::path::Path,
+    camera: &str,
+    extra: &str,
+) -> std::path::PathBuf {
+    let toml = format!(
+        "[device]\nid = \"test\"\n[gallery]\ndb = \"{}\"\n[[cameras]]\nname = \"front\"\nsource = \"dir:{}\"\n{camera}\n{extra}\n",
+        dir.join("faced.db").display(),
+        play.display()
+    );
+    let p = dir.join("faced.toml");
+    std::fs::write(&p, toml).unwrap();
+    p
+}
+
+/// Through `faced run`: a recognized person on `gpio.allow` pulses the relay for `pulse_ms`; a
+/// recognized person not on it and an unknown face do not.
+#[test]
+fn gpio_relay_pulses_for_allow_listed_person_only() {
+    let _heavy = heavy();
+    let people = photos_by_person();
+    let p1: Vec<&str> = people["person01"].iter().map(String::as_str).collect();
+    let p2: Vec<&str> = people["person02"].iter().map(String::as_str).collect();
+    let stranger = people["person05"][0].as_str();
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let mut g = gallery(dir);
+    let mut an = still_analyzer();
+    enroll(&mut g, &mut an, "alice", &p1[..3]);
+    enroll(&mut g, &mut an, "bob", &p2[..3]);
+    let key = g.key_path().to_path_buf();
+    drop((g, an));
+    // Bob (recognized, not allowed), a stranger, then Alice (allowed): each photo ~1 s.
+    let play = play_dir(dir, &[p2[3], stranger, p1[3]]);
+    let cfg = write_config(
+        dir,
+        &play,
+        "fps = 10.0\nframes_per_image = 10\nrepeat = false\nlossless = true",
+        "[gpio]\nenabled = true\nbackend = \"fake\"\nrelay_pin = 17\nallow = [\"alice\"]\n\
+         pulse_ms = 300\ncooldown_ms = 0",
+    );
+    let mut d = Daemon::start(
+        &["--config", cfg.to_str().unwrap()],
+        &[("FACED_LOG", "info,faced::gpio=debug")],
+    );
+    d.wait_for(&["camera source ended"], Duration::from_secs(180));
+    d.wait_for(
+        &["fake gpio: pin 17 -> low (relay) after"],
+        Duration::from_secs(30),
+    );
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait(Duration::from_secs(30)), Some(0));
+    let log = d.log.lock().unwrap().clone();
+    let all = log.join("\n");
+
+    // Everyone was seen: bob recognized, the stranger unknown, alice recognized.
+    let (_, events) = stored_events(dir, &key);
+    let mut seen: Vec<(EventKind, Option<String>)> = events
+        .iter()
+        .filter(|e| e.kind != EventKind::Left)
+        .map(|e| (e.kind, e.person.clone()))
+        .collect();
+    seen.dedup();
+    assert_eq!(
+        seen,
+        vec![
+            (EventKind::Recognized, Some("bob".into())),
+            (EventKind::Unknown, None),
+            (EventKind::Recognized, Some("alice".into())),
+        ],
+        "{all}"
+    );
+    // Bob reached the relay and was refused; the stranger never reached it.
+    assert!(
+        log.iter().any(|l| l.contains("door relay not pulsed")
+            && l.contains("bob")
+            && l.contains("NotAllowed")),
+        "{all}"
+    );
+    assert!(
+        !log.iter()
+            .any(|l| l.contains("door relay pulsed") && l.contains("bob")),
+        "{all}"
+    );
+    // Exactly one pulse, alice's, of pulse_ms.
+    let highs: Vec<usize> = (0..log.len())
+        .filter(|&i| log[i].contains("fake gpio: pin 17 -> high (relay)"))
+        .collect();
+    assert_eq!(highs.len(), 1, "{all}");
+    let pulsed = log
+        .iter()
+        .position(|l| l.contains("door relay pulsed") && l.contains("alice"))
+        .unwrap_or_else(|| panic!("alice did not pulse the relay: {all}"));
+    assert!(pulsed.abs_diff(highs[0]) <= 2, "{all}");
+    let low = log
+        .iter()
+        .position(|l| l.contains("fake gpio: pin 17 -> low (relay) after"))
+        .unwrap();
+    assert!(low > highs[0], "{all}");
+    let ms = field(&log[low].replace(" after ", " after="), "after");
+    assert!(
+        (300..1300).contains(&ms),
+        "pulse of {ms} ms, wanted 300: {all}"
+    );
+}
+
+/// Through `faced run`: while the (fake) PIR reports no motion, detection pauses — no events,
+/// and the count of frames run through the models stands still although the camera keeps
+/// delivering — and motion resumes it at once.
+#[test]
+fn pir_idle_pauses_detection_and_motion_resumes_it() {
+    let _heavy = heavy();
+    let people = photos_by_person();
+    let p1: Vec<&str> = people["person01"].iter().map(String::as_str).collect();
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let mut g = gallery(dir);
+    let mut an = still_analyzer();
+    enroll(&mut g, &mut an, "alice", &p1[..3]);
+    let key = g.key_path().to_path_buf();
+    drop((g, an));
+    let play = play_dir(dir, &[p1[3], p1[4]]);
+    let pir = dir.join("pir");
+    std::fs::write(&pir, "0").unwrap();
+    let cfg = write_config(
+        dir,
+        &play,
+        "fps = 10.0\nframes_per_image = 5\nrepeat = true",
+        &format!(
+            "[gpio]\nenabled = true\nbackend = \"fake\"\npir_pin = 22\npir_hold_s = 0\n\
+             fake_pir_file = \"{}\"",
+            pir.display()
+        ),
+    );
+    let mut d = Daemon::start(
+        &["--config", cfg.to_str().unwrap()],
+        &[("FACED_LOG", "info")],
+    );
+    d.wait_for(&["ready"], Duration::from_secs(120));
+    let paused = d.wait_for(
+        &["no motion (PIR): detection paused"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(field(&paused, "frames_detected"), 0, "idle from the start");
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, ev) = stored_events(dir, &key);
+    assert!(ev.is_empty(), "events while idle: {ev:?}");
+
+    std::fs::write(&pir, "1\n").unwrap();
+    let resumed = d.wait_for(
+        &["motion (PIR): detection resumed"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(field(&resumed, "frames_detected"), 0);
+    let skipped = field(&resumed, "frames_skipped");
+    assert!(
+        skipped >= 10,
+        "the camera kept delivering while idle: {resumed}"
+    );
+    let t = std::time::Instant::now();
+    while !stored_events(dir, &key)
+        .1
+        .iter()
+        .any(|e| e.kind == EventKind::Recognized && e.person.as_deref() == Some("alice"))
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no recognition after motion"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    std::fs::write(&pir, "0").unwrap();
+    let t = std::time::Instant::now();
+    while d.count("no motion (PIR): detection paused") < 2 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "detection did not pause again"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let line = |needle: &str| {
+        d.log
+            .lock()
+            .unwrap()
+            .iter()
+            .rfind(|l| l.contains(needle))
+            .unwrap()
+            .clone()
+    };
+    let detected = field(&line("detection paused"), "frames_detected");
+    assert!(detected > 0);
+    std::thread::sleep(Duration::from_secs(3));
+    std::fs::write(&pir, "1").unwrap();
+    let t = std::time::Instant::now();
+    while d.count("motion (PIR): detection resumed") < 2 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "detection did not resume"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let resumed = line("detection resumed");
+    assert_eq!(
+        field(&resumed, "frames_detected"),
+        detected,
+        "frames ran through the models while idle: {resumed}"
+    );
+    assert!(
+        field(&resumed, "frames_skipped") >= skipped + 10,
+        "{resumed}"
+    );
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait(Duration::from_secs(30)), Some(0));
+}
+
+/// An invalid `web.listen` stops `faced run` at start with the config error (status 2), instead
+/// of a daemon running without its console.
+#[test]
+fn bad_web_listen_stops_faced_run() {
+    let tmp = tempdir();
+    let db = tmp.path().join("faced.db");
+    let mut d = Daemon::start(
+        &["--source", "pattern"],
+        &[
+            ("FACED_GALLERY__DB", db.to_str().unwrap()),
+            ("FACED_WEB__ENABLED", "true"),
+            ("FACED_WEB__LISTEN", "not-an-address"),
+        ],
+    );
+    assert_eq!(d.wait(Duration::from_secs(60)), Some(2));
+    let all = d.log.lock().unwrap().join("\n");
+    assert!(
+        all.contains("web.listen") && all.contains("not-an-address"),
+        "{all}"
+    );
+    assert_eq!(d.count("web console not started"), 0, "{all}");
+    assert_eq!(d.count("ready"), 0, "{all}");
+}
+
+/// LiteRT's own chatter ("… accelerator could not be loaded …") is not printed on stderr by
+/// every command; with FACED_LOG=debug it is in the log, as debug lines.
+#[test]
+fn litert_chatter_is_not_on_stderr() {
+    let _heavy = heavy();
+    let img = faces_dir().join("img1.jpg");
+    let run = |log: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_faced"))
+            .args(["analyze", img.to_str().unwrap()])
+            .env("FACED_LOG", log)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = run("info");
+    assert!(
+        !stderr.to_ascii_lowercase().contains("accelerator"),
+        "LiteRT chatter on stderr:\n{stderr}"
+    );
+    let debug = run("debug");
+    let lines: Vec<&str> = debug
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().contains("accelerator"))
+        .collect();
+    assert!(
+        !lines.is_empty(),
+        "LiteRT's lines are lost, not logged:\n{debug}"
+    );
+    assert!(lines.iter().all(|l| l.contains("DEBUG")), "{lines:#?}");
+}
+
+/// What the Live and System pages show: a camera paused by the PIR reads `idle (no motion)`
+/// (fps 0), and `running` again once there is motion.
+#[test]
+fn idle_camera_status_reads_idle_no_motion() {
+    use faced::gpio::fake::FakeGpio;
+    use faced::gpio::{BackendKind, Gpio, GpioConfig, MonotonicClock};
+    let _heavy = heavy();
+    let people = photos_by_person();
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let g = gallery(dir);
+    let play = play_dir(dir, &[people["person01"][0].as_str()]);
+    let mut cfg = config(dir, &play, 1, 10.0);
+    cfg.cameras[0].settings.repeat = true;
+    cfg.cameras[0].settings.lossless = false;
+    let fake = FakeGpio::new(Arc::new(MonotonicClock));
+    let gcfg = GpioConfig {
+        enabled: true,
+        backend: BackendKind::Fake,
+        pir_pin: Some(22),
+        pir_hold_s: 0,
+        ..GpioConfig::default()
+    };
+    let gpio = Gpio::start_with(&gcfg, Arc::new(fake.clone()), Arc::new(MonotonicClock)).unwrap();
+    let pipeline = faced::pipeline::Pipeline::start_with_gpio(
+        &cfg,
+        Arc::new(Mutex::new(g)),
+        None,
+        Arc::new(TestClock::new()),
+        None,
+        Some(gpio),
+    )
+    .unwrap();
+    let h = pipeline.handle();
+    let wait = |want: &str| {
+        let t = std::time::Instant::now();
+        while h.stats()[0].status != want {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "status {:?}, wanted {want:?}",
+                h.stats()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait(faced::pipeline::IDLE_STATUS);
+    assert_eq!(faced::pipeline::IDLE_STATUS, "idle (no motion)");
+    assert_eq!(h.stats()[0].fps, 0.0);
+    assert!(h.idle());
+    fake.set_input(22, true);
+    wait("running");
+    assert!(!h.idle());
+    pipeline.stop();
 }

@@ -1,4 +1,4 @@
-//! GPIO logic (issue 5) against the fake backend and a fake clock: relay pulses for allow-listed
+//! GPIO logic against the fake backend and a fake clock: relay pulses for allow-listed
 //! people only, exactly `pulse_ms` long, never twice within the pulse or cool-down; pins used twice
 //! or already held are refused with messages naming the config key; the status LED follows
 //! health; the PIR holds motion for `pir_hold_s`. Time is stepped, never slept, except in the one
@@ -238,14 +238,54 @@ fn bad_values_refused_with_the_key() {
         let e = c.validate().unwrap_err();
         assert!(e.to_string().starts_with(want), "{e} (wanted {want})");
     }
-    // A disabled section is only parsed.
-    GpioConfig {
+    // A disabled section is checked too: the mistake shows in `faced check-config` now, not
+    // on the day someone enables GPIO.
+    let e = GpioConfig {
         enabled: false,
         relay_pin: Some(40),
         ..cfg()
     }
     .validate()
-    .unwrap();
+    .unwrap_err();
+    assert!(e.to_string().starts_with("gpio.relay_pin = 40"), "{e}");
+    // The fake's PIR file is for the fake backend only, and stands in for a configured PIR.
+    let e = GpioConfig {
+        backend: BackendKind::Rppal,
+        fake_pir_file: Some("/tmp/pir".into()),
+        ..cfg()
+    }
+    .validate()
+    .unwrap_err();
+    assert!(e.to_string().starts_with("gpio.fake_pir_file"), "{e}");
+    let e = GpioConfig {
+        pir_pin: None,
+        fake_pir_file: Some("/tmp/pir".into()),
+        ..cfg()
+    }
+    .validate()
+    .unwrap_err();
+    assert!(e.to_string().contains("gpio.pir_pin"), "{e}");
+}
+
+/// The fake's PIR input reads `gpio.fake_pir_file`: `1` is high, anything else or no file low.
+#[test]
+fn fake_pir_reads_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pir");
+    let clock = Arc::new(FakeClock::new());
+    let gpio = FakeGpio::logging(clock.clone()).with_input_file(Some(file.clone()));
+    let h = Gpio::manual(&cfg(), Arc::new(gpio.clone()), clock.clone()).unwrap();
+    run_for(&h, &clock, ms(100), ms(50));
+    assert!(!h.motion_active(), "no file: no motion");
+    std::fs::write(&file, "1\n").unwrap();
+    run_for(&h, &clock, ms(100), ms(50));
+    assert!(h.motion_active());
+    std::fs::write(&file, "0").unwrap();
+    run_for(&h, &clock, Duration::from_secs(11), ms(50));
+    assert!(!h.motion_active(), "released after pir_hold_s");
+    std::fs::write(&file, "yes").unwrap();
+    run_for(&h, &clock, ms(100), ms(50));
+    assert!(!h.motion_active(), "only 1 means motion");
 }
 
 #[test]

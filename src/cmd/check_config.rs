@@ -29,7 +29,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(s) = &args.source {
         cfg.override_source(s)?;
     }
-    cfg.raw.mqtt.validate()?;
+    // Config::validate checked every section; what is left is what this binary can do.
+    let gpio = &cfg.raw.gpio;
+    if gpio.enabled
+        && !faced::gpio::backends()
+            .iter()
+            .any(|(name, _)| *name == backend_name(gpio.backend))
+    {
+        return Err(faced::Error::precondition(format!(
+            "gpio.backend = \"{}\" is not built into this faced (built: {}); use the arm64 \
+             package or `--features gpio`, or gpio.backend = \"fake\" to try the configuration",
+            backend_name(gpio.backend),
+            gpio_backends()
+        ))
+        .into());
+    }
     if args.deep {
         for cam in &cfg.cameras {
             faced::vision::Analyzer::open(&cfg.raw.inference, cam.settings.detector)?;
@@ -48,6 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "# capture backends in this build: {}",
         faced::capture::compiled_backends().join(", ")
     );
+    println!("# gpio backends in this build: {}", gpio_backends());
     for c in &cfg.cameras {
         println!("# camera {}: {}", c.name(), c.source);
     }
@@ -57,4 +72,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     println!();
     print!("{}", cfg.to_toml_redacted());
     Ok(ExitCode::SUCCESS)
+}
+
+fn backend_name(b: faced::gpio::BackendKind) -> &'static str {
+    match b {
+        faced::gpio::BackendKind::Rppal => "rppal",
+        faced::gpio::BackendKind::Fake => "fake",
+    }
+}
+
+fn gpio_backends() -> String {
+    faced::gpio::backends()
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -32,7 +32,8 @@ pub fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Not fd 2 itself: LiteRT model loads point fd 2 at a pipe for a moment (inference::litert).
+        .with_writer(faced::inference::litert::log_stderr)
         .try_init();
 }
 

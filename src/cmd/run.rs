@@ -7,6 +7,15 @@
 //! second one exits at once. SIGHUP re-reads the config (thresholds, detector scores, tracker
 //! and cool-down settings; sources and camera lists need a restart) and reloads the gallery.
 //!
+//! GPIO (`[gpio]`, docs/gpio.md): started before the pipeline when `gpio.enabled`, so a pin that
+//! is taken or a binary without the backend fails the start with a message naming the key; the
+//! pipeline then drives the relay, the status LED and PIR gating. The handle is dropped after the
+//! pipeline stopped, which releases the relay and turns the LED off.
+//!
+//! The console: an invalid `[web]` section is a configuration error and stops the start (exit
+//! status 2) like any other key; only a console that cannot bind its (valid) address is logged
+//! while recognition goes on, since the door matters more than the console.
+//!
 //! systemd (`Type=notify`): READY=1 once the database is open, the models are loaded and a
 //! first frame arrived (or 10 s passed: a missing camera is retried in the background, not a
 //! reason to fail the start); WATCHDOG=1 every half watchdog period while the vision thread's
@@ -164,8 +173,20 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<ExitCode> {
     }
     let writer = EventWriter::spawn(store)?;
 
-    // Models and cameras.
-    let pipeline = Pipeline::start(&cfg, gallery.clone(), Some(writer.sender()), clock, None)?;
+    // GPIO, then models and cameras.
+    let gpio = if cfg.raw.gpio.enabled {
+        Some(faced::gpio::Gpio::start(&cfg.raw.gpio)?)
+    } else {
+        None
+    };
+    let pipeline = Pipeline::start_with_gpio(
+        &cfg,
+        gallery.clone(),
+        Some(writer.sender()),
+        clock,
+        None,
+        gpio.clone(),
+    )?;
     let handle = pipeline.handle();
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -173,12 +194,15 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<ExitCode> {
     );
 
     // Web console.
-    let web = start_web(&cfg, &handle, &mqtt, &gallery).await;
+    let web = start_web(&cfg, &handle, &mqtt, &gallery).await?;
 
     // READY after a first frame (or 10 s: a missing camera is retried in the background).
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(10)
-        && handle.stats().iter().all(|s| s.status != "running")
+        && handle
+            .stats()
+            .iter()
+            .all(|s| s.status != "running" && s.status != faced::pipeline::IDLE_STATUS)
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -247,6 +271,8 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<ExitCode> {
     }
     tokio::task::spawn_blocking(move || {
         pipeline.stop();
+        // Relay released and LED off once nothing can pulse them any more.
+        drop(gpio);
         writer.shutdown();
     })
     .await
@@ -452,16 +478,18 @@ fn mqtt_status(mqtt: &faced::mqtt::MqttHandle, cfg: &faced::mqtt::MqttConfig) ->
     }
 }
 
-/// Starts the web console when `[web]` enables it; `None` when disabled or when it cannot
-/// start (logged: the daemon keeps recognising without a console).
+/// Starts the web console when `[web]` enables it; `Ok(None)` when disabled or when it cannot
+/// start for a reason outside the configuration (logged: the daemon keeps recognising without a
+/// console). An invalid setting is an error: a console silently missing is worse than a start
+/// that names the key (`Config::validate` normally catches it before anything starts).
 async fn start_web(
     cfg: &Config,
     handle: &faced::pipeline::Handle,
     mqtt: &faced::mqtt::MqttHandle,
     gallery: &Arc<Mutex<Gallery>>,
-) -> Option<tokio::task::JoinHandle<()>> {
+) -> faced::Result<Option<tokio::task::JoinHandle<()>>> {
     if !cfg.raw.web.enabled {
-        return None;
+        return Ok(None);
     }
     let start = async {
         // Uploads and snapshots are still photos: multi-scale detection.
@@ -489,14 +517,15 @@ async fn start_web(
         Ok::<_, Error>((listener, state))
     };
     match start.await {
-        Ok((listener, state)) => Some(tokio::spawn(async move {
+        Ok((listener, state)) => Ok(Some(tokio::spawn(async move {
             if let Err(e) = faced::web::serve(listener, state, std::future::pending()).await {
                 tracing::error!("web console stopped: {e}");
             }
-        })),
+        }))),
+        Err(e) if e.kind() == Kind::InvalidInput => Err(e),
         Err(e) => {
             tracing::error!("web console not started: {e}");
-            None
+            Ok(None)
         }
     }
 }

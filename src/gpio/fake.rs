@@ -2,11 +2,20 @@
 //! timestamp from an injected [`Clock`], inputs set by the test (or left low).
 //!
 //! Tests pair it with [`FakeClock`] and [`Gpio::manual`](super::Gpio::manual) to check pulse
-//! lengths and cool-downs exactly, without sleeping. With `gpio.backend = "fake"` the daemon uses
-//! it in logging mode, so a configuration can be tried on a PC. Pins can be marked busy to
-//! exercise the "pin already in use" path exactly as the real backend reports it.
+//! lengths and cool-downs exactly, without sleeping. Pins can be marked busy to exercise the
+//! "pin already in use" path exactly as the real backend reports it.
+//!
+//! With `gpio.backend = "fake"` the daemon uses it in logging mode ([`FakeGpio::logging`]), so a
+//! configuration can be tried on a PC and a test can watch the pins of a real `faced run` from
+//! outside the process. That mode is a small, stable protocol (docs/gpio.md):
+//! - every output level change is one INFO line `fake gpio: pin 17 -> high (relay)`, and a fall
+//!   after a rise adds how long the pin was high: `fake gpio: pin 17 -> low (relay) after 300 ms`;
+//! - inputs read the file `gpio.fake_pir_file` (if set) on every sample: `1` (surrounding
+//!   whitespace ignored) is high, anything else or a missing file is low; each change of the
+//!   level read is logged as `fake gpio: pin 22 reads high (pir)`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -99,6 +108,7 @@ pub struct FakeGpio {
     clock: Arc<dyn Clock>,
     state: Arc<Mutex<State>>,
     log: bool,
+    input_file: Option<PathBuf>,
 }
 
 impl FakeGpio {
@@ -108,15 +118,24 @@ impl FakeGpio {
             clock,
             state: Arc::default(),
             log: false,
+            input_file: None,
         }
     }
 
-    /// A fake that also logs every output change at debug level (`gpio.backend = "fake"`).
+    /// A fake that also logs every level change at INFO (`gpio.backend = "fake"`; the line format
+    /// is in the module docs). INFO, not debug: whoever picks the fake wants to see the pins.
     pub fn logging(clock: Arc<dyn Clock>) -> Self {
         FakeGpio {
             log: true,
             ..Self::new(clock)
         }
+    }
+
+    /// Makes every input read `path` (`gpio.fake_pir_file`): `1` is high, anything else or no
+    /// file is low. [`FakeGpio::set_input`] no longer matters then.
+    pub fn with_input_file(mut self, path: Option<PathBuf>) -> Self {
+        self.input_file = path;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -190,6 +209,7 @@ impl GpioBackend for FakeGpio {
         self.claim(pin, what)?;
         let mut p = FakeOutput {
             pin,
+            role: role(what),
             gpio: self.clone(),
         };
         p.set(false);
@@ -200,13 +220,26 @@ impl GpioBackend for FakeGpio {
         self.claim(pin, what)?;
         Ok(Box::new(FakeInput {
             pin,
+            role: role(what),
             gpio: self.clone(),
         }))
     }
 }
 
+/// `gpio.relay_pin` → `relay`: the short name the log lines use.
+fn role(what: &str) -> String {
+    what.trim_start_matches("gpio.")
+        .trim_end_matches("_pin")
+        .to_string()
+}
+
+fn level_name(high: bool) -> &'static str {
+    if high { "high" } else { "low" }
+}
+
 struct FakeOutput {
     pin: u8,
+    role: String,
     gpio: FakeGpio,
 }
 
@@ -216,9 +249,19 @@ impl OutputPin for FakeOutput {
         let mut s = self.gpio.lock();
         let changed = s.levels.insert(self.pin, high) != Some(high);
         if changed {
-            s.edges.entry(self.pin).or_default().push(Edge { at, high });
+            let edges = s.edges.entry(self.pin).or_default();
+            let rose_at = edges.last().filter(|e| e.high && !high).map(|e| e.at);
+            edges.push(Edge { at, high });
+            drop(s);
             if self.gpio.log {
-                tracing::debug!(pin = self.pin, high, "fake gpio output");
+                let (pin, level, role) = (self.pin, level_name(high), &self.role);
+                match rose_at {
+                    Some(t) => tracing::info!(
+                        "fake gpio: pin {pin} -> {level} ({role}) after {} ms",
+                        at.saturating_duration_since(t).as_millis()
+                    ),
+                    None => tracing::info!("fake gpio: pin {pin} -> {level} ({role})"),
+                }
             }
         }
     }
@@ -232,12 +275,22 @@ impl Drop for FakeOutput {
 
 struct FakeInput {
     pin: u8,
+    role: String,
     gpio: FakeGpio,
 }
 
 impl InputPin for FakeInput {
     fn is_high(&self) -> bool {
-        self.gpio.level(self.pin)
+        let Some(path) = &self.gpio.input_file else {
+            return self.gpio.level(self.pin);
+        };
+        let high = std::fs::read_to_string(path).is_ok_and(|s| s.trim() == "1");
+        let changed = self.gpio.lock().levels.insert(self.pin, high) != Some(high);
+        if changed && self.gpio.log {
+            let (pin, role) = (self.pin, &self.role);
+            tracing::info!("fake gpio: pin {pin} reads {} ({role})", level_name(high));
+        }
+        high
     }
 }
 

@@ -1,12 +1,18 @@
-//! GPIO actions (issue 5): a door-strike relay pulsed when an allow-listed person is recognized,
-//! a status LED, and an optional PIR motion input that can gate capture.
+//! GPIO actions: a door-strike relay pulsed when an allow-listed person is recognized, a status
+//! LED, and an optional PIR motion input that gates detection. Wiring, configuration and what
+//! `faced run` does with each pin: docs/gpio.md.
+//!
+//! `faced run` starts this with [`Gpio::start`] when `gpio.enabled` and hands the
+//! [`GpioHandle`] to the pipeline, which calls [`GpioHandle::on_recognized`] for every live
+//! identified track, reports its health with [`GpioHandle::set_healthy`] and skips detection
+//! while [`GpioHandle::motion_active`] is false.
 //!
 //! Hardware sits behind two small traits, [`OutputPin`] and [`InputPin`], handed out by a
 //! [`GpioBackend`] (the librespot audio-backend pattern, STYLE.md §2):
 //!
 //! | backend | built | what it drives |
 //! |---------|-------|----------------|
-//! | `fake`  | always | nothing: records every level change with a timestamp ([`fake`]) |
+//! | `fake`  | always | nothing: records and logs every level change, reads the PIR from a file ([`fake`]) |
 //! | `rppal` | `--features gpio` | the Raspberry Pi header through `/dev/gpiomem` ([`rpi`]) |
 //!
 //! [`backends`] lists what this binary was built with (for `check-config`).
@@ -32,6 +38,7 @@ pub mod fake;
 pub mod rpi;
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -56,7 +63,8 @@ pub enum BackendKind {
     /// the arm64 Debian package is).
     #[default]
     Rppal,
-    /// No hardware: pin changes are logged at debug level. For trying a configuration on a PC.
+    /// No hardware: pin changes are logged at INFO and the PIR input is read from
+    /// `gpio.fake_pir_file`. For trying a configuration on a PC, and for tests.
     Fake,
 }
 
@@ -94,6 +102,10 @@ pub struct GpioConfig {
     /// Motion stays active this many seconds after the PIR output last read high (0–3600).
     /// Default 30.
     pub pir_hold_s: u64,
+    /// `backend = "fake"` only: the file the fake PIR input reads (`1` = motion, anything else
+    /// or no file = none), so a configuration's PIR gating can be tried without a sensor.
+    /// Default: none (the fake PIR then never reports motion).
+    pub fake_pir_file: Option<PathBuf>,
 }
 
 impl Default for GpioConfig {
@@ -110,6 +122,7 @@ impl Default for GpioConfig {
             blink_ms: 500,
             pir_pin: None,
             pir_hold_s: 30,
+            fake_pir_file: None,
         }
     }
 }
@@ -127,12 +140,11 @@ impl GpioConfig {
         .collect()
     }
 
-    /// Checks ranges and that no pin is used twice. Called by [`Gpio::start`]; `check-config`
-    /// may call it directly. A disabled section is not checked beyond parsing.
+    /// Checks ranges and that no pin is used twice; messages name the `gpio.*` key. Called by
+    /// [`Gpio::start`] and by `Config::validate` (so `faced check-config` and the start of
+    /// `faced run` reject it). A disabled section is checked too: a mistake must show when the
+    /// file is checked, not on the day someone sets `enabled = true`.
     pub fn validate(&self) -> Result<()> {
-        if !self.enabled {
-            return Ok(());
-        }
         let pins = self.pins();
         for (i, &(key, pin)) in pins.iter().enumerate() {
             if pin > MAX_HEADER_PIN {
@@ -170,6 +182,19 @@ impl GpioConfig {
             return Err(Error::invalid(format!(
                 "gpio.allow contains an empty name ({bad:?})"
             )));
+        }
+        if let Some(f) = &self.fake_pir_file {
+            if self.backend != BackendKind::Fake {
+                return Err(Error::invalid(format!(
+                    "gpio.fake_pir_file = {:?} is only read by the fake backend; set                      gpio.backend = \"fake\" or remove it",
+                    f.display()
+                )));
+            }
+            if self.pir_pin.is_none() || f.as_os_str().is_empty() {
+                return Err(Error::invalid(
+                    "gpio.fake_pir_file needs a file name and gpio.pir_pin (the input it stands in for)",
+                ));
+            }
         }
         Ok(())
     }
@@ -289,7 +314,10 @@ impl Gpio {
         }
         cfg.validate()?;
         let backend: Arc<dyn GpioBackend> = match cfg.backend {
-            BackendKind::Fake => Arc::new(fake::FakeGpio::logging(Arc::new(MonotonicClock))),
+            BackendKind::Fake => Arc::new(
+                fake::FakeGpio::logging(Arc::new(MonotonicClock))
+                    .with_input_file(cfg.fake_pir_file.clone()),
+            ),
             #[cfg(feature = "gpio")]
             BackendKind::Rppal => Arc::new(rpi::RppalGpio::open()?),
             #[cfg(not(feature = "gpio"))]

@@ -13,8 +13,23 @@
 //! 4. `/usr/lib/faced/libLiteRt.so` (the Debian package),
 //! 5. `.litert/<arch>/libLiteRt.so` in the checkout the binary was built from (what
 //!    `scripts/setup` writes).
+//!
+//! # LiteRT's stderr
+//! The library prints its own warnings straight to file descriptor 2 while it starts and
+//! compiles models ("NPU accelerator could not be loaded and registered", "GPU accelerator could
+//! not be …", on every command and every start), and it exports no call to set its log severity
+//! (2.3's `libLiteRt.so` has no `LiteRtSetMinLoggerSeverity`; `edgefirst-tflite` exposes none
+//! either). So [`quiet_stderr`] points fd 2 at a pipe for the duration of those calls only; a
+//! thread drains the pipe (the library never blocks on a full pipe) and the lines are logged at
+//! debug (target `litert`) once fd 2 is back. faced's own log lines never enter the pipe: the
+//! logger writes to [`log_stderr`], a copy of fd 2 taken before the first redirection, so a line
+//! another thread logs meanwhile is not swallowed. Anything *else* that writes to fd 2 directly in
+//! that window (an `eprintln!`, another C library) lands in the debug log too; the windows are
+//! the model loads at start, a few hundred milliseconds.
 
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -83,6 +98,87 @@ pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf> {
     })
 }
 
+/// A copy of the process's original stderr, taken once, before any [`quiet_stderr`] redirect.
+/// `-1` if it could not be duplicated (then logs go to fd 2 as before).
+fn saved_stderr() -> RawFd {
+    static SAVED: OnceLock<RawFd> = OnceLock::new();
+    // SAFETY: F_DUPFD_CLOEXEC duplicates fd 2 (or fails with -1); the copy is never closed.
+    *SAVED.get_or_init(|| unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) })
+}
+
+/// Where faced's logger writes: the original stderr, unaffected by [`quiet_stderr`] (module
+/// docs). Use as `tracing_subscriber::fmt().with_writer(log_stderr)`.
+pub fn log_stderr() -> LogStderr {
+    LogStderr(saved_stderr())
+}
+
+/// See [`log_stderr`].
+#[derive(Debug)]
+pub struct LogStderr(RawFd);
+
+impl std::io::Write for LogStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let fd = if self.0 >= 0 { self.0 } else { 2 };
+        // SAFETY: writes from a valid buffer to a descriptor this process keeps open.
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if n < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs `f` with fd 2 pointed at a pipe and logs what was written there at debug (module docs).
+/// Calls are serialised; if the pipe cannot be set up, `f` runs with stderr as it is.
+pub fn quiet_stderr<T>(f: impl FnOnce() -> T) -> T {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _serial = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let saved = saved_stderr();
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills `fds` with two new descriptors on success.
+    if saved < 0 || unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return f();
+    }
+    // SAFETY: both descriptors were just created and are owned here.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let drain = std::thread::Builder::new()
+        .name("litert-stderr".into())
+        .spawn(move || {
+            BufReader::new(std::fs::File::from(read))
+                .lines()
+                .map_while(std::result::Result::ok)
+                .collect::<Vec<String>>()
+        });
+    let Ok(drain) = drain else { return f() };
+    /// Puts fd 2 back even if `f` panics; until then the pipe's write end stays open.
+    struct Restore(RawFd);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: `self.0` is the saved copy of the original fd 2.
+            unsafe { libc::dup2(self.0, 2) };
+        }
+    }
+    // SAFETY: makes fd 2 a copy of the pipe's write end; Restore undoes it.
+    let redirected = unsafe { libc::dup2(write.as_raw_fd(), 2) } >= 0;
+    drop(write);
+    let out = {
+        let _restore = redirected.then_some(Restore(saved));
+        f()
+    };
+    // Both write ends are closed now (ours dropped, fd 2 restored): the thread reads to EOF.
+    for line in drain.join().unwrap_or_default() {
+        if !line.trim().is_empty() {
+            tracing::debug!(target: "litert", "{line}");
+        }
+    }
+    out
+}
+
 /// A loaded LiteRT runtime; cheap to clone through `Arc`.
 pub struct LiteRt {
     path: PathBuf,
@@ -111,6 +207,12 @@ impl LiteRt {
         if let Some(rt) = map.get(&path) {
             return Ok(rt.clone());
         }
+        let rt = quiet_stderr(|| Self::load(path.clone()))?;
+        map.insert(path, rt.clone());
+        Ok(rt)
+    }
+
+    fn load(path: PathBuf) -> Result<Arc<LiteRt>> {
         let lib = Library::from_path(&path).map_err(|e| {
             Error::unavailable(format!(
                 "cannot load LiteRT runtime {}: {e}; re-run scripts/setup (is it the library for \
@@ -136,14 +238,12 @@ impl LiteRt {
             ))
         })?;
         let env: &'static Environment<'static> = Box::leak(Box::new(env));
-        let rt = Arc::new(LiteRt {
-            path: path.clone(),
+        Ok(Arc::new(LiteRt {
+            path,
             lib,
             env,
             models: Mutex::new(HashMap::new()),
-        });
-        map.insert(path, rt.clone());
-        Ok(rt)
+        }))
     }
 
     /// Path of the loaded library.
@@ -272,6 +372,12 @@ impl Backend for LiteRt {
     }
 
     fn compile(&self, label: &str, bytes: &[u8], threads: usize) -> Result<Box<dyn Session>> {
+        quiet_stderr(|| self.compile_loud(label, bytes, threads))
+    }
+}
+
+impl LiteRt {
+    fn compile_loud(&self, label: &str, bytes: &[u8], threads: usize) -> Result<Box<dyn Session>> {
         let model = self.model(label, bytes)?;
         let err = |what: &str, e: edgefirst_tflite::Error| {
             Error::precondition(format!("LiteRT {what} failed for model {label}: {e}"))

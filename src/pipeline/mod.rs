@@ -20,11 +20,21 @@
 //!
 //! [`Handle`] is the small, thread-safe view the web console and `faced run` use: latest frame
 //! as JPEG, overlays, stats, live thresholds, enroll-from-track, reload.
+//!
+//! GPIO ([`Pipeline::start_with_gpio`], docs/gpio.md): the vision thread calls
+//! [`GpioHandle::on_recognized`] for each live track with an identity (once per track and
+//! person; again on later frames only while the relay is cooling down, so someone still waiting
+//! at the door gets it opened), sets the status LED from the cameras' health, and while the PIR
+//! reports no motion it takes frames from the slot without running them through the models: the
+//! cameras keep capturing, so detection resumes with the next frame once motion returns, and the
+//! cameras' status reads `idle (no motion)`. The first frame after a pause is treated as a scene
+//! cut (every track ends), because whoever was in view before may be long gone.
 
 pub mod live;
 pub mod liveness;
 pub mod tracker;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -40,6 +50,7 @@ use crate::error::{Error, Result};
 use crate::events::store::EventSender;
 use crate::events::{Clock, CoolDown, Event, EventKind, rfc3339_utc, unix_ms};
 use crate::gallery::Gallery;
+use crate::gpio::{GpioHandle, Trigger};
 use crate::vision::detect::Detection;
 use crate::vision::{Analyzer, InferenceConfig};
 use tracker::{MatchInfo, Sample, Track, Tracker, TrackerConfig, quality_hint};
@@ -50,6 +61,12 @@ pub const UNKNOWN_AFTER: u32 = 2;
 
 /// A track is re-embedded when its face quality beats its best embedded one by this factor.
 pub const QUALITY_GAIN: f32 = 1.15;
+
+/// A running camera's status while the PIR reports no motion (the Live and System pages show it).
+pub const IDLE_STATUS: &str = "idle (no motion)";
+
+/// The status LED blinks for at least this long after the vision thread survived an error.
+const LED_ERROR_HOLD: Duration = Duration::from_secs(10);
 
 pub use crate::web::live::{CameraStats, Overlay, OverlayFace, TrackSample};
 
@@ -139,8 +156,12 @@ pub struct Shared {
     stop: AtomicBool,
     control: Mutex<Vec<Control>>,
     errors: AtomicU64,
-    /// Frames the vision thread has finished (all cameras).
+    /// Frames the vision thread has finished (all cameras), skipped ones included.
     processed: AtomicU64,
+    /// Of those, frames taken while the PIR reported no motion and not run through the models.
+    skipped: AtomicU64,
+    /// Detection is paused: the PIR reports no motion.
+    idle: AtomicBool,
     last_unknown: Mutex<Option<LastUnknown>>,
 }
 
@@ -206,6 +227,8 @@ impl Shared {
             control: Mutex::new(Vec::new()),
             errors: AtomicU64::new(0),
             processed: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            idle: AtomicBool::new(false),
             last_unknown: Mutex::new(None),
         })
     }
@@ -260,20 +283,46 @@ impl Handle {
         self.shared.overlay.subscribe()
     }
 
-    /// Every camera's statistics.
+    /// Every camera's statistics. While the PIR reports no motion, a running camera's status is
+    /// `idle (no motion)` and its fps 0 (frames are captured but not processed).
     pub fn stats(&self) -> Vec<CameraStats> {
+        let idle = self.idle();
         self.shared
             .cameras
             .iter()
             .enumerate()
-            .map(|(i, c)| CameraStats {
-                name: c.name.clone(),
-                fps: c.fps_milli.load(Ordering::Relaxed) as f32 / 1000.0,
-                dropped: self.shared.slot.dropped(i),
-                status: c.status.get(),
-                threshold: c.threshold(),
+            .map(|(i, c)| {
+                let mut status = c.status.get();
+                let paused = idle && status == "running";
+                if paused {
+                    status = IDLE_STATUS.into();
+                }
+                CameraStats {
+                    name: c.name.clone(),
+                    fps: if paused {
+                        0.0
+                    } else {
+                        c.fps_milli.load(Ordering::Relaxed) as f32 / 1000.0
+                    },
+                    dropped: self.shared.slot.dropped(i),
+                    status,
+                    threshold: c.threshold(),
+                }
             })
             .collect()
+    }
+
+    /// Whether detection is paused because the PIR reports no motion.
+    pub fn idle(&self) -> bool {
+        self.shared.idle.load(Ordering::Relaxed)
+    }
+
+    /// Frames run through the models so far (all cameras; frames skipped while idle excluded).
+    pub fn frames_detected(&self) -> u64 {
+        let s = &self.shared;
+        s.processed
+            .load(Ordering::Acquire)
+            .saturating_sub(s.skipped.load(Ordering::Relaxed))
     }
 
     /// Sets `camera`'s recognition threshold (0..1) from the next frame.
@@ -439,6 +488,44 @@ struct CamState {
     frames: u64,
     last_frame: Option<Instant>,
     fps: f32,
+    /// Track id → the person the door relay was asked about for it (see [`door`]).
+    door: HashMap<u64, i64>,
+    /// The next frame ends every track: detection was paused in between.
+    cut_next: bool,
+}
+
+/// Asks the relay to open for each live track with an identity, once per track and person. A
+/// refusal because the relay is still cooling down is retried on the next frames (the person is
+/// still waiting at the door); any other answer is final for that track and person.
+fn door(g: &GpioHandle, st: &mut CamState) {
+    let tracks = &st.tracker.tracks;
+    st.door.retain(|id, _| tracks.iter().any(|t| t.id == *id));
+    for tr in tracks
+        .iter()
+        .filter(|t| t.missed == 0 && t.live != Some(false))
+    {
+        let Some(id) = &tr.identity else { continue };
+        if st.door.get(&tr.id) == Some(&id.person_id) {
+            continue;
+        }
+        if g.on_recognized(&id.name) != Trigger::CoolingDown {
+            st.door.insert(tr.id, id.person_id);
+        }
+    }
+}
+
+/// Sets the status LED from the pipeline's health: blinking while a camera reports an error or
+/// shortly after the vision thread survived one, steady once a camera delivers frames, left as
+/// it is (off at start) while every camera is still starting.
+fn report_health(g: &GpioHandle, s: &Shared, last_error: Option<Instant>) {
+    let statuses: Vec<String> = s.cameras.iter().map(|c| c.status.get()).collect();
+    if statuses.iter().any(|st| st.starts_with("error"))
+        || last_error.is_some_and(|t| t.elapsed() < LED_ERROR_HOLD)
+    {
+        g.set_healthy(false);
+    } else if statuses.iter().any(|st| st == "running" || st == "ended") {
+        g.set_healthy(true);
+    }
 }
 
 fn tracker_cfg(c: &CameraConfig) -> TrackerConfig {
@@ -460,6 +547,7 @@ pub struct Processor {
     events: Option<EventSender>,
     shared: Arc<Shared>,
     enrolls: Vec<EnrollRequest>,
+    gpio: Option<GpioHandle>,
     /// Cumulative stage timings.
     pub stats: StageStats,
 }
@@ -514,6 +602,8 @@ impl Processor {
                     frames: 0,
                     last_frame: None,
                     fps: 0.0,
+                    door: HashMap::new(),
+                    cut_next: false,
                 })
                 .collect(),
             gallery,
@@ -525,6 +615,7 @@ impl Processor {
             events,
             shared,
             enrolls: Vec::new(),
+            gpio: None,
             stats: StageStats::default(),
         })
     }
@@ -602,6 +693,49 @@ impl Processor {
                 i += 1;
             }
         }
+    }
+
+    /// The vision thread's step for one frame: [`Processor::process`], unless the PIR reports no
+    /// motion, in which case the frame only becomes the camera's latest picture (see the module
+    /// docs). Logs when detection pauses and resumes, with the frames run through the models so
+    /// far, which stays the same while paused.
+    fn gated(&mut self, cam: usize, frame: &Frame) -> Result<()> {
+        let motion = self.gpio.as_ref().is_none_or(GpioHandle::motion_active);
+        let was_idle = self.shared.idle.load(Ordering::Relaxed);
+        if !motion {
+            if !was_idle {
+                self.shared.idle.store(true, Ordering::Relaxed);
+                for st in &mut self.cams {
+                    st.cut_next = true;
+                }
+                // Counts in the message, not as fields: docs/gpio.md gives this line's format.
+                tracing::info!(
+                    "no motion (PIR): detection paused frames_detected={}",
+                    self.handle().frames_detected()
+                );
+            }
+            self.shared.skipped.fetch_add(1, Ordering::Relaxed);
+            *self.shared.cameras[cam]
+                .latest
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(frame.clone());
+            self.apply_control();
+            return Ok(());
+        }
+        if was_idle {
+            self.shared.idle.store(false, Ordering::Relaxed);
+            tracing::info!(
+                "motion (PIR): detection resumed frames_detected={} frames_skipped={}",
+                self.handle().frames_detected(),
+                self.shared.skipped.load(Ordering::Relaxed)
+            );
+        }
+        if std::mem::take(&mut self.cams[cam].cut_next) {
+            let mut f = frame.clone();
+            f.cut = true;
+            return self.process(cam, &f).map(drop);
+        }
+        self.process(cam, frame).map(drop)
     }
 
     /// Processes one frame of camera `cam`; returns the events it caused (also sent to the
@@ -827,6 +961,9 @@ impl Processor {
             }
             self.stats.events += t5.elapsed();
         }
+        if let Some(g) = &self.gpio {
+            door(g, &mut self.cams[cam]);
+        }
         // Publish the frame, overlay and stats.
         let cs = &self.shared.cameras[cam];
         let st = &mut self.cams[cam];
@@ -964,7 +1101,7 @@ pub type Opener = Arc<dyn Fn(&Camera) -> Result<Box<dyn FrameSource>> + Send + S
 
 impl Pipeline {
     /// Loads the models (on the calling thread, so a broken installation fails here), then
-    /// starts one capture thread per camera and the vision thread.
+    /// starts one capture thread per camera and the vision thread. No GPIO.
     pub fn start(
         cfg: &Config,
         gallery: Arc<Mutex<Gallery>>,
@@ -972,7 +1109,20 @@ impl Pipeline {
         clock: Arc<dyn Clock>,
         opener: Option<Opener>,
     ) -> Result<Pipeline> {
+        Self::start_with_gpio(cfg, gallery, events, clock, opener, None)
+    }
+
+    /// As [`Pipeline::start`], driving `gpio` (relay, status LED, PIR gating; module docs).
+    pub fn start_with_gpio(
+        cfg: &Config,
+        gallery: Arc<Mutex<Gallery>>,
+        events: Option<EventSender>,
+        clock: Arc<dyn Clock>,
+        opener: Option<Opener>,
+        gpio: Option<GpioHandle>,
+    ) -> Result<Pipeline> {
         let mut processor = Processor::new(cfg, gallery, events, clock)?;
+        processor.gpio = gpio.clone();
         let handle = processor.handle();
         let shared = handle.shared.clone();
         let opener: Opener = opener.unwrap_or_else(|| Arc::new(capture::open));
@@ -1001,19 +1151,26 @@ impl Pipeline {
             .spawn(move || {
                 let mut backoff =
                     capture::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+                let mut last_error = None;
+                let mut next_health = Instant::now();
                 vshared.beat();
                 while !vshared.stop.load(Ordering::Relaxed) {
                     vshared.beat();
+                    if let Some(g) = gpio.as_ref().filter(|_| Instant::now() >= next_health) {
+                        report_health(g, &vshared, last_error);
+                        next_health = Instant::now() + Duration::from_millis(250);
+                    }
                     let Some((cam, frame)) = vshared.slot.take_any(Duration::from_millis(200))
                     else {
                         processor.apply_control();
                         continue;
                     };
-                    let r = processor.process(cam, &frame);
+                    let r = processor.gated(cam, &frame);
                     vshared.processed.fetch_add(1, Ordering::Release);
                     match r {
-                        Ok(_) => backoff.reset(),
+                        Ok(()) => backoff.reset(),
                         Err(e) => {
+                            last_error = Some(Instant::now());
                             vshared.errors.fetch_add(1, Ordering::Relaxed);
                             let d = backoff.next_delay();
                             tracing::error!(
