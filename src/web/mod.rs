@@ -181,7 +181,8 @@ impl WebConfig {
         }
         // Upper bounds: beyond these a value defeats its purpose (hashing on every core starves
         // the camera; minutes-long timeouts let idle connections pile up).
-        let ceilings: [(&str, u64, u64); 6] = [
+        let ceilings: [(&str, u64, u64); 7] = [
+            ("web.session_max_hours", self.session_max_hours.into(), 8784),
             (
                 "web.password_hash_concurrency",
                 self.password_hash_concurrency.into(),
