@@ -546,7 +546,7 @@ fn deep_png(w: u32, h: u32) -> Vec<u8> {
 /// each is refused with 413 naming `web.max_upload_pixels` from its header, and the daemon's
 /// peak RSS hardly moves. Then four 2800×2800 16-bit RGBA PNGs at once, under the pixel budget
 /// and each just under a 128 MB decode budget: all are analysed, one after the other, and the
-/// peak RSS grows by at most the decode budget plus 64 MB. A normal photo still uploads. Before,
+/// peak RSS grows by at most the decode budget plus 128 MB (allocator slack). A normal photo still uploads. Before,
 /// the first four cost 530 MB each (2.2 GB together) and the second four decoded side by side.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_pngs_are_refused_from_the_header_and_decodes_share_one_budget() {
@@ -629,9 +629,13 @@ async fn huge_pngs_are_refused_from_the_header_and_decodes_share_one_budget() {
         hwm2 as f64 / MB,
         (hwm2 - hwm1) as f64 / MB
     );
+    // The budget bounds the pixels being decoded at once (one 2800×2800 at a time: ~94 MB at
+    // its peak); the slack is what glibc keeps of earlier decodes in its per-thread arenas
+    // (buffers under its adaptive mmap threshold are not returned at once): +122 and +206 MB
+    // were seen. Four decodes side by side would need ~380 MB.
     assert!(
-        hwm2 <= hwm1 + ((BUDGET_MB + 64) << 20),
-        "concurrent decodes raised the peak RSS by {:.0} MB, over the {BUDGET_MB} MB budget + 64",
+        hwm2 <= hwm1 + ((BUDGET_MB + 128) << 20),
+        "concurrent decodes raised the peak RSS by {:.0} MB, over the {BUDGET_MB} MB budget + 128",
         (hwm2 - hwm1) as f64 / MB
     );
 
