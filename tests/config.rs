@@ -177,7 +177,11 @@ const ROWS: &[Row] = &[
         "20",
         &[r#""x""#, "0"],
     ),
-    row("web.login_attempts_per_minute_total", "100", &[r#""x""#, "0"]),
+    row(
+        "web.login_attempts_per_minute_total",
+        "100",
+        &[r#""x""#, "0"],
+    ),
     row("web.password_hash_concurrency", "2", &[r#""x""#, "0", "65"]),
     row("web.max_connections", "64", &[r#""x""#, "7", "65537"]),
     row("web.header_timeout_s", "5", &[r#""x""#, "0", "301"]),
