@@ -151,41 +151,49 @@ pub(crate) fn read_key(path: &Path) -> Result<Option<[u8; KEY_LEN]>> {
 /// Creates a new random key at `path` (mode 0600), atomically and without ever replacing an
 /// existing file; if another process created one first, that key is returned instead.
 pub(crate) fn create_key(path: &Path) -> Result<[u8; KEY_LEN]> {
-    let rng = SystemRandom::new();
     let mut key = [0u8; KEY_LEN];
-    rng.fill(&mut key)
+    SystemRandom::new()
+        .fill(&mut key)
         .map_err(|_| Error::unavailable("system random source failed"))?;
+    match create_secret_file(path, &key) {
+        Ok(true) => Ok(key),
+        Ok(false) => read_key(path)?
+            .ok_or_else(|| Error::precondition("key file vanished while creating it")),
+        Err(e) => Err(
+            Error::precondition(format!("cannot create key file {}", path.display()))
+                .with_source(e),
+        ),
+    }
+}
+
+/// Writes `contents` to a new file at `path`, mode 0600: to a temporary file first, fsynced, then
+/// hard-linked to its name, so a power cut leaves either no file or the whole one, and an
+/// existing file is never replaced (a lost key means lost data). Returns `Ok(false)` when `path`
+/// already existed (another process won the race; its file stays), `Ok(true)` when this call
+/// created it. Used for every secret faced generates (the gallery key, the MQTT command key).
+pub(crate) fn create_secret_file(path: &Path, contents: &[u8]) -> std::io::Result<bool> {
     let mut suffix = [0u8; 8];
-    rng.fill(&mut suffix)
-        .map_err(|_| Error::unavailable("system random source failed"))?;
+    SystemRandom::new()
+        .fill(&mut suffix)
+        .map_err(|_| std::io::Error::other("system random source failed"))?;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp-{}", crate::models::hex(&suffix)));
     let tmp = std::path::PathBuf::from(tmp);
-    let io_err = |e: std::io::Error| {
-        Error::precondition(format!("cannot create key file {}", path.display())).with_source(e)
-    };
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&tmp)?;
-        f.write_all(&key)?;
+        f.write_all(contents)?;
         f.sync_all()
     };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_err(e));
-    }
-    let linked = std::fs::hard_link(&tmp, path);
+    let linked = write().and_then(|()| std::fs::hard_link(&tmp, path));
     let _ = std::fs::remove_file(&tmp);
     match linked {
         Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return read_key(path)?
-                .ok_or_else(|| Error::precondition("key file vanished while creating it"));
-        }
-        Err(e) => return Err(io_err(e)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) => return Err(e),
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         // Make the new directory entry durable too.
@@ -193,5 +201,5 @@ pub(crate) fn create_key(path: &Path) -> Result<[u8; KEY_LEN]> {
             let _ = d.sync_all();
         }
     }
-    Ok(key)
+    Ok(true)
 }

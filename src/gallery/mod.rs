@@ -17,7 +17,7 @@
 //!
 //! Timestamps are wall-clock Unix milliseconds.
 
-mod crypto;
+pub(crate) mod crypto;
 pub mod index;
 pub mod schema;
 

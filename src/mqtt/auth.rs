@@ -38,8 +38,7 @@
 //! Runs on the `mqtt` thread; [`Verifier`] is not shared.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use ring::hmac;
@@ -161,33 +160,18 @@ fn read_key(path: &Path) -> Result<Option<CommandKey>> {
 }
 
 fn create_key(path: &Path) -> Result<()> {
-    let rng = SystemRandom::new();
     let mut key = [0u8; KEY_LEN];
-    let mut suffix = [0u8; 8];
-    rng.fill(&mut key)
-        .and_then(|()| rng.fill(&mut suffix))
+    SystemRandom::new()
+        .fill(&mut key)
         .map_err(|_| Error::unavailable("system random source failed"))?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", crate::models::hex(&suffix)));
-    let tmp = PathBuf::from(tmp);
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        writeln!(f, "{}", crate::models::hex(&key))?;
-        f.sync_all()
-    };
-    let linked = write().and_then(|()| std::fs::hard_link(&tmp, path));
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {
+    let text = format!("{}\n", crate::models::hex(&key));
+    match crate::gallery::crypto::create_secret_file(path, text.as_bytes()) {
+        Ok(true) => {
             tracing::info!(file = %path.display(), "created the MQTT command key (mode 0600)");
             Ok(())
         }
         // Someone else created it between our check and the link: theirs wins.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Ok(false) => Ok(()),
         Err(e) => Err(key_error(
             path,
             "cannot create it (does its folder exist and is it writable?)",
