@@ -48,7 +48,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_yaw: args.max_yaw,
     };
     limits.validate()?;
-    let name = faced::gallery::validate_name(&args.name)?.to_string();
+    let name = faced::gallery::validate_person_name(&args.name)?.to_string();
     let mut analyzer = args.vision.analyzer()?;
     let mut gallery = args.gallery.open()?;
 

@@ -238,9 +238,6 @@ pub fn validate_person_name(name: &str) -> Result<&str> {
     Ok(n)
 }
 
-/// The former name of [`validate_person_name`].
-pub use self::validate_person_name as validate_name;
-
 /// Checks an embedding: [`EMBEDDING_DIM`] finite values, not all zero.
 pub fn validate_embedding(e: &[f32]) -> Result<()> {
     if e.len() != EMBEDDING_DIM {

@@ -41,7 +41,8 @@ pub enum Command {
     EnrollLastUnknown {
         /// Caller's id for this request, echoed in the result.
         request_id: Option<String>,
-        /// Person name: trimmed, 1..=100 characters, no control characters.
+        /// Person name, checked by the gallery's rule (trimmed, 1..=100 characters, no control or
+        /// invisible formatting characters).
         name: String,
         /// Only consider unknown tracks from this camera (`None`: any camera).
         camera: Option<String>,
@@ -274,21 +275,12 @@ fn opt_camera(camera: Option<String>) -> Result<Option<String>> {
     Ok(camera)
 }
 
-/// Same rule as the gallery's person names: trimmed, 1..=100 characters, no control characters.
+/// The gallery's rule for person names ([`crate::gallery::validate_person_name`]), checked here
+/// too so a bad name is refused on `cmd/result` before the command reaches the daemon.
 fn check_name(name: &str) -> Result<String> {
-    let n = name.trim();
-    let chars = n.chars().count();
-    if chars == 0 || chars > 100 {
-        return Err(Error::invalid(format!(
-            "command enroll_last_unknown: \"name\" must be 1 to 100 characters after trimming, got {chars}"
-        )));
-    }
-    if n.chars().any(char::is_control) {
-        return Err(Error::invalid(format!(
-            "command enroll_last_unknown: \"name\" {n:?} contains control characters"
-        )));
-    }
-    Ok(n.to_owned())
+    crate::gallery::validate_person_name(name)
+        .map(str::to_owned)
+        .map_err(|e| Error::invalid(format!("command enroll_last_unknown: \"name\": {e}")))
 }
 
 #[cfg(test)]
@@ -391,7 +383,7 @@ mod tests {
                 "enroll_last_unknown",
                 br#"{"name":"   "}"#,
                 Kind::InvalidInput,
-                "\"name\" must be 1 to 100",
+                "\"name\": person name must be 1 to 100",
             ),
             (
                 "enroll_last_unknown",
