@@ -64,16 +64,8 @@ fn recognizes_enrolled_people_and_reports_a_stranger_once_per_cooldown() {
     let clock = Arc::new(TestClock::new()); // frozen: everything is within the cool-down
     let (pipeline, writer) = start_pipeline(&cfg, g, &key, clock);
     let handle = pipeline.handle();
-    let t = std::time::Instant::now();
     // Lossless playback: every frame reaches the vision thread, however loaded the machine.
-    while !handle.finished() {
-        assert!(
-            t.elapsed() < Duration::from_secs(120),
-            "camera did not finish: {:?}",
-            handle.stats()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_finished(&handle, Duration::from_secs(120));
     assert_eq!(handle.stats()[0].dropped, 0);
     pipeline.stop();
     writer.shutdown();

@@ -723,15 +723,7 @@ fn last_unknown_is_the_face_of_the_unknown_event() {
 
     let (pipeline, writer) = start_pipeline(&cfg, g, &key, Arc::new(TestClock::new()));
     let handle = pipeline.handle();
-    let t = Instant::now();
-    while !handle.finished() {
-        assert!(
-            t.elapsed() < Duration::from_secs(120),
-            "{:?}",
-            handle.stats()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_finished(&handle, Duration::from_secs(120));
     // Read while the stranger's track is still alive (the camera ended, the pipeline runs).
     let (camera, track, face) = handle
         .last_unknown_track(None)

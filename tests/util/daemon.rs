@@ -147,6 +147,20 @@ pub fn start_pipeline(
     (pipeline, writer)
 }
 
+/// Waits until every camera of `handle` has played to its end (lossless `dir:` playback), failing
+/// the test with the cameras' stats after `timeout`.
+pub fn wait_finished(handle: &faced::pipeline::Handle, timeout: Duration) {
+    let t = Instant::now();
+    while !handle.finished() {
+        assert!(
+            t.elapsed() < timeout,
+            "camera did not finish: {:?}",
+            handle.stats()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// `faced run` as a subprocess; stderr lines are collected in the background.
 pub struct Daemon {
     /// The process.
