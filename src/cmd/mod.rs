@@ -11,30 +11,52 @@ pub mod user;
 
 use faced::Kind;
 
-/// Logs to the journal when started by systemd with stderr connected to it (`JOURNAL_STREAM`,
-/// via `systemd-journal-logger`; tracing events reach it through tracing's `log` bridge), else
-/// to stderr; `FACED_LOG` is the filter (default `info`; the journal takes a level).
+/// One tracing subscriber for the whole process, filtered by `FACED_LOG` (default `info`):
+/// under systemd with stderr connected to the journal (`JOURNAL_STREAM` names fd 2), events go
+/// to journald natively with their own and their spans' fields (`journalctl -o verbose` shows
+/// `F_CAMERA=door` on a camera thread's lines); elsewhere they are formatted to stderr. Libraries
+/// that log through the `log` crate (rumqttc, rustls) are bridged into the same subscriber by
+/// `try_init` (tracing-log).
 pub fn init_logging() {
-    if systemd_journal_logger::connected_to_journal() {
-        let level = std::env::var("FACED_LOG")
-            .ok()
-            .and_then(|v| v.parse::<log::LevelFilter>().ok());
-        let journal = systemd_journal_logger::JournalLog::new()
-            .map(|j| j.with_syslog_identifier("faced".into()));
-        if let Ok(j) = journal
-            && j.install().is_ok()
-        {
-            log::set_max_level(level.unwrap_or(log::LevelFilter::Info));
-            return;
-        }
-    }
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_env("FACED_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        // Not fd 2 itself: LiteRT model loads point fd 2 at a pipe for a moment (inference::litert).
-        .with_writer(faced::inference::litert::log_stderr)
+    // If the journal socket cannot be opened, fall back to stderr, which systemd also collects
+    // (as plain lines): losing the fields is better than losing the log.
+    let journal = stderr_is_journal()
+        .then(|| tracing_journald::layer().ok())
+        .flatten()
+        .map(|l| l.with_syslog_identifier("faced".into()));
+    let stderr = journal.is_none().then(|| {
+        tracing_subscriber::fmt::layer()
+            // Not fd 2 itself: LiteRT model loads point fd 2 at a pipe for a moment
+            // (inference::litert).
+            .with_writer(faced::inference::litert::log_stderr)
+    });
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(journal)
+        .with(stderr)
         .try_init();
+}
+
+/// Whether fd 2 is the stream systemd connected to the journal: `JOURNAL_STREAM` is
+/// `<device>:<inode>` of that stream, and must match fd 2 itself, because a child started from a
+/// service inherits the variable with a different stderr (sd_journal_stream_fd(3)).
+fn stderr_is_journal() -> bool {
+    let Some((dev, ino)) = std::env::var("JOURNAL_STREAM").ok().and_then(|v| {
+        let (d, i) = v.split_once(':')?;
+        Some((d.parse::<u64>().ok()?, i.parse::<u64>().ok()?))
+    }) else {
+        return false;
+    };
+    // SAFETY: fstat only writes into the zeroed struct we pass; fd 2 may be closed, which
+    // fstat reports as an error.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(2, &mut st) } != 0 {
+        return false;
+    }
+    st.st_dev as u64 == dev && st.st_ino as u64 == ino
 }
 
 /// Exit status for an error: 2 for bad input or usage, 3 for a broken installation or missing
