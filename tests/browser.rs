@@ -6,10 +6,8 @@
 //! Needs Debian's `chromium` and `chromium-driver`. Without them the test is skipped with a loud
 //! message, unless `CI` is set: then it fails.
 
-#[path = "util/daemon.rs"]
-mod daemon_util;
-#[path = "util/web.rs"]
-mod web_util;
+use crate::util::daemon as daemon_util;
+use crate::util::web as web_util;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -10,8 +10,7 @@
 //! command topic can make the daemon reconnect in a loop. The shell and Python recipes of
 //! docs/mqtt.md are run as written.
 
-#[path = "util/broker.rs"]
-mod broker;
+use crate::util::broker;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -866,13 +865,12 @@ fn sigkilled_daemon_turns_availability_offline_and_restart_drains() {
 // ---------------------------------------------------------------------------------------------
 // Through the real `faced run`.
 
-#[path = "util/daemon.rs"]
-mod daemon_util;
+use crate::util::daemon as daemon_util;
 
 use daemon_util::Daemon;
 
-/// Daemon tests load the models; one at a time keeps the loaded machine's timing sane.
-static DAEMON: std::sync::Mutex<()> = std::sync::Mutex::new(());
+// Daemon tests load the models; one at a time (with the heavy tests of the other modules,
+// through `crate::util::alone`) keeps the loaded machine's timing sane.
 
 const DT: Duration = Duration::from_secs(30);
 
@@ -971,7 +969,7 @@ fn docs_block(name: &str) -> String {
 /// recipes work as written.
 #[test]
 fn daemon_runs_only_correctly_signed_commands() {
-    let _one = DAEMON.lock().unwrap_or_else(|p| p.into_inner());
+    let _one = crate::util::alone();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let broker = Broker::start();
@@ -1190,7 +1188,7 @@ fn daemon_runs_only_correctly_signed_commands() {
 /// Commands default to off: faced subscribes to nothing, answers nothing, creates no key.
 #[test]
 fn daemon_with_commands_off_subscribes_to_nothing() {
-    let _one = DAEMON.lock().unwrap_or_else(|p| p.into_inner());
+    let _one = crate::util::alone();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let broker = Broker::start();
@@ -1242,7 +1240,7 @@ fn daemon_with_commands_off_subscribes_to_nothing() {
 /// not make the daemon reconnect over and over, and events must keep flowing.
 #[test]
 fn daemon_survives_retained_oversized_command_messages() {
-    let _one = DAEMON.lock().unwrap_or_else(|p| p.into_inner());
+    let _one = crate::util::alone();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let broker = Broker::start();

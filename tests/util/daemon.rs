@@ -3,9 +3,8 @@
 //! chosen photos ([`play_dir`]), a validated config for a `dir:` camera ([`config`]), and
 //! [`Daemon`], `faced run` as a subprocess whose stderr is collected.
 //!
-//! Include with `#[path = "util/daemon.rs"] mod daemon_util;`. Needs the LiteRT library and the
+//! Used as `crate::util::daemon` (imported as `daemon_util`). Needs the LiteRT library and the
 //! models (`scripts/setup`), like the vision tests.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
