@@ -542,13 +542,33 @@ async fn signed_commands_are_verified_and_invalid_ones_rejected_with_a_reason() 
     // A correctly signed but retained command, parked on the broker before faced subscribes:
     // faced deletes it on connect (commands are never retained) and never runs it.
     let parked = key.signed_payload(&topic("reload_gallery"), now_s(), &nonce(), "{}");
-    send("reload_gallery", parked.into_bytes(), true);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    send("reload_gallery", parked.clone().into_bytes(), true);
+    // A subscriber from before faced starts sees the parked command, then faced's deletion (an
+    // empty retained publish). faced reports "connected" before it sends the deletion, so the
+    // late subscriber below waits for it instead of racing it on a loaded machine.
+    let mut watch = Sub::connect(
+        broker.port(),
+        "t-cmd-watch",
+        &["faced/cmd1/cmd/reload_gallery"],
+        false,
+    )
+    .await;
+    // Seen (live or as retained on subscribe) means the broker has stored it.
+    let seen = watch
+        .next(T)
+        .await
+        .expect("the parked command is on the broker");
+    assert_eq!(seen.payload, parked.as_bytes(), "{seen:?}");
 
     let mut cfg = config(broker.port());
     cfg.commands = true;
     let (h, mut cmds) = Mqtt::start(&cfg, "cmd1", &db.path).unwrap();
     assert!(h.wait_connected(T).await);
+    let deleted = watch.next(T).await;
+    assert!(
+        deleted.as_ref().is_some_and(|m| m.payload.is_empty()),
+        "faced did not delete the retained command: {deleted:?}"
+    );
     let mut late = Sub::connect(
         broker.port(),
         "t-cmd-late",
