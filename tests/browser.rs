@@ -91,6 +91,8 @@ async fn console_in_headless_chromium() {
         return;
     };
 
+    // Chromium and the models keep the cores busy: not beside a timed test of another module.
+    let _turn = crate::util::beside_others_async().await;
     let srv = TestServer::start(true, WebConfig::default()).await;
     // The fake camera shows img1.jpg; the overlay boxes its face as the pipeline would.
     let frame = faced::vision::image::load(&fixture("img1.jpg"), &Default::default()).unwrap();

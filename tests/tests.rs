@@ -3,8 +3,10 @@
 //! of once per file; select tests by module, e.g. `cargo test --test tests web::`.
 //!
 //! The modules run in one process, so tests of different files run at the same time: a test
-//! must not change process-wide state (environment, working directory, signal handlers) and takes
-//! its turn through [`util::alone`] when it is timed or runs `faced` with the models.
+//! must not change process-wide state (environment, working directory, signal handlers, resource
+//! limits; set them on the spawned `Command` instead), takes its turn through [`util::alone`]
+//! when it is timed or runs `faced` with the models, and through [`util::beside_others`] when it
+//! keeps the cores busy without timing anything.
 
 mod browser;
 mod capture;

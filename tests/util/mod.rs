@@ -32,3 +32,8 @@ pub async fn alone_async() -> RwLockWriteGuard<'static, ()> {
 pub fn beside_others() -> RwLockReadGuard<'static, ()> {
     TURNS.blocking_read()
 }
+
+/// [`beside_others`] from an async test.
+pub async fn beside_others_async() -> RwLockReadGuard<'static, ()> {
+    TURNS.read().await
+}
