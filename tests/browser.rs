@@ -6,10 +6,8 @@
 //! Needs Debian's `chromium` and `chromium-driver`. Without them the test is skipped with a loud
 //! message, unless `CI` is set: then it fails.
 
-#[path = "util/daemon.rs"]
-mod daemon_util;
-#[path = "util/web.rs"]
-mod web_util;
+use crate::util::daemon as daemon_util;
+use crate::util::web as web_util;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -93,6 +91,8 @@ async fn console_in_headless_chromium() {
         return;
     };
 
+    // Chromium and the models keep the cores busy: not beside a timed test of another module.
+    let _turn = crate::util::beside_others_async().await;
     let srv = TestServer::start(true, WebConfig::default()).await;
     // The fake camera shows img1.jpg; the overlay boxes its face as the pipeline would.
     let frame = faced::vision::image::load(&fixture("img1.jpg"), &Default::default()).unwrap();

@@ -2,8 +2,7 @@
 //! 127.0.0.1, a nonexistent V4L2 device, and the real models checking that converted frames
 //! still give the same face embedding.
 
-#[path = "util/daemon.rs"]
-mod daemon_util;
+use crate::util::daemon as daemon_util;
 
 use std::io::Write;
 use std::net::TcpListener;

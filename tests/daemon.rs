@@ -12,10 +12,9 @@
 //! them and of a stranger through a `dir:` camera, and checks the stored events — what the MQTT
 //! outbox gets, since the outbox rows are written in the same transaction.
 
-#[path = "util/daemon.rs"]
-mod daemon_util;
+use crate::util::daemon as daemon_util;
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use daemon_util::*;
@@ -318,13 +317,10 @@ fn inference_works_without_wx_memory() {
     }
 }
 
-/// The tests that run the models in a `faced` subprocess take turns: the machine has two cores,
-/// and the timing assertions (pulse length) must not depend on a neighbour test's load.
-static HEAVY: Mutex<()> = Mutex::new(());
-
-fn heavy() -> MutexGuard<'static, ()> {
-    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
-}
+// The tests that run the models in a `faced` subprocess take turns with every heavy test of the
+// other modules: the machine has two cores, and the timing assertions (pulse length) must not
+// depend on a neighbour test's load.
+use crate::util::alone as heavy;
 
 /// The number after `name=` in a log line (`frames_detected=12`).
 fn field(line: &str, name: &str) -> u64 {

@@ -11,13 +11,11 @@
 //! * A damaged database stops `faced` with an exit status systemd does not restart, naming
 //!   the file; `faced enroll` with only bad photos creates nobody.
 
-#[path = "util/broker.rs"]
-mod broker;
-#[path = "util/daemon.rs"]
-mod daemon_util;
+use crate::util::broker;
+use crate::util::daemon as daemon_util;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use broker::{Broker, Sub};
@@ -27,12 +25,10 @@ use faced::events::{Event, EventKind, TestClock, rfc3339_utc};
 use faced::gallery::{NewSample, SampleKind};
 use faced::mqtt::{Mqtt, MqttConfig};
 
-/// Tests that run the models or a daemon take turns: the machine has few cores, and timings
-/// ("promptly") are only meaningful without a second model run beside them.
-fn heavy() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
+// Tests that run the models or a daemon take turns, with each other and with the heavy tests of
+// the other modules: the machine has few cores, and timings ("promptly") are only meaningful
+// without a second model run beside them.
+use crate::util::alone as heavy;
 
 fn opts() -> StoreOptions {
     StoreOptions {

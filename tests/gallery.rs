@@ -835,48 +835,85 @@ fn database_uses_wal_and_foreign_keys() {
     assert_eq!(count(&g, "PRAGMA foreign_keys"), 1);
 }
 
-#[path = "../src/cmd/people.rs"]
-#[allow(dead_code)]
-mod people;
-
-#[derive(clap::Parser)]
-struct PeopleCli {
-    #[command(flatten)]
-    args: people::Args,
+/// What a `faced` run printed, and how it ended.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
 }
 
-fn people_cmd(db: &Path, rest: &[&str]) -> anyhow::Result<std::process::ExitCode> {
-    use clap::Parser;
-    let db = db.to_str().unwrap();
-    let head = ["people", "--db", db];
-    people::run(PeopleCli::try_parse_from(head.iter().chain(rest))?.args)
+/// `faced people --db DB REST…` as a subprocess, as an operator runs it.
+fn people_cmd(db: &Path, rest: &[&str]) -> Run {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_faced"))
+        .arg("people")
+        .arg("--db")
+        .arg(db)
+        .args(rest)
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+impl Run {
+    /// Asserts exit status 0 and returns standard output.
+    fn ok(self) -> String {
+        assert_eq!(self.code, Some(0), "stderr: {}", self.stderr);
+        self.stdout
+    }
+
+    /// Asserts a failure with exit `code` (`faced`'s exit codes: 2 for a missing thing or bad
+    /// input, 1 for the rest) and returns the error message.
+    fn fails(self, code: i32) -> String {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "stdout: {}\nstderr: {}",
+            self.stdout,
+            self.stderr
+        );
+        assert!(self.stderr.contains("faced: error: "), "{}", self.stderr);
+        self.stderr
+    }
 }
 
 #[test]
 fn people_command_lists_renames_and_removes() {
     let f = fixture();
-    let missing = people_cmd(&f.db, &["list"]).unwrap_err();
-    assert!(missing.to_string().contains("does not exist"), "{missing}");
+    let missing = people_cmd(&f.db, &["list"]).fails(2);
+    assert!(missing.contains("does not exist"), "{missing}");
     assert!(!f.db.exists(), "list must not create a database");
 
     let mut rng = Rng(16);
     let (ids, _) = enrol_three(&mut open(&f.db), &mut rng);
-    people_cmd(&f.db, &["list"]).unwrap();
-    people_cmd(&f.db, &["list", "--json"]).unwrap();
-    people_cmd(&f.db, &["rename", "alice", "Alicia"]).unwrap();
-    people_cmd(&f.db, &["remove", "Bob"]).unwrap();
-    let e = people_cmd(&f.db, &["remove", "Bob"]).unwrap_err();
+    let table = people_cmd(&f.db, &["list"]).ok();
+    assert!(table.starts_with("    ID  NAME "), "{table}");
+    assert_eq!(table.lines().count(), 4, "{table}");
+    let json: serde_json::Value =
+        serde_json::from_str(&people_cmd(&f.db, &["list", "--json"]).ok()).unwrap();
+    let listed: Vec<_> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["id"].as_i64().unwrap(), p["name"].as_str().unwrap()))
+        .collect();
     assert_eq!(
-        e.downcast_ref::<faced::Error>().map(|e| e.kind()),
-        Some(Kind::NotFound),
-        "{e}"
+        listed,
+        [(ids[0].0, "Alice"), (ids[1].0, "Bob"), (ids[2].0, "Carol")]
     );
-    let e = people_cmd(&f.db, &["rename", "Alicia", "carol"]).unwrap_err();
-    assert_eq!(
-        e.downcast_ref::<faced::Error>().map(|e| e.kind()),
-        Some(Kind::Conflict),
-        "{e}"
-    );
+    let renamed = people_cmd(&f.db, &["rename", "alice", "Alicia"]).ok();
+    assert_eq!(renamed, "renamed \"Alice\" to \"Alicia\"\n");
+    let removed = people_cmd(&f.db, &["remove", "Bob"]).ok();
+    assert_eq!(removed, "removed \"Bob\" and 5 face sample(s)\n");
+    // Not found: exit 2 and the message of `Kind::NotFound` from the name lookup.
+    let e = people_cmd(&f.db, &["remove", "Bob"]).fails(2);
+    assert!(e.contains("no person named \"Bob\""), "{e}");
+    // Conflict: exit 1 and the message of `Kind::Conflict` from the gallery.
+    let e = people_cmd(&f.db, &["rename", "Alicia", "carol"]).fails(1);
+    assert!(e.contains("a person named \"carol\" already exists"), "{e}");
 
     let g = open(&f.db);
     let names: Vec<_> = g
@@ -893,4 +930,49 @@ fn people_command_lists_renames_and_removes() {
         ]
     );
     assert_eq!(count(&g, "SELECT COUNT(*) FROM face_sample"), 10);
+}
+
+#[test]
+fn people_list_prints_counts_and_utc_enrolment_dates() {
+    let f = fixture();
+    let mut rng = Rng(17);
+    let mut g = open(&f.db);
+    let (ids, centres) = enrol_three(&mut g, &mut rng);
+    let neg = rng.near(&centres[0], 0.5);
+    g.add_sample(ids[1], sample(SampleKind::Negative, &neg))
+        .unwrap();
+    let people = g.people().unwrap();
+    drop(g);
+
+    let json: serde_json::Value =
+        serde_json::from_str(&people_cmd(&f.db, &["list", "--json"]).ok()).unwrap();
+    assert_eq!(json, serde_json::to_value(&people).unwrap());
+
+    let table = people_cmd(&f.db, &["list"]).ok();
+    let mut lines = table.lines();
+    assert_eq!(
+        lines.next(),
+        Some("    ID  NAME    SAMPLES  NEGATIVE  ENROLLED (UTC)")
+    );
+    for (line, p) in lines.zip(&people) {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cols.len(), 6, "{line}");
+        assert_eq!(cols[0], p.id.0.to_string(), "{line}");
+        assert_eq!(cols[1], p.name, "{line}");
+        assert_eq!(cols[2], p.positive_samples.to_string(), "{line}");
+        assert_eq!(cols[3], p.negative_samples.to_string(), "{line}");
+        // The date and time of `created_at_ms`, which `date -u` formats the same way.
+        let date = std::process::Command::new("date")
+            .args(["-u", "+%Y-%m-%d %H:%M"])
+            .arg(format!("--date=@{}", p.created_at_ms.div_euclid(1000)))
+            .output()
+            .unwrap();
+        assert_eq!(
+            format!("{} {}", cols[4], cols[5]),
+            String::from_utf8(date.stdout).unwrap().trim_end(),
+            "{line}"
+        );
+    }
+    assert_eq!(table.lines().count(), 1 + people.len(), "{table}");
+    assert_eq!(people[1].negative_samples, 1);
 }

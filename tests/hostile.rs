@@ -14,11 +14,11 @@
 //! frame) counts processed frames, as benches/console_load.rs does; a phase's rate is compared
 //! with the rate just before it. Memory: `VmHWM` (peak RSS) from `/proc/<pid>/status`.
 //!
-//! The tests are heavy (a daemon each, CPU-bound attacks), so they take turns ([`HEAVY`]).
+//! The tests are heavy (a daemon each, CPU-bound attacks), so they take turns with each other
+//! and with the heavy tests of the other modules ([`crate::util::alone_async`]).
 //! Needs the LiteRT runtime and the models (`scripts/setup`).
 
-#[path = "util/daemon.rs"]
-mod daemon_util;
+use crate::util::daemon as daemon_util;
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
@@ -30,9 +30,6 @@ use std::time::{Duration, Instant};
 use daemon_util::{Daemon, faces_dir};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
-
-/// One heavy test at a time: each runs a daemon and measures its frame rate and memory.
-static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const USER: &str = "hostile-admin";
 const PASSWORD: &str = "hostile-test-password";
@@ -155,14 +152,15 @@ async fn start(env: &[(&str, &str)]) -> Console {
     ];
     vars.extend_from_slice(env);
     // The unit's soft limit, so running out of descriptors is what would happen on a device.
-    // The child inherits it at spawn; this process gets its own back at once.
-    let own = nofile();
-    set_nofile(&libc::rlimit {
-        rlim_cur: UNIT_NOFILE.min(own.rlim_max),
-        rlim_max: own.rlim_max,
-    });
-    let daemon = Daemon::start(&["--config", config.to_str().unwrap()], &vars);
-    set_nofile(&own);
+    let daemon =
+        Daemon::start_with_nofile(&["--config", config.to_str().unwrap()], &vars, UNIT_NOFILE);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", daemon.child.id())).unwrap();
+    let soft = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no open-file limit in {limits}"));
+    assert_eq!(soft, UNIT_NOFILE.min(nofile().rlim_max).to_string());
 
     let c = client();
     let t = Instant::now();
@@ -323,12 +321,14 @@ fn assert_keeps_frame_rate(what: &str, before: f64, during: f64, log: &str) {
 /// accept) and nothing was ever closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_open_connections_are_capped_and_timed_out() {
-    let _turn = HEAVY.lock().await;
+    let _turn = crate::util::alone_async().await;
     const HALF_OPEN: usize = 1100;
     const HEADER_TIMEOUT_S: u64 = 4;
     let timeout_s = HEADER_TIMEOUT_S.to_string();
     let console = start(&[("FACED_WEB__HEADER_TIMEOUT_S", &timeout_s)]).await;
-    // This process holds the 1 100 sockets itself.
+    // This process holds the 1 100 sockets itself. Its soft limit is shared with the tests of
+    // the other modules running beside this one; raising it (up to the hard limit) is harmless
+    // to them, unlike lowering it.
     let own = nofile();
     assert!(
         own.rlim_max >= 2 * HALF_OPEN as libc::rlim_t,
@@ -426,7 +426,7 @@ async fn half_open_connections_are_capped_and_timed_out() {
 /// camera lost more than half its frames.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_storm_from_twenty_addresses_is_limited_per_network() {
-    let _turn = HEAVY.lock().await;
+    let _turn = crate::util::alone_async().await;
     let console = start(&[]).await;
     let before = console.fps_over(Duration::from_secs(6)).await;
 
@@ -550,7 +550,7 @@ fn deep_png(w: u32, h: u32) -> Vec<u8> {
 /// the first four cost 530 MB each (2.2 GB together) and the second four decoded side by side.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_pngs_are_refused_from_the_header_and_decodes_share_one_budget() {
-    let _turn = HEAVY.lock().await;
+    let _turn = crate::util::alone_async().await;
     const BUDGET_MB: u64 = 128;
     let budget = BUDGET_MB.to_string();
     let console = start(&[("FACED_WEB__DECODE_MEMORY_MB", &budget)]).await;

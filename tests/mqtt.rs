@@ -10,8 +10,7 @@
 //! command topic can make the daemon reconnect in a loop. The shell and Python recipes of
 //! docs/mqtt.md are run as written.
 
-#[path = "util/broker.rs"]
-mod broker;
+use crate::util::broker;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -543,13 +542,33 @@ async fn signed_commands_are_verified_and_invalid_ones_rejected_with_a_reason() 
     // A correctly signed but retained command, parked on the broker before faced subscribes:
     // faced deletes it on connect (commands are never retained) and never runs it.
     let parked = key.signed_payload(&topic("reload_gallery"), now_s(), &nonce(), "{}");
-    send("reload_gallery", parked.into_bytes(), true);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    send("reload_gallery", parked.clone().into_bytes(), true);
+    // A subscriber from before faced starts sees the parked command, then faced's deletion (an
+    // empty retained publish). faced reports "connected" before it sends the deletion, so the
+    // late subscriber below waits for it instead of racing it on a loaded machine.
+    let mut watch = Sub::connect(
+        broker.port(),
+        "t-cmd-watch",
+        &["faced/cmd1/cmd/reload_gallery"],
+        false,
+    )
+    .await;
+    // Seen (live or as retained on subscribe) means the broker has stored it.
+    let seen = watch
+        .next(T)
+        .await
+        .expect("the parked command is on the broker");
+    assert_eq!(seen.payload, parked.as_bytes(), "{seen:?}");
 
     let mut cfg = config(broker.port());
     cfg.commands = true;
     let (h, mut cmds) = Mqtt::start(&cfg, "cmd1", &db.path).unwrap();
     assert!(h.wait_connected(T).await);
+    let deleted = watch.next(T).await;
+    assert!(
+        deleted.as_ref().is_some_and(|m| m.payload.is_empty()),
+        "faced did not delete the retained command: {deleted:?}"
+    );
     let mut late = Sub::connect(
         broker.port(),
         "t-cmd-late",
@@ -866,13 +885,12 @@ fn sigkilled_daemon_turns_availability_offline_and_restart_drains() {
 // ---------------------------------------------------------------------------------------------
 // Through the real `faced run`.
 
-#[path = "util/daemon.rs"]
-mod daemon_util;
+use crate::util::daemon as daemon_util;
 
 use daemon_util::Daemon;
 
-/// Daemon tests load the models; one at a time keeps the loaded machine's timing sane.
-static DAEMON: std::sync::Mutex<()> = std::sync::Mutex::new(());
+// Daemon tests load the models; one at a time (with the heavy tests of the other modules,
+// through `crate::util::alone`) keeps the loaded machine's timing sane.
 
 const DT: Duration = Duration::from_secs(30);
 
@@ -971,7 +989,7 @@ fn docs_block(name: &str) -> String {
 /// recipes work as written.
 #[test]
 fn daemon_runs_only_correctly_signed_commands() {
-    let _one = DAEMON.lock().unwrap_or_else(|p| p.into_inner());
+    let _one = crate::util::alone();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let broker = Broker::start();
@@ -1190,7 +1208,7 @@ fn daemon_runs_only_correctly_signed_commands() {
 /// Commands default to off: faced subscribes to nothing, answers nothing, creates no key.
 #[test]
 fn daemon_with_commands_off_subscribes_to_nothing() {
-    let _one = DAEMON.lock().unwrap_or_else(|p| p.into_inner());
+    let _one = crate::util::alone();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let broker = Broker::start();
@@ -1242,7 +1260,7 @@ fn daemon_with_commands_off_subscribes_to_nothing() {
 /// not make the daemon reconnect over and over, and events must keep flowing.
 #[test]
 fn daemon_survives_retained_oversized_command_messages() {
-    let _one = DAEMON.lock().unwrap_or_else(|p| p.into_inner());
+    let _one = crate::util::alone();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let broker = Broker::start();

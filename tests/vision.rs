@@ -5,8 +5,7 @@
 //! checks one property the product promises: every photo has a face, verification accuracy,
 //! leave-one-out identification, group photos, negatives, bad input, the CLI's JSON contract.
 
-#[path = "util/pairs.rs"]
-mod pairs;
+use crate::util::pairs;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -35,6 +34,7 @@ fn analyzer() -> &'static Mutex<Analyzer> {
 
 fn analyze(file: &str) -> Vec<Face> {
     let img = load(&fixtures().join(file), &ImageLimits::default()).unwrap();
+    let _turn = crate::util::beside_others();
     analyzer().lock().unwrap().analyze(&img).unwrap()
 }
 
@@ -245,7 +245,10 @@ fn exif_rotation_alpha_grey_and_16_bit_images_work() {
     ];
     for (path, min_sim) in variants {
         let img = load(&path, &ImageLimits::default()).unwrap();
-        let faces = analyzer().lock().unwrap().analyze(&img).unwrap();
+        let faces = {
+            let _turn = crate::util::beside_others();
+            analyzer().lock().unwrap().analyze(&img).unwrap()
+        };
         let f = main_face(&faces).unwrap_or_else(|| panic!("no face in {}", path.display()));
         let s = cosine(&f.embedding, reference);
         assert!(
@@ -278,6 +281,8 @@ fn faced() -> Command {
 
 #[test]
 fn analyze_json_follows_the_contract_and_bad_files_do_not_stop_the_rest() {
+    // `faced` runs the models: not beside a timed test of another module.
+    let _turn = crate::util::beside_others();
     let dir = tempfile::tempdir().unwrap();
     let good = fixtures().join("couple.jpg");
     let text = dir.path().join("notes.jpg");
@@ -361,6 +366,8 @@ fn analyze_json_follows_the_contract_and_bad_files_do_not_stop_the_rest() {
 
 #[test]
 fn enroll_then_identify_through_the_cli() {
+    // `faced` runs the models: not beside a timed test of another module.
+    let _turn = crate::util::beside_others();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("g.db");
     let fx = fixtures();

@@ -2,10 +2,8 @@
 //! setup link, sign-in, roles on every route, CSRF, rate limit, security headers, bad input,
 //! enroll → identify, "this is not NAME", privacy erase, reports and CSV.
 
-#[path = "util/daemon.rs"]
-mod daemon_util;
-#[path = "util/web.rs"]
-mod web_util;
+use crate::util::daemon as daemon_util;
+use crate::util::web as web_util;
 
 use std::io::Write;
 
@@ -629,9 +627,9 @@ async fn live_stream_overlay_and_system() {
 // Accounts, sessions and inputs on a hostile LAN: sign-out from the CLI reaches the running
 // daemon, one-time setup, bounded report ranges, session lifetime, CSRF storage, names.
 
-/// Tests below that run `faced run`, many PBKDF2 hashes or streams take turns: the machine is
-/// shared and their time limits must stay meaningful.
-static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+// Tests below that run `faced run`, many PBKDF2 hashes or streams take turns, with each other and
+// with the heavy tests of the other modules (`crate::util::alone_async`): the machine is shared
+// and their time limits must stay meaningful.
 
 /// Runs `faced ARGS` with `stdin` as standard input: (success, stdout and stderr).
 fn faced_cli(args: &[&str], stdin: &str) -> (bool, String) {
@@ -685,7 +683,7 @@ async fn until_status(c: &Client, path: &str, want: u16, secs: u64) -> Option<st
 /// refused within seconds, and the removed admin can no longer create users.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_password_change_and_removal_sign_out_of_the_running_daemon() {
-    let _heavy = HEAVY.lock().await;
+    let _heavy = crate::util::alone_async().await;
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("faced.db");
     faced_user(&db, &["add", "--admin", "root"], PASSWORD);
@@ -772,7 +770,7 @@ async fn cli_password_change_and_removal_sign_out_of_the_running_daemon() {
 /// the others are told setup is done (409), and the link is spent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_setups_create_exactly_one_admin() {
-    let _heavy = HEAVY.lock().await;
+    let _heavy = crate::util::alone_async().await;
     let cfg = WebConfig {
         login_attempts_per_minute: 1000,
         ..WebConfig::default()
@@ -981,7 +979,7 @@ async fn session_lifetime_and_csrf_tokens_not_in_the_database() {
 /// signed out (here: removed, as `faced user remove` does).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_streams_end_when_the_user_is_signed_out() {
-    let _heavy = HEAVY.lock().await;
+    let _heavy = crate::util::alone_async().await;
     let srv = TestServer::start(true, WebConfig::default()).await;
     let viewer = srv.client("viewer").await;
     let mut mjpeg = viewer.get("/api/live/front/mjpeg").await;

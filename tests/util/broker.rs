@@ -2,10 +2,9 @@
 //! subscriber that collects messages ([`Sub`]), and a TCP proxy whose connections can be cut
 //! ([`Proxy`]) to drop a client's connection without a DISCONNECT.
 //!
-//! Include with `#[path = "util/broker.rs"] mod broker;`. Needs the `mosquitto` binary (Debian
+//! Used as `crate::util::broker`. Needs the `mosquitto` binary (Debian
 //! package `mosquitto`; `mosquitto_passwd` comes with it): `apt-get install -y mosquitto
 //! mosquitto-clients`.
-#![allow(dead_code)]
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

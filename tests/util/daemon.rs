@@ -3,9 +3,8 @@
 //! chosen photos ([`play_dir`]), a validated config for a `dir:` camera ([`config`]), and
 //! [`Daemon`], `faced run` as a subprocess whose stderr is collected.
 //!
-//! Include with `#[path = "util/daemon.rs"] mod daemon_util;`. Needs the LiteRT library and the
+//! Used as `crate::util::daemon` (imported as `daemon_util`). Needs the LiteRT library and the
 //! models (`scripts/setup`), like the vision tests.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -175,6 +174,37 @@ impl Daemon {
     /// Starts `faced run` with `args` and extra environment `env` (the console is off unless
     /// `env` sets `FACED_WEB__ENABLED`).
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Self::spawn(Self::command(args, env))
+    }
+
+    /// [`Daemon::start`] with the soft open-file limit `nofile` (as a unit's `LimitNOFILE=`).
+    /// Set in the child between fork and exec: the test process's own limit is shared by every
+    /// test running beside this one and stays as it is.
+    pub fn start_with_nofile(args: &[&str], env: &[(&str, &str)], nofile: libc::rlim_t) -> Daemon {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Self::command(args, env);
+        // SAFETY: the closure runs in the forked child before exec and only calls getrlimit and
+        // setrlimit, which are async-signal-safe; it allocates nothing and takes no lock.
+        unsafe {
+            cmd.pre_exec(move || {
+                let mut r = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                r.rlim_cur = nofile.min(r.rlim_max);
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Self::spawn(cmd)
+    }
+
+    fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_faced"));
         cmd.arg("run")
             .args(args)
@@ -186,6 +216,10 @@ impl Daemon {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        cmd
+    }
+
+    fn spawn(mut cmd: Command) -> Daemon {
         let mut child = cmd.spawn().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let err = child.stderr.take().unwrap();

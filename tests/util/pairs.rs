@@ -1,7 +1,7 @@
 //! Verification-pair scoring over `tests/fixtures/faces/pairs.csv`, shared by the float vision
 //! tests and the quantized-model tests so both measure accuracy the same way.
 //!
-//! Include with `#[path = "util/pairs.rs"] mod pairs;`.
+//! Used as `crate::util::pairs`.
 
 use std::path::Path;
 

@@ -4,13 +4,11 @@
 //! stream of overlays) and [`insert_event`], which stores an event through the daemon's own
 //! event store (`faced::events::store::EventStore::store_batch`).
 //!
-//! Include with `#[path = "util/web.rs"] mod web_util;`. Needs the LiteRT library and models
+//! Used as `crate::util::web` (imported as `web_util`, beside the `web` test module). Needs the LiteRT library and models
 //! (`scripts/setup`), like the vision tests.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use faced::events::store::{EventStore, StoreOptions};
@@ -367,16 +365,4 @@ pub fn insert_event(
     }];
     store.store_batch(&mut ev).unwrap();
     ev[0].event_id
-}
-
-/// Waits until `f` is true (polling), up to `secs` seconds.
-pub async fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let end = std::time::Instant::now() + Duration::from_secs(secs);
-    while std::time::Instant::now() < end {
-        if f() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
 }
