@@ -8,6 +8,7 @@
 //! when it is timed or runs `faced` with the models, and through [`util::beside_others`] when it
 //! keeps the cores busy without timing anything.
 
+mod architecture;
 mod browser;
 mod capture;
 mod config;
@@ -16,6 +17,7 @@ mod events;
 mod gallery;
 mod gpio;
 mod hostile;
+mod journal;
 mod mqtt;
 mod quantized;
 mod util;
