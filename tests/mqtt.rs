@@ -47,7 +47,7 @@ impl Db {
         let _: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .unwrap();
-        faced::gallery::schema::migrate(&mut conn, "test database").unwrap();
+        faced::db::schema::migrate(&mut conn, "test database", &faced::base::RealClocks).unwrap();
         Db { _dir: dir, path }
     }
 
@@ -57,7 +57,12 @@ impl Db {
         conn.busy_timeout(Duration::from_secs(5)).unwrap();
         for e in events {
             let tx = conn.transaction().unwrap();
-            faced::mqtt::enqueue(&tx, &OutboxMessage::event(h.topics(), e).unwrap()).unwrap();
+            faced::mqtt::enqueue(
+                &tx,
+                &OutboxMessage::event(h.topics(), e).unwrap(),
+                h.clocks(),
+            )
+            .unwrap();
             tx.commit().unwrap();
             h.outbox_changed();
         }
@@ -762,7 +767,12 @@ async fn enqueue_to_publish_latency() {
     for n in 1..=200 {
         let t0 = Instant::now();
         let tx = conn.transaction().unwrap();
-        faced::mqtt::enqueue(&tx, &OutboxMessage::event(h.topics(), &event(n)).unwrap()).unwrap();
+        faced::mqtt::enqueue(
+            &tx,
+            &OutboxMessage::event(h.topics(), &event(n)).unwrap(),
+            h.clocks(),
+        )
+        .unwrap();
         tx.commit().unwrap();
         h.outbox_changed();
         let m = sub.next(T).await.expect("event");
@@ -829,8 +839,12 @@ fn sigkilled_daemon_turns_availability_offline_and_restart_drains() {
             conn.busy_timeout(Duration::from_secs(5)).unwrap();
             let tx = conn.transaction().unwrap();
             for n in 1..=5 {
-                faced::mqtt::enqueue(&tx, &OutboxMessage::event(&topics, &event(n)).unwrap())
-                    .unwrap();
+                faced::mqtt::enqueue(
+                    &tx,
+                    &OutboxMessage::event(&topics, &event(n)).unwrap(),
+                    &faced::base::RealClocks,
+                )
+                .unwrap();
             }
             tx.commit().unwrap();
         }
