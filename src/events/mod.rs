@@ -4,8 +4,8 @@
 //!   is what goes to MQTT `faced/<device>/events` and the console.
 //! * [`CoolDown`] decides whether a sighting is news: a person standing at the door is one
 //!   event, not thirty. It runs on the pipeline's vision thread on the monotonic time of the
-//!   injected [`Clocks`] (a Pi's wall clock jumps when NTP syncs), so tests step a
-//!   [`SimulatedClocks`](crate::base::SimulatedClocks) and are exact and instant.
+//!   injected [`Clocks`](crate::base::Clocks) (a Pi's wall clock jumps when NTP syncs), so
+//!   tests step a [`SimulatedClocks`](crate::base::SimulatedClocks) and are exact and instant.
 //! * [`store`] writes events (and their encrypted snapshot crops) to the `event` table of the
 //!   faced database on a writer thread, in one transaction per batch, applies retention, and
 //!   calls every [`EventSink`] inside that transaction — the MQTT outbox enqueues there, so an
@@ -24,8 +24,6 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-#[cfg(doc)]
-use crate::base::Clocks;
 pub use crate::base::unix_ms;
 use crate::error::Result;
 

@@ -448,6 +448,9 @@ impl Publisher {
         self.trim();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The publisher's timers (outbox poll, delete batching, drain deadline) use real
+        // monotonic time: they pace network I/O alongside tokio's real-time interval. Only the
+        // wall times that are stored or compared with other machines come from `self.clocks`.
         let mut last_poll = Instant::now();
         let notify = self.notify.clone();
         loop {
