@@ -213,6 +213,18 @@ impl Default for EventsConfig {
     }
 }
 
+// Here rather than in `events::store`: the configuration sits at the edge and may depend on
+// the modules it configures, never the reverse.
+impl From<&EventsConfig> for crate::events::store::StoreOptions {
+    fn from(c: &EventsConfig) -> Self {
+        crate::events::store::StoreOptions {
+            retention_days: c.retention_days,
+            retention_count: c.retention_count,
+            snapshots: c.snapshots,
+        }
+    }
+}
+
 /// A parsed camera source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceSpec {

@@ -8,9 +8,16 @@
 //!
 //! [`inference`] is the seam to the model runtime (LiteRT), [`models`] finds and verifies the
 //! model files, and [`config`] plus the `faced` binary's commands (`src/cmd/`) sit at the edge.
+//!
+//! Underneath everything: [`base`] (the one time source [`base::Clocks`], retry back-off,
+//! shutdown signalling; depends on nothing but [`error`]) and [`db`] (every SQLite connection,
+//! the schema and its upgrades, the sealing of face data), which the modules that own tables
+//! (gallery, events, the MQTT outbox, web accounts) go through.
 
+pub mod base;
 pub mod capture;
 pub mod config;
+pub mod db;
 pub mod error;
 pub mod events;
 pub mod gallery;

@@ -14,7 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use faced::events::{EventKind, SystemClock};
+use faced::base::RealClocks;
+use faced::events::EventKind;
 use faced::gallery::{Gallery, GalleryOptions};
 use faced::web::WebConfig;
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -278,7 +279,7 @@ async fn console_in_headless_chromium() {
         );
         // A second Gallery on the same file, opened after the page enrolled Alice.
         let gallery = Gallery::open(&db, &GalleryOptions::default()).unwrap();
-        daemon_util::start_pipeline(&cfg, gallery, &key, Arc::new(SystemClock))
+        daemon_util::start_pipeline(&cfg, gallery, &key, Arc::new(RealClocks))
     })
     .await
     .unwrap();

@@ -18,8 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use daemon_util::*;
+use faced::base::SimulatedClocks;
 use faced::events::store::{EventStore, StoreOptions};
-use faced::events::{Event, EventKind, TestClock};
+use faced::events::{Event, EventKind};
 
 fn stored_events(dir: &std::path::Path, key: &std::path::Path) -> (EventStore, Vec<Event>) {
     let store = EventStore::open(
@@ -30,7 +31,7 @@ fn stored_events(dir: &std::path::Path, key: &std::path::Path) -> (EventStore, V
             retention_count: 0,
             snapshots: true,
         },
-        Arc::new(TestClock::new()),
+        Arc::new(SimulatedClocks::new()),
     )
     .unwrap();
     let mut ev = store.recent(1000, None).unwrap();
@@ -60,7 +61,7 @@ fn recognizes_enrolled_people_and_reports_a_stranger_once_per_cooldown() {
     cfg.raw.events.cooldown_secs = 60.0;
     cfg.raw.events.unknown_cooldown_secs = 0.0;
 
-    let clock = Arc::new(TestClock::new()); // frozen: everything is within the cool-down
+    let clock = Arc::new(SimulatedClocks::new()); // frozen: everything is within the cool-down
     let (pipeline, writer) = start_pipeline(&cfg, g, &key, clock);
     let handle = pipeline.handle();
     // Lossless playback: every frame reaches the vision thread, however loaded the machine.
@@ -150,7 +151,7 @@ fn cooldown_expiry_reports_the_person_again() {
     enroll(&mut g, &mut an, "alice", &p1[..3]);
     drop(an);
     let cfg = config(dir, &play_dir(dir, &[p1[3]]), 3, 40.0);
-    let clock = Arc::new(TestClock::new());
+    let clock = Arc::new(SimulatedClocks::new());
     let mut proc =
         faced::pipeline::Processor::new(&cfg, Arc::new(Mutex::new(g)), None, clock.clone())
             .unwrap();
@@ -619,8 +620,9 @@ fn litert_chatter_is_not_on_stderr() {
 /// (fps 0), and `running` again once there is motion.
 #[test]
 fn idle_camera_status_reads_idle_no_motion() {
+    use faced::base::RealClocks;
     use faced::gpio::fake::FakeGpio;
-    use faced::gpio::{BackendKind, Gpio, GpioConfig, MonotonicClock};
+    use faced::gpio::{BackendKind, Gpio, GpioConfig};
     let _heavy = heavy();
     let people = photos_by_person();
     let tmp = tempdir();
@@ -630,7 +632,7 @@ fn idle_camera_status_reads_idle_no_motion() {
     let mut cfg = config(dir, &play, 1, 10.0);
     cfg.cameras[0].settings.repeat = true;
     cfg.cameras[0].settings.lossless = false;
-    let fake = FakeGpio::new(Arc::new(MonotonicClock));
+    let fake = FakeGpio::new(Arc::new(RealClocks));
     let gcfg = GpioConfig {
         enabled: true,
         backend: BackendKind::Fake,
@@ -638,12 +640,12 @@ fn idle_camera_status_reads_idle_no_motion() {
         pir_hold_s: 0,
         ..GpioConfig::default()
     };
-    let gpio = Gpio::start_with(&gcfg, Arc::new(fake.clone()), Arc::new(MonotonicClock)).unwrap();
+    let gpio = Gpio::start_with(&gcfg, Arc::new(fake.clone()), Arc::new(RealClocks)).unwrap();
     let pipeline = faced::pipeline::Pipeline::start_with_gpio(
         &cfg,
         Arc::new(Mutex::new(g)),
         None,
-        Arc::new(TestClock::new()),
+        Arc::new(SimulatedClocks::new()),
         None,
         Some(gpio),
     )

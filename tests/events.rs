@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 
 use broker::{Broker, Sub};
 use daemon_util::*;
+use faced::base::SimulatedClocks;
 use faced::events::store::{DEAD_LETTER_KEEP, EventStore, EventWriter, StoreOptions};
-use faced::events::{Event, EventKind, TestClock, rfc3339_utc};
+use faced::events::{Event, EventKind, rfc3339_utc};
 use faced::gallery::{NewSample, SampleKind};
 use faced::mqtt::{Mqtt, MqttConfig};
 
@@ -295,7 +296,7 @@ fn random_events_valid_ones_stored_and_published_in_order_bad_ones_set_aside() {
     let topic = mqtt.topics().events();
     let mut sub = rt.block_on(Sub::connect(broker.port(), "watch", &[&topic], false));
 
-    let mut store = EventStore::open(&db, &key, opts(), Arc::new(TestClock::new())).unwrap();
+    let mut store = EventStore::open(&db, &key, opts(), Arc::new(SimulatedClocks::new())).unwrap();
     store.add_sink(Box::new(faced::events::mqtt_sink::MqttSink::new(
         mqtt.clone(),
     )));
@@ -453,7 +454,7 @@ fn busy_database_is_retried_not_dead_lettered() {
     let g = gallery(dir);
     let key = g.key_path().to_path_buf();
     drop(g);
-    let store = EventStore::open(&db, &key, opts(), Arc::new(TestClock::new())).unwrap();
+    let store = EventStore::open(&db, &key, opts(), Arc::new(SimulatedClocks::new())).unwrap();
     let writer = EventWriter::spawn(store).unwrap();
     let mut rng = Rng(7);
     let events: Vec<Event> = (0..20)
@@ -504,7 +505,7 @@ fn dead_letter_table_is_bounded() {
     let g = gallery(dir);
     let key = g.key_path().to_path_buf();
     drop(g);
-    let store = EventStore::open(&db, &key, opts(), Arc::new(TestClock::new())).unwrap();
+    let store = EventStore::open(&db, &key, opts(), Arc::new(SimulatedClocks::new())).unwrap();
     let writer = EventWriter::spawn(store).unwrap();
     let mut rng = Rng(3);
     let n = DEAD_LETTER_KEEP as usize + 50;
@@ -677,7 +678,7 @@ fn faced_run_publishes_a_self_match_promptly_and_logs_each_event() {
         &dir.join("faced.db"),
         &key,
         opts(),
-        Arc::new(TestClock::new()),
+        Arc::new(SimulatedClocks::new()),
     )
     .unwrap();
     let ev = store.recent(100, None).unwrap();
@@ -717,7 +718,7 @@ fn last_unknown_is_the_face_of_the_unknown_event() {
     let mut cfg = config(dir, &play, 8, 20.0);
     cfg.raw.events.unknown_cooldown_secs = 0.0;
 
-    let (pipeline, writer) = start_pipeline(&cfg, g, &key, Arc::new(TestClock::new()));
+    let (pipeline, writer) = start_pipeline(&cfg, g, &key, Arc::new(SimulatedClocks::new()));
     let handle = pipeline.handle();
     wait_finished(&handle, Duration::from_secs(120));
     // Read while the stranger's track is still alive (the camera ended, the pipeline runs).
@@ -738,7 +739,7 @@ fn last_unknown_is_the_face_of_the_unknown_event() {
         &cfg.raw.gallery.db,
         &key,
         opts(),
-        Arc::new(TestClock::new()),
+        Arc::new(SimulatedClocks::new()),
     )
     .unwrap();
     let ev = store.recent(100, None).unwrap();

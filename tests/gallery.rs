@@ -4,8 +4,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use faced::Kind;
+use faced::db::schema;
 use faced::gallery::{
-    Gallery, GalleryOptions, Index, IndexOptions, NewSample, PersonId, SampleId, SampleKind, schema,
+    Gallery, GalleryOptions, Index, IndexOptions, NewSample, PersonId, SampleId, SampleKind,
 };
 use faced::vision::EMBEDDING_DIM;
 
@@ -770,7 +771,7 @@ fn upgraded_database_equals_fresh() {
     let stepped = f.db.with_file_name("stepped.db");
     for v in 1..=schema::LATEST {
         let mut c = rusqlite::Connection::open(&stepped).unwrap();
-        schema::upgrade_to(&mut c, v, "stepped").unwrap();
+        schema::upgrade_to(&mut c, v, "stepped", &faced::base::RealClocks).unwrap();
         assert_eq!(schema::version(&c).unwrap(), v);
     }
     let c = rusqlite::Connection::open(&stepped).unwrap();

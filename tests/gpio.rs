@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use faced::Kind;
-use faced::gpio::fake::{FakeClock, FakeGpio};
+use faced::base::SimulatedClocks;
+use faced::gpio::fake::FakeGpio;
 use faced::gpio::{BackendKind, Gpio, GpioConfig, GpioHandle, LedState, Trigger};
 
 const RELAY: u8 = 17;
@@ -31,15 +32,15 @@ fn cfg() -> GpioConfig {
     }
 }
 
-fn start(cfg: &GpioConfig) -> (GpioHandle, FakeGpio, Arc<FakeClock>) {
-    let clock = Arc::new(FakeClock::new());
+fn start(cfg: &GpioConfig) -> (GpioHandle, FakeGpio, Arc<SimulatedClocks>) {
+    let clock = Arc::new(SimulatedClocks::new());
     let gpio = FakeGpio::new(clock.clone());
     let h = Gpio::manual(cfg, Arc::new(gpio.clone()), clock.clone()).expect("start");
     (h, gpio, clock)
 }
 
 /// Advances the clock in `step`s up to `total`, polling as the gpio thread would.
-fn run_for(h: &GpioHandle, clock: &FakeClock, total: Duration, step: Duration) {
+fn run_for(h: &GpioHandle, clock: &SimulatedClocks, total: Duration, step: Duration) {
     let end = clock.elapsed() + total;
     while clock.elapsed() < end {
         clock.advance(step);
@@ -182,14 +183,14 @@ fn duplicate_pins_refused() {
         "{e}"
     );
     // Gpio::manual validates too: nothing is claimed.
-    let gpio = FakeGpio::new(Arc::new(FakeClock::new()));
+    let gpio = FakeGpio::new(Arc::new(SimulatedClocks::new()));
     let r = Gpio::manual(
         &GpioConfig {
             led_pin: Some(RELAY),
             ..cfg()
         },
         Arc::new(gpio.clone()),
-        Arc::new(FakeClock::new()),
+        Arc::new(SimulatedClocks::new()),
     );
     assert!(r.is_err());
     assert!(gpio.claimed().is_empty());
@@ -272,7 +273,7 @@ fn bad_values_refused_with_the_key() {
 fn fake_pir_reads_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("pir");
-    let clock = Arc::new(FakeClock::new());
+    let clock = Arc::new(SimulatedClocks::new());
     let gpio = FakeGpio::logging(clock.clone()).with_input_file(Some(file.clone()));
     let h = Gpio::manual(&cfg(), Arc::new(gpio.clone()), clock.clone()).unwrap();
     run_for(&h, &clock, ms(100), ms(50));
@@ -290,7 +291,7 @@ fn fake_pir_reads_the_file() {
 
 #[test]
 fn pin_in_use_refused_with_holder() {
-    let clock = Arc::new(FakeClock::new());
+    let clock = Arc::new(SimulatedClocks::new());
     let gpio = FakeGpio::new(clock.clone());
     gpio.mark_busy(LED, "w1-gpio");
     let e = Gpio::manual(&cfg(), Arc::new(gpio.clone()), clock).unwrap_err();
@@ -435,7 +436,7 @@ fn rppal_backend_without_feature_is_refused() {
 /// The real thread, real clock: the pulse ends without anyone calling poll().
 #[test]
 fn gpio_thread_ends_the_pulse() {
-    let clock = Arc::new(faced::gpio::MonotonicClock);
+    let clock = Arc::new(faced::base::RealClocks);
     let gpio = FakeGpio::new(clock.clone());
     let c = GpioConfig {
         pulse_ms: 30,

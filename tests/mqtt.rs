@@ -46,7 +46,7 @@ impl Db {
         let _: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .unwrap();
-        faced::gallery::schema::migrate(&mut conn, "test database").unwrap();
+        faced::db::schema::migrate(&mut conn, "test database", &faced::base::RealClocks).unwrap();
         Db { _dir: dir, path }
     }
 
@@ -56,7 +56,12 @@ impl Db {
         conn.busy_timeout(Duration::from_secs(5)).unwrap();
         for e in events {
             let tx = conn.transaction().unwrap();
-            faced::mqtt::enqueue(&tx, &OutboxMessage::event(h.topics(), e).unwrap()).unwrap();
+            faced::mqtt::enqueue(
+                &tx,
+                &OutboxMessage::event(h.topics(), e).unwrap(),
+                h.clocks(),
+            )
+            .unwrap();
             tx.commit().unwrap();
             h.outbox_changed();
         }
@@ -781,7 +786,12 @@ async fn enqueue_to_publish_latency() {
     for n in 1..=200 {
         let t0 = Instant::now();
         let tx = conn.transaction().unwrap();
-        faced::mqtt::enqueue(&tx, &OutboxMessage::event(h.topics(), &event(n)).unwrap()).unwrap();
+        faced::mqtt::enqueue(
+            &tx,
+            &OutboxMessage::event(h.topics(), &event(n)).unwrap(),
+            h.clocks(),
+        )
+        .unwrap();
         tx.commit().unwrap();
         h.outbox_changed();
         let m = sub.next(T).await.expect("event");
@@ -848,8 +858,12 @@ fn sigkilled_daemon_turns_availability_offline_and_restart_drains() {
             conn.busy_timeout(Duration::from_secs(5)).unwrap();
             let tx = conn.transaction().unwrap();
             for n in 1..=5 {
-                faced::mqtt::enqueue(&tx, &OutboxMessage::event(&topics, &event(n)).unwrap())
-                    .unwrap();
+                faced::mqtt::enqueue(
+                    &tx,
+                    &OutboxMessage::event(&topics, &event(n)).unwrap(),
+                    &faced::base::RealClocks,
+                )
+                .unwrap();
             }
             tx.commit().unwrap();
         }

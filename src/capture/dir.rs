@@ -153,6 +153,8 @@ impl FrameSource for DirSource {
             }
             self.shown = 0;
         }
+        // Real time: it stands in for a camera, which delivers frames in real time, and stamps
+        // them as a camera would.
         let start = *self.start.get_or_insert_with(Instant::now);
         let due = start + self.interval.mul_f64(self.seq as f64);
         let now = Instant::now();

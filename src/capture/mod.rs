@@ -27,6 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use image::RgbImage;
 
+use crate::base::Backoff;
 use crate::config::{Camera, SourceSpec};
 use crate::error::{Error, Kind, Result};
 
@@ -58,6 +59,8 @@ pub struct Frame {
 impl Frame {
     /// A frame captured now.
     pub fn now(image: RgbImage, seq: u64) -> Frame {
+        // The real clocks, not injected ones: these stamp a physical event (a frame arriving
+        // from a camera), and the pipeline measures real latency from them.
         Frame {
             image: Arc::new(image),
             captured: Instant::now(),
@@ -249,6 +252,7 @@ impl FrameSlot {
     /// Takes the newest frame of some camera (round-robin), waiting up to `timeout`; `None` on
     /// timeout or when closed.
     pub fn take_any(&self, timeout: Duration) -> Option<(usize, Frame)> {
+        // A real timeout on a condition variable: real monotonic time.
         let deadline = Instant::now() + timeout;
         let mut st = self.frames.lock().unwrap_or_else(|p| p.into_inner());
         loop {
@@ -294,41 +298,9 @@ impl FrameSlot {
     }
 }
 
-/// Exponential back-off: 0.5 s doubling to 30 s, reset after a good frame.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    cur: Duration,
-    min: Duration,
-    max: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff::new(Duration::from_millis(500), Duration::from_secs(30))
-    }
-}
-
-impl Backoff {
-    /// Starting at `min`, doubling to `max`.
-    pub fn new(min: Duration, max: Duration) -> Backoff {
-        Backoff { cur: min, min, max }
-    }
-
-    /// The next delay (and doubles the one after).
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.cur;
-        self.cur = (self.cur * 2).min(self.max);
-        d
-    }
-
-    /// Back to the shortest delay.
-    pub fn reset(&mut self) {
-        self.cur = self.min;
-    }
-}
-
 /// Sleeps `d` in short steps; returns `false` if `stop` was raised meanwhile.
 pub fn sleep_unless(stop: &AtomicBool, d: Duration) -> bool {
+    // A real sleep (retry back-off between camera reconnects): real monotonic time.
     let end = Instant::now() + d;
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();

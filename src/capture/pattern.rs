@@ -23,6 +23,7 @@ impl Pattern {
             width,
             height,
             interval: Duration::from_secs_f64(1.0 / fps.max(0.001) as f64),
+            // Real time: it stands in for a camera, which delivers frames in real time.
             start: Instant::now(),
             seq: 0,
         }

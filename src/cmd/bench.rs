@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use faced::base::RealClocks;
 use faced::capture::{Frame, convert};
 use faced::config::{CameraConfig, Config, RawConfig, stream_detector};
-use faced::events::SystemClock;
 use faced::events::store::{EventStore, EventWriter, StoreOptions};
 use faced::gallery::{Gallery, GalleryOptions, NewSample, SampleKind};
 use faced::pipeline::{Processor, encode_jpeg};
@@ -128,7 +128,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ..CameraConfig::default()
     }];
     let cfg = Config::validate(raw, None, Vec::new())?;
-    let clock = Arc::new(SystemClock);
+    let clock = Arc::new(RealClocks);
     let store = EventStore::open(
         &db,
         &key,

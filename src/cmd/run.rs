@@ -27,8 +27,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use faced::base::RealClocks;
 use faced::config::{Config, DEFAULT_PATH, SourceSpec};
-use faced::events::SystemClock;
 use faced::events::store::{EventStore, EventWriter, StoreOptions};
 use faced::gallery::{Gallery, GalleryOptions};
 use faced::pipeline::Pipeline;
@@ -152,7 +152,7 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<ExitCode> {
     let gallery = Arc::new(Mutex::new(gallery));
 
     // Events, with MQTT when enabled.
-    let clock = Arc::new(SystemClock);
+    let clock = Arc::new(RealClocks);
     let mut store = EventStore::open(
         &db,
         &key_path,

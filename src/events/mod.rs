@@ -3,8 +3,9 @@
 //! * [`Event`] is one `recognized`, `unknown` or `left` event; its JSON (see [`Event::to_json`])
 //!   is what goes to MQTT `faced/<device>/events` and the console.
 //! * [`CoolDown`] decides whether a sighting is news: a person standing at the door is one
-//!   event, not thirty. It runs on the pipeline's vision thread with an injected [`Clock`]
-//!   (monotonic; a Pi's wall clock jumps when NTP syncs), so tests are exact and instant.
+//!   event, not thirty. It runs on the pipeline's vision thread on the monotonic time of the
+//!   injected [`Clocks`](crate::base::Clocks) (a Pi's wall clock jumps when NTP syncs), so
+//!   tests step a [`SimulatedClocks`](crate::base::SimulatedClocks) and are exact and instant.
 //! * [`store`] writes events (and their encrypted snapshot crops) to the `event` table of the
 //!   faced database on a writer thread, in one transaction per batch, applies retention, and
 //!   calls every [`EventSink`] inside that transaction — the MQTT outbox enqueues there, so an
@@ -19,84 +20,12 @@ pub mod mqtt_sink;
 pub mod store;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::base::unix_ms;
 use crate::error::Result;
-
-/// Monotonic time source (injected so cool-down and retention tests need no sleeping).
-pub trait Clock: Send + Sync {
-    /// Monotonic now.
-    fn now(&self) -> Instant;
-    /// Wall-clock now, Unix milliseconds.
-    fn wall_ms(&self) -> i64;
-}
-
-/// The real clocks.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Instant {
-        Instant::now()
-    }
-    fn wall_ms(&self) -> i64 {
-        unix_ms(SystemTime::now())
-    }
-}
-
-/// A clock that only moves when told to ([`TestClock::advance`]).
-#[derive(Debug)]
-pub struct TestClock {
-    base: Instant,
-    wall_base_ms: i64,
-    offset: Mutex<Duration>,
-}
-
-impl TestClock {
-    /// Starts at the real now.
-    pub fn new() -> TestClock {
-        TestClock {
-            base: Instant::now(),
-            wall_base_ms: unix_ms(SystemTime::now()),
-            offset: Mutex::new(Duration::ZERO),
-        }
-    }
-
-    /// Moves both clocks forward by `d`.
-    pub fn advance(&self, d: Duration) {
-        *self.offset.lock().unwrap_or_else(|p| p.into_inner()) += d;
-    }
-}
-
-impl Default for TestClock {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Clock for TestClock {
-    fn now(&self) -> Instant {
-        self.base + *self.offset.lock().unwrap_or_else(|p| p.into_inner())
-    }
-    fn wall_ms(&self) -> i64 {
-        self.wall_base_ms
-            + self
-                .offset
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_millis() as i64
-    }
-}
-
-/// Unix milliseconds of `t` (0 before 1970).
-pub fn unix_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// RFC 3339 UTC with milliseconds, e.g. `2025-01-31T07:05:09.042Z`.
 pub fn rfc3339_utc(ms: i64) -> String {
@@ -403,21 +332,22 @@ mod tests {
 
     #[test]
     fn cooldown_refreshes_while_seen() {
-        let clock = TestClock::new();
+        use crate::base::{Clocks, SimulatedClocks};
+        let clock = SimulatedClocks::new();
         let mut c = CoolDown::new(Duration::from_secs(60), Duration::from_secs(10));
-        assert!(c.person_seen(1, clock.now()));
+        assert!(c.person_seen(1, clock.monotonic()));
         clock.advance(Duration::from_secs(50));
-        assert!(!c.person_seen(1, clock.now()));
+        assert!(!c.person_seen(1, clock.monotonic()));
         clock.advance(Duration::from_secs(50)); // 100 s after the first, 50 after the last sighting
-        assert!(!c.person_seen(1, clock.now()));
-        assert!(c.person_seen(2, clock.now()));
+        assert!(!c.person_seen(1, clock.monotonic()));
+        assert!(c.person_seen(2, clock.monotonic()));
         clock.advance(Duration::from_secs(61));
-        assert!(c.person_seen(1, clock.now()));
-        assert!(c.unknown_seen("front", clock.now()));
-        assert!(!c.unknown_seen("front", clock.now()));
-        assert!(c.unknown_seen("back", clock.now()));
+        assert!(c.person_seen(1, clock.monotonic()));
+        assert!(c.unknown_seen("front", clock.monotonic()));
+        assert!(!c.unknown_seen("front", clock.monotonic()));
+        assert!(c.unknown_seen("back", clock.monotonic()));
         clock.advance(Duration::from_secs(10));
-        assert!(c.unknown_seen("front", clock.now()));
+        assert!(c.unknown_seen("front", clock.monotonic()));
     }
 
     #[test]

@@ -43,6 +43,7 @@ impl EventSink for MqttSink {
         enqueue(
             tx,
             &OutboxMessage::new(self.mqtt.topics().events(), json.as_bytes().to_vec()),
+            self.mqtt.clocks(),
         )?;
         let state = match (event.kind, event.person_id, &event.person) {
             (EventKind::Recognized | EventKind::Left, Some(id), Some(name)) => Some(PersonState {

@@ -1,12 +1,12 @@
-//! Event storage: the `event` and `event_dead_letter` tables (migrations `0003_events.sql` and
-//! `0005_event_dead_letter.sql`, documented in `src/gallery/schema.sql`) and the writer thread
-//! that fills them.
+//! Event storage: the `event` and `event_dead_letter` tables (migrations
+//! `0003_events.sql` and `0005_event_dead_letter.sql`, documented in `src/db/schema.sql`) and
+//! the writer thread that fills them.
 //!
-//! [`EventStore`] holds its own connection to the faced database (WAL mode: the gallery's reads
-//! and the MQTT publisher never wait for it). [`EventWriter`] runs it on a thread named
-//! `faced-events`: it takes every event queued since its last write, stores them in **one
-//! transaction** together with each [`EventSink`]'s rows (the MQTT outbox), commits, logs each
-//! at INFO, then broadcasts them as [`StoredEvent`]s.
+//! [`EventStore`] holds its own connection to the faced database (from [`crate::db::open`];
+//! WAL mode: the gallery's reads and the MQTT publisher never wait for it). [`EventWriter`]
+//! runs it on a thread named `faced-events`: it takes every event queued since its last write,
+//! stores them in **one transaction** together with each [`EventSink`]'s rows (the MQTT
+//! outbox), commits, logs each at INFO, then broadcasts them as [`StoredEvent`]s.
 //!
 //! Invariant: **one bad event never holds up the others.** An event the table cannot take (it
 //! breaks a CHECK rule, or SQLite or a sink refuses its content) is set aside in
@@ -17,10 +17,13 @@
 //! remaining events are logged as lost (crash window: events queued but not committed when
 //! the process dies are lost, as is anything in the queue at a power cut).
 //!
-//! Snapshot crops are sealed with AES-256-GCM under the gallery's key file, with the same layout
-//! as `gallery/crypto.rs` (`nonce || ciphertext || tag`) and the associated data
-//! `"event.snapshot" 0 uid`, so a crop cannot be moved to another row. (The gallery's `Cipher`
-//! is private to its module; this is the same construction over the same key.)
+//! Retention (age and count limits) runs when the writer starts and then hourly, on the
+//! injected [`Clocks`]: the age cut-off is wall time (event times are wall time), the hourly
+//! period is monotonic.
+//!
+//! Snapshot crops are sealed by the database's one [`Cipher`](crate::db::crypto) under the
+//! gallery's key file, with the associated data `"event.snapshot" 0 uid`, so a crop cannot be
+//! moved to another row.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -28,15 +31,15 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use ring::rand::{SecureRandom, SystemRandom};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::broadcast;
 
-use super::{Clock, Event, EventKind, EventSink, StoredEvent, rfc3339_utc};
+use super::{Event, EventKind, EventSink, StoredEvent, rfc3339_utc};
+use crate::base::{Backoff, Clocks};
+use crate::db::{self, crypto};
 use crate::error::{Error, Kind, Result};
 
-const AAD_SNAPSHOT: &[u8] = b"event.snapshot";
+const AAD_SNAPSHOT: &str = "event.snapshot";
 
 /// Retention and snapshot settings (from `[events]`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -49,24 +52,13 @@ pub struct StoreOptions {
     pub snapshots: bool,
 }
 
-impl From<&crate::config::EventsConfig> for StoreOptions {
-    fn from(c: &crate::config::EventsConfig) -> Self {
-        StoreOptions {
-            retention_days: c.retention_days,
-            retention_count: c.retention_count,
-            snapshots: c.snapshots,
-        }
-    }
-}
-
 /// The event table on its own connection.
 pub struct EventStore {
     conn: Connection,
-    key: LessSafeKey,
-    rng: SystemRandom,
+    cipher: crypto::Cipher,
     sinks: Vec<Box<dyn EventSink>>,
     opts: StoreOptions,
-    clock: Arc<dyn Clock>,
+    clocks: Arc<dyn Clocks>,
 }
 
 impl std::fmt::Debug for EventStore {
@@ -78,57 +70,28 @@ impl std::fmt::Debug for EventStore {
     }
 }
 
-fn aad(uid: &[u8]) -> Vec<u8> {
-    let mut v = AAD_SNAPSHOT.to_vec();
-    v.push(0);
-    v.extend_from_slice(uid);
-    v
-}
-
 impl EventStore {
     /// Opens `db` (already created and migrated by `Gallery::open`) with the gallery's key
-    /// file `key_path`.
+    /// file `key_path`; `clocks` dates dead letters and drives retention.
     pub fn open(
         db: &Path,
         key_path: &Path,
         opts: StoreOptions,
-        clock: Arc<dyn Clock>,
+        clocks: Arc<dyn Clocks>,
     ) -> Result<EventStore> {
-        let what = format!("database {}", db.display());
-        let conn = Connection::open(db)
-            .map_err(|e| Error::precondition(format!("cannot open {what}")).with_source(e))?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| Error::from(e).in_database(&what))?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", true)?;
-        let has: bool = conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'event')",
-            [],
-            |r| r.get(0),
+        let conn = db::open(db)?;
+        db::require_table(
+            &conn,
+            "event",
+            &db::describe(db),
+            "open it with Gallery::open first (it upgrades the schema)",
         )?;
-        if !has {
-            return Err(Error::precondition(format!(
-                "{what} has no event table; open it with Gallery::open first (it upgrades the schema)"
-            )));
-        }
-        let bytes = std::fs::read(key_path).map_err(|e| {
-            Error::precondition(format!("cannot read key file {}", key_path.display()))
-                .with_source(e)
-        })?;
-        let key = UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| {
-            Error::precondition(format!(
-                "key file {} is not a 32-byte key",
-                key_path.display()
-            ))
-        })?;
         Ok(EventStore {
             conn,
-            key: LessSafeKey::new(key),
-            rng: SystemRandom::new(),
+            cipher: crypto::load_cipher(key_path)?,
             sinks: Vec::new(),
             opts,
-            clock,
+            clocks,
         })
     }
 
@@ -143,45 +106,15 @@ impl EventStore {
     }
 
     fn seal(&self, uid: &[u8], plain: &[u8]) -> Result<Vec<u8>> {
-        let mut nonce = [0u8; NONCE_LEN];
-        self.rng
-            .fill(&mut nonce)
-            .map_err(|_| Error::unavailable("system random source failed"))?;
-        let mut out = Vec::with_capacity(plain.len() + NONCE_LEN + 16);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(plain);
-        let tag = self
-            .key
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad(uid)),
-                &mut out[NONCE_LEN..],
-            )
-            .map_err(|_| Error::internal("AES-GCM encryption failed"))?;
-        out.extend_from_slice(tag.as_ref());
-        Ok(out)
+        self.cipher.seal(&crypto::aad(AAD_SNAPSHOT, uid), plain)
     }
 
     fn open_sealed(&self, uid: &[u8], sealed: &[u8], id: i64) -> Result<Vec<u8>> {
-        if sealed.len() < NONCE_LEN + 16 {
-            return Err(Error::precondition(format!(
-                "event {id} snapshot is corrupt"
-            )));
-        }
-        let nonce = Nonce::try_assume_unique_for_key(&sealed[..NONCE_LEN])
-            .map_err(|_| Error::internal("nonce"))?;
-        let mut buf = sealed[NONCE_LEN..].to_vec();
-        let n = self
-            .key
-            .open_in_place(nonce, Aad::from(aad(uid)), &mut buf)
-            .map_err(|_| {
-                Error::precondition(format!(
-                    "cannot decrypt event {id} snapshot: wrong key file or altered data"
-                ))
-            })?
-            .len();
-        buf.truncate(n);
-        Ok(buf)
+        self.cipher.open(
+            &crypto::aad(AAD_SNAPSHOT, uid),
+            sealed,
+            &format!("event {id} snapshot"),
+        )
     }
 
     /// Stores `events` (setting their `event_id`) and calls the sinks, all in one transaction:
@@ -285,7 +218,7 @@ impl EventStore {
             let tx = self.conn.unchecked_transaction()?;
             tx.execute(
                 "INSERT INTO event_dead_letter (event, error, at) VALUES (?1, ?2, ?3)",
-                params![json, why, self.clock.wall_ms()],
+                params![json, why, self.clocks.unix_ms()],
             )?;
             tx.execute(
                 "DELETE FROM event_dead_letter WHERE id <= \
@@ -312,13 +245,7 @@ impl EventStore {
     fn write_batch(&mut self, events: &mut [Event]) -> Result<()> {
         let mut rows = Vec::with_capacity(events.len());
         for e in events.iter() {
-            let uid: [u8; 16] = {
-                let mut b = [0u8; 16];
-                self.rng
-                    .fill(&mut b)
-                    .map_err(|_| Error::unavailable("system random source failed"))?;
-                b
-            };
+            let uid: [u8; 16] = self.cipher.random()?;
             let snap = match (&e.snapshot_jpeg, self.opts.snapshots) {
                 (Some(j), true) => Some(self.seal(&uid, j)?),
                 _ => None,
@@ -379,7 +306,7 @@ impl EventStore {
     pub fn apply_retention(&mut self) -> Result<usize> {
         let mut n = 0;
         if self.opts.retention_days > 0 {
-            let cutoff = self.clock.wall_ms() - i64::from(self.opts.retention_days) * 86_400_000;
+            let cutoff = self.clocks.unix_ms() - i64::from(self.opts.retention_days) * 86_400_000;
             n += self
                 .conn
                 .execute("DELETE FROM event WHERE at < ?1", [cutoff])?;
@@ -577,23 +504,23 @@ impl EventWriter {
         let thread = std::thread::Builder::new()
             .name("faced-events".into())
             .spawn(move || {
+                let clocks = store.clocks.clone();
                 let mut last_retention: Option<Instant> = None;
                 let mut pending: Vec<Event> = Vec::new();
                 let mut flushes: Vec<mpsc::Sender<()>> = Vec::new();
-                let mut backoff = crate::capture::Backoff::new(
-                    Duration::from_millis(200),
-                    Duration::from_secs(10),
-                );
+                let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
                 let mut failures = 0u32;
                 let mut open = true;
                 while open || !pending.is_empty() {
-                    if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
+                    if last_retention.is_none_or(|t| {
+                        clocks.monotonic().saturating_duration_since(t) >= RETENTION_EVERY
+                    }) {
                         match store.apply_retention() {
                             Ok(0) => {}
                             Ok(n) => tracing::info!(deleted = n, "event retention"),
                             Err(e) => tracing::warn!("event retention failed: {e}"),
                         }
-                        last_retention = Some(Instant::now());
+                        last_retention = Some(clocks.monotonic());
                     }
                     // Block for the first command (unless a failed batch waits), then drain.
                     let first = if pending.is_empty() && open {
@@ -634,6 +561,8 @@ impl EventWriter {
                     }
                     if !pending.is_empty() {
                         let outcome = store.store_events(&mut pending);
+                        // Real time, not the injected clocks: it measures latency (`faced
+                        // bench`) against frames' real capture instants.
                         let committed = Instant::now();
                         for e in outcome.stored {
                             tracing::info!("{}", e.log_line());
@@ -662,6 +591,8 @@ impl EventWriter {
                                     );
                                     pending.clear();
                                 }
+                                // A real wait: it gives another process time to release
+                                // the database, which simulated time would not.
                                 std::thread::sleep(d);
                                 continue;
                             }
@@ -706,5 +637,122 @@ impl EventWriter {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::base::SimulatedClocks;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    /// A migrated database with its key, and a store on `clocks`.
+    fn store(dir: &Path, opts: StoreOptions, clocks: Arc<SimulatedClocks>) -> EventStore {
+        let db = dir.join("faced.db");
+        let key = dir.join("faced.db.key");
+        drop(db::open_migrated(&db, &*clocks).unwrap());
+        crypto::create_key(&key).unwrap();
+        EventStore::open(&db, &key, opts, clocks).unwrap()
+    }
+
+    /// An unknown-face event seen now on `clocks`.
+    fn seen_now(clocks: &SimulatedClocks, snapshot: Option<&[u8]>) -> Event {
+        let at = clocks.unix_ms();
+        Event {
+            kind: EventKind::Unknown,
+            event_id: 0,
+            person: None,
+            person_id: None,
+            similarity: Some(0.2),
+            camera: "front".into(),
+            track_id: 1,
+            bbox: [1.0, 2.0, 3.0, 4.0],
+            time: rfc3339_utc(at),
+            ts_ms: at,
+            duration_ms: None,
+            snapshot: snapshot.is_some(),
+            snapshot_jpeg: snapshot.map(<[u8]>::to_vec),
+            frame_captured: None,
+        }
+    }
+
+    #[test]
+    fn retention_deletes_by_age_as_simulated_clocks_advance() {
+        let dir = tempfile::tempdir().unwrap();
+        let clocks = Arc::new(SimulatedClocks::new());
+        let opts = StoreOptions {
+            retention_days: 7,
+            retention_count: 0,
+            snapshots: true,
+        };
+        let mut s = store(dir.path(), opts, clocks.clone());
+        // One event a day for ten days.
+        for _ in 0..10 {
+            s.store_batch(&mut [seen_now(&clocks, None)]).unwrap();
+            clocks.advance(DAY);
+        }
+        // Now is ten days after the first: the first three are more than seven days old.
+        assert_eq!(s.apply_retention().unwrap(), 3);
+        assert_eq!(s.count().unwrap(), 7);
+        assert_eq!(
+            s.apply_retention().unwrap(),
+            0,
+            "the oldest is exactly seven days old: kept"
+        );
+        clocks.advance(Duration::from_millis(1));
+        assert_eq!(s.apply_retention().unwrap(), 1);
+        // Then the count limit, newest kept.
+        s.set_options(StoreOptions {
+            retention_days: 0,
+            retention_count: 2,
+            snapshots: true,
+        });
+        assert_eq!(s.apply_retention().unwrap(), 4);
+        let left: Vec<i64> = s
+            .recent(10, None)
+            .unwrap()
+            .iter()
+            .map(|e| e.event_id)
+            .collect();
+        assert_eq!(left, [10, 9]);
+    }
+
+    #[test]
+    fn snapshots_use_the_database_cipher_bound_to_their_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let clocks = Arc::new(SimulatedClocks::new());
+        let opts = StoreOptions {
+            retention_days: 0,
+            retention_count: 0,
+            snapshots: true,
+        };
+        let mut s = store(dir.path(), opts, clocks.clone());
+        let mut ev = [
+            seen_now(&clocks, Some(b"jpeg one")),
+            seen_now(&clocks, Some(b"jpeg two")),
+        ];
+        s.store_batch(&mut ev).unwrap();
+        let (a, b) = (ev[0].event_id, ev[1].event_id);
+        assert_eq!(s.snapshot(a).unwrap().as_deref(), Some(&b"jpeg one"[..]));
+        // A sealed crop moved to another row does not open there.
+        s.conn
+            .execute(
+                "UPDATE event SET snapshot = (SELECT snapshot FROM event WHERE id = ?1) WHERE id = ?2",
+                [a, b],
+            )
+            .unwrap();
+        let e = s.snapshot(b).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("cannot decrypt event {b} snapshot")),
+            "{e}"
+        );
+        // Dead letters are dated by the same clocks.
+        let mut bad = seen_now(&clocks, None);
+        bad.camera = String::new();
+        let mut pending = vec![bad];
+        assert_eq!(s.store_events(&mut pending).dead_lettered, 1);
+        assert_eq!(s.dead_letters(1).unwrap()[0].2, clocks.unix_ms());
     }
 }

@@ -6,26 +6,26 @@
 //! disagree. The daemon keeps one `Gallery` behind a `Mutex` (it is `Send`, not `Sync`); a search
 //! touches only memory, a write touches the disk.
 //!
-//! * Storage: one SQLite file in WAL mode with `foreign_keys=ON`; the schema is documented in
-//!   `schema.sql`; versions and upgrades are in [`schema`] (**read its docs before adding a
-//!   table**: adding a migration is one file plus one line).
+//! * Storage: the faced database, opened through [`crate::db`] (its settings, the schema in
+//!   `src/db/schema.sql`, and the upgrades in [`crate::db::schema`]: **read its docs before
+//!   adding a table**). Opening the gallery creates or upgrades the file.
 //! * Encryption at rest: embeddings and face crops are AES-256-GCM encrypted with a key file
-//!   beside the database (`<db>.key`, mode 0600); see `crypto.rs`. Names, counts and quality
-//!   data are not encrypted.
+//!   beside the database (`<db>.key`, mode 0600), created here on first use; see
+//!   [`crate::db::crypto`]. Names, counts and quality data are not encrypted.
 //! * Search: cosine similarity (embeddings are L2-normalised), a person's score is their best
 //!   positive sample, and negative samples ("this is not NAME") veto a person; see [`index`].
 //!
 //! Timestamps are wall-clock Unix milliseconds.
 
-pub(crate) mod crypto;
 pub mod index;
-pub mod schema;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::base::{Clocks, RealClocks};
+use crate::db::{self, crypto};
 use crate::error::{Error, Kind, Result};
 use crate::vision::EMBEDDING_DIM;
 
@@ -107,6 +107,8 @@ pub struct GalleryOptions {
     pub key_path: Option<PathBuf>,
     /// Search tuning (negative-sample margin).
     pub index: IndexOptions,
+    /// Time source for the `created_at`/`updated_at` columns; `None` = [`RealClocks`].
+    pub clocks: Option<Arc<dyn Clocks>>,
 }
 
 /// A person as stored.
@@ -181,14 +183,7 @@ pub struct Gallery {
     index: Index,
     db_path: PathBuf,
     key_path: PathBuf,
-}
-
-/// Wall-clock now, Unix ms.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    clocks: Arc<dyn Clocks>,
 }
 
 /// Whether `c` may not appear in a person's name: control characters (Cc), format characters
@@ -288,23 +283,8 @@ impl Gallery {
             p.push(".key");
             PathBuf::from(p)
         });
-        let mut conn = Connection::open(db)
-            .map_err(|e| Error::precondition(format!("cannot open {what}")).with_source(e))?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        // The first statement that reads the file: a damaged one fails here, named.
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(|e| Error::from(e).in_database(&what))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::precondition(format!(
-                "{what}: cannot switch to WAL mode (got {mode})"
-            )));
-        }
-        // WAL + NORMAL: no fsync per commit (SD-card wear); a power cut can lose the last
-        // commits but never corrupts the file.
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", true)?;
-        schema::migrate(&mut conn, &what).map_err(|e| e.in_database(&what))?;
+        let clocks = opts.clocks.clone().unwrap_or_else(|| Arc::new(RealClocks));
+        let conn = db::open_migrated(db, &*clocks)?;
 
         let samples: i64 = conn
             .query_row("SELECT COUNT(*) FROM face_sample", [], |r| r.get(0))
@@ -345,7 +325,7 @@ impl Gallery {
             // No check yet, or a fresh key for a database without samples: (re)write it.
             conn.execute(
                 "INSERT OR REPLACE INTO key_check (id, sealed, created_at) VALUES (1, ?1, ?2)",
-                params![cipher.seal(&aad, KEY_CHECK_PLAIN)?, now_ms()],
+                params![cipher.seal(&aad, KEY_CHECK_PLAIN)?, clocks.unix_ms()],
             )?;
         }
 
@@ -355,6 +335,7 @@ impl Gallery {
             index: Index::new(opts.index),
             db_path: db.to_owned(),
             key_path,
+            clocks,
         };
         g.load_index().map_err(|e| e.in_database(&what))?;
         Ok(g)
@@ -422,7 +403,7 @@ impl Gallery {
     /// without control characters ([`Kind::InvalidInput`]) and not taken ([`Kind::Conflict`]).
     pub fn add_person(&mut self, name: &str) -> Result<PersonId> {
         let name = validate_person_name(name)?;
-        let now = now_ms();
+        let now = self.clocks.unix_ms();
         match self.conn.execute(
             "INSERT INTO person (name, created_at, updated_at) VALUES (?1, ?2, ?2)",
             params![name, now],
@@ -494,7 +475,7 @@ impl Gallery {
         let name = validate_person_name(new_name)?;
         let n = match self.conn.execute(
             "UPDATE person SET name = ?1, updated_at = ?2 WHERE id = ?3",
-            params![name, now_ms(), id.0],
+            params![name, self.clocks.unix_ms(), id.0],
         ) {
             Ok(n) => n,
             Err(e) if is_constraint(&e) => return Err(name_taken(name)),
@@ -559,7 +540,7 @@ impl Gallery {
             }
         }
         self.require_person(person)?;
-        let now = now_ms();
+        let now = self.clocks.unix_ms();
         let tx = self.conn.transaction()?;
         let mut ids = Vec::with_capacity(samples.len());
         {
@@ -655,7 +636,7 @@ impl Gallery {
         };
         tx.execute(
             "UPDATE person SET updated_at = ?1 WHERE id = ?2",
-            params![now_ms(), person],
+            params![self.clocks.unix_ms(), person],
         )?;
         tx.commit()?;
         self.index.remove_sample(id);

@@ -1,7 +1,7 @@
 //! The always-built GPIO backend: no hardware, every output level change recorded with a
-//! timestamp from an injected [`Clock`], inputs set by the test (or left low).
+//! timestamp from the injected [`Clocks`], inputs set by the test (or left low).
 //!
-//! Tests pair it with [`FakeClock`] and [`Gpio::manual`](super::Gpio::manual) to check pulse
+//! Tests pair it with [`SimulatedClocks`](crate::base::SimulatedClocks) and [`Gpio::manual`](super::Gpio::manual) to check pulse
 //! lengths and cool-downs exactly, without sleeping. Pins can be marked busy to exercise the
 //! "pin already in use" path exactly as the real backend reports it.
 //!
@@ -19,57 +19,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{Clock, GpioBackend, InputPin, OutputPin, pin_busy};
+use super::{GpioBackend, InputPin, OutputPin, pin_busy};
+use crate::base::Clocks;
 use crate::error::Result;
-
-/// A clock that only moves when told to.
-#[derive(Debug)]
-pub struct FakeClock {
-    origin: Instant,
-    offset: Mutex<Duration>,
-}
-
-impl Default for FakeClock {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl FakeClock {
-    /// A clock standing at its origin.
-    pub fn new() -> Self {
-        FakeClock {
-            origin: Instant::now(),
-            offset: Mutex::new(Duration::ZERO),
-        }
-    }
-
-    /// Moves the clock forward by `d`.
-    pub fn advance(&self, d: Duration) {
-        *self.offset.lock().unwrap_or_else(|e| e.into_inner()) += d;
-    }
-
-    /// Time since the origin.
-    pub fn elapsed(&self) -> Duration {
-        *self.offset.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The instant at `offset` after the origin.
-    pub fn at(&self, offset: Duration) -> Instant {
-        self.origin + offset
-    }
-
-    /// The clock's origin, which [`FakeGpio`] timestamps are relative to when it uses this clock.
-    pub fn origin(&self) -> Instant {
-        self.origin
-    }
-}
-
-impl Clock for FakeClock {
-    fn now(&self) -> Instant {
-        self.origin + self.elapsed()
-    }
-}
 
 /// One output level change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +57,7 @@ struct State {
 /// The fake backend; clones share state, so a test keeps one clone to inspect.
 #[derive(Debug, Clone)]
 pub struct FakeGpio {
-    clock: Arc<dyn Clock>,
+    clock: Arc<dyn Clocks>,
     state: Arc<Mutex<State>>,
     log: bool,
     input_file: Option<PathBuf>,
@@ -113,7 +65,7 @@ pub struct FakeGpio {
 
 impl FakeGpio {
     /// A silent fake using `clock` for timestamps.
-    pub fn new(clock: Arc<dyn Clock>) -> Self {
+    pub fn new(clock: Arc<dyn Clocks>) -> Self {
         FakeGpio {
             clock,
             state: Arc::default(),
@@ -124,7 +76,7 @@ impl FakeGpio {
 
     /// A fake that also logs every level change at INFO (`gpio.backend = "fake"`; the line format
     /// is in the module docs). INFO, not debug: whoever picks the fake wants to see the pins.
-    pub fn logging(clock: Arc<dyn Clock>) -> Self {
+    pub fn logging(clock: Arc<dyn Clocks>) -> Self {
         FakeGpio {
             log: true,
             ..Self::new(clock)
@@ -245,7 +197,7 @@ struct FakeOutput {
 
 impl OutputPin for FakeOutput {
     fn set(&mut self, high: bool) {
-        let at = self.gpio.clock.now();
+        let at = self.gpio.clock.monotonic();
         let mut s = self.gpio.lock();
         let changed = s.levels.insert(self.pin, high) != Some(high);
         if changed {

@@ -23,8 +23,9 @@
 //! opens without waiting for a scheduler. One named thread, `gpio`, ends pulses, blinks the LED
 //! and polls the PIR input; it sleeps on a condition variable until the next deadline (or 50 ms
 //! while a PIR is configured), so an idle unit without a PIR never wakes up. Durations use an
-//! injected monotonic [`Clock`] (STYLE.md §3): a Pi has no RTC and its wall clock jumps when NTP
-//! syncs, and tests step a [`fake::FakeClock`] instead of sleeping.
+//! injected [`Clocks`]' monotonic time: a Pi has no RTC and its wall clock jumps when NTP
+//! syncs, and tests step a [`SimulatedClocks`](crate::base::SimulatedClocks) instead of
+//! sleeping.
 //!
 //! # Invariants
 //! - The relay is never re-triggered while it is pulsing, nor during `cooldown_ms` after a pulse.
@@ -46,6 +47,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::base::{Clocks, RealClocks};
 use crate::error::{Error, Kind, Result};
 
 /// Highest BCM GPIO number on the Raspberry Pi's 40-pin header.
@@ -204,22 +206,6 @@ impl GpioConfig {
     }
 }
 
-/// A monotonic time source; injected so that tests can step time (STYLE.md §3).
-pub trait Clock: Send + Sync + fmt::Debug {
-    /// The current monotonic instant.
-    fn now(&self) -> Instant;
-}
-
-/// [`Clock`] backed by [`Instant::now`].
-#[derive(Debug, Default, Clone, Copy)]
-pub struct MonotonicClock;
-
-impl Clock for MonotonicClock {
-    fn now(&self) -> Instant {
-        Instant::now()
-    }
-}
-
 /// A pin configured as an output.
 pub trait OutputPin: Send {
     /// Drives the pin high (`true`) or low.
@@ -308,14 +294,14 @@ impl Gpio {
         if !cfg.enabled {
             return Self::manual(
                 cfg,
-                Arc::new(fake::FakeGpio::new(Arc::new(MonotonicClock))),
-                Arc::new(MonotonicClock),
+                Arc::new(fake::FakeGpio::new(Arc::new(RealClocks))),
+                Arc::new(RealClocks),
             );
         }
         cfg.validate()?;
         let backend: Arc<dyn GpioBackend> = match cfg.backend {
             BackendKind::Fake => Arc::new(
-                fake::FakeGpio::logging(Arc::new(MonotonicClock))
+                fake::FakeGpio::logging(Arc::new(RealClocks))
                     .with_input_file(cfg.fake_pir_file.clone()),
             ),
             #[cfg(feature = "gpio")]
@@ -330,14 +316,14 @@ impl Gpio {
                 ));
             }
         };
-        Self::start_with(cfg, backend, Arc::new(MonotonicClock))
+        Self::start_with(cfg, backend, Arc::new(RealClocks))
     }
 
     /// Like [`Gpio::start`] with an explicit backend and clock; starts the `gpio` thread.
     pub fn start_with(
         cfg: &GpioConfig,
         backend: Arc<dyn GpioBackend>,
-        clock: Arc<dyn Clock>,
+        clock: Arc<dyn Clocks>,
     ) -> Result<GpioHandle> {
         let handle = Self::manual(cfg, backend, clock)?;
         if handle.inner.shared.lock().active() {
@@ -356,11 +342,11 @@ impl Gpio {
     }
 
     /// Like [`Gpio::start_with`] but without the `gpio` thread: nothing happens over time unless
-    /// the caller calls [`GpioHandle::poll`]. For tests with a [`fake::FakeClock`].
+    /// the caller calls [`GpioHandle::poll`]. For tests with a [`SimulatedClocks`](crate::base::SimulatedClocks).
     pub fn manual(
         cfg: &GpioConfig,
         backend: Arc<dyn GpioBackend>,
-        clock: Arc<dyn Clock>,
+        clock: Arc<dyn Clocks>,
     ) -> Result<GpioHandle> {
         let mut ctl = Controller {
             relay: None,
@@ -388,7 +374,7 @@ impl Gpio {
             }
             if let Some(p) = cfg.pir_pin {
                 ctl.pir = Some(backend.input(p, "gpio.pir_pin")?);
-                ctl.next_pir_poll = Some(clock.now());
+                ctl.next_pir_poll = Some(clock.monotonic());
             }
             tracing::info!(
                 backend = backend.name(),
@@ -440,7 +426,7 @@ impl GpioHandle {
     /// cooling down. Returns at once; the pulse ends on the `gpio` thread.
     pub fn on_recognized(&self, person: &str) -> Trigger {
         let s = &self.inner.shared;
-        let now = s.clock.now();
+        let now = s.clock.monotonic();
         let mut c = s.lock();
         let t = c.trigger(person, now);
         drop(c);
@@ -456,7 +442,7 @@ impl GpioHandle {
     /// Reports pipeline health: `true` lights the LED steadily, `false` makes it blink.
     pub fn set_healthy(&self, healthy: bool) {
         let s = &self.inner.shared;
-        let now = s.clock.now();
+        let now = s.clock.monotonic();
         let mut c = s.lock();
         let want = if healthy {
             LedState::On
@@ -524,7 +510,7 @@ impl Drop for HandleInner {
 struct Shared {
     ctl: Mutex<Controller>,
     wake: Condvar,
-    clock: Arc<dyn Clock>,
+    clock: Arc<dyn Clocks>,
     motion_tx: watch::Sender<bool>,
 }
 
@@ -536,7 +522,7 @@ impl Shared {
     }
 
     fn poll(&self) -> Option<Instant> {
-        let now = self.clock.now();
+        let now = self.clock.monotonic();
         let mut c = self.lock();
         let (next, motion) = c.poll(now);
         drop(c);
@@ -558,7 +544,7 @@ fn driver(shared: &Shared) {
         }
         let _guard = match next {
             Some(at) => {
-                let wait = at.saturating_duration_since(shared.clock.now());
+                let wait = at.saturating_duration_since(shared.clock.monotonic());
                 shared
                     .wake
                     .wait_timeout(c, wait)

@@ -165,7 +165,7 @@ fn create_key(path: &Path) -> Result<()> {
         .fill(&mut key)
         .map_err(|_| Error::unavailable("system random source failed"))?;
     let text = format!("{}\n", crate::models::hex(&key));
-    match crate::gallery::crypto::create_secret_file(path, text.as_bytes()) {
+    match crate::db::crypto::create_secret_file(path, text.as_bytes()) {
         Ok(true) => {
             tracing::info!(file = %path.display(), "created the MQTT command key (mode 0600)");
             Ok(())

@@ -48,12 +48,13 @@ use tokio::time::Instant;
 
 use super::auth::Verifier;
 use super::command::{self, CommandResult};
-use super::outbox::{Outbox, now_ms};
+use super::outbox::Outbox;
 use super::topics::{Topics, slugify, unique_slugs};
 use super::{
     Command, ConnectionState, Ctl, DrainReport, MAX_SNAPSHOT_BYTES, MqttConfig, MqttTlsConfig,
     PersonInfo, PersonState, Stats, discovery, rfc3339_ms,
 };
+use crate::base::Clocks;
 use crate::error::{Error, Result};
 
 /// Most outbox rows published and not yet acknowledged.
@@ -90,6 +91,8 @@ pub(super) struct Setup {
     pub notify: Arc<Notify>,
     pub state_tx: watch::Sender<ConnectionState>,
     pub stats: Arc<Stats>,
+    /// Wall time for command timestamps and presence times.
+    pub clocks: Arc<dyn Clocks>,
 }
 
 /// Checks files and settings, then starts the `mqtt` thread.
@@ -377,6 +380,7 @@ struct Publisher {
     notify: Arc<Notify>,
     state_tx: watch::Sender<ConnectionState>,
     stats: Arc<Stats>,
+    clocks: Arc<dyn Clocks>,
 
     connected: bool,
     /// Failures since the last successful connect (log the first at warn, then quieter).
@@ -419,6 +423,7 @@ impl Publisher {
             notify: s.notify,
             state_tx: s.state_tx,
             stats: s.stats,
+            clocks: s.clocks,
             connected: false,
             failures: 0,
             cursor: 0,
@@ -443,6 +448,9 @@ impl Publisher {
         self.trim();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The publisher's timers (outbox poll, delete batching, drain deadline) use real
+        // monotonic time: they pace network I/O alongside tokio's real-time interval. Only the
+        // wall times that are stored or compared with other machines come from `self.clocks`.
         let mut last_poll = Instant::now();
         let notify = self.notify.clone();
         loop {
@@ -753,7 +761,7 @@ impl Publisher {
                 (Some(_), None) => false,
             };
             if newer {
-                let t = s.last_seen_ms.unwrap_or_else(now_ms);
+                let t = s.last_seen_ms.unwrap_or_else(|| self.clocks.unix_ms());
                 let payload = serde_json::to_vec(&json!({
                     "person": s.name,
                     "person_id": s.person_id,
@@ -889,7 +897,7 @@ impl Publisher {
             )))
         } else {
             verifier
-                .verify(topic, payload, now_ms().div_euclid(1000))
+                .verify(topic, payload, self.clocks.unix_ms().div_euclid(1000))
                 .and_then(|body| command::parse(&verb, body.as_bytes()))
         };
         let cmd = match parsed {

@@ -51,6 +51,7 @@ pub use command::{Command, CommandResult};
 pub use outbox::{OutboxMessage, enqueue};
 pub use topics::{Topics, slugify, unique_slugs};
 
+use crate::base::{Clocks, RealClocks};
 use crate::error::{Error, Result};
 
 /// `[mqtt]` section of faced.toml. Every key has a default; see `docs/mqtt.md` for the
@@ -399,6 +400,7 @@ struct Inner {
     notify: Arc<Notify>,
     state: watch::Receiver<ConnectionState>,
     stats: Arc<Stats>,
+    clocks: Arc<dyn Clocks>,
 }
 
 /// Depth of the command channel to the daemon: commands beyond it are answered "busy".
@@ -429,6 +431,17 @@ impl Mqtt {
         device_id: &str,
         db_path: &Path,
     ) -> Result<(MqttHandle, mpsc::Receiver<Command>)> {
+        Self::start_with_clocks(cfg, device_id, db_path, Arc::new(RealClocks))
+    }
+
+    /// [`Mqtt::start`] with the time source for command timestamps, presence times and the
+    /// outbox's `created_at` (see [`MqttHandle::clocks`]).
+    pub fn start_with_clocks(
+        cfg: &MqttConfig,
+        device_id: &str,
+        db_path: &Path,
+        clocks: Arc<dyn Clocks>,
+    ) -> Result<(MqttHandle, mpsc::Receiver<Command>)> {
         cfg.validate()?;
         let topics = Topics::new(&cfg.base_topic, device_id, &cfg.discovery_prefix)?;
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
@@ -442,6 +455,7 @@ impl Mqtt {
                 notify,
                 state,
                 stats,
+                clocks,
             };
             return Ok((
                 MqttHandle {
@@ -461,7 +475,7 @@ impl Mqtt {
                 window_secs = cfg.command_window_secs,
                 "MQTT commands enabled; each must be signed with the command key"
             );
-            let started = outbox::now_ms().div_euclid(1000);
+            let started = clocks.unix_ms().div_euclid(1000);
             Some(auth::Verifier::new(key, cfg.command_window_secs, started))
         } else {
             None
@@ -479,6 +493,7 @@ impl Mqtt {
             notify: notify.clone(),
             state_tx,
             stats: stats.clone(),
+            clocks: clocks.clone(),
         })?;
         let inner = Inner {
             topics,
@@ -486,6 +501,7 @@ impl Mqtt {
             notify,
             state,
             stats,
+            clocks,
         };
         Ok((
             MqttHandle {
@@ -500,6 +516,12 @@ impl MqttHandle {
     /// Topic names of this device (e.g. [`Topics::events`] for [`OutboxMessage`]s).
     pub fn topics(&self) -> &Topics {
         &self.inner.topics
+    }
+
+    /// The clocks this MQTT instance runs on; writers pass them to [`enqueue`] so the outbox's
+    /// `created_at` follows the same time as everything else.
+    pub fn clocks(&self) -> &dyn Clocks {
+        &*self.inner.clocks
     }
 
     /// Whether MQTT is enabled (a thread is running or was).

@@ -1,6 +1,6 @@
 //! The MQTT outbox: the `mqtt_outbox` table (created by migration
-//! `src/gallery/migrations/0002_mqtt_outbox.sql`, documented in `src/gallery/schema.sql`) holds
-//! messages to publish, in order.
+//! `src/db/migrations/0002_mqtt_outbox.sql`, documented in `src/db/schema.sql`) holds messages
+//! to publish, in order.
 //!
 //! * Writers (the events module) call [`enqueue`] inside the transaction that stores the event,
 //!   so an event is stored and queued for publishing atomically, then poke
@@ -13,11 +13,11 @@
 //!   the caller with the count).
 
 use std::path::Path;
-use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 use super::topics::check_publish_topic;
+use crate::base::Clocks;
 use crate::error::{Error, Result};
 
 /// Largest payload the outbox accepts (also a CHECK in the table): 1 MiB.
@@ -65,16 +65,22 @@ impl OutboxMessage {
 }
 
 /// Queues `msg` for publishing, inside the caller's transaction `tx` (so it commits or rolls
-/// back with whatever else `tx` writes). Returns the row id, which is also its publish order.
+/// back with whatever else `tx` writes), stamped with `clocks`' wall time (pass
+/// [`MqttHandle::clocks`](super::MqttHandle::clocks)). Returns the row id, which is also its
+/// publish order.
 ///
 /// Errors: [`Kind::InvalidInput`](crate::Kind::InvalidInput) for a topic with wildcards or
 /// empty levels, [`Kind::ResourceExhausted`](crate::Kind::ResourceExhausted) for a payload over
 /// [`MAX_PAYLOAD_BYTES`], or a database error (e.g. the schema predates the outbox).
-pub fn enqueue(tx: &rusqlite::Transaction, msg: &OutboxMessage) -> Result<i64> {
+pub fn enqueue(
+    tx: &rusqlite::Transaction,
+    msg: &OutboxMessage,
+    clocks: &dyn Clocks,
+) -> Result<i64> {
     msg.check()?;
     tx.execute(
         "INSERT INTO mqtt_outbox (topic, payload, retain, created_at) VALUES (?1, ?2, ?3, ?4)",
-        params![msg.topic, msg.payload, msg.retain, now_ms()],
+        params![msg.topic, msg.payload, msg.retain, clocks.unix_ms()],
     )?;
     Ok(tx.last_insert_rowid())
 }
@@ -97,29 +103,22 @@ pub struct Outbox {
 
 impl Outbox {
     /// Opens `db` (which must already have the `mqtt_outbox` table: the gallery's
-    /// `schema::migrate` creates it).
+    /// `db::open_migrated` creates it).
     pub fn open(db: &Path) -> Result<Outbox> {
-        let what = db.display();
-        let conn = Connection::open(db).map_err(|e| {
-            Error::precondition(format!("cannot open database {what} for the MQTT outbox"))
-                .with_source(e)
+        let conn = crate::db::open(db).map_err(|e| {
+            Error::precondition(format!(
+                "cannot open database {} for the MQTT outbox",
+                db.display()
+            ))
+            .with_source(e)
         })?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        // The gallery switches the file to WAL; NORMAL avoids an fsync per delete (SD wear).
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let has: Option<i64> = conn
-            .query_row(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'mqtt_outbox'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if has.is_none() {
-            return Err(Error::precondition(format!(
-                "database {what} has no mqtt_outbox table; open it with the gallery first (which \
-                 upgrades its schema), or check that gallery.db and the daemon point at the same file"
-            )));
-        }
+        crate::db::require_table(
+            &conn,
+            "mqtt_outbox",
+            &crate::db::describe(db),
+            "open it with the gallery first (which upgrades its schema), or check that \
+             gallery.db and the daemon point at the same file",
+        )?;
         Ok(Outbox { conn })
     }
 
@@ -189,12 +188,4 @@ impl Outbox {
         )?;
         Ok(dropped as u64)
     }
-}
-
-/// Wall-clock now, Unix ms.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

@@ -44,11 +44,12 @@ use image::RgbImage;
 use serde::Serialize;
 use tokio::sync::{broadcast, oneshot};
 
+use crate::base::Clocks;
 use crate::capture::{self, CameraStatus, Frame, FrameSlot, FrameSource};
 use crate::config::{Camera, CameraConfig, Config};
 use crate::error::{Error, Result};
 use crate::events::store::EventSender;
-use crate::events::{Clock, CoolDown, Event, EventKind, rfc3339_utc, unix_ms};
+use crate::events::{CoolDown, Event, EventKind, rfc3339_utc, unix_ms};
 use crate::gallery::Gallery;
 use crate::gpio::{GpioHandle, Trigger};
 use crate::vision::detect::Detection;
@@ -543,7 +544,7 @@ pub struct Processor {
     cams: Vec<CamState>,
     gallery: Arc<Mutex<Gallery>>,
     cooldown: CoolDown,
-    clock: Arc<dyn Clock>,
+    clock: Arc<dyn Clocks>,
     events: Option<EventSender>,
     shared: Arc<Shared>,
     enrolls: Vec<EnrollRequest>,
@@ -559,7 +560,7 @@ impl Processor {
         cfg: &Config,
         gallery: Arc<Mutex<Gallery>>,
         events: Option<EventSender>,
-        clock: Arc<dyn Clock>,
+        clock: Arc<dyn Clocks>,
     ) -> Result<Processor> {
         let cams: Vec<CameraConfig> = cfg.cameras.iter().map(|c| c.settings.clone()).collect();
         Self::with_shared(
@@ -578,7 +579,7 @@ impl Processor {
         shared: Arc<Shared>,
         gallery: Arc<Mutex<Gallery>>,
         events: Option<EventSender>,
-        clock: Arc<dyn Clock>,
+        clock: Arc<dyn Clocks>,
     ) -> Result<Processor> {
         let mut analyzers = Vec::new();
         for c in &cfg.cameras {
@@ -742,7 +743,7 @@ impl Processor {
     /// event writer, if any).
     pub fn process(&mut self, cam: usize, frame: &Frame) -> Result<Vec<Event>> {
         self.apply_control();
-        let now = self.clock.now();
+        let now = self.clock.monotonic();
         let wall_ms = unix_ms(frame.wall);
         let mut events = Vec::new();
         let img: &RgbImage = &frame.image;
@@ -1106,7 +1107,7 @@ impl Pipeline {
         cfg: &Config,
         gallery: Arc<Mutex<Gallery>>,
         events: Option<EventSender>,
-        clock: Arc<dyn Clock>,
+        clock: Arc<dyn Clocks>,
         opener: Option<Opener>,
     ) -> Result<Pipeline> {
         Self::start_with_gpio(cfg, gallery, events, clock, opener, None)
@@ -1117,7 +1118,7 @@ impl Pipeline {
         cfg: &Config,
         gallery: Arc<Mutex<Gallery>>,
         events: Option<EventSender>,
-        clock: Arc<dyn Clock>,
+        clock: Arc<dyn Clocks>,
         opener: Option<Opener>,
         gpio: Option<GpioHandle>,
     ) -> Result<Pipeline> {
@@ -1150,7 +1151,7 @@ impl Pipeline {
             .name("faced-vision".into())
             .spawn(move || {
                 let mut backoff =
-                    capture::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+                    crate::base::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
                 let mut last_error = None;
                 let mut next_health = Instant::now();
                 vshared.beat();

@@ -1381,7 +1381,7 @@ pub struct ReportQuery {
 }
 
 async fn make_report(s: AppState, q: &ReportQuery) -> ApiResult<Report> {
-    let until = q.until_ms.unwrap_or_else(auth::now_ms);
+    let until = q.until_ms.unwrap_or_else(|| s.auth.now_ms());
     // Saturating: `until` is not checked yet; an absurd one is refused by the range check.
     let since = q
         .since_ms
@@ -1567,7 +1567,7 @@ pub async fn backup(State(s): State<AppState>) -> ApiResult<Response> {
         zw.write_all(&key)
             .map_err(|e| Error::internal("cannot write the backup zip").with_source(e))?;
         let out = zw.finish().map_err(io)?.into_inner();
-        let day = crate::events::rfc3339_utc(auth::now_ms())
+        let day = crate::events::rfc3339_utc(st.auth.now_ms())
             .chars()
             .take(10)
             .collect::<String>();

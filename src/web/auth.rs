@@ -17,21 +17,24 @@
 //!   is the only record of who is signed in.
 //! * Expiry: `last_seen_at` is refreshed at most once a minute per session (SD-card wear); a
 //!   session unused for `session_idle_minutes`, or older than `session_max_hours` whatever its
-//!   use, is refused and deleted.
+//!   use, is refused and deleted. "Now" is the wall time of the store's injected [`Clocks`]
+//!   (wall, not monotonic: session times are stored and must survive a restart), so tests expire
+//!   a session by advancing a [`SimulatedClocks`](crate::base::SimulatedClocks).
 //! * Setup: the first admin is inserted by one statement that also checks that no user exists
 //!   ([`AuthStore::add_first_admin`]), so concurrent setups with the one-time token, or a setup
 //!   racing `faced user add`, create exactly one admin.
 //!
-//! The tables live in the faced database (migration `web_auth`, documented in
-//! `src/gallery/schema.sql`). [`AuthStore`] keeps its own connection, separate from the
-//! gallery's, so a login never waits for an enrollment; it is used from blocking threads and,
+//! The tables live in the faced database (migrations `0004_web_auth.sql` and
+//! `0006_web_session_hardening.sql`, documented in `src/db/schema.sql`). [`AuthStore`] keeps its
+//! own connection (from [`crate::db::open_migrated`]), separate from the gallery's, so a login
+//! never waits for an enrollment; it is used from blocking threads and,
 //! for the per-request session check, briefly from runtime threads (one indexed lookup).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -41,6 +44,7 @@ use ring::{digest, hmac, pbkdf2};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
+use crate::base::{Clocks, RealClocks};
 use crate::error::{Error, Kind, Result};
 
 /// PBKDF2-HMAC-SHA256 iterations for new password hashes.
@@ -136,14 +140,6 @@ pub struct SessionLimits {
     pub idle: Duration,
     /// A session this old is signed out however busy it is (`web.session_max_hours`).
     pub max_age: Duration,
-}
-
-/// Wall-clock now, Unix ms.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// `n` random bytes.
@@ -257,6 +253,7 @@ pub struct AuthStore {
     conn: Mutex<Connection>,
     idle_ms: i64,
     max_age_ms: i64,
+    clocks: Arc<dyn Clocks>,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -264,21 +261,32 @@ fn ms(d: Duration) -> i64 {
 }
 
 impl AuthStore {
-    /// Opens the database at `db` (creating and upgrading its schema if needed).
+    /// Opens the database at `db` (creating and upgrading its schema if needed), on the real
+    /// clocks.
     pub fn open(db: &Path, limits: SessionLimits) -> Result<AuthStore> {
-        let what = format!("database {}", db.display());
-        let mut conn = Connection::open(db)
-            .map_err(|e| Error::precondition(format!("cannot open {what}")).with_source(e))?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        let _: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", true)?;
-        crate::gallery::schema::migrate(&mut conn, &what)?;
+        Self::open_with_clocks(db, limits, Arc::new(RealClocks))
+    }
+
+    /// [`AuthStore::open`] with the time source for session expiry and the `created_at` /
+    /// `last_seen_at` columns.
+    pub fn open_with_clocks(
+        db: &Path,
+        limits: SessionLimits,
+        clocks: Arc<dyn Clocks>,
+    ) -> Result<AuthStore> {
+        let conn = crate::db::open_migrated(db, &*clocks)?;
         Ok(AuthStore {
             conn: Mutex::new(conn),
             idle_ms: ms(limits.idle),
             max_age_ms: ms(limits.max_age),
+            clocks,
         })
+    }
+
+    /// Wall-clock now on this store's clocks, Unix ms: the console's "now" (report ranges,
+    /// backup names), consistent with session expiry.
+    pub fn now_ms(&self) -> i64 {
+        self.clocks.unix_ms()
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -339,7 +347,7 @@ impl AuthStore {
         let name = validate_user_name(name)?;
         validate_password(password)?;
         let (salt, hash, it) = hash_password(password)?;
-        let now = now_ms();
+        let now = self.now_ms();
         let conn = self.conn();
         match conn.execute(
             "INSERT INTO web_user (name, role, pw_salt, pw_hash, pw_iterations, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -370,7 +378,7 @@ impl AuthStore {
             return Err(done()); // cheap early refusal; the insert below is the real check
         }
         let (salt, hash, it) = hash_password(password)?;
-        let now = now_ms();
+        let now = self.now_ms();
         let conn = self.conn();
         let n = conn.execute(
             "INSERT INTO web_user (name, role, pw_salt, pw_hash, pw_iterations, created_at)
@@ -471,7 +479,7 @@ impl AuthStore {
     /// stored; the CSRF token is derived from the secret ([`csrf_token`]).
     pub fn create_session(&self, user: &User) -> Result<(String, String)> {
         let secret = new_secret()?;
-        let now = now_ms();
+        let now = self.now_ms();
         self.conn().execute(
             "INSERT INTO web_session (token_hash, user_id, created_at, last_seen_at) VALUES (?1, ?2, ?3, ?3)",
             params![secret_hash(&secret), user.id, now],
@@ -485,7 +493,7 @@ impl AuthStore {
     /// is neither idle-expired nor past its absolute lifetime. Refreshes its last-seen time at
     /// most once a minute. One indexed read per call: see the module docs.
     pub fn session(&self, secret: &str) -> Result<Option<Principal>> {
-        self.session_at(secret, now_ms())
+        self.session_at(secret, self.now_ms())
     }
 
     fn session_at(&self, secret: &str, now: i64) -> Result<Option<Principal>> {
@@ -533,7 +541,7 @@ impl AuthStore {
     /// Deletes sessions past the idle expiry or the absolute lifetime (run now and then; a
     /// request on such a session is refused anyway).
     pub fn purge_sessions(&self) -> Result<usize> {
-        let now = now_ms();
+        let now = self.now_ms();
         Ok(self.conn().execute(
             "DELETE FROM web_session WHERE last_seen_at < ?1 OR created_at < ?2",
             params![
@@ -556,7 +564,7 @@ impl AuthStore {
             ));
         }
         let secret = format!("{TOKEN_PREFIX}{}", new_secret()?);
-        let now = now_ms();
+        let now = self.now_ms();
         let conn = self.conn();
         let user: String = conn
             .query_row("SELECT name FROM web_user WHERE id = ?1", [user_id], |r| {
@@ -629,7 +637,7 @@ impl AuthStore {
         let Some((tid, user_id, user, role, last)) = row else {
             return Ok(None);
         };
-        let now = now_ms();
+        let now = self.now_ms();
         if last.is_none_or(|l| now.saturating_sub(l) >= TOUCH_EVERY_MS) {
             conn.execute(
                 "UPDATE web_api_token SET last_used_at = ?1 WHERE id = ?2",
@@ -875,7 +883,7 @@ mod tests {
         let (secret, csrf) = store.create_session(&user).unwrap();
         assert_eq!(csrf, csrf_token(&secret));
         assert_ne!(csrf_token(&secret), csrf_token(&new_secret().unwrap()));
-        let t0 = now_ms();
+        let t0 = store.now_ms();
         let m = 60_000;
         // Used every 20 minutes: the idle expiry never hits, the absolute lifetime does.
         for i in 1..=5 {
@@ -899,6 +907,56 @@ mod tests {
         assert!(store.session_at(&secret, i64::MIN).unwrap().is_some());
         assert!(store.session_at(&secret, i64::MAX).unwrap().is_none());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn sessions_expire_as_simulated_clocks_advance() {
+        use crate::base::SimulatedClocks;
+        let dir = tempfile::tempdir().unwrap();
+        let minute = Duration::from_secs(60);
+        let limits = SessionLimits {
+            idle: 30 * minute,
+            max_age: 120 * minute,
+        };
+        let clocks = Arc::new(SimulatedClocks::new());
+        let store =
+            AuthStore::open_with_clocks(&dir.path().join("faced.db"), limits, clocks.clone())
+                .unwrap();
+        // Inserted directly: hashing a real password takes seconds under emulation.
+        store.conn().execute(
+            "INSERT INTO web_user (name, role, pw_salt, pw_hash, pw_iterations, created_at) VALUES ('a', 'admin', zeroblob(16), zeroblob(32), 600000, 0)",
+            [],
+        ).unwrap();
+        let user = store.user_by_name("a").unwrap().unwrap();
+        let (busy, _) = store.create_session(&user).unwrap();
+        let (idle, _) = store.create_session(&user).unwrap();
+        // Through the public path (`session`, which reads the store's clocks): the busy session
+        // is used every 20 minutes and outlives the idle one, then hits the absolute lifetime.
+        for _ in 0..5 {
+            clocks.advance(20 * minute);
+            assert!(
+                store.session(&busy).unwrap().is_some(),
+                "busy at {:?}",
+                clocks.elapsed()
+            );
+        }
+        assert!(
+            store.session(&idle).unwrap().is_none(),
+            "idle for 100 minutes"
+        );
+        clocks.advance(19 * minute);
+        assert!(store.session(&busy).unwrap().is_some(), "119 minutes old");
+        clocks.advance(2 * minute);
+        assert!(store.session(&busy).unwrap().is_none(), "121 minutes old");
+        // `purge_sessions` applies the same limits on the same clocks.
+        let (fresh, _) = store.create_session(&user).unwrap();
+        let (stale, _) = store.create_session(&user).unwrap();
+        clocks.advance(25 * minute);
+        assert!(store.session(&fresh).unwrap().is_some());
+        clocks.advance(25 * minute);
+        assert_eq!(store.purge_sessions().unwrap(), 1, "only the unused one");
+        assert!(store.session(&stale).unwrap().is_none());
+        assert!(store.session(&fresh).unwrap().is_some());
     }
 
     #[test]

@@ -39,6 +39,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
+use crate::base::{Clocks, RealClocks};
+
 /// How long shutdown waits for responses in flight.
 pub const DRAIN: Duration = Duration::from_secs(3);
 /// File descriptors kept for everything but console connections: cameras, the SQLite
@@ -65,13 +67,14 @@ struct Conn {
     closed: AtomicBool,
     /// Wakes the connection's task to drop it (eviction).
     kill: Notify,
-    /// Milliseconds since [`Table::epoch`] + 1 at which a write became pending; 0: none is.
+    /// Milliseconds since the table's `epoch` + 1 at which a write became pending; 0: none is.
     stalled_since: AtomicU64,
 }
 
 /// Open connections, and those still waiting for their first request in arrival order.
 struct Table {
     max: usize,
+    clocks: Arc<dyn Clocks>,
     epoch: Instant,
     state: Mutex<TableState>,
     drained: Notify,
@@ -91,10 +94,11 @@ enum Admit {
 }
 
 impl Table {
-    fn new(max: usize) -> Table {
+    fn new(max: usize, clocks: Arc<dyn Clocks>) -> Table {
         Table {
             max: max.max(1),
-            epoch: Instant::now(),
+            epoch: clocks.monotonic(),
+            clocks,
             state: Mutex::new(TableState {
                 open: 0,
                 waiting: VecDeque::new(),
@@ -148,8 +152,12 @@ impl Table {
         self.lock().open
     }
 
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+    /// Monotonic milliseconds since the table was made (fits the atomics in [`Conn`]).
+    fn elapsed_ms(&self) -> u64 {
+        self.clocks
+            .monotonic()
+            .saturating_duration_since(self.epoch)
+            .as_millis() as u64
     }
 }
 
@@ -178,7 +186,7 @@ impl Watched {
             if self.conn.stalled_since.load(Ordering::Relaxed) == 0 {
                 self.conn
                     .stalled_since
-                    .store(self.table.now_ms() + 1, Ordering::Relaxed);
+                    .store(self.table.elapsed_ms() + 1, Ordering::Relaxed);
             }
         } else {
             self.conn.stalled_since.store(0, Ordering::Relaxed);
@@ -241,14 +249,14 @@ struct Throttle {
 }
 
 impl Throttle {
-    fn hit(&mut self) -> Option<u64> {
+    fn hit(&mut self, now: Instant) -> Option<u64> {
         match self.last {
-            Some(t) if t.elapsed() < Duration::from_secs(10) => {
+            Some(t) if now.saturating_duration_since(t) < Duration::from_secs(10) => {
                 self.suppressed += 1;
                 None
             }
             _ => {
-                self.last = Some(Instant::now());
+                self.last = Some(now);
                 Some(std::mem::take(&mut self.suppressed))
             }
         }
@@ -303,7 +311,8 @@ pub async fn run(
     limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) {
-    let table = Arc::new(Table::new(limits.max_connections));
+    // Real clocks: the stall check runs on tokio's real-time interval, and the two must agree.
+    let table = Arc::new(Table::new(limits.max_connections, Arc::new(RealClocks)));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
@@ -324,7 +333,7 @@ pub async fn run(
             Err(e) => {
                 // Out of file descriptors (or a connection reset before accept): the listener
                 // is still good; back off instead of spinning on the error.
-                if let Some(n) = accept_errors.hit() {
+                if let Some(n) = accept_errors.hit(table.clocks.monotonic()) {
                     tracing::warn!(
                         suppressed = n,
                         "web console cannot accept a connection: {e}; retrying"
@@ -336,7 +345,7 @@ pub async fn run(
         };
         let conn = match table.admit() {
             Admit::Yes { conn, evicted } => {
-                if evicted && let Some(n) = evictions.hit() {
+                if evicted && let Some(n) = evictions.hit(table.clocks.monotonic()) {
                     tracing::warn!(
                         suppressed = n,
                         "web.max_connections = {} reached: closing the oldest connections that \
@@ -347,7 +356,7 @@ pub async fn run(
                 conn
             }
             Admit::Full => {
-                if let Some(n) = full.hit() {
+                if let Some(n) = full.hit(table.clocks.monotonic()) {
                     tracing::warn!(
                         suppressed = n,
                         "web.max_connections = {} reached and every connection is busy: \
@@ -430,7 +439,7 @@ async fn serve_one(
             }
             _ = tick.tick() => {
                 let since = conn.stalled_since.load(Ordering::Relaxed);
-                if since != 0 && table.now_ms().saturating_sub(since - 1) > idle_ms {
+                if since != 0 && table.elapsed_ms().saturating_sub(since - 1) > idle_ms {
                     tracing::info!(%peer, "console client stopped reading for {idle_timeout:?} (web.idle_timeout_s): closing its connection");
                     break;
                 }

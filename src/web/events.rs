@@ -2,8 +2,8 @@
 //! `crate::events::store`): filtered listing for the Events page, aggregation for the Reports
 //! page, and decrypted snapshots.
 //!
-//! [`EventLog`] holds its own read connection (WAL: never waits for the event writer) plus an
-//! `events::store::EventStore` used only for its snapshot decryption. Every method blocks
+//! [`EventLog`] holds its own read connection (from [`crate::db::open`]; WAL: never waits for
+//! the event writer) plus an `events::store::EventStore` used only for its snapshot decryption. Every method blocks
 //! (SQLite): handlers call them inside `spawn_blocking`.
 //!
 //! Privacy erase needs nothing here: `event.person_id` is `ON DELETE CASCADE`, so removing a
@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use rusqlite::{Connection, params_from_iter, types::Value};
 use serde::{Deserialize, Serialize};
@@ -148,16 +147,15 @@ impl std::fmt::Debug for EventLog {
 impl EventLog {
     /// Opens the event log in `db` (migrated already) with the gallery key file `key_path`.
     pub fn open(db: &Path, key_path: &Path) -> Result<EventLog> {
-        let what = format!("database {}", db.display());
-        let conn = Connection::open(db)
-            .map_err(|e| Error::precondition(format!("cannot open {what}")).with_source(e))?;
-        conn.busy_timeout(Duration::from_secs(5))?;
+        let conn = crate::db::open(db)?;
         let opts = StoreOptions {
             retention_days: 0,
             retention_count: 0,
             snapshots: true,
         };
-        let store = EventStore::open(db, key_path, opts, Arc::new(crate::events::SystemClock))?;
+        // Retention is off here, so the clocks only date dead letters, which this store never
+        // writes.
+        let store = EventStore::open(db, key_path, opts, Arc::new(crate::base::RealClocks))?;
         Ok(EventLog {
             conn: Mutex::new(conn),
             store: Mutex::new(store),

@@ -13,8 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use faced::base::Clocks;
 use faced::config::{CameraConfig, Config, RawConfig, stream_detector};
-use faced::events::Clock;
 use faced::events::store::{EventStore, EventWriter, StoreOptions};
 use faced::gallery::{Gallery, GalleryOptions, NewSample, PersonId, SampleKind};
 use faced::pipeline::Pipeline;
@@ -125,7 +125,7 @@ pub fn start_pipeline(
     cfg: &Config,
     gallery: Gallery,
     key: &Path,
-    clock: Arc<dyn Clock>,
+    clock: Arc<dyn Clocks>,
 ) -> (Pipeline, EventWriter) {
     let store = EventStore::open(
         &cfg.raw.gallery.db,

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use faced::base::RealClocks;
 use faced::events::store::{EventStore, StoreOptions};
-use faced::events::{Event, EventKind, SystemClock};
+use faced::events::{Event, EventKind};
 use faced::gallery::{Gallery, GalleryOptions};
 use faced::vision::detect::DetectorConfig;
 use faced::vision::{Analyzer, InferenceConfig};
@@ -345,8 +346,8 @@ pub fn insert_event(
         retention_count: 0,
         snapshots: true,
     };
-    let mut store = EventStore::open(db, key, opts, Arc::new(SystemClock)).unwrap();
-    let now = faced::web::auth::now_ms();
+    let mut store = EventStore::open(db, key, opts, Arc::new(RealClocks)).unwrap();
+    let now = faced::base::unix_ms(std::time::SystemTime::now());
     let mut ev = [Event {
         kind,
         event_id: 0,

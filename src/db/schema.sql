@@ -1,16 +1,16 @@
 -- faced database schema: the CURRENT version, as a fresh database gets it.
 --
 -- This file is documentation first: every table and column says what it holds, its units and
--- its invariants. It is also executable: `Gallery::open` runs it (in one transaction) to create
--- a new database, while existing databases are brought here by the numbered upgrades in
--- migrations/ (see schema.rs). The test `upgraded_database_equals_fresh` in tests/gallery.rs
--- checks that both roads end at the same sqlite_master (comments and whitespace aside), so when
--- you add a migration, make the same change here.
+-- its invariants. It is also executable: `db::open_migrated` (through `schema::migrate`) runs
+-- it in one transaction to create a new database, while existing databases are brought here by
+-- the numbered upgrades in migrations/ (see schema.rs). The integration test
+-- `upgraded_database_equals_fresh` checks that both roads end at the same sqlite_master
+-- (comments and whitespace aside), so when you add a migration, make the same change here.
 --
 -- Conventions: times are wall-clock Unix milliseconds (INTEGER; a Pi's clock can jump when NTP
 -- syncs, so no CHECK compares two timestamps). Ids are AUTOINCREMENT so an id is never reused:
 -- events and logs that name a removed person must not point at someone enrolled later.
--- Face data (embeddings, crops) is stored only encrypted: see crypto.rs.
+-- Face data (embeddings, crops, event snapshots) is stored only encrypted: see crypto.rs.
 
 -- One row per schema version step; the database's version is MAX(version). A database whose
 -- version is higher than the binary knows is refused (it was written by a newer faced).

@@ -1,5 +1,6 @@
-//! Schema versions and upgrades for the faced database (shared by every module that stores
-//! data: the gallery now; events, the MQTT outbox, users/sessions/API tokens later).
+//! Schema versions and upgrades for the faced database, one schema for every table: the gallery
+//! (people, face samples, key check), events and their dead letters, the MQTT outbox, and the
+//! console's users, sessions and API tokens. [`super::open_migrated`] runs [`migrate`].
 //!
 //! # How versions work
 //!
@@ -13,10 +14,12 @@
 //!
 //! # Adding a migration (one line plus the SQL)
 //!
-//! 1. Write `src/gallery/migrations/NNNN_what.sql` (NNNN = the new version, e.g.
-//!    `0002_events.sql`) with the `CREATE`/`ALTER` statements. No `BEGIN`/`COMMIT`: the runner
+//! 1. Write `src/db/migrations/NNNN_what.sql` (NNNN = the new version, e.g.
+//!    `0007_door_log.sql`) with the `CREATE`/`ALTER` statements. No `BEGIN`/`COMMIT`: the runner
 //!    wraps it in a transaction.
-//! 2. Append one line to [`MIGRATIONS`]: `include_str!("migrations/0002_events.sql"),`.
+//! 2. Append one line to [`MIGRATIONS`]: `include_str!("migrations/0007_door_log.sql"),`.
+//!    The version a file brings the database to is its position in that list, not its name:
+//!    never reorder or remove entries (existing databases record the numbers).
 //! 3. Make the same change in `schema.sql`, with a comment on every table and column.
 //! 4. `cargo test --test gallery`: `upgraded_database_equals_fresh` fails if 3 and 1 disagree.
 //!
@@ -27,6 +30,7 @@
 
 use rusqlite::Connection;
 
+use crate::base::Clocks;
 use crate::error::{Error, Result};
 
 /// Every upgrade in order: entry `i` takes a database from version `i` to `i + 1` (entry 0
@@ -63,8 +67,9 @@ pub fn version(conn: &Connection) -> Result<i64> {
 }
 
 /// Brings the database on `conn` to [`LATEST`]: creates it from `schema.sql` when empty,
-/// otherwise runs the missing upgrades. `what` names the database in errors.
-pub fn migrate(conn: &mut Connection, what: &str) -> Result<()> {
+/// otherwise runs the missing upgrades. `what` names the database in errors; `clocks` stamps the
+/// `schema_version` rows.
+pub fn migrate(conn: &mut Connection, what: &str, clocks: &dyn Clocks) -> Result<()> {
     let v = version(conn)?;
     check_not_newer(v, what)?;
     if v == LATEST {
@@ -83,17 +88,22 @@ pub fn migrate(conn: &mut Connection, what: &str) -> Result<()> {
         tx.execute_batch(SCHEMA_SQL)?;
         tx.execute(
             "INSERT INTO schema_version (version, applied_at, how) VALUES (?1, ?2, 'fresh')",
-            (LATEST, super::now_ms()),
+            (LATEST, clocks.unix_ms()),
         )?;
         tx.commit()?;
         return Ok(());
     }
-    upgrade_to(conn, LATEST, what)
+    upgrade_to(conn, LATEST, what, clocks)
 }
 
 /// Runs the upgrades from the current version up to `target` (each in its own transaction).
 /// Public so tests and tools can stop at an intermediate version; the daemon uses [`migrate`].
-pub fn upgrade_to(conn: &mut Connection, target: i64, what: &str) -> Result<()> {
+pub fn upgrade_to(
+    conn: &mut Connection,
+    target: i64,
+    what: &str,
+    clocks: &dyn Clocks,
+) -> Result<()> {
     let v = version(conn)?;
     check_not_newer(v.max(target), what)?;
     for next in v + 1..=target {
@@ -105,7 +115,7 @@ pub fn upgrade_to(conn: &mut Connection, target: i64, what: &str) -> Result<()> 
         })?;
         tx.execute(
             "INSERT INTO schema_version (version, applied_at, how) VALUES (?1, ?2, ?3)",
-            (next, super::now_ms(), format!("migration {next:04}")),
+            (next, clocks.unix_ms(), format!("migration {next:04}")),
         )?;
         tx.commit()?;
         tracing::info!(db = what, version = next, "upgraded database schema");

@@ -1,4 +1,6 @@
 //! Encryption at rest for face data: AES-256-GCM (`ring`) with a key file beside the database.
+//! The one implementation for every sealed column: `face_sample.embedding`, `face_sample.crop`,
+//! `event.snapshot` and `key_check.sealed`.
 //!
 //! Sealed value layout: `nonce (12 random bytes) || ciphertext || tag (16 bytes)`, so a sealed
 //! value is [`OVERHEAD`] bytes longer than its plaintext. The associated data names the table,
@@ -146,6 +148,19 @@ pub(crate) fn read_key(path: &Path) -> Result<Option<[u8; KEY_LEN]>> {
         ))
     })?;
     Ok(Some(key))
+}
+
+/// The cipher for the key file at `path`, which must exist (the gallery creates it when it
+/// creates the database): for connections that read or write sealed columns after the gallery.
+pub(crate) fn load_cipher(path: &Path) -> Result<Cipher> {
+    let key = read_key(path)?.ok_or_else(|| {
+        Error::precondition(format!(
+            "key file {} does not exist; open the database with the gallery first (it creates \
+             the key), or point gallery.key_path at it",
+            path.display()
+        ))
+    })?;
+    Cipher::new(&key)
 }
 
 /// Creates a new random key at `path` (mode 0600), atomically and without ever replacing an

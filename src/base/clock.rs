@@ -1,0 +1,155 @@
+//! The one time source of the crate.
+//!
+//! Everything whose behaviour depends on time takes an `Arc<dyn Clocks>` instead of calling
+//! `Instant::now` or `SystemTime::now`: session expiry (`web::auth`), event retention and
+//! cool-downs (`events`), the MQTT outbox's timestamps, GPIO pulses and blinking. The daemon
+//! passes [`RealClocks`]; tests pass a [`SimulatedClocks`] and [`advance`](SimulatedClocks::advance)
+//! it, so "a session idle for 31 minutes" or "an event 8 days old" is checked exactly and at
+//! once, without sleeping.
+//!
+//! Two kinds of time, never mixed:
+//! * **wall** ([`Clocks::realtime`], [`Clocks::unix_ms`]): what is stored and shown (event
+//!   times, `created_at` columns, session ages that must survive a restart). A Pi has no RTC, so
+//!   it can jump when NTP syncs; nothing may assume it only moves forward.
+//! * **monotonic** ([`Clocks::monotonic`]): durations within one process (cool-downs, pulse
+//!   lengths, retry timers). It never jumps, and means nothing across a restart.
+//!
+//! Direct `Instant::now()` is still fine for pure performance measurement (stage timings,
+//! benchmarks): what they measure is the real machine, and no test wants to fake it.
+
+use std::fmt;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Wall and monotonic time, and sleeping. See the module docs.
+pub trait Clocks: Send + Sync + fmt::Debug + 'static {
+    /// Wall-clock now.
+    fn realtime(&self) -> SystemTime;
+
+    /// Monotonic now.
+    fn monotonic(&self) -> Instant;
+
+    /// Blocks the calling thread for `d` (a simulated clock advances instead).
+    fn sleep(&self, d: Duration);
+
+    /// Wall-clock now as Unix milliseconds, the unit of every timestamp column.
+    fn unix_ms(&self) -> i64 {
+        unix_ms(self.realtime())
+    }
+}
+
+/// Unix milliseconds of `t` (0 before 1970).
+pub fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The system's clocks.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealClocks;
+
+impl Clocks for RealClocks {
+    fn realtime(&self) -> SystemTime {
+        SystemTime::now()
+    }
+
+    fn monotonic(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn sleep(&self, d: Duration) {
+        std::thread::sleep(d)
+    }
+}
+
+/// Clocks that stand still until told to move: both the wall and the monotonic clock start at
+/// the real time of [`SimulatedClocks::new`] and move together by [`SimulatedClocks::advance`]
+/// (or [`Clocks::sleep`], which advances instead of blocking).
+#[derive(Debug)]
+pub struct SimulatedClocks {
+    origin: Instant,
+    wall_origin: SystemTime,
+    elapsed: Mutex<Duration>,
+}
+
+impl Default for SimulatedClocks {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SimulatedClocks {
+    /// Clocks standing at the real now.
+    pub fn new() -> SimulatedClocks {
+        Self::starting_at(SystemTime::now())
+    }
+
+    /// Clocks whose wall time stands at `wall` (the monotonic origin is the real now).
+    pub fn starting_at(wall: SystemTime) -> SimulatedClocks {
+        SimulatedClocks {
+            origin: Instant::now(),
+            wall_origin: wall,
+            elapsed: Mutex::new(Duration::ZERO),
+        }
+    }
+
+    /// Moves both clocks forward by `d`.
+    pub fn advance(&self, d: Duration) {
+        *self.elapsed.lock().unwrap_or_else(|p| p.into_inner()) += d;
+    }
+
+    /// Time advanced since the origin.
+    pub fn elapsed(&self) -> Duration {
+        *self.elapsed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The monotonic instant at creation.
+    pub fn origin(&self) -> Instant {
+        self.origin
+    }
+
+    /// The monotonic instant `offset` after the origin.
+    pub fn at(&self, offset: Duration) -> Instant {
+        self.origin + offset
+    }
+}
+
+impl Clocks for SimulatedClocks {
+    fn realtime(&self) -> SystemTime {
+        self.wall_origin + self.elapsed()
+    }
+
+    fn monotonic(&self) -> Instant {
+        self.origin + self.elapsed()
+    }
+
+    fn sleep(&self, d: Duration) {
+        self.advance(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simulated_clocks_move_only_when_advanced_and_together() {
+        let c = SimulatedClocks::starting_at(UNIX_EPOCH + Duration::from_secs(1_000));
+        let (m0, w0) = (c.monotonic(), c.unix_ms());
+        assert_eq!(w0, 1_000_000);
+        assert_eq!(c.monotonic(), m0, "stands still");
+        c.advance(Duration::from_millis(1500));
+        c.sleep(Duration::from_millis(500));
+        assert_eq!(c.monotonic() - m0, Duration::from_secs(2));
+        assert_eq!(c.unix_ms() - w0, 2_000);
+        assert_eq!(c.elapsed(), Duration::from_secs(2));
+        assert_eq!(c.at(c.elapsed()), c.monotonic());
+    }
+
+    #[test]
+    fn unix_ms_before_1970_is_zero() {
+        assert_eq!(unix_ms(UNIX_EPOCH - Duration::from_secs(1)), 0);
+        assert_eq!(unix_ms(UNIX_EPOCH + Duration::from_millis(42)), 42);
+    }
+}
