@@ -18,6 +18,7 @@
 //! Timestamps are wall-clock Unix milliseconds.
 
 pub(crate) mod crypto;
+mod enroll;
 pub mod index;
 pub mod schema;
 
@@ -29,6 +30,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::error::{Error, Kind, Result};
 use crate::vision::EMBEDDING_DIM;
 
+pub use enroll::{EnrollTarget, Enrolled, NotThisPerson};
 pub use index::{Index, IndexOptions, Match};
 
 /// Longest accepted person name, in characters.
