@@ -15,24 +15,26 @@
 //! `/usr/share/faced/samples`, or this checkout's `tests/fixtures/faces`), so `faced run` does
 //! something visible on a machine without a camera. `docs/config.md` and the example
 //! `faced.toml` at the repository root mirror this file; keep the three in step.
+//!
+//! Config sits at the edge of the module graph: it may depend on the modules whose settings it
+//! parses (each section's type lives with the module that uses it: [`WebConfig`] in `web`,
+//! [`MqttConfig`] in `mqtt`, [`CameraConfig`] and [`SourceSpec`] in `capture`, …), and no module
+//! below it imports `config`. The section types are re-exported here for callers of the loader.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::capture::{Camera, CameraConfig, PACKAGED_SAMPLES, SourceSpec, stream_detector};
 use crate::error::{Error, Result};
 use crate::gpio::GpioConfig;
 use crate::mqtt::MqttConfig;
 use crate::vision::InferenceConfig;
-use crate::vision::detect::{DetectorConfig, Tiling};
 use crate::web::WebConfig;
 
 /// Where `faced run` and `faced check-config` look for the file by default.
 pub const DEFAULT_PATH: &str = "/etc/faced/faced.toml";
-
-/// Where the Debian package installs the sample photos.
-pub const PACKAGED_SAMPLES: &str = "/usr/share/faced/samples";
 
 /// Prefix of environment overrides; a variable counts only if it also contains `__`.
 pub const ENV_PREFIX: &str = "FACED_";
@@ -71,87 +73,6 @@ pub struct DeviceConfig {
 impl Default for DeviceConfig {
     fn default() -> Self {
         DeviceConfig { id: "faced".into() }
-    }
-}
-
-/// One `[[cameras]]` entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CameraConfig {
-    /// Name used in events, topics and the console: 1–32 of `a-z 0-9 _ -`, unique.
-    pub name: String,
-    /// `v4l2:/dev/videoN`, `dir:PATH`, `http://HOST/PATH` (MJPEG stream; `http:URL` also
-    /// accepted) or `pattern` (synthetic test frames).
-    pub source: String,
-    /// Frame width asked of the camera (V4L2), or of the canvas images are letterboxed into
-    /// (`dir:`, `pattern`).
-    pub width: u32,
-    /// Frame height, as `width`.
-    pub height: u32,
-    /// Frames per second asked of the camera; the playback rate of `dir:` and `pattern`.
-    pub fps: f32,
-    /// `dir:` only: how many consecutive frames show each image (a person standing in view).
-    pub frames_per_image: u32,
-    /// `dir:` only: start again after the last image (`false` = stop the camera at the end).
-    pub repeat: bool,
-    /// `dir:` and `pattern` only: wait for the vision thread instead of replacing a frame it
-    /// has not taken yet, so no frame is dropped (processing a folder of recordings faster or
-    /// slower than real time, reproducible tests). A live camera always keeps the newest frame.
-    pub lossless: bool,
-    /// Run the detector on every Nth frame (1 = every frame); tracks coast in between.
-    pub detect_every: u32,
-    /// Cosine similarity a face must reach to be recognised as an enrolled person (0..1).
-    pub threshold: f32,
-    /// Re-embed a live track every N detections even if its quality did not improve.
-    pub embed_every: u32,
-    /// How many of a track's best embeddings vote on its identity.
-    pub votes: usize,
-    /// Faces whose shorter box side is below this many pixels are tracked but not embedded.
-    pub min_face_px: f32,
-    /// IoU a detection needs with a track's last box to continue that track.
-    pub track_iou: f32,
-    /// A track ends after this many detection passes without a matching face.
-    pub track_max_missed: u32,
-    /// Run the anti-spoofing model once per track and drop faces it calls spoofed. Costs about
-    /// 120 ms per track on a 2-core x86; off by default.
-    pub liveness: bool,
-    /// Spoof score at or above which a face is rejected (the model's score: lower is live).
-    pub liveness_threshold: f32,
-    /// Face detector for this camera. For cameras `tiling` defaults to `"off"` (one pass per
-    /// frame); the other keys default as in `faced analyze`.
-    pub detector: DetectorConfig,
-}
-
-impl Default for CameraConfig {
-    fn default() -> Self {
-        CameraConfig {
-            name: "camera".into(),
-            source: format!("dir:{PACKAGED_SAMPLES}"),
-            width: 640,
-            height: 480,
-            fps: 10.0,
-            frames_per_image: 1,
-            repeat: true,
-            lossless: false,
-            detect_every: 1,
-            threshold: 0.5,
-            embed_every: 10,
-            votes: 5,
-            min_face_px: 24.0,
-            track_iou: 0.3,
-            track_max_missed: 5,
-            liveness: false,
-            liveness_threshold: 0.2,
-            detector: stream_detector(),
-        }
-    }
-}
-
-/// Detector defaults for a camera stream: one pass, no tiling (a door camera).
-pub fn stream_detector() -> DetectorConfig {
-    DetectorConfig {
-        tiling: Tiling::Off,
-        ..DetectorConfig::default()
     }
 }
 
@@ -222,85 +143,6 @@ impl From<&EventsConfig> for crate::events::store::StoreOptions {
             retention_count: c.retention_count,
             snapshots: c.snapshots,
         }
-    }
-}
-
-/// A parsed camera source.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceSpec {
-    /// A V4L2 device, e.g. `/dev/video0`.
-    V4l2(PathBuf),
-    /// A directory of images.
-    Dir(PathBuf),
-    /// An MJPEG-over-HTTP stream (`multipart/x-mixed-replace`), `http://` only.
-    Http(String),
-    /// Synthetic frames.
-    Pattern,
-}
-
-impl SourceSpec {
-    /// Parses `v4l2:/dev/videoN`, `dir:PATH`, `http://…` / `http:URL`, or `pattern`.
-    pub fn parse(s: &str) -> Result<SourceSpec> {
-        let s = s.trim();
-        let bad = |why: &str| {
-            Error::invalid(format!(
-                "camera source {s:?}: {why}; use v4l2:/dev/videoN, dir:PATH, http://HOST/PATH or pattern"
-            ))
-        };
-        if s == "pattern" {
-            return Ok(SourceSpec::Pattern);
-        }
-        if s.starts_with("http://") {
-            return Ok(SourceSpec::Http(s.to_string()));
-        }
-        if s.starts_with("https://") || s.starts_with("http:https://") {
-            return Err(bad(
-                "https streams are not supported (no TLS for cameras); use the camera's http:// URL on a trusted network",
-            ));
-        }
-        let Some((scheme, rest)) = s.split_once(':') else {
-            return Err(bad("missing the kind of source"));
-        };
-        if rest.is_empty() {
-            return Err(bad("nothing after the colon"));
-        }
-        match scheme {
-            "v4l2" => Ok(SourceSpec::V4l2(PathBuf::from(rest))),
-            "dir" => Ok(SourceSpec::Dir(PathBuf::from(rest))),
-            "http" if rest.starts_with("http://") => Ok(SourceSpec::Http(rest.to_string())),
-            "http" => Ok(SourceSpec::Http(format!(
-                "http://{}",
-                rest.trim_start_matches('/')
-            ))),
-            _ => Err(bad(&format!("unknown kind {scheme:?}"))),
-        }
-    }
-}
-
-impl std::fmt::Display for SourceSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SourceSpec::V4l2(p) => write!(f, "v4l2:{}", p.display()),
-            SourceSpec::Dir(p) => write!(f, "dir:{}", p.display()),
-            SourceSpec::Http(u) => f.write_str(u),
-            SourceSpec::Pattern => f.write_str("pattern"),
-        }
-    }
-}
-
-/// A validated camera: its settings plus the parsed source.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Camera {
-    /// The settings as configured (with `source` rewritten to the resolved spec).
-    pub settings: CameraConfig,
-    /// The parsed, resolved source.
-    pub source: SourceSpec,
-}
-
-impl Camera {
-    /// The camera's name.
-    pub fn name(&self) -> &str {
-        &self.settings.name
     }
 }
 
@@ -791,6 +633,7 @@ pub fn example_keys(example: &str) -> Result<BTreeMap<String, Vec<String>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vision::detect::Tiling;
 
     fn env(v: &[(&str, &str)]) -> Vec<(String, String)> {
         v.iter()

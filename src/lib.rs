@@ -23,6 +23,7 @@ pub mod events;
 pub mod gallery;
 pub mod gpio;
 pub mod inference;
+pub mod json;
 pub mod models;
 pub mod mqtt;
 pub mod pipeline;

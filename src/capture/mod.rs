@@ -13,7 +13,11 @@
 //! inference. When the source fails ([`CaptureError::Unplugged`], [`CaptureError::Stalled`]) the
 //! thread logs it, backs off (0.5 s doubling to 30 s) and reopens, until shutdown. Pixel
 //! conversion (YUYV → RGB, MJPEG decode) is in [`convert`].
+//!
+//! What a camera is configured with ([`CameraConfig`], [`SourceSpec`], together a [`Camera`])
+//! is defined here too, in `camera.rs`; `config` parses the file into it.
 
+mod camera;
 pub mod convert;
 pub mod dir;
 pub mod http;
@@ -28,8 +32,9 @@ use std::time::{Duration, Instant, SystemTime};
 use image::RgbImage;
 
 use crate::base::Backoff;
-use crate::config::{Camera, SourceSpec};
 use crate::error::{Error, Kind, Result};
+
+pub use camera::{Camera, CameraConfig, PACKAGED_SAMPLES, SourceSpec, stream_detector};
 
 /// Backends compiled into this binary (for `faced check-config`).
 pub fn compiled_backends() -> Vec<&'static str> {
@@ -352,11 +357,8 @@ pub fn run_camera(
     let source = cam.source.to_string();
     let mut backoff = Backoff::default();
     // Live devices keep the newest frame; played files may wait for the vision thread.
-    let lossless = cam.settings.lossless
-        && matches!(
-            cam.source,
-            crate::config::SourceSpec::Dir(_) | crate::config::SourceSpec::Pattern
-        );
+    let lossless =
+        cam.settings.lossless && matches!(cam.source, SourceSpec::Dir(_) | SourceSpec::Pattern);
     status.set("starting");
     while !stop.load(Ordering::Relaxed) {
         let mut src = match opener(cam) {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use faced::gallery::{NewSample, SampleKind};
+use faced::gallery::{EnrollTarget, NewSample, SampleKind};
 use faced::vision::image::{ImageLimits, load};
 use faced::vision::quality::QualityLimits;
 use serde_json::json;
@@ -114,12 +114,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             _ => None,
         })
         .collect();
-    let mut ids = Vec::new();
-    if !accepted.is_empty() {
-        let (person, created) = match gallery.person_by_name(&name)? {
-            Some(p) => (p.id, false),
-            None => (gallery.add_person(&name)?, true),
-        };
+    let ids = if accepted.is_empty() {
+        Vec::new()
+    } else {
         let samples: Vec<NewSample<'_>> = accepted
             .iter()
             .map(|a| NewSample {
@@ -130,18 +127,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 source: &a.source,
             })
             .collect();
-        // One transaction for the samples (all or none). The gallery has no call that also
-        // creates the person in it, so a new person is removed again if the samples fail.
-        match gallery.add_samples(person, &samples) {
-            Ok(v) => ids = v,
-            Err(e) => {
-                if created && let Err(e2) = gallery.remove_person(person) {
-                    eprintln!("faced: cannot remove the new, empty person {name:?}: {e2}");
-                }
-                return Err(e.into());
-            }
-        }
-    }
+        // All samples or none; a person created here is removed again if they fail.
+        gallery
+            .enroll(EnrollTarget::FindOrCreate(&name), &samples)?
+            .samples
+    };
 
     let (mut added, mut failed) = (0, 0);
     let mut next_id = ids.iter();

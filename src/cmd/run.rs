@@ -30,7 +30,7 @@ use anyhow::Context;
 use faced::base::RealClocks;
 use faced::config::{Config, DEFAULT_PATH, SourceSpec};
 use faced::events::store::{EventStore, EventWriter, StoreOptions};
-use faced::gallery::{Gallery, GalleryOptions};
+use faced::gallery::{EnrollTarget, Gallery, GalleryOptions};
 use faced::pipeline::Pipeline;
 use faced::pipeline::live::Live;
 use faced::vision::Analyzer;
@@ -417,38 +417,35 @@ async fn command(
                 let mut g = gallery.lock().unwrap_or_else(|p| p.into_inner());
                 // A name alone never gives a face someone else's identity: adding to an existing
                 // person must be asked for, and asking for it never creates one (a typo would).
-                let id = match (g.person_by_name(&name)?, add_to_existing) {
-                    (Some(p), true) => p.id,
-                    (None, false) => g.add_person(&name)?,
-                    (Some(p), false) => {
-                        return Err(Error::new(
-                            Kind::Conflict,
-                            format!(
-                                "a person named {:?} already exists; to add this face to them, send \
-                                 \"add_to_existing\": true",
-                                p.name
-                            ),
-                        ));
-                    }
-                    (None, true) => {
-                        return Err(Error::not_found(format!(
-                            "no person named {name:?} to add the face to; without \
-                             \"add_to_existing\" a new person is created"
-                        )));
-                    }
+                let to = if add_to_existing {
+                    EnrollTarget::Existing(&name)
+                } else {
+                    EnrollTarget::New(&name)
                 };
                 let quality = serde_json::to_string(&face.quality).unwrap_or_else(|_| "{}".into());
                 let source = format!("mqtt:enroll_last_unknown:camera={cam}");
-                g.add_sample(
-                    id,
-                    faced::gallery::NewSample {
-                        kind: faced::gallery::SampleKind::Positive,
-                        embedding: &face.embedding,
-                        crop_jpeg: &face.crop_jpeg,
-                        quality_json: &quality,
-                        source: &source,
-                    },
-                )?;
+                let sample = faced::gallery::NewSample {
+                    kind: faced::gallery::SampleKind::Positive,
+                    embedding: &face.embedding,
+                    crop_jpeg: &face.crop_jpeg,
+                    quality_json: &quality,
+                    source: &source,
+                };
+                g.enroll(to, &[sample]).map_err(|e| match e.kind() {
+                    Kind::Conflict if !add_to_existing => Error::new(
+                        Kind::Conflict,
+                        format!(
+                            "{}; to add this face to them, send \"add_to_existing\": true",
+                            e.message()
+                        ),
+                    ),
+                    Kind::NotFound if add_to_existing => Error::not_found(format!(
+                        "{} to add the face to; without \"add_to_existing\" a new person is \
+                         created",
+                        e.message()
+                    )),
+                    _ => e,
+                })?;
                 Ok(Some(if add_to_existing {
                     format!("added the last unknown face from {cam} to {name}")
                 } else {

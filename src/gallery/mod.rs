@@ -17,6 +17,7 @@
 //!
 //! Timestamps are wall-clock Unix milliseconds.
 
+mod enroll;
 pub mod index;
 
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ use crate::db::{self, crypto};
 use crate::error::{Error, Kind, Result};
 use crate::vision::EMBEDDING_DIM;
 
+pub use enroll::{EnrollTarget, Enrolled, NotThisPerson};
 pub use index::{Index, IndexOptions, Match};
 
 /// Longest accepted person name, in characters.

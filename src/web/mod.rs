@@ -414,124 +414,159 @@ pub fn routes() -> Vec<Route> {
     use Access::*;
     use Method as M;
     vec![
-        r(M::GET, "/api/status", Public, get(api::status)),
-        r(M::POST, "/api/setup", Public, post(api::setup)),
-        r(M::POST, "/api/login", Public, post(api::login)),
-        r(M::POST, "/api/logout", Viewer, post(api::logout)),
-        r(M::GET, "/api/me", Viewer, get(api::me)),
-        r(M::GET, "/api/cameras", Viewer, get(api::cameras)),
+        r(M::GET, "/api/status", Public, get(api::session::status)),
+        r(M::POST, "/api/setup", Public, post(api::session::setup)),
+        r(M::POST, "/api/login", Public, post(api::session::login)),
+        r(M::POST, "/api/logout", Viewer, post(api::session::logout)),
+        r(M::GET, "/api/me", Viewer, get(api::session::me)),
+        r(M::GET, "/api/cameras", Viewer, get(api::live::cameras)),
         r(
             M::PUT,
             "/api/cameras/{camera}/threshold",
             Admin,
-            put(api::set_threshold),
+            put(api::live::set_threshold),
         ),
-        r(M::GET, "/api/live/{camera}/mjpeg", Viewer, get(api::mjpeg)),
+        r(
+            M::GET,
+            "/api/live/{camera}/mjpeg",
+            Viewer,
+            get(api::live::mjpeg),
+        ),
         r(
             M::GET,
             "/api/live/{camera}/frame.jpg",
             Viewer,
-            get(api::frame),
+            get(api::live::frame),
         ),
-        r(M::GET, "/api/live/overlay", Viewer, get(api::overlay_sse)),
+        r(
+            M::GET,
+            "/api/live/overlay",
+            Viewer,
+            get(api::live::overlay_sse),
+        ),
         r(
             M::POST,
             "/api/live/enroll",
             Admin,
-            post(api::enroll_from_track),
+            post(api::live::enroll_from_track),
         ),
-        r(M::GET, "/api/events", Viewer, get(api::list_events)),
-        r(M::GET, "/api/events.csv", Viewer, get(api::events_csv)),
+        r(M::GET, "/api/events", Viewer, get(api::events::list_events)),
+        r(
+            M::GET,
+            "/api/events.csv",
+            Viewer,
+            get(api::events::events_csv),
+        ),
         r(
             M::GET,
             "/api/events/{id}/snapshot",
             Viewer,
-            get(api::event_snapshot),
+            get(api::events::event_snapshot),
         ),
         r(
             M::POST,
             "/api/events/{id}/enroll",
             Admin,
-            post(api::event_enroll),
+            post(api::events::event_enroll),
         ),
         r(
             M::POST,
             "/api/events/{id}/not",
             Admin,
-            post(api::event_not_person),
+            post(api::events::event_not_person),
         ),
-        r(M::GET, "/api/reports", Viewer, get(api::report)),
-        r(M::GET, "/api/reports.csv", Viewer, get(api::report_csv)),
-        r(M::GET, "/api/system", Viewer, get(api::system)),
-        r(M::GET, "/api/people", Admin, get(api::list_people)),
-        r(M::POST, "/api/people", Admin, post(api::create_person)),
+        r(M::GET, "/api/reports", Viewer, get(api::reports::report)),
+        r(
+            M::GET,
+            "/api/reports.csv",
+            Viewer,
+            get(api::reports::report_csv),
+        ),
+        r(M::GET, "/api/system", Viewer, get(api::system::system)),
+        r(M::GET, "/api/people", Admin, get(api::people::list_people)),
+        r(
+            M::POST,
+            "/api/people",
+            Admin,
+            post(api::people::create_person),
+        ),
         r(
             M::PATCH,
             "/api/people/{id}",
             Admin,
-            patch(api::rename_person),
+            patch(api::people::rename_person),
         ),
         r(
             M::DELETE,
             "/api/people/{id}",
             Admin,
-            delete(api::erase_person),
+            delete(api::people::erase_person),
         ),
         r(
             M::GET,
             "/api/people/{id}/samples",
             Admin,
-            get(api::list_samples),
+            get(api::people::list_samples),
         ),
         r(
             M::POST,
             "/api/people/{id}/samples",
             Admin,
-            post(api::add_samples),
+            post(api::people::add_samples),
         ),
         r(
             M::GET,
             "/api/people/{id}/thumbnail",
             Admin,
-            get(api::thumbnail),
+            get(api::people::thumbnail),
         ),
         r(
             M::GET,
             "/api/samples/{id}/crop",
             Admin,
-            get(api::sample_crop),
+            get(api::people::sample_crop),
         ),
         r(
             M::DELETE,
             "/api/samples/{id}",
             Admin,
-            delete(api::remove_sample),
+            delete(api::people::remove_sample),
         ),
-        r(M::POST, "/api/uploads", Admin, post(api::upload)),
+        r(M::POST, "/api/uploads", Admin, post(api::uploads::upload)),
         r(
             M::GET,
             "/api/uploads/{id}/crop",
             Admin,
-            get(api::candidate_crop),
+            get(api::uploads::candidate_crop),
         ),
-        r(M::POST, "/api/identify", Admin, post(api::identify)),
-        r(M::GET, "/api/users", Admin, get(api::list_users)),
-        r(M::POST, "/api/users", Admin, post(api::create_user)),
+        r(
+            M::POST,
+            "/api/identify",
+            Admin,
+            post(api::uploads::identify),
+        ),
+        r(M::GET, "/api/users", Admin, get(api::users::list_users)),
+        r(M::POST, "/api/users", Admin, post(api::users::create_user)),
         r(
             M::DELETE,
             "/api/users/{id}",
             Admin,
-            delete(api::remove_user),
+            delete(api::users::remove_user),
         ),
-        r(M::GET, "/api/tokens", Admin, get(api::list_tokens)),
-        r(M::POST, "/api/tokens", Admin, post(api::create_token)),
+        r(M::GET, "/api/tokens", Admin, get(api::users::list_tokens)),
+        r(
+            M::POST,
+            "/api/tokens",
+            Admin,
+            post(api::users::create_token),
+        ),
         r(
             M::DELETE,
             "/api/tokens/{id}",
             Admin,
-            delete(api::remove_token),
+            delete(api::users::remove_token),
         ),
-        r(M::GET, "/api/backup", Admin, get(api::backup)),
+        r(M::GET, "/api/backup", Admin, get(api::backup::backup)),
     ]
 }
 
@@ -740,4 +775,106 @@ pub async fn serve(
     conn::run(listener, router(state), limits, rx).await;
     purger.abort();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The routes `docs/api.md` documents: `(method, path, role)` from every table row whose
+    /// first cell is `` `METHOD /api/…` ``, the role from the row's Role column (its first word:
+    /// "public, rate-limited" is public). Query strings in the documented path are dropped.
+    fn documented_routes() -> Vec<(String, String, String)> {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/api.md"))
+            .expect("docs/api.md is readable");
+        let mut out = Vec::new();
+        let mut role_col = None;
+        for line in doc.lines() {
+            let cells: Vec<&str> = line
+                .trim()
+                .trim_matches('|')
+                .split('|')
+                .map(str::trim)
+                .collect();
+            if !line.trim_start().starts_with('|') {
+                role_col = None;
+                continue;
+            }
+            if cells.first() == Some(&"Method and path") {
+                role_col = cells.iter().position(|c| *c == "Role");
+                continue;
+            }
+            let Some(route) = cells[0].strip_prefix('`').and_then(|c| c.strip_suffix('`')) else {
+                continue;
+            };
+            let Some((method, path)) = route.split_once(' ') else {
+                continue;
+            };
+            if !path.starts_with("/api/") {
+                continue;
+            }
+            let col = role_col
+                .unwrap_or_else(|| panic!("docs/api.md: the table of {route} has no Role column"));
+            let role = cells[col]
+                .split([',', ' '])
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            let path = path.split('?').next().unwrap_or_default().to_string();
+            out.push((method.to_string(), path, role));
+        }
+        out
+    }
+
+    /// Every route of [`route_table`] is documented in docs/api.md with its method, path and
+    /// role, once, and docs/api.md documents no route that does not exist.
+    #[test]
+    fn route_table_matches_docs_api_md() {
+        let role = |a: Access| match a {
+            Access::Public => "public",
+            Access::Viewer => "viewer",
+            Access::Admin => "admin",
+        };
+        let table: Vec<(String, String, String)> = route_table()
+            .into_iter()
+            .map(|r| {
+                (
+                    r.method.to_string(),
+                    r.path.to_string(),
+                    role(r.access).into(),
+                )
+            })
+            .collect();
+        let documented = documented_routes();
+        assert!(
+            documented.len() >= 30,
+            "docs/api.md parsed to {documented:?}"
+        );
+        for r in &table {
+            let docs: Vec<_> = documented
+                .iter()
+                .filter(|d| d.0 == r.0 && d.1 == r.1)
+                .collect();
+            assert_eq!(
+                docs.len(),
+                1,
+                "`{} {}` should be documented once in docs/api.md, found {docs:?}",
+                r.0,
+                r.1
+            );
+            assert_eq!(
+                docs[0].2, r.2,
+                "docs/api.md gives `{} {}` the role {:?}, the route table {:?}",
+                r.0, r.1, docs[0].2, r.2
+            );
+        }
+        for d in &documented {
+            assert!(
+                table.iter().any(|r| r.0 == d.0 && r.1 == d.1),
+                "docs/api.md documents `{} {}`, which is not in web::routes()",
+                d.0,
+                d.1
+            );
+        }
+    }
 }
