@@ -2,12 +2,20 @@
 //! tensors. The vision code only sees these two traits, so another runtime (the `tflite` crate for
 //! 32-bit ARM, an NPU delegate) can be added behind a cargo feature without touching it.
 //!
-//! The one built-in backend is LiteRT ([`litert`]), loaded at run time from `libLiteRt.so`.
-//! Sessions are `Send` but not `Sync`: each inference thread owns its own.
+//! The one runtime backend is LiteRT ([`litert`]), loaded at run time from `libLiteRt.so`.
+//! [`fake`] is a test double that needs neither the runtime nor the model files and returns
+//! scripted outputs. Sessions are `Send` but not `Sync`: each inference thread owns its own.
+//!
+//! Models reach a backend through [`Backend::load`], which reads the file and checks its SHA-256
+//! before compiling; only a test double overrides it.
 
+pub mod fake;
 pub mod litert;
 
+use std::path::Path;
+
 use crate::error::Result;
+use crate::models::{self, ModelFile};
 
 /// Element type of a model tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,4 +69,17 @@ pub trait Backend: Send + Sync {
     /// Compiles `bytes` (the whole `.tflite` file, already checksum-verified) into a session
     /// using up to `threads` CPU threads. `label` names the model in errors.
     fn compile(&self, label: &str, bytes: &[u8], threads: usize) -> Result<Box<dyn Session>>;
+
+    /// Reads `model` from `dir` (or the default places, see [`models::locate`]), checks its
+    /// SHA-256 and compiles it. The vision code loads every model through here, so a test double
+    /// can override this one method and need no model file.
+    fn load(
+        &self,
+        model: &ModelFile,
+        dir: Option<&Path>,
+        threads: usize,
+    ) -> Result<Box<dyn Session>> {
+        let (_, bytes) = models::load_verified(dir, model)?;
+        self.compile(model.file, &bytes, threads)
+    }
 }

@@ -11,8 +11,7 @@ use fast_image_resize as fr;
 use image::RgbImage;
 
 use crate::error::{Error, Result};
-use crate::inference::Session;
-use crate::inference::litert::LiteRt;
+use crate::inference::{Backend, Session};
 use crate::models;
 use crate::vision::InferenceConfig;
 
@@ -26,12 +25,10 @@ pub struct Liveness {
 }
 
 impl Liveness {
-    /// Loads and verifies the model.
-    pub fn open(inf: &InferenceConfig) -> Result<Liveness> {
-        let rt = LiteRt::open(inf.litert_lib.as_deref())?;
+    /// Loads and verifies the model through `backend`.
+    pub fn open(backend: &dyn Backend, inf: &InferenceConfig) -> Result<Liveness> {
         let m = models::ANTI_SPOOFING;
-        let (_, bytes) = models::load_verified(inf.models_dir.as_deref(), &m)?;
-        let session = crate::inference::Backend::compile(rt.as_ref(), m.file, &bytes, inf.threads)?;
+        let session = backend.load(&m, inf.models_dir.as_deref(), inf.threads)?;
         let ok = session.inputs().len() == 1
             && session.inputs()[0].shape == [1, SIDE as usize, SIDE as usize, 3]
             && session.outputs().len() == 2

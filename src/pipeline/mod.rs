@@ -18,8 +18,16 @@
 //! every face of every frame; a face that stays in view here is embedded about once every
 //! `embed_every` detections (see `faced bench`).
 //!
+//! Per frame, [`Processor::process`] runs the stages of `stages` (src/pipeline/stages/) in order — detect + track,
+//! choose, embed + liveness, match + vote, events, publish — passing plain structs between
+//! them; each stage is its own file with its own tests on the fake models
+//! ([`crate::inference::fake`]).
+//!
 //! [`Handle`] is the small, thread-safe view the web console and `faced run` use: latest frame
-//! as JPEG, overlays, stats, live thresholds, enroll-from-track, reload.
+//! as JPEG, overlays, stats, live thresholds, enroll-from-track, reload. What it publishes
+//! ([`live`]) is plain data owned here; the console re-exports it, and the pipeline does not
+//! depend on the console. The pipeline's settings ([`Settings`]) are built by the caller from
+//! the configuration file.
 //!
 //! GPIO ([`Pipeline::start_with_gpio`], docs/gpio.md): the vision thread calls
 //! [`GpioHandle::on_recognized`] for each live track with an identity (once per track and
@@ -32,9 +40,10 @@
 
 pub mod live;
 pub mod liveness;
+pub mod settings;
+mod stages;
 pub mod tracker;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -45,16 +54,18 @@ use serde::Serialize;
 use tokio::sync::{broadcast, oneshot};
 
 use crate::base::Clocks;
+use crate::capture::Camera;
 use crate::capture::{self, CameraStatus, Frame, FrameSlot, FrameSource};
-use crate::config::{Camera, CameraConfig, Config};
 use crate::error::{Error, Result};
 use crate::events::store::EventSender;
-use crate::events::{CoolDown, Event, EventKind, rfc3339_utc, unix_ms};
+use crate::events::{CoolDown, Event, EventKind};
 use crate::gallery::Gallery;
 use crate::gpio::{GpioHandle, Trigger};
-use crate::vision::detect::Detection;
-use crate::vision::{Analyzer, InferenceConfig};
-use tracker::{MatchInfo, Sample, Track, Tracker, TrackerConfig, quality_hint};
+use crate::inference::Backend;
+use crate::inference::litert::LiteRt;
+use crate::vision::Analyzer;
+pub use settings::{CameraSettings, Settings};
+use stages::CamState;
 
 /// Embeddings a track gets (one per detection pass) before an unrecognised face is declared
 /// `unknown`.
@@ -69,7 +80,7 @@ pub const IDLE_STATUS: &str = "idle (no motion)";
 /// The status LED blinks for at least this long after the vision thread survived an error.
 const LED_ERROR_HOLD: Duration = Duration::from_secs(10);
 
-pub use crate::web::live::{CameraStats, Overlay, OverlayFace, TrackSample};
+pub use live::{CameraStats, Overlay, OverlayFace, TrackSample};
 
 /// Cumulative per-stage timings of a [`Processor`] (for `faced bench` and logs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -113,7 +124,7 @@ pub struct CameraShared {
 }
 
 impl CameraShared {
-    fn new(cam: &CameraConfig) -> CameraShared {
+    fn new(cam: &CameraSettings) -> CameraShared {
         CameraShared {
             name: cam.name.clone(),
             threshold: AtomicU32::new(cam.threshold.to_bits()),
@@ -142,7 +153,7 @@ struct EnrollRequest {
 
 enum Control {
     Enroll(EnrollRequest),
-    Reload(Box<Config>),
+    Reload(Box<Settings>),
 }
 
 /// State shared by the pipeline's threads and its [`Handle`]s.
@@ -217,7 +228,7 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    fn new(cams: &[CameraConfig]) -> Arc<Shared> {
+    fn new(cams: &[CameraSettings]) -> Arc<Shared> {
         Arc::new(Shared {
             cameras: cams.iter().map(CameraShared::new).collect(),
             slot: Arc::new(FrameSlot::new(cams.len())),
@@ -376,18 +387,19 @@ impl Handle {
 
     /// Applies thresholds, detector scores, tracker and cool-down settings of `cfg` to the
     /// running cameras with the same names (SIGHUP). Sources and camera lists need a restart.
-    pub fn reload(&self, cfg: &Config) {
+    pub fn reload(&self, cfg: impl Into<Settings>) {
+        let cfg: Settings = cfg.into();
         for cam in &cfg.cameras {
-            if let Ok((_, c)) = self.cam(cam.name()) {
+            if let Ok((_, c)) = self.cam(&cam.name) {
                 c.threshold
-                    .store(cam.settings.threshold.to_bits(), Ordering::Relaxed);
+                    .store(cam.threshold.to_bits(), Ordering::Relaxed);
             }
         }
         self.shared
             .control
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(Control::Reload(Box::new(cfg.clone())));
+            .push(Control::Reload(Box::new(cfg)));
     }
 
     /// Time since the vision thread last went round its loop.
@@ -483,18 +495,6 @@ pub fn face_crop(img: &RgbImage, bbox: &[f32; 4]) -> RgbImage {
     }
 }
 
-struct CamState {
-    cfg: CameraConfig,
-    tracker: Tracker,
-    frames: u64,
-    last_frame: Option<Instant>,
-    fps: f32,
-    /// Track id → the person the door relay was asked about for it (see [`door`]).
-    door: HashMap<u64, i64>,
-    /// The next frame ends every track: detection was paused in between.
-    cut_next: bool,
-}
-
 /// Asks the relay to open for each live track with an identity, once per track and person. A
 /// refusal because the relay is still cooling down is retried on the next frames (the person is
 /// still waiting at the door); any other answer is final for that track and person.
@@ -529,13 +529,6 @@ fn report_health(g: &GpioHandle, s: &Shared, last_error: Option<Instant>) {
     }
 }
 
-fn tracker_cfg(c: &CameraConfig) -> TrackerConfig {
-    TrackerConfig {
-        iou: c.track_iou,
-        max_missed: c.track_max_missed,
-    }
-}
-
 /// The vision side of the pipeline, usable without threads (bench, tests): feed it frames with
 /// [`Processor::process`].
 pub struct Processor {
@@ -554,67 +547,48 @@ pub struct Processor {
 }
 
 impl Processor {
-    /// Loads the models for every camera of `cfg` (and the liveness model if a camera wants
-    /// it). Events go to `events` (none: returned from [`Processor::process`] only).
+    /// Loads the LiteRT runtime and the models for every camera of `cfg` (and the liveness
+    /// model if a camera wants it). Events go to `events` (none: returned from
+    /// [`Processor::process`] only).
     pub fn new(
-        cfg: &Config,
+        cfg: impl Into<Settings>,
         gallery: Arc<Mutex<Gallery>>,
         events: Option<EventSender>,
         clock: Arc<dyn Clocks>,
     ) -> Result<Processor> {
-        let cams: Vec<CameraConfig> = cfg.cameras.iter().map(|c| c.settings.clone()).collect();
-        Self::with_shared(
-            &cfg.raw.inference,
-            cfg,
-            Shared::new(&cams),
-            gallery,
-            events,
-            clock,
-        )
+        let cfg: Settings = cfg.into();
+        let rt = LiteRt::open(cfg.inference.litert_lib.as_deref())?;
+        Self::with_backend(&cfg, rt.as_ref(), gallery, events, clock)
     }
 
-    fn with_shared(
-        inf: &InferenceConfig,
-        cfg: &Config,
-        shared: Arc<Shared>,
+    /// As [`Processor::new`], with the models compiled by `backend` (e.g.
+    /// [`crate::inference::fake::FakeModels`]).
+    pub fn with_backend(
+        cfg: &Settings,
+        backend: &dyn Backend,
         gallery: Arc<Mutex<Gallery>>,
         events: Option<EventSender>,
         clock: Arc<dyn Clocks>,
     ) -> Result<Processor> {
+        let inf = &cfg.inference;
         let mut analyzers = Vec::new();
         for c in &cfg.cameras {
-            analyzers.push(Analyzer::open(inf, c.settings.detector)?);
+            analyzers.push(Analyzer::with_backend(backend, inf, c.detector)?);
         }
-        let liveness = if cfg.cameras.iter().any(|c| c.settings.liveness) {
-            Some(liveness::Liveness::open(inf)?)
+        let liveness = if cfg.cameras.iter().any(|c| c.liveness) {
+            Some(liveness::Liveness::open(backend, inf)?)
         } else {
             None
         };
-        let ev = &cfg.raw.events;
         Ok(Processor {
             analyzers,
             liveness,
-            cams: cfg
-                .cameras
-                .iter()
-                .map(|c| CamState {
-                    cfg: c.settings.clone(),
-                    tracker: Tracker::new(tracker_cfg(&c.settings)),
-                    frames: 0,
-                    last_frame: None,
-                    fps: 0.0,
-                    door: HashMap::new(),
-                    cut_next: false,
-                })
-                .collect(),
+            cams: cfg.cameras.iter().cloned().map(CamState::new).collect(),
             gallery,
-            cooldown: CoolDown::new(
-                Duration::from_secs_f64(ev.cooldown_secs),
-                Duration::from_secs_f64(ev.unknown_cooldown_secs),
-            ),
+            cooldown: CoolDown::new(cfg.cooldown, cfg.unknown_cooldown),
             clock,
             events,
-            shared,
+            shared: Shared::new(&cfg.cameras),
             enrolls: Vec::new(),
             gpio: None,
             stats: StageStats::default(),
@@ -655,16 +629,13 @@ impl Processor {
                     }
                 }
                 Control::Reload(cfg) => {
-                    let ev = &cfg.raw.events;
-                    self.cooldown.set_periods(
-                        Duration::from_secs_f64(ev.cooldown_secs),
-                        Duration::from_secs_f64(ev.unknown_cooldown_secs),
-                    );
+                    self.cooldown
+                        .set_periods(cfg.cooldown, cfg.unknown_cooldown);
                     for (i, st) in self.cams.iter_mut().enumerate() {
                         let Some(new) = cfg.camera(&st.cfg.name) else {
                             continue;
                         };
-                        let mut s = new.settings.clone();
+                        let mut s = new.clone();
                         if let Err(e) = self.analyzers[i].detector.set_config(s.detector) {
                             tracing::warn!(
                                 camera = st.cfg.name,
@@ -672,8 +643,7 @@ impl Processor {
                             );
                             s.detector = st.cfg.detector;
                         }
-                        st.tracker.set_config(tracker_cfg(&s));
-                        st.cfg = s;
+                        st.set_config(s);
                     }
                     tracing::info!("pipeline settings reloaded");
                 }
@@ -740,279 +710,65 @@ impl Processor {
     }
 
     /// Processes one frame of camera `cam`; returns the events it caused (also sent to the
-    /// event writer, if any).
+    /// event writer, if any). The stages, in order (see `stages`): detect + track, choose,
+    /// embed + liveness, match + vote, events, then the door relay, then publish. Frames that
+    /// are not detection passes go straight to publish: their tracks coast.
     pub fn process(&mut self, cam: usize, frame: &Frame) -> Result<Vec<Event>> {
         self.apply_control();
         let now = self.clock.monotonic();
-        let wall_ms = unix_ms(frame.wall);
-        let mut events = Vec::new();
-        let img: &RgbImage = &frame.image;
         self.stats.frames += 1;
         let threshold = self.shared.cameras[cam].threshold();
         let st = &mut self.cams[cam];
-        st.frames += 1;
-        // A scene cut ends every track (and forces a detection pass).
-        let cut_ended = if frame.cut {
-            st.tracker.end_all()
-        } else {
-            Vec::new()
-        };
-        let detect = frame.cut || (st.frames - 1).is_multiple_of(u64::from(st.cfg.detect_every));
-        if detect {
-            let t0 = Instant::now();
-            let dets = self.analyzers[cam].detector.detect(img)?;
-            let t1 = Instant::now();
-            self.stats.detect += t1 - t0;
-            self.stats.detect_passes += 1;
-            self.stats.faces += dets.len() as u64;
-            let (assign, mut ended) = st.tracker.update(&dets, now, wall_ms);
-            ended.splice(0..0, cut_ended);
-            // Which tracks to embed.
+        let analyzer = &mut self.analyzers[cam];
+        let mut events = Vec::new();
+        if let Some(seen) =
+            stages::detect::run(&mut analyzer.detector, st, frame, now, &mut self.stats)?
+        {
+            let t = Instant::now();
             let collecting: Vec<u64> = self
                 .enrolls
                 .iter()
                 .filter(|r| r.camera == cam)
                 .map(|r| r.track_id)
                 .collect();
-            let mut todo: Vec<(usize, Detection, f32)> = Vec::new();
-            for (di, &ti) in assign.iter().enumerate() {
-                let Some(tr) = st.tracker.tracks.get(ti) else {
-                    continue;
-                };
-                let d = dets[di];
-                if d.width().min(d.height()) < st.cfg.min_face_px {
-                    continue;
-                }
-                let q = quality_hint(&d);
-                let need = tr.embeds == 0
-                    || (tr.identity.is_none() && !tr.unknown_decided && tr.embeds < UNKNOWN_AFTER)
-                    || q > tr.best_quality * QUALITY_GAIN
-                    || tr.since_embed >= st.cfg.embed_every
-                    || collecting.contains(&tr.id);
-                if need {
-                    todo.push((ti, d, q));
-                }
-            }
-            let t2 = Instant::now();
-            self.stats.track += t2 - t1;
-            if !todo.is_empty() {
-                let ds: Vec<Detection> = todo.iter().map(|t| t.1).collect();
-                let faces = self.analyzers[cam].embed_detections(img, &ds)?;
-                let t3 = Instant::now();
-                self.stats.embed += t3 - t2;
-                self.stats.embeds += faces.len() as u64;
-                // Liveness: once per track, on its first embedded face.
-                if let Some(lv) = self.liveness.as_mut().filter(|_| st.cfg.liveness) {
-                    for (ti, d, _) in &todo {
-                        let tr = &mut st.tracker.tracks[*ti];
-                        if tr.live.is_none() {
-                            let t = Instant::now();
-                            let score = lv.spoof_score(img, &d.bbox)?;
-                            self.stats.liveness += t.elapsed();
-                            self.stats.liveness_runs += 1;
-                            tr.live = Some(score < st.cfg.liveness_threshold);
-                            if score >= st.cfg.liveness_threshold {
-                                tracing::info!(
-                                    camera = st.cfg.name,
-                                    track = tr.id,
-                                    score,
-                                    "face rejected by the liveness check"
-                                );
-                            }
-                        }
-                    }
-                }
-                let t4 = Instant::now();
+            let todo = stages::choose::run(&st.cfg, &st.tracker.tracks, &seen, &collecting);
+            self.stats.track += t.elapsed();
+            let embedded = stages::embed::run(
+                analyzer,
+                self.liveness.as_mut(),
+                st,
+                &frame.image,
+                todo,
+                &mut self.stats,
+            )?;
+            if !embedded.is_empty() {
                 let g = self.gallery.lock().unwrap_or_else(|p| p.into_inner());
-                for ((ti, d, q), face) in todo.iter().zip(faces) {
-                    let best =
-                        g.search(&face.embedding, 1)?
-                            .into_iter()
-                            .next()
-                            .map(|m| MatchInfo {
-                                person_id: m.person.0,
-                                name: m.name,
-                                similarity: m.similarity,
-                            });
-                    let tr = &mut st.tracker.tracks[*ti];
-                    for r in self
-                        .enrolls
-                        .iter_mut()
-                        .filter(|r| r.camera == cam && r.track_id == tr.id)
-                    {
-                        if let Ok(jpeg) = encode_jpeg(&face.aligned, 90) {
-                            r.samples.push(TrackSample {
-                                embedding: face.embedding.clone(),
-                                crop_jpeg: jpeg,
-                                quality: face.quality,
-                            });
-                        }
-                    }
-                    tr.embeds += 1;
-                    tr.since_embed = 0;
-                    if *q > tr.best_quality {
-                        tr.best_quality = *q;
-                        tr.best_crop = Some(face_crop(img, &d.bbox));
-                        if tr.identity.is_none()
-                            && let Ok(jpeg) = encode_jpeg(&face.aligned, 90)
-                        {
-                            let best = TrackSample {
-                                embedding: face.embedding.clone(),
-                                crop_jpeg: jpeg,
-                                quality: face.quality,
-                            };
-                            if tr.unknown_decided {
-                                self.shared.refresh_last_unknown(&st.cfg.name, tr.id, &best);
-                            }
-                            tr.best_face = Some(best);
-                        }
-                    }
-                    tr.add_sample(
-                        Sample {
-                            quality: *q,
-                            embedding: face.embedding,
-                            best,
-                        },
-                        st.cfg.votes,
-                    );
-                    if tr.live != Some(false)
-                        && let Some(id) = tr.vote(threshold)
-                    {
-                        if tr.identity.is_none() && tr.unknown_decided {
-                            self.shared.forget_last_unknown(&st.cfg.name, tr.id);
-                        }
-                        tr.identity = Some(id);
-                    }
-                }
-                drop(g);
-                self.stats.matching += t4.elapsed();
+                stages::vote::run(
+                    &*g,
+                    st,
+                    cam,
+                    &frame.image,
+                    embedded,
+                    threshold,
+                    &mut self.enrolls,
+                    &self.shared,
+                    &mut self.stats,
+                )?;
             }
-            // Events for live tracks.
-            let t5 = Instant::now();
-            let camera = st.cfg.name.clone();
-            for tr in st.tracker.tracks.iter_mut().filter(|t| t.missed == 0) {
-                if tr.live == Some(false) {
-                    continue;
-                }
-                if let Some(id) = tr.identity.clone() {
-                    if tr.reported_person != Some(id.person_id) {
-                        tr.reported_person = Some(id.person_id);
-                        if self.cooldown.person_seen(id.person_id, now) {
-                            tr.reported = true;
-                            events.push(make_event(
-                                EventKind::Recognized,
-                                &camera,
-                                tr,
-                                wall_ms,
-                                frame,
-                                None,
-                            ));
-                        }
-                    } else {
-                        self.cooldown.person_still_seen(id.person_id, now);
-                    }
-                } else if !tr.unknown_decided && tr.embeds >= UNKNOWN_AFTER {
-                    tr.unknown_decided = true;
-                    if self.cooldown.unknown_seen(&camera, now) {
-                        tr.reported = true;
-                        if let Some(f) = tr.best_face.clone() {
-                            self.shared.set_last_unknown(&camera, tr.id, f);
-                        }
-                        events.push(make_event(
-                            EventKind::Unknown,
-                            &camera,
-                            tr,
-                            wall_ms,
-                            frame,
-                            None,
-                        ));
-                    }
-                }
-            }
-            for tr in ended {
-                if tr.live == Some(false) {
-                    continue;
-                }
-                if tr.identity.is_none() && !tr.unknown_decided && tr.embeds > 0 {
-                    // Left before a second look: still an unknown face.
-                    if self.cooldown.unknown_seen(&camera, now) {
-                        if let Some(f) = tr.best_face.clone() {
-                            self.shared.set_last_unknown(&camera, tr.id, f);
-                        }
-                        events.push(make_event(
-                            EventKind::Unknown,
-                            &camera,
-                            &tr,
-                            tr.last_wall_ms,
-                            frame,
-                            None,
-                        ));
-                    }
-                } else if tr.reported {
-                    let dur = tr.last_seen.saturating_duration_since(tr.first_seen);
-                    events.push(make_event(
-                        EventKind::Left,
-                        &camera,
-                        &tr,
-                        tr.last_wall_ms,
-                        frame,
-                        Some(dur),
-                    ));
-                }
-            }
-            self.stats.events += t5.elapsed();
+            events = stages::events::run(
+                &mut self.cooldown,
+                st,
+                seen.ended,
+                frame,
+                now,
+                &self.shared,
+                &mut self.stats,
+            );
         }
         if let Some(g) = &self.gpio {
-            door(g, &mut self.cams[cam]);
+            door(g, st);
         }
-        // Publish the frame, overlay and stats.
-        let cs = &self.shared.cameras[cam];
-        let st = &mut self.cams[cam];
-        if let Some(prev) = st.last_frame {
-            let dt = frame.captured.saturating_duration_since(prev).as_secs_f32();
-            if dt > 0.0 {
-                st.fps = if st.fps == 0.0 {
-                    1.0 / dt
-                } else {
-                    st.fps * 0.9 + 0.1 / dt
-                };
-            }
-        }
-        st.last_frame = Some(frame.captured);
-        cs.fps_milli
-            .store((st.fps * 1000.0) as u32, Ordering::Relaxed);
-        cs.processed.fetch_add(1, Ordering::Relaxed);
-        *cs.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(frame.clone());
-        if self.shared.overlay.receiver_count() > 0 {
-            let faces = st
-                .tracker
-                .tracks
-                .iter()
-                .filter(|t| t.missed == 0)
-                .map(|t| OverlayFace {
-                    track_id: t.id,
-                    bbox: t.det.bbox,
-                    name: t.identity.as_ref().map(|i| i.name.clone()),
-                    similarity: t
-                        .identity
-                        .as_ref()
-                        .map(|i| i.similarity)
-                        .or_else(|| t.best_similarity()),
-                })
-                .collect();
-            let _ = self.shared.overlay.send(Overlay {
-                camera: st.cfg.name.clone(),
-                frame_seq: frame.seq,
-                width: img.width(),
-                height: img.height(),
-                faces,
-            });
-        }
-        if let Some(tx) = &self.events {
-            for e in &events {
-                tx.send(e.clone());
-            }
-        }
+        stages::publish::run(&self.shared, cam, st, frame, &events, self.events.as_ref());
         self.cooldown.prune(now);
         Ok(events)
     }
@@ -1026,7 +782,12 @@ impl Processor {
                     let dur = tr.last_seen.saturating_duration_since(tr.first_seen);
                     out.push(Event {
                         duration_ms: Some(dur.as_millis() as u64),
-                        ..base_event(EventKind::Left, &st.cfg.name, &tr, tr.last_wall_ms)
+                        ..stages::events::base_event(
+                            EventKind::Left,
+                            &st.cfg.name,
+                            &tr,
+                            tr.last_wall_ms,
+                        )
                     });
                 }
             }
@@ -1038,49 +799,6 @@ impl Processor {
         }
         out
     }
-}
-
-fn base_event(kind: EventKind, camera: &str, tr: &Track, wall_ms: i64) -> Event {
-    let id = tr.identity.as_ref();
-    Event {
-        kind,
-        event_id: 0,
-        person: id.map(|i| i.name.clone()),
-        person_id: id.map(|i| i.person_id),
-        similarity: id.map(|i| i.similarity).or_else(|| tr.best_similarity()),
-        camera: camera.to_string(),
-        track_id: tr.id,
-        bbox: tr.det.bbox,
-        time: rfc3339_utc(wall_ms),
-        ts_ms: wall_ms,
-        duration_ms: None,
-        snapshot: false,
-        snapshot_jpeg: None,
-        frame_captured: None,
-    }
-}
-
-fn make_event(
-    kind: EventKind,
-    camera: &str,
-    tr: &Track,
-    wall_ms: i64,
-    frame: &Frame,
-    left: Option<Duration>,
-) -> Event {
-    let mut e = base_event(kind, camera, tr, wall_ms);
-    e.frame_captured = Some(frame.captured);
-    if kind == EventKind::Left {
-        e.duration_ms = left.map(|d| d.as_millis() as u64);
-    } else {
-        let crop = tr
-            .best_crop
-            .clone()
-            .unwrap_or_else(|| face_crop(&frame.image, &tr.det.bbox));
-        e.snapshot_jpeg = encode_jpeg(&crop, 85).ok();
-        e.snapshot = e.snapshot_jpeg.is_some();
-    }
-    e
 }
 
 /// A running pipeline: camera threads plus the vision thread.
@@ -1104,7 +822,7 @@ impl Pipeline {
     /// Loads the models (on the calling thread, so a broken installation fails here), then
     /// starts one capture thread per camera and the vision thread. No GPIO.
     pub fn start(
-        cfg: &Config,
+        cfg: impl Into<Settings>,
         gallery: Arc<Mutex<Gallery>>,
         events: Option<EventSender>,
         clock: Arc<dyn Clocks>,
@@ -1115,20 +833,21 @@ impl Pipeline {
 
     /// As [`Pipeline::start`], driving `gpio` (relay, status LED, PIR gating; module docs).
     pub fn start_with_gpio(
-        cfg: &Config,
+        cfg: impl Into<Settings>,
         gallery: Arc<Mutex<Gallery>>,
         events: Option<EventSender>,
         clock: Arc<dyn Clocks>,
         opener: Option<Opener>,
         gpio: Option<GpioHandle>,
     ) -> Result<Pipeline> {
-        let mut processor = Processor::new(cfg, gallery, events, clock)?;
+        let cfg: Settings = cfg.into();
+        let mut processor = Processor::new(cfg.clone(), gallery, events, clock)?;
         processor.gpio = gpio.clone();
         let handle = processor.handle();
         let shared = handle.shared.clone();
         let opener: Opener = opener.unwrap_or_else(|| Arc::new(capture::open));
         let mut threads = Vec::new();
-        for (i, cam) in cfg.cameras.iter().enumerate() {
+        for (i, cam) in cfg.sources.iter().enumerate() {
             let (cam, shared, opener) = (cam.clone(), shared.clone(), opener.clone());
             let t = std::thread::Builder::new()
                 .name(format!("cam-{}", cam.name()))

@@ -86,7 +86,7 @@ pub struct Track {
     /// Crop of the frame around the best-quality face (the event snapshot).
     pub best_crop: Option<RgbImage>,
     /// Best-quality aligned face while unidentified ("enroll the last unknown face").
-    pub best_face: Option<crate::web::live::TrackSample>,
+    pub best_face: Option<super::live::TrackSample>,
 }
 
 impl Track {

@@ -41,7 +41,8 @@ impl DetectorKind {
         }
     }
 
-    fn anchors(self) -> Vec<[f32; 2]> {
+    /// The model's anchor centres (normalised input coordinates), in output order.
+    pub fn anchors(self) -> Vec<[f32; 2]> {
         let mut a = Vec::new();
         match self {
             DetectorKind::Short => {
@@ -553,8 +554,7 @@ pub fn load(
     cfg: DetectorConfig,
 ) -> Result<Detector> {
     let compile = |m: ModelFile| -> Result<Box<dyn Session>> {
-        let (_, bytes) = models::load_verified(inf.models_dir.as_deref(), &m)?;
-        backend.compile(m.file, &bytes, inf.threads)
+        backend.load(&m, inf.models_dir.as_deref(), inf.threads)
     };
     let primary = compile(match cfg.kind {
         DetectorKind::Short => inf.precision.short_range(),

@@ -93,8 +93,8 @@ impl Analyzer {
     ) -> Result<Self> {
         let detector = detect::load(backend, inf, det)?;
         let m = inf.precision.embedder();
-        let (_, bytes) = models::load_verified(inf.models_dir.as_deref(), &m)?;
-        let embedder = embed::Embedder::new(backend.compile(m.file, &bytes, inf.threads)?, m.file)?;
+        let session = backend.load(&m, inf.models_dir.as_deref(), inf.threads)?;
+        let embedder = embed::Embedder::new(session, m.file)?;
         Ok(Analyzer { detector, embedder })
     }
 

@@ -1,4 +1,4 @@
-//! The seam between the web console and the daemon's pipeline (issue 4, item 3).
+//! The seam between the web console and the daemon's pipeline.
 //!
 //! The console never touches cameras or the vision worker directly: `faced run` hands the web
 //! server an `Arc<dyn LiveSource>` that the pipeline implements. Everything here is called from
@@ -7,10 +7,14 @@
 //! `subscribe_overlay` hands out a broadcast receiver the pipeline sends to once per processed
 //! frame. A slow browser lags (and skips overlays) instead of slowing the pipeline.
 //!
-//! [`NoLive`] is the always-built implementation for tools and tests that have no pipeline.
+//! [`Live`] implements [`LiveSource`] over a running pipeline's [`Handle`]; [`NoLive`] is the
+//! always-built implementation for tools and tests that have no pipeline. The data the pipeline
+//! publishes ([`Overlay`], [`CameraStats`], [`TrackSample`]) is defined in `pipeline::live` and
+//! re-exported here: the console depends on the pipeline, never the reverse.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,54 +22,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::error::{Error, Result};
+use crate::pipeline::Handle;
+pub use crate::pipeline::live::{CameraStats, Overlay, OverlayFace, TrackSample};
 
 /// A boxed, sendable future (keeps [`LiveSource`] object safe).
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-/// One tracked face in an [`Overlay`], in the coordinates of the frame it was found in.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OverlayFace {
-    /// Tracker id, stable while the face stays in view (used by "enroll while walking past").
-    pub track_id: u64,
-    /// Box `[x1, y1, x2, y2]` in frame pixels.
-    #[serde(rename = "box")]
-    pub bbox: [f32; 4],
-    /// Recognised person's name, `None` = unknown.
-    pub name: Option<String>,
-    /// Similarity of the best gallery match (even below the threshold), if any.
-    pub similarity: Option<f32>,
-}
-
-/// What the pipeline found in one processed frame of one camera; drawn on the Live page's
-/// `<canvas>` over the matching MJPEG frame.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Overlay {
-    /// Camera name (as in faced.toml).
-    pub camera: String,
-    /// Frame sequence number, increasing per camera.
-    pub frame_seq: u64,
-    /// Frame width in pixels.
-    pub width: u32,
-    /// Frame height in pixels.
-    pub height: u32,
-    /// Faces in this frame (empty = none).
-    pub faces: Vec<OverlayFace>,
-}
-
-/// Health of one camera as the Live and System pages show it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CameraStats {
-    /// Camera name.
-    pub name: String,
-    /// Frames processed per second, averaged over the last few seconds.
-    pub fps: f32,
-    /// Frames dropped since start (the vision worker was busy).
-    pub dropped: u64,
-    /// `"running"`, `"starting"`, `"error: <message>"`, … (free text for people).
-    pub status: String,
-    /// Current recognition threshold (cosine similarity) for this camera.
-    pub threshold: f32,
-}
 
 /// Connection state of the MQTT client, for the System page.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,17 +39,6 @@ pub struct MqttStatus {
     pub broker: Option<String>,
     /// Last error, if any.
     pub last_error: Option<String>,
-}
-
-/// A face collected from a live track for enrollment (see [`LiveSource::enroll_from_track`]).
-#[derive(Debug, Clone)]
-pub struct TrackSample {
-    /// L2-normalised embedding.
-    pub embedding: Vec<f32>,
-    /// JPEG of the 112×112 aligned crop.
-    pub crop_jpeg: Vec<u8>,
-    /// Quality of this face.
-    pub quality: crate::vision::quality::Quality,
 }
 
 /// Request for "enroll while walking past".
@@ -184,3 +134,66 @@ impl LiveSource for NoLive {
 
 /// Clamp used by the console for [`TrackEnroll::seconds`].
 pub const MAX_TRACK_ENROLL: Duration = Duration::from_secs(30);
+
+/// Reports the MQTT connection state for the console.
+pub type MqttStatusFn = Arc<dyn Fn() -> MqttStatus + Send + Sync>;
+
+/// [`LiveSource`] for a running pipeline: a pipeline [`Handle`] plus a function reporting the
+/// MQTT connection state. Every method is cheap and non-blocking (the handle copies counters or
+/// hands out an already-encoded frame).
+#[derive(Clone)]
+pub struct Live {
+    /// The pipeline.
+    pub handle: Handle,
+    /// MQTT state; `None` = MQTT not configured.
+    pub mqtt: Option<MqttStatusFn>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live")
+            .field("handle", &self.handle)
+            .finish()
+    }
+}
+
+impl LiveSource for Live {
+    fn latest_jpeg(&self, camera: &str) -> Option<Bytes> {
+        self.handle
+            .latest_jpeg(camera)
+            .map(|j| Bytes::from((*j).clone()))
+    }
+
+    fn subscribe_overlay(&self) -> broadcast::Receiver<Overlay> {
+        self.handle.subscribe_overlay()
+    }
+
+    fn stats(&self) -> Vec<CameraStats> {
+        self.handle.stats()
+    }
+
+    fn set_threshold(&self, camera: &str, threshold: f32) -> Result<()> {
+        self.handle.set_threshold(camera, threshold)
+    }
+
+    fn mqtt(&self) -> MqttStatus {
+        match &self.mqtt {
+            Some(f) => f(),
+            None => MqttStatus {
+                enabled: false,
+                connected: false,
+                broker: None,
+                last_error: None,
+            },
+        }
+    }
+
+    fn enroll_from_track(&self, req: TrackEnroll) -> BoxFuture<Result<Vec<TrackSample>>> {
+        Box::pin(self.handle.enroll_from_track(
+            &req.camera,
+            req.track_id,
+            req.seconds,
+            req.max_samples,
+        ))
+    }
+}
