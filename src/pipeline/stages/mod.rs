@@ -1,5 +1,5 @@
 //! The stages of one frame's trip through the vision thread, in order, each a unit of code with
-//! its own tests (on the `inference::fake` backend):
+//! its own tests (on the `vision::fake` backend):
 //!
 //! 1. [`detect`]: detect + track — the detector on this frame (every `detect_every`th frame, or
 //!    at a scene cut), then the camera's IoU tracker; → [`Seen`].

@@ -11,12 +11,12 @@ use crate::base::{Clocks, SimulatedClocks};
 use crate::capture::Frame;
 use crate::error::Result;
 use crate::events::{CoolDown, Event};
-pub use crate::inference::fake::{FakeFace, FakeModels, colour_embedding, draw};
 use crate::pipeline::liveness::Liveness;
 pub use crate::pipeline::settings::CameraSettings;
 use crate::pipeline::tracker::MatchInfo;
 use crate::pipeline::{EnrollRequest, Handle, Shared, StageStats, TrackSample};
 use crate::vision::detect::{DetectorConfig, Tiling};
+pub use crate::vision::fake::{FakeFace, FakeModels, colour_embedding, draw};
 use crate::vision::{Analyzer, InferenceConfig};
 
 use super::vote::Identify;

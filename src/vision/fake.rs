@@ -1,5 +1,9 @@
 //! A test double for [`Backend`]: scripted model outputs, no LiteRT, no model files.
 //!
+//! It lives in `vision`, not beside the real runtime in `inference`, because it writes tensors
+//! in the layouts that vision's decoders read (anchors, the alignment template): `inference`
+//! stays below `vision` and knows nothing about faces.
+//!
 //! Tests that are about the pipeline (tracking, the embed policy, voting, events, publishing)
 //! rather than about model accuracy run on this backend anywhere, in milliseconds, also under
 //! QEMU. It is public so that integration tests can use it too; the daemon never does.
@@ -39,8 +43,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use image::{Rgb, RgbImage};
 
-use super::{Backend, DType, Session, TensorSpec};
 use crate::error::{Error, Result};
+use crate::inference::{Backend, DType, Session, TensorSpec};
 use crate::models::ModelFile;
 use crate::vision::EMBEDDING_DIM;
 use crate::vision::align::{CROP, TEMPLATE};
