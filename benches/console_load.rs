@@ -1,4 +1,4 @@
-//! Console load test (issue 4, item 6): with the pipeline running, 200 concurrent clients on
+//! Console load test (docs/web.md, "Load"): with the pipeline running, 200 concurrent clients on
 //! `GET /api/events` for 30 s; reports errors, latency and the pipeline's frame rate before,
 //! during and after the load. Not a criterion bench (`harness = false`): one run, one table.
 //!
@@ -626,7 +626,7 @@ fn main() {
         let ok = bounded.errors == 0 && bounded.pct(0.99) < 100.0 && drop_pct <= 10.0;
         let _ = writeln!(
             w,
-            "\nissue 4 item 6 (bounded: no errors, p99 < 100 ms, fps drop ≤ 10 %): {}",
+            "\ntarget (bounded: no errors, p99 < 100 ms, fps drop ≤ 10 %): {}",
             if ok { "PASS" } else { "FAIL" }
         );
         println!("{rep}");

@@ -2,7 +2,7 @@
 //! BlazeFace short- and full-range single pass (`Tiling::Off`, the stream setting), the still-image
 //! multi-pass search (`Tiling::Auto`), alignment of one face, and MobileFaceNet embedding — each
 //! model benchmark for the float, full-integer int8 and dynamic-range int8 models side by side in
-//! one run (issue 6), and the embedder also as the published file (`float_stock`). Inference uses
+//! one run, and the embedder also as the published file (`float_stock`). Inference uses
 //! the default thread count (2).
 //!
 //! `cargo bench --bench vision`. MobileFaceNet's batch is fixed at 2, so `embed/per_face` times

@@ -1,4 +1,5 @@
-//! `faced.toml`: the daemon's configuration, in two layers (STYLE.md §7).
+//! `faced.toml`: the daemon's configuration, in two layers (as ripgrep separates its parsed
+//! arguments from the validated settings the program runs on).
 //!
 //! 1. [`RawConfig`]: the serde mirror of the file. Every section and key has a default and
 //!    `deny_unknown_fields`, so a typo is an error instead of a silently ignored setting.

@@ -1,6 +1,7 @@
 //! faced: an edge face-recognition daemon.
 //!
-//! Data flows through the modules in this order:
+//! ARCHITECTURE.md has the one-page map (threads, invariants, where to start). Data flows
+//! through the modules in this order:
 //!
 //! [`capture`] (frames) → [`vision`] (detect, align, embed, quality, liveness) → [`gallery`]
 //! (SQLite + in-memory index) → [`pipeline`] (tracking, identity votes) → [`events`] →
@@ -9,10 +10,10 @@
 //! [`inference`] is the seam to the model runtime (LiteRT), [`models`] finds and verifies the
 //! model files, and [`config`] plus the `faced` binary's commands (`src/cmd/`) sit at the edge.
 //!
-//! Underneath everything: [`base`] (the one time source [`base::Clocks`], retry back-off,
-//! shutdown signalling; depends on nothing but [`error`]) and [`db`] (every SQLite connection,
-//! the schema and its upgrades, the sealing of face data), which the modules that own tables
-//! (gallery, events, the MQTT outbox, web accounts) go through.
+//! Underneath everything: [`base`] (the one time source [`base::Clocks`] and retry back-off;
+//! depends on nothing but [`error`]), [`json`] (the console API's typed bodies) and [`db`]
+//! (every SQLite connection, the schema and its upgrades, the sealing of face data), which the
+//! modules that own tables (gallery, events, the MQTT outbox, web accounts) go through.
 
 pub mod base;
 pub mod capture;

@@ -145,3 +145,33 @@ fn cycle_finder_finds_a_planted_cycle() {
     acyclic.get_mut("c").unwrap().clear();
     assert_eq!(find_cycle(&acyclic), None);
 }
+
+#[test]
+fn architecture_md_lists_modules_in_dependency_order() {
+    // ARCHITECTURE.md's module table runs from the bottom up; a reader trusts that order, so
+    // every dependency must point to a row above.
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("ARCHITECTURE.md"))
+            .unwrap();
+    let mut rank = BTreeMap::new();
+    for (i, line) in text.lines().filter(|l| l.starts_with("| `")).enumerate() {
+        let first_cell = line.split('|').nth(1).unwrap();
+        for name in first_cell.split('`').skip(1).step_by(2) {
+            rank.insert(name.trim_end_matches('/').to_string(), i);
+        }
+    }
+    let graph = module_graph();
+    let mut wrong = Vec::new();
+    for (m, deps) in &graph {
+        let Some(&rm) = rank.get(m) else {
+            wrong.push(format!("{m} is not in ARCHITECTURE.md's module table"));
+            continue;
+        };
+        for d in deps {
+            if rank.get(d).is_none_or(|&rd| rd >= rm) {
+                wrong.push(format!("{m} uses {d}, which is not listed above it"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}

@@ -1,4 +1,4 @@
-//! The console in a real headless Chromium (issue 4, item 5): sign in, watch the live overlay
+//! The console in a real headless Chromium: sign in, watch the live overlay
 //! draw a box, enroll a person from fixture photos through the People page, see a recognised
 //! event on the Events page and mark it "not NAME", read the Reports and export CSV. Screenshots
 //! of every page go to `target/screenshots/`.

@@ -1,4 +1,4 @@
-//! The quantized models (issue 6) on the real fixture photographs: the int8 and dynamic-range
+//! The quantized models (models/README.md) on the real fixture photographs: the int8 and dynamic-range
 //! int8 models must load as drop-in replacements (float32 tensors, same shapes, SHA-256 checked)
 //! and keep the float pipeline's accuracy: every labelled photo detected, pair ROC AUC within
 //! 0.003 of the float models' AUC measured in the same run, leave-one-out identification 61/61.
@@ -21,7 +21,8 @@ use faced::vision::detect::DetectorConfig;
 use faced::vision::image::{ImageLimits, load};
 use faced::vision::{Analyzer, DEFAULT_THRESHOLD, Face, InferenceConfig};
 
-/// Largest pair ROC AUC loss allowed against the float models (issue 6).
+/// Largest pair ROC AUC loss allowed against the float models (models/README.md, "Quantized
+/// models").
 const MAX_AUC_LOSS: f64 = 0.003;
 
 const QUANTIZED: [Precision; 2] = [Precision::Int8, Precision::DynamicInt8];

@@ -1,4 +1,4 @@
-//! Console API against the real server on 127.0.0.1 and a real SQLite file (issue 4, item 5):
+//! Console API against the real server on 127.0.0.1 and a real SQLite file:
 //! setup link, sign-in, roles on every route, CSRF, rate limit, security headers, bad input,
 //! enroll → identify, "this is not NAME", privacy erase, reports and CSV.
 

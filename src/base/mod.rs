@@ -6,14 +6,12 @@
 //!   sleeping (session expiry, event retention, cool-downs, GPIO pulses).
 //! * [`backoff`]: [`Backoff`], the exponential retry delay used by the cameras, the vision
 //!   thread and the event writer.
-//! * [`shutdown`]: a stop signal that blocking threads and async tasks can both wait on.
 //!
 //! Invariant: nothing here imports another faced module (except `error`), so any module can use
 //! it without creating an import cycle. No threads are started here.
 
 pub mod backoff;
 pub mod clock;
-pub mod shutdown;
 
 pub use backoff::Backoff;
 pub use clock::{Clocks, RealClocks, SimulatedClocks, unix_ms};

@@ -1,4 +1,4 @@
-//! In-memory search index over every stored embedding (issue 2, item 7).
+//! In-memory search index over every stored embedding.
 //!
 //! Owned by [`super::Gallery`] and mutated only through it, so it always mirrors the database
 //! (the gallery updates it after each committed write). It can also be built directly, which the

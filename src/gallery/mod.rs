@@ -1,5 +1,4 @@
-//! Gallery of enrolled people: SQLite storage plus an in-memory embedding index (issue 2,
-//! item 7).
+//! Gallery of enrolled people: SQLite storage plus an in-memory embedding index.
 //!
 //! [`Gallery`] owns the database connection and the [`Index`]; every write goes to SQLite first,
 //! in one transaction, and the index is updated only after the commit, so the two never

@@ -8,7 +8,8 @@
 //! while [`GpioHandle::motion_active`] is false.
 //!
 //! Hardware sits behind two small traits, [`OutputPin`] and [`InputPin`], handed out by a
-//! [`GpioBackend`] (the librespot audio-backend pattern, STYLE.md §2):
+//! [`GpioBackend`] (as librespot selects its audio backends: one trait, one implementation per
+//! build feature, chosen by name from the config):
 //!
 //! | backend | built | what it drives |
 //! |---------|-------|----------------|

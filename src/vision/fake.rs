@@ -339,7 +339,7 @@ fn centre_colour(t: &[f32], n: usize, side: usize, to_u8: impl Fn(f32) -> f32) -
     sum.map(|v| v / (side * side) as f32)
 }
 
-fn nearest<'a, T>(table: &'a [([u8; 3], T)], colour: [f32; 3]) -> Option<&'a T> {
+fn nearest<T>(table: &[([u8; 3], T)], colour: [f32; 3]) -> Option<&T> {
     let dist = |c: &[u8; 3]| {
         c.iter()
             .zip(colour)

@@ -689,7 +689,7 @@ pub struct Refusal {
     pub wait: Duration,
 }
 
-/// Login limiter (issue 4: "login rate-limited per client"), counting per client address, per
+/// Login limiter (guessing passwords must be slow for one client and for a botnet), counting per client address, per
 /// network and overall. An attempt must pass all three and counts in all three; every attempt
 /// counts, not only failures, so it also bounds the CPU spent on password hashing.
 ///

@@ -1,4 +1,4 @@
-//! Web console (issue 4): an axum server with the embedded front end (`console/`), accounts
+//! Web console: an axum server with the embedded front end (`console/`), accounts
 //! and the JSON API under `/api/` (documented in `docs/api.md`).
 //!
 //! * The daemon builds an [`AppState`] from its [`Deps`] (the shared gallery, a face analyzer,
