@@ -631,24 +631,6 @@ pub fn example_keys(example: &str) -> Result<BTreeMap<String, Vec<String>>> {
     Ok(out)
 }
 
-impl From<&CameraConfig> for crate::pipeline::CameraSettings {
-    fn from(c: &CameraConfig) -> Self {
-        crate::pipeline::CameraSettings {
-            name: c.name.clone(),
-            threshold: c.threshold,
-            detect_every: c.detect_every,
-            embed_every: c.embed_every,
-            votes: c.votes,
-            min_face_px: c.min_face_px,
-            track_iou: c.track_iou,
-            track_max_missed: c.track_max_missed,
-            liveness: c.liveness,
-            liveness_threshold: c.liveness_threshold,
-            detector: c.detector,
-        }
-    }
-}
-
 /// The pipeline's settings from a validated configuration (the pipeline does not read the file's
 /// layout itself).
 impl From<&Config> for crate::pipeline::Settings {
@@ -656,7 +638,7 @@ impl From<&Config> for crate::pipeline::Settings {
         let ev = &cfg.raw.events;
         crate::pipeline::Settings {
             inference: cfg.raw.inference.clone(),
-            cameras: cfg.cameras.iter().map(|c| (&c.settings).into()).collect(),
+            cameras: cfg.cameras.iter().map(|c| c.settings.clone()).collect(),
             sources: cfg.cameras.clone(),
             cooldown: std::time::Duration::from_secs_f64(ev.cooldown_secs),
             unknown_cooldown: std::time::Duration::from_secs_f64(ev.unknown_cooldown_secs),

@@ -54,8 +54,8 @@ use serde::Serialize;
 use tokio::sync::{broadcast, oneshot};
 
 use crate::base::Clocks;
-use crate::capture::Camera;
 use crate::capture::{self, CameraStatus, Frame, FrameSlot, FrameSource};
+use crate::capture::{Camera, CameraConfig};
 use crate::error::{Error, Result};
 use crate::events::store::EventSender;
 use crate::events::{CoolDown, Event, EventKind};
@@ -64,7 +64,7 @@ use crate::gpio::{GpioHandle, Trigger};
 use crate::inference::Backend;
 use crate::inference::litert::LiteRt;
 use crate::vision::Analyzer;
-pub use settings::{CameraSettings, Settings};
+pub use settings::Settings;
 use stages::CamState;
 
 /// Embeddings a track gets (one per detection pass) before an unrecognised face is declared
@@ -124,7 +124,7 @@ pub struct CameraShared {
 }
 
 impl CameraShared {
-    fn new(cam: &CameraSettings) -> CameraShared {
+    fn new(cam: &CameraConfig) -> CameraShared {
         CameraShared {
             name: cam.name.clone(),
             threshold: AtomicU32::new(cam.threshold.to_bits()),
@@ -228,7 +228,7 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    fn new(cams: &[CameraSettings]) -> Arc<Shared> {
+    fn new(cams: &[CameraConfig]) -> Arc<Shared> {
         Arc::new(Shared {
             cameras: cams.iter().map(CameraShared::new).collect(),
             slot: Arc::new(FrameSlot::new(cams.len())),

@@ -12,14 +12,14 @@
 //! well). The stage only reads: it changes no track.
 
 use super::{Candidate, Seen};
-use crate::pipeline::settings::CameraSettings;
+use crate::capture::CameraConfig;
 use crate::pipeline::tracker::{Track, quality_hint};
 use crate::pipeline::{QUALITY_GAIN, UNKNOWN_AFTER};
 
 /// The candidates among `seen`'s detections, in detection order. `collecting` holds the ids of
 /// tracks being collected for enrollment on this camera.
 pub fn run(
-    cfg: &CameraSettings,
+    cfg: &CameraConfig,
     tracks: &[Track],
     seen: &Seen,
     collecting: &[u64],
@@ -73,7 +73,7 @@ mod tests {
 
     #[test]
     fn a_decided_track_is_embedded_only_every_n_passes() {
-        let mut t = Rig::new(CameraSettings {
+        let mut t = Rig::new(CameraConfig {
             embed_every: 4,
             ..camera()
         });
@@ -97,7 +97,7 @@ mod tests {
 
     #[test]
     fn a_face_below_min_face_px_is_tracked_but_not_embedded() {
-        let mut t = Rig::new(CameraSettings {
+        let mut t = Rig::new(CameraConfig {
             min_face_px: 50.0,
             ..camera()
         });
@@ -109,7 +109,7 @@ mod tests {
 
     #[test]
     fn better_quality_or_an_enrollment_brings_an_early_embedding() {
-        let mut t = Rig::new(CameraSettings {
+        let mut t = Rig::new(CameraConfig {
             embed_every: 100,
             ..camera()
         });

@@ -53,7 +53,7 @@ mod tests {
 
     #[test]
     fn detects_every_nth_frame_and_tracks_coast_between() {
-        let t = Rig::new(CameraSettings {
+        let t = Rig::new(CameraConfig {
             detect_every: 3,
             ..camera()
         });
@@ -84,7 +84,7 @@ mod tests {
 
     #[test]
     fn a_scene_cut_ends_every_track_and_forces_a_pass() {
-        let mut t = Rig::new(CameraSettings {
+        let mut t = Rig::new(CameraConfig {
             detect_every: 5,
             ..camera()
         });

@@ -80,7 +80,7 @@ mod tests {
 
     #[test]
     fn liveness_runs_once_per_track_and_refuses_a_spoof() {
-        let mut t = Rig::new(CameraSettings {
+        let mut t = Rig::new(CameraConfig {
             liveness: true,
             liveness_threshold: 0.2,
             ..camera()

@@ -28,8 +28,8 @@ pub mod vote;
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::settings::CameraSettings;
 use super::tracker::{Track, Tracker, TrackerConfig};
+use crate::capture::CameraConfig;
 use crate::vision::Face;
 use crate::vision::detect::Detection;
 
@@ -37,7 +37,7 @@ use crate::vision::detect::Detection;
 #[derive(Debug)]
 pub struct CamState {
     /// Its settings in force.
-    pub cfg: CameraSettings,
+    pub cfg: CameraConfig,
     /// Its tracks.
     pub tracker: Tracker,
     /// Frames processed.
@@ -54,7 +54,7 @@ pub struct CamState {
 
 impl CamState {
     /// A camera with no tracks yet.
-    pub fn new(cfg: CameraSettings) -> CamState {
+    pub fn new(cfg: CameraConfig) -> CamState {
         CamState {
             tracker: Tracker::new(tracker_cfg(&cfg)),
             cfg,
@@ -67,13 +67,13 @@ impl CamState {
     }
 
     /// Applies new settings (SIGHUP); the tracks stay.
-    pub fn set_config(&mut self, cfg: CameraSettings) {
+    pub fn set_config(&mut self, cfg: CameraConfig) {
         self.tracker.set_config(tracker_cfg(&cfg));
         self.cfg = cfg;
     }
 }
 
-fn tracker_cfg(c: &CameraSettings) -> TrackerConfig {
+fn tracker_cfg(c: &CameraConfig) -> TrackerConfig {
     TrackerConfig {
         iou: c.track_iou,
         max_missed: c.track_max_missed,

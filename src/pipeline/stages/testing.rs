@@ -8,11 +8,11 @@ use tokio::sync::oneshot;
 
 pub use super::{CamState, Seen};
 use crate::base::{Clocks, SimulatedClocks};
+pub use crate::capture::CameraConfig;
 use crate::capture::Frame;
 use crate::error::Result;
 use crate::events::{CoolDown, Event};
 use crate::pipeline::liveness::Liveness;
-pub use crate::pipeline::settings::CameraSettings;
 use crate::pipeline::tracker::MatchInfo;
 use crate::pipeline::{EnrollRequest, Handle, Shared, StageStats, TrackSample};
 use crate::vision::detect::{DetectorConfig, Tiling};
@@ -59,22 +59,14 @@ pub fn same(a: &[f32], b: &[f32]) -> bool {
 }
 
 /// Camera `cam`'s settings as the stage tests start from (the configuration defaults).
-pub fn camera() -> CameraSettings {
-    CameraSettings {
+pub fn camera() -> CameraConfig {
+    CameraConfig {
         name: "cam".into(),
-        threshold: 0.5,
-        detect_every: 1,
-        embed_every: 10,
-        votes: 5,
-        min_face_px: 24.0,
-        track_iou: 0.3,
-        track_max_missed: 5,
-        liveness: false,
-        liveness_threshold: 0.2,
         detector: DetectorConfig {
             tiling: Tiling::Off,
             ..DetectorConfig::default()
         },
+        ..CameraConfig::default()
     }
 }
 
@@ -138,7 +130,7 @@ pub struct Rig {
 }
 
 impl Rig {
-    pub fn new(cfg: CameraSettings) -> Rig {
+    pub fn new(cfg: CameraConfig) -> Rig {
         let fake = FakeModels::new();
         let analyzer =
             Analyzer::with_backend(&fake, &InferenceConfig::default(), cfg.detector).unwrap();

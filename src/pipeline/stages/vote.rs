@@ -116,7 +116,7 @@ mod tests {
     #[test]
     fn identity_switches_only_after_a_majority_of_votes() {
         // Embedded on every pass, so each frame casts a vote.
-        let mut t = Rig::new(CameraSettings {
+        let mut t = Rig::new(CameraConfig {
             votes: 3,
             embed_every: 1,
             ..camera()
