@@ -3,7 +3,7 @@
 //! 32-bit ARM, an NPU delegate) can be added behind a cargo feature without touching it.
 //!
 //! The one runtime backend is LiteRT ([`litert`]), loaded at run time from `libLiteRt.so`.
-//! [`crate::vision::fake`] is a test double that needs neither the runtime nor the model files and
+//! `vision::fake` is a test double that needs neither the runtime nor the model files and
 //! returns scripted outputs. Sessions are `Send` but not `Sync`: each inference thread owns its own.
 //!
 //! Models reach a backend through [`Backend::load`], which reads the file and checks its SHA-256

@@ -18,10 +18,10 @@
 //! every face of every frame; a face that stays in view here is embedded about once every
 //! `embed_every` detections (see `faced bench`).
 //!
-//! Per frame, [`Processor::process`] runs the stages of `stages` (src/pipeline/stages/) in order — detect + track,
-//! choose, embed + liveness, match + vote, events, publish — passing plain structs between
-//! them; each stage is its own file with its own tests on the fake models
-//! ([`crate::vision::fake`]).
+//! Per frame, [`Processor::process`] runs the stages of `src/pipeline/stages/` in order —
+//! detect + track, choose, embed + liveness, match + vote, events, publish — passing plain
+//! structs between them; each stage is its own file with its own tests on the fake models
+//! (`vision::fake`).
 //!
 //! [`Handle`] is the small, thread-safe view the web console and `faced run` use: latest frame
 //! as JPEG, overlays, stats, live thresholds, enroll-from-track, reload. What it publishes
@@ -562,7 +562,7 @@ impl Processor {
     }
 
     /// As [`Processor::new`], with the models compiled by `backend` (e.g.
-    /// [`crate::vision::fake::FakeModels`]).
+    /// the unit tests' `vision::fake::FakeModels`).
     pub fn with_backend(
         cfg: &Settings,
         backend: &dyn Backend,

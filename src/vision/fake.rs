@@ -6,7 +6,8 @@
 //!
 //! Tests that are about the pipeline (tracking, the embed policy, voting, events, publishing)
 //! rather than about model accuracy run on this backend anywhere, in milliseconds, also under
-//! QEMU. It is public so that integration tests can use it too; the daemon never does.
+//! QEMU. It is compiled only into the library's unit tests (`#[cfg(test)]`), so the daemon
+//! never carries it; an integration test that needs it would put it behind a cargo feature.
 //!
 //! # Protocol
 //! The fake writes the output tensors the real models would, in the layout that the decoders in

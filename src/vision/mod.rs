@@ -7,6 +7,8 @@
 pub mod align;
 pub mod detect;
 pub mod embed;
+// A test double, compiled only into the unit tests: the shipped binary does not carry it.
+#[cfg(test)]
 pub mod fake;
 pub mod image;
 pub mod quality;
