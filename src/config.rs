@@ -60,6 +60,35 @@ pub struct RawConfig {
     pub web: WebConfig,
     /// `[gpio]`: door relay and other outputs.
     pub gpio: GpioConfig,
+    /// `[backup]`: scheduled encrypted backups.
+    pub backup: BackupConfig,
+}
+
+/// `[backup]`: the unit keeps its own encrypted backups (`faced backup` format) in a folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupConfig {
+    /// Folder for scheduled backups; none = no scheduled backups. Put it on another disk or a
+    /// network share to survive the loss of the SD card.
+    pub folder: Option<PathBuf>,
+    /// File whose first line is the passphrase the archives are encrypted with (required with
+    /// `folder`; at least 10 characters).
+    pub passphrase_file: Option<PathBuf>,
+    /// Hours between backups.
+    pub every_hours: f64,
+    /// Archives kept in `folder` (the oldest are deleted).
+    pub keep: u32,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            folder: None,
+            passphrase_file: None,
+            every_hours: 24.0,
+            keep: 7,
+        }
+    }
 }
 
 /// `[device]`.
@@ -304,6 +333,27 @@ impl Config {
             return Err(err(
                 "events.unknown_cooldown_secs",
                 format!("must be ≥ 0, got {}", raw.events.unknown_cooldown_secs),
+            ));
+        }
+        if !(raw.backup.every_hours > 0.0 && raw.backup.every_hours <= 8760.0) {
+            return Err(err(
+                "backup.every_hours",
+                format!(
+                    "must be > 0 and ≤ 8760 (a year), got {}",
+                    raw.backup.every_hours
+                ),
+            ));
+        }
+        if !(1..=1000).contains(&raw.backup.keep) {
+            return Err(err(
+                "backup.keep",
+                format!("must be 1..=1000, got {}", raw.backup.keep),
+            ));
+        }
+        if raw.backup.folder.is_some() && raw.backup.passphrase_file.is_none() {
+            return Err(err(
+                "backup.passphrase_file",
+                "is required with backup.folder: archives are always encrypted".into(),
             ));
         }
         // The sections' own checks name their keys (`web.listen = …`, `mqtt.port: …`).

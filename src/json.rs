@@ -357,6 +357,34 @@ pub struct SystemInfo<C, Q> {
     pub mqtt: Q,
 }
 
+// ---------------------------------------------------------------------------------------------
+// Backup and restore
+
+/// `POST /api/backup` body: the passphrase the archive is encrypted with (≥ 10 characters).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupRequest {
+    /// The passphrase; needed again to restore.
+    pub passphrase: String,
+}
+
+/// `POST /api/restore`: what the verified archive holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Restored {
+    /// When the backup was made (RFC 3339 UTC).
+    pub created_at: String,
+    /// The faced version that made it.
+    pub faced_version: String,
+    /// People in it.
+    pub people: i64,
+    /// Face samples in it.
+    pub samples: i64,
+    /// Events in it.
+    pub events: i64,
+    /// `true`: the daemon restarts now to apply it; `false`: it applies at the next start.
+    pub restarting: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

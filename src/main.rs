@@ -26,6 +26,8 @@ enum Command {
     CheckConfig(cmd::check_config::Args),
     Bench(cmd::bench::Args),
     User(cmd::user::Args),
+    Backup(cmd::backup::BackupArgs),
+    Restore(cmd::backup::RestoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +42,8 @@ fn main() -> ExitCode {
         Command::CheckConfig(a) => cmd::check_config::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::User(a) => cmd::user::run(a),
+        Command::Backup(a) => cmd::backup::backup(a),
+        Command::Restore(a) => cmd::backup::restore(a),
     };
     match result {
         Ok(code) => code,

@@ -169,6 +169,7 @@ const ROWS: &[Row] = &[
         &[r#""x""#, "10"],
     ),
     row("web.max_json_bytes", "4096", &[r#""x""#, "10"]),
+    row("web.max_restore_bytes", "1048576", &[r#""x""#, "10"]),
     row("web.session_idle_minutes", "60", &[r#""x""#, "0"]),
     row("web.session_max_hours", "24", &[r#""x""#, "0", "8785"]),
     row("web.login_attempts_per_minute", "5", &[r#""x""#, "0"]),
@@ -215,6 +216,23 @@ const ROWS: &[Row] = &[
     row("gpio.blink_ms", "250", &[r#""x""#, "10", "20000"]),
     row("gpio.pir_pin", "22", &[r#""x""#, "50"]),
     row("gpio.pir_hold_s", "0", &[r#""x""#, "3601"]),
+    row_in(
+        "backup.folder",
+        r#""/var/backups/faced""#,
+        &["5"],
+        &[("backup.passphrase_file", r#""/etc/faced/backup.pass""#)],
+    ),
+    row(
+        "backup.passphrase_file",
+        r#""/etc/faced/backup.pass""#,
+        &["5"],
+    ),
+    row(
+        "backup.every_hours",
+        "0.5",
+        &[r#""x""#, "0", "-1.0", "8761"],
+    ),
+    row("backup.keep", "30", &[r#""x""#, "0", "1001"]),
     row_in(
         "gpio.fake_pir_file",
         r#""/tmp/x/pir""#,

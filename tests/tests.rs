@@ -9,6 +9,7 @@
 //! keeps the cores busy without timing anything.
 
 mod architecture;
+mod backup;
 mod browser;
 mod capture;
 mod config;

@@ -569,16 +569,34 @@ async fn enroll_identify_not_person_and_privacy_erase() {
         .unwrap();
     assert_eq!(who(&again), None, "{again}");
 
-    // Backup: a zip with the database copy and its key.
-    let b = admin.get("/api/backup").await;
+    // Backup: an encrypted archive of the database copy and its key, refused with a short
+    // passphrase, and readable with the right one.
+    let (status, code, msg) = error_of(
+        admin
+            .post_json("/api/backup", &json!({"passphrase": "short"}))
+            .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (400, "invalid_input"), "{msg}");
+    let copy = decrypted_backup(&admin).await;
+    assert!(copy.starts_with(b"SQLite format 3"));
+}
+
+/// Downloads a backup with the console and decrypts it the way a restore does: the database
+/// copy inside.
+async fn decrypted_backup(admin: &Client) -> Vec<u8> {
+    let pass = "a long test passphrase";
+    let b = admin
+        .post_json("/api/backup", &json!({"passphrase": pass}))
+        .await;
     assert_eq!(b.status(), 200);
     let bytes = b.bytes().await.unwrap();
-    let z = zip::ZipArchive::new(std::io::Cursor::new(bytes.to_vec())).unwrap();
-    let names: Vec<&str> = z.file_names().collect();
-    assert!(
-        names.contains(&"faced.db") && names.contains(&"faced.db.key"),
-        "{names:?}"
-    );
+    assert!(bytes.starts_with(faced::db::backup::MAGIC));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("restored.db");
+    let pass = faced::db::backup::Passphrase::new(pass, "test").unwrap();
+    faced::db::backup::stage(&bytes[..], &pass, &db).unwrap();
+    std::fs::read(faced::db::backup::staged_paths(&db).0).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -935,10 +953,7 @@ async fn session_lifetime_and_csrf_tokens_not_in_the_database() {
         !holds(&dump, &secret),
         "the cookie secret is stored in web_session"
     );
-    let backup = admin.get("/api/backup").await.bytes().await.unwrap();
-    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(backup)).unwrap();
-    let mut copy = Vec::new();
-    std::io::Read::read_to_end(&mut zip.by_name("faced.db").unwrap(), &mut copy).unwrap();
+    let copy = decrypted_backup(&admin).await;
     assert!(copy.len() > 4096);
     assert!(
         !holds(&copy, &csrf) && !holds(&copy, &secret),

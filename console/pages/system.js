@@ -1,5 +1,6 @@
 // System page: device health (load, temperature, disk, database), MQTT and camera status,
-// per-camera thresholds applied live (admin), backup download, users and API tokens (admin).
+// per-camera thresholds applied live (admin), encrypted backup download and restore, users and API
+// tokens (admin).
 
 import { api, el, flash, when } from '../api.js';
 
@@ -48,6 +49,34 @@ async function loadAccounts() {
 
 /** Sets up the page's controls once. */
 export function init() {
+  $('backup-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    try {
+      const res = await api('POST', '/api/backup', { passphrase: $('backup-pass').value });
+      const name = /filename="([^"]+)"/.exec(res.headers.get('content-disposition') || '');
+      const url = URL.createObjectURL(await res.blob());
+      const a = el('a', { href: url, download: name ? name[1] : 'faced-backup.fbk' });
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60000);
+      $('backup-form').reset();
+    } catch (e) { flash(e.message); }
+  });
+  $('restore-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const fd = new FormData();
+    fd.append('passphrase', $('restore-pass').value);
+    fd.append('archive', $('restore-file').files[0]);
+    const out = $('restore-result');
+    try {
+      const r = await api('POST', '/api/restore', fd);
+      out.textContent = `Backup of ${r.created_at} verified: ${r.people} people, ${r.samples} samples, ${r.events} events. ` +
+        (r.restarting ? 'The unit is restarting to apply it; sign in again in a minute.' : 'It applies when faced restarts.');
+      out.hidden = false;
+      $('restore-form').reset();
+    } catch (e) { flash(e.message); }
+  });
   $('user-form').addEventListener('submit', async (ev) => {
     ev.preventDefault();
     try {

@@ -14,4 +14,4 @@ pub mod backoff;
 pub mod clock;
 
 pub use backoff::Backoff;
-pub use clock::{Clocks, RealClocks, SimulatedClocks, unix_ms};
+pub use clock::{Clocks, RealClocks, SimulatedClocks, rfc3339_utc, unix_ms};

@@ -121,10 +121,86 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    rt.block_on(daemon(cfg, args))
+    let end = rt.block_on(daemon(cfg, args))?;
+    drop(rt);
+    match end {
+        End::Stopped => Ok(ExitCode::SUCCESS),
+        End::Restart => {
+            // The same binary with the same arguments, in this process: under systemd it keeps
+            // its PID (the unit stays active and sees RELOADING, then READY), and a staged
+            // restore is applied by the new start before anything opens the database. Every file
+            // descriptor Rust opened is close-on-exec, so the database lock is released.
+            use std::os::unix::process::CommandExt;
+            tracing::info!("restarting");
+            let e = std::process::Command::new("/proc/self/exe")
+                .args(std::env::args_os().skip(1))
+                .exec();
+            Err(anyhow::anyhow!("cannot restart faced: {e}"))
+        }
+    }
 }
 
-async fn daemon(cfg: Config, args: Args) -> anyhow::Result<ExitCode> {
+/// How the daemon ended.
+enum End {
+    /// SIGTERM/SIGINT: exit.
+    Stopped,
+    /// The console staged a restore: start again in this process.
+    Restart,
+}
+
+/// Takes the database's lock (one daemon per database; `faced restore` checks it) and applies
+/// a restore staged by the console or by `faced restore` while this daemon ran.
+fn claim_database(cfg: &Config) -> anyhow::Result<faced::db::backup::DbLock> {
+    use faced::db::backup;
+    let db = &cfg.raw.gallery.db;
+    let lock = backup::DbLock::try_acquire(db)?.ok_or_else(|| {
+        Error::precondition(format!(
+            "another faced run has {} open (it holds {}.lock); stop it first",
+            faced::db::describe(db),
+            db.display()
+        ))
+    })?;
+    let key = cfg.raw.gallery.key_path.clone().unwrap_or_else(|| {
+        let mut p = db.as_os_str().to_owned();
+        p.push(".key");
+        PathBuf::from(p)
+    });
+    if let Some(a) = backup::apply_staged(db, &key)? {
+        tracing::warn!(
+            db = %db.display(),
+            previous = %a.previous.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()),
+            "restored the database from a backup; the previous one is kept"
+        );
+    }
+    Ok(lock)
+}
+
+/// Starts `[backup]`'s scheduled backups when a folder is set.
+fn start_backups(
+    cfg: &Config,
+    key_path: &Path,
+) -> anyhow::Result<Option<faced::db::backup::Scheduler>> {
+    use faced::db::backup;
+    let b = &cfg.raw.backup;
+    let Some(folder) = &b.folder else {
+        return Ok(None);
+    };
+    let pf = b.passphrase_file.as_deref().unwrap_or(Path::new(""));
+    let passphrase = backup::Passphrase::from_file(pf)
+        .map_err(|e| Error::new(e.kind(), format!("backup.passphrase_file: {}", e.message())))?;
+    let s = backup::Schedule {
+        db: cfg.raw.gallery.db.clone(),
+        key_path: key_path.to_path_buf(),
+        folder: folder.clone(),
+        passphrase,
+        every: Duration::from_secs_f64(b.every_hours * 3600.0),
+        keep: b.keep as usize,
+        device: cfg.raw.device.id.clone(),
+    };
+    Ok(Some(backup::Scheduler::start(s, Arc::new(RealClocks))?))
+}
+
+async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
     let started = Instant::now();
     let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
@@ -141,6 +217,7 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<ExitCode> {
     );
 
     // Database (gallery + events + outbox, one file).
+    let db_lock = claim_database(&cfg)?;
     let db = cfg.raw.gallery.db.clone();
     let gopts = GalleryOptions {
         key_path: cfg.raw.gallery.key_path.clone(),
@@ -172,6 +249,7 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<ExitCode> {
         announce(&mqtt, &gallery, &cfg);
     }
     let writer = EventWriter::spawn(store)?;
+    let backups = start_backups(&cfg, &key_path)?;
 
     // GPIO, then models and cameras.
     let gpio = if cfg.raw.gpio.enabled {
@@ -194,7 +272,11 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<ExitCode> {
     );
 
     // Web console.
-    let web = start_web(&cfg, &handle, &mqtt, &gallery).await?;
+    let (restart_tx, mut restart_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let restart: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+        let _ = restart_tx.try_send(());
+    });
+    let web = start_web(&cfg, &handle, &mqtt, &gallery, restart).await?;
 
     // READY after a first frame (or 10 s: a missing camera is retried in the background).
     let t = Instant::now();
@@ -235,9 +317,15 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<ExitCode> {
     });
 
     let mut status_tick = tokio::time::interval(Duration::from_secs(30));
+    let mut end = End::Stopped;
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+            Some(()) = restart_rx.recv() => {
+                tracing::info!("a restore was staged from the console: restarting to apply it");
+                end = End::Restart;
+                break;
+            }
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
             _ = hup.recv() => reload(&args, &handle, &writer, &gallery, &gopts, &db, &mqtt, &cfg).await,
             Some(cmd) = commands.recv() => {
@@ -257,7 +345,10 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<ExitCode> {
     }
 
     // Clean shutdown; a second signal exits at once.
-    let _ = sd_notify::notify(&[NotifyState::Stopping]);
+    let _ = sd_notify::notify(&[match end {
+        End::Stopped => NotifyState::Stopping,
+        End::Restart => NotifyState::Reloading,
+    }]);
     tokio::spawn(async move {
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         eprintln!("faced: second stop signal, exiting immediately");
@@ -279,9 +370,11 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<ExitCode> {
     .context("shutdown task failed")?;
     let report = mqtt.shutdown_drain(Duration::from_secs(5)).await;
     tracing::info!(?report, "MQTT stopped");
+    drop(backups);
     drop(gallery);
+    drop(db_lock);
     tracing::info!("faced stopped cleanly");
-    Ok(ExitCode::SUCCESS)
+    Ok(end)
 }
 
 fn camera_summary(h: &faced::pipeline::Handle) -> String {
@@ -484,6 +577,7 @@ async fn start_web(
     handle: &faced::pipeline::Handle,
     mqtt: &faced::mqtt::MqttHandle,
     gallery: &Arc<Mutex<Gallery>>,
+    restart: Arc<dyn Fn() + Send + Sync>,
 ) -> faced::Result<Option<tokio::task::JoinHandle<()>>> {
     if !cfg.raw.web.enabled {
         return Ok(None);
@@ -502,6 +596,7 @@ async fn start_web(
             live: Arc::new(live),
             quality: Default::default(),
             threshold: cfg.cameras[0].settings.threshold,
+            restart: Some(restart),
         };
         let state = AppState::new(cfg.raw.web.clone(), deps)?;
         let addr = cfg.raw.web.listen_addr()?;

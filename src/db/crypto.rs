@@ -108,6 +108,33 @@ impl Cipher {
     }
 }
 
+/// The known plaintext sealed in the one `key_check` row: a key that opens it is the key the
+/// database was created with, checked before any face is decrypted (and before a backup is
+/// restored), so a wrong key file is named as such instead of showing up as corrupt rows.
+const KEY_CHECK_PLAIN: &[u8] = b"faced key check v1";
+const KEY_CHECK_AAD: &str = "key_check.sealed";
+
+/// Whether `cipher` opens the database's key check: `None` when the database has none yet.
+pub(crate) fn key_check(conn: &rusqlite::Connection, cipher: &Cipher) -> Result<Option<bool>> {
+    use rusqlite::OptionalExtension;
+    let sealed: Option<Vec<u8>> = conn
+        .query_row("SELECT sealed FROM key_check WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let aad = aad(KEY_CHECK_AAD, &[]);
+    Ok(sealed.map(|s| {
+        cipher
+            .open(&aad, &s, "key check")
+            .is_ok_and(|p| p == KEY_CHECK_PLAIN)
+    }))
+}
+
+/// The sealed value for the `key_check` row.
+pub(crate) fn seal_key_check(cipher: &Cipher) -> Result<Vec<u8>> {
+    cipher.seal(&aad(KEY_CHECK_AAD, &[]), KEY_CHECK_PLAIN)
+}
+
 /// Reads the key at `path`: `Ok(None)` if it does not exist; an error if it is not a regular
 /// file, is readable or writable by group or others, or is not exactly [`KEY_LEN`] bytes.
 pub(crate) fn read_key(path: &Path) -> Result<Option<[u8; KEY_LEN]>> {

@@ -23,6 +23,7 @@
 //! * Face data is stored only sealed by [`crypto::Cipher`], bound to table, column and row.
 //! * An event and its MQTT outbox row are written in one transaction (`events::store`).
 
+pub mod backup;
 pub mod crypto;
 pub mod schema;
 

@@ -39,8 +39,6 @@ pub const MAX_CROP_BYTES: usize = 256 * 1024;
 /// Longest accepted sample `source`, in characters.
 pub const MAX_SOURCE_CHARS: usize = 200;
 
-const KEY_CHECK_PLAIN: &[u8] = b"faced key check v1";
-const KEY_CHECK_AAD: &str = "key_check.sealed";
 const AAD_EMBEDDING: &str = "face_sample.embedding";
 const AAD_CROP: &str = "face_sample.crop";
 
@@ -304,17 +302,7 @@ impl Gallery {
             None => (crypto::create_key(&key_path)?, true),
         };
         let cipher = crypto::Cipher::new(&key)?;
-        let aad = crypto::aad(KEY_CHECK_AAD, &[]);
-        let sealed: Option<Vec<u8>> = conn
-            .query_row("SELECT sealed FROM key_check WHERE id = 1", [], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        let matches = sealed.as_ref().map(|s| {
-            cipher
-                .open(&aad, s, "key check")
-                .is_ok_and(|p| p == KEY_CHECK_PLAIN)
-        });
+        let matches = crypto::key_check(&conn, &cipher)?;
         if matches != Some(true) {
             if matches == Some(false) && !new_key {
                 return Err(Error::precondition(format!(
@@ -326,7 +314,7 @@ impl Gallery {
             // No check yet, or a fresh key for a database without samples: (re)write it.
             conn.execute(
                 "INSERT OR REPLACE INTO key_check (id, sealed, created_at) VALUES (1, ?1, ?2)",
-                params![cipher.seal(&aad, KEY_CHECK_PLAIN)?, clocks.unix_ms()],
+                params![crypto::seal_key_check(&cipher)?, clocks.unix_ms()],
             )?;
         }
 

@@ -289,6 +289,11 @@ impl AuthStore {
         self.clocks.unix_ms()
     }
 
+    /// This store's clocks (backup archives are stamped with them).
+    pub fn clocks(&self) -> Arc<dyn Clocks> {
+        self.clocks.clone()
+    }
+
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -650,15 +655,6 @@ impl AuthStore {
             role: Role::parse(&role)?,
             csrf: None,
         }))
-    }
-
-    /// Writes a consistent copy of the database to `dest` (`VACUUM INTO`), for backups.
-    pub fn snapshot_to(&self, dest: &Path) -> Result<()> {
-        let d = dest
-            .to_str()
-            .ok_or_else(|| Error::invalid("backup path is not UTF-8"))?;
-        self.conn().execute("VACUUM INTO ?1", [d])?;
-        Ok(())
     }
 }
 

@@ -72,6 +72,9 @@ pub struct WebConfig {
     pub max_zip_uncompressed_bytes: u64,
     /// Largest JSON request body, bytes. Default 64 KiB.
     pub max_json_bytes: usize,
+    /// Largest backup archive the console accepts for a restore, bytes. Default 1 GiB. The
+    /// archive is streamed to a file beside the database, never held in memory.
+    pub max_restore_bytes: usize,
     /// Sessions unused for this many minutes are signed out. Default 720 (12 h).
     pub session_idle_minutes: u32,
     /// Sessions are signed out this many hours after sign-in, however busy. Default 168 (7 d).
@@ -119,6 +122,7 @@ impl Default for WebConfig {
             max_upload_photos: 100,
             max_zip_uncompressed_bytes: 64 << 20,
             max_json_bytes: 64 << 10,
+            max_restore_bytes: 1 << 30,
             session_idle_minutes: 720,
             session_max_hours: 168,
             login_attempts_per_minute: 10,
@@ -139,7 +143,7 @@ impl WebConfig {
     /// Checks the values; messages name the `web.*` key.
     pub fn validate(&self) -> Result<()> {
         self.listen_addr()?;
-        let checks: [(&str, bool); 16] = [
+        let checks: [(&str, bool); 17] = [
             ("web.max_upload_bytes", self.max_upload_bytes >= 1024),
             ("web.max_photo_bytes", self.max_photo_bytes >= 1024),
             ("web.max_upload_photos", self.max_upload_photos >= 1),
@@ -148,6 +152,7 @@ impl WebConfig {
                 self.max_zip_uncompressed_bytes >= 1024,
             ),
             ("web.max_json_bytes", self.max_json_bytes >= 1024),
+            ("web.max_restore_bytes", self.max_restore_bytes >= 1024),
             ("web.session_idle_minutes", self.session_idle_minutes >= 1),
             ("web.session_max_hours", self.session_max_hours >= 1),
             (
@@ -279,6 +284,9 @@ pub struct Deps {
     pub quality: QualityLimits,
     /// Similarity threshold for `POST /api/identify` and the "this is not NAME" check.
     pub threshold: f32,
+    /// Restarts the daemon in place, after the console staged a restore (`POST /api/restore`);
+    /// none where there is no daemon to restart (then the restore applies at the next start).
+    pub restart: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 /// Shared state of the console; cheap to clone.
@@ -566,7 +574,8 @@ pub fn routes() -> Vec<Route> {
             Admin,
             delete(api::users::remove_token),
         ),
-        r(M::GET, "/api/backup", Admin, get(api::backup::backup)),
+        r(M::POST, "/api/backup", Admin, post(api::backup::backup)),
+        r(M::POST, "/api/restore", Admin, post(api::backup::restore)),
     ]
 }
 
@@ -586,6 +595,8 @@ pub fn router(state: AppState) -> Router {
     for (info, mr) in routes() {
         let limit = if is_upload(info.path) {
             state.config.max_upload_bytes
+        } else if info.path == "/api/restore" {
+            state.config.max_restore_bytes
         } else {
             state.config.max_json_bytes
         };

@@ -156,6 +156,7 @@ impl TestServer {
             live: live.clone(),
             quality: Default::default(),
             threshold: 0.5,
+            restart: None,
         };
         let state = AppState::new(config, deps).unwrap();
         if users {

@@ -1,71 +1,173 @@
-//! Database backup (admin): `GET /api/backup`.
+//! Backup and restore (admin): `POST /api/backup`, `POST /api/restore`. The archive format and
+//! the restore's two steps are `db::backup`'s; here they are reached from the console.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
-use axum::extract::State;
+use axum::extract::{Multipart, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::{blocking, gallery};
+use crate::db::backup::{self, Passphrase};
 use crate::error::{Error, Result};
+use crate::json;
 use crate::web::AppState;
 use crate::web::auth;
-use crate::web::error::ApiResult;
+use crate::web::error::{ApiResult, JsonBody};
 
-/// `GET /api/backup`: a zip of a consistent database copy (`VACUUM INTO`) and its key file.
-/// Whoever holds it can read every face crop: store it like a password.
-pub async fn backup(State(s): State<AppState>) -> ApiResult<Response> {
+/// A file beside the database with a random name, deleted on drop: the archive being built or
+/// uploaded. Beside the database rather than in /tmp: same disk as the data it copies, and
+/// inside the service's writable state directory.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn beside(db: &Path, what: &str) -> Result<Scratch> {
+        let dir = db.parent().unwrap_or(Path::new(""));
+        Ok(Scratch(
+            dir.join(format!(".faced-{what}-{}", auth::new_secret()?)),
+        ))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `POST /api/backup` (`{"passphrase": …}`): an encrypted archive (`faced backup` format) of a
+/// consistent copy of the database and its key file. Restorable with `faced restore` or
+/// `POST /api/restore` and the same passphrase.
+pub async fn backup(
+    State(s): State<AppState>,
+    JsonBody(body): JsonBody<json::BackupRequest>,
+) -> ApiResult<Response> {
+    let pass = Passphrase::new(body.passphrase, "passphrase")?;
     let st = s.clone();
-    let (zip_bytes, name) = blocking(move || {
-        let key_path = gallery(&st).key_path().to_owned();
-        let dir = tempfile_dir()?;
-        let copy = dir.join("faced.db");
-        st.auth.snapshot_to(&copy)?;
-        let db = std::fs::read(&copy)
-            .map_err(|e| Error::internal("cannot read the backup copy").with_source(e))?;
-        let _ = std::fs::remove_dir_all(&dir);
-        let key = std::fs::read(&key_path).map_err(|e| {
-            Error::unavailable(format!("cannot read key file {}", key_path.display()))
-                .with_source(e)
-        })?;
-        let mut zw = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-        let opts = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Deflated);
-        let io = |e: zip::result::ZipError| {
-            Error::internal("cannot write the backup zip").with_source(e)
+    let (bytes, name) = blocking(move || {
+        let (db, key) = {
+            let g = gallery(&st);
+            (g.db_path().to_owned(), g.key_path().to_owned())
         };
-        zw.start_file("faced.db", opts).map_err(io)?;
-        zw.write_all(&db)
-            .map_err(|e| Error::internal("cannot write the backup zip").with_source(e))?;
-        zw.start_file("faced.db.key", opts).map_err(io)?;
-        zw.write_all(&key)
-            .map_err(|e| Error::internal("cannot write the backup zip").with_source(e))?;
-        let out = zw.finish().map_err(io)?.into_inner();
-        let day = crate::events::rfc3339_utc(st.auth.now_ms())
-            .chars()
-            .take(10)
-            .collect::<String>();
-        Ok((out, format!("faced-backup-{day}.zip")))
+        let out = Scratch::beside(&db, "download")?;
+        let clocks = st.auth.clocks();
+        backup::write(&db, &key, &out.0, &pass, &*clocks)?;
+        let bytes = std::fs::read(&out.0)
+            .map_err(|e| Error::internal("cannot read the backup archive").with_source(e))?;
+        Ok((bytes, backup::scheduled_name("console", clocks.unix_ms())))
     })
     .await?;
-    tracing::info!("database backup downloaded from the console");
+    tracing::info!(
+        bytes = bytes.len(),
+        "encrypted backup downloaded from the console"
+    );
     Ok((
         [
-            (header::CONTENT_TYPE, "application/zip".to_string()),
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
             (
                 header::CONTENT_DISPOSITION,
                 format!("attachment; filename=\"{name}\""),
             ),
         ],
-        zip_bytes,
+        bytes,
     )
         .into_response())
 }
 
-/// A fresh private directory for the database copy (random name: never an existing one).
-fn tempfile_dir() -> Result<std::path::PathBuf> {
-    let d = std::env::temp_dir().join(format!("faced-backup-{}", auth::new_secret()?));
-    std::fs::create_dir(&d)
-        .map_err(|e| Error::unavailable(format!("cannot create {}", d.display())).with_source(e))?;
-    Ok(d)
+/// `POST /api/restore` (multipart: `passphrase`, then `archive`): streams the archive to a file
+/// beside the database (at most `web.max_restore_bytes`), verifies it completely and stages it,
+/// then restarts the daemon, which applies it before opening the database. A wrong passphrase
+/// or a damaged, truncated or newer archive is refused (400/409) and changes nothing.
+pub async fn restore(
+    State(s): State<AppState>,
+    mp: std::result::Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> ApiResult<axum::Json<json::Restored>> {
+    let mut mp = mp?;
+    let db = gallery(&s).db_path().to_owned();
+    let upload = Scratch::beside(&db, "restore-upload")?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode_private()
+        .open(&upload.0)
+        .map_err(|e| Error::unavailable("cannot store the uploaded archive").with_source(e))?;
+    let mut pass = None;
+    let mut archive = false;
+    while let Some(mut field) = mp.next_field().await? {
+        match field.name() {
+            Some("passphrase") => {
+                let text = field.text().await?;
+                pass = Some(Passphrase::new(
+                    text.trim_end_matches(['\r', '\n']),
+                    "passphrase",
+                )?);
+            }
+            Some("archive") => {
+                archive = true;
+                while let Some(chunk) = field.chunk().await? {
+                    // Small writes to a local file; the body limit bounds the total.
+                    file.write_all(&chunk).map_err(|e| {
+                        Error::unavailable("cannot store the uploaded archive").with_source(e)
+                    })?;
+                }
+            }
+            other => {
+                return Err(Error::invalid(format!(
+                    "unexpected form field {:?}; send `passphrase` and `archive`",
+                    other.unwrap_or("")
+                ))
+                .into());
+            }
+        }
+    }
+    drop(file);
+    let pass = pass.ok_or_else(|| Error::invalid("the form has no `passphrase` field"))?;
+    if !archive {
+        return Err(Error::invalid("the form has no `archive` file").into());
+    }
+    let staged = blocking(move || {
+        let f = std::fs::File::open(&upload.0)
+            .map_err(|e| Error::unavailable("cannot read the uploaded archive").with_source(e))?;
+        let r = backup::stage(std::io::BufReader::new(f), &pass, &db);
+        drop(upload);
+        r
+    })
+    .await?;
+    let restarting = s.deps.restart.clone();
+    tracing::warn!(
+        people = staged.people,
+        samples = staged.samples,
+        events = staged.events,
+        made = staged.header.created_at,
+        "a restore was uploaded to the console and verified; it is staged"
+    );
+    if let Some(restart) = &restarting {
+        // After the response has gone out: the restart closes the console.
+        let restart = restart.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            restart();
+        });
+    }
+    Ok(axum::Json(json::Restored {
+        created_at: staged.header.created_at,
+        faced_version: staged.header.faced_version,
+        people: staged.people,
+        samples: staged.samples,
+        events: staged.events,
+        restarting: restarting.is_some(),
+    }))
+}
+
+/// `OpenOptions::mode(0o600)` under a name that says why.
+trait PrivateMode {
+    fn mode_private(&mut self) -> &mut Self;
+}
+
+impl PrivateMode for std::fs::OpenOptions {
+    fn mode_private(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.mode(0o600)
+    }
 }
