@@ -341,6 +341,7 @@ fn random_events_valid_ones_stored_and_published_in_order_bad_ones_set_aside() {
         good.iter().map(|e| e.bbox[0] as usize).collect::<Vec<_>>(),
         "seed {seed:#x}: stored events (by ordinal) differ from the valid ones"
     );
+    let mut last_at = 0i64;
     for (r, e) in rows.iter().zip(&good) {
         let ctx = format!("seed {seed:#x}, event {}", r.1);
         assert_eq!(r.2, e.kind.as_str(), "{ctx}");
@@ -349,7 +350,24 @@ fn random_events_valid_ones_stored_and_published_in_order_bad_ones_set_aside() {
         assert_eq!(r.5, e.person_id.filter(|&p| p == alice), "{ctx}");
         assert_eq!(r.6, e.similarity.map(f64::from), "{ctx}");
         assert_eq!(r.7 as u64, e.track_id, "{ctx}");
-        assert_eq!(r.8, e.ts_ms, "{ctx}");
+        // The stored time follows the store's clock rule (docs/reliability.md, "Clock jumps"):
+        // a plausible time is kept; one before the rule's floor (a clock never set) continues
+        // from the last stamp; one at most a day behind the last stamp takes the last stamp.
+        let floor = faced::base::WALL_CLOCK_FLOOR_MS;
+        if e.ts_ms < floor {
+            let from = last_at.max(floor);
+            assert!(
+                r.8 >= from && r.8 <= from.saturating_add(300_000),
+                "{ctx}: {} stored for {} after {last_at}",
+                r.8,
+                e.ts_ms
+            );
+        } else if e.ts_ms < last_at && last_at - e.ts_ms <= 86_400_000 {
+            assert_eq!(r.8, last_at, "{ctx}");
+        } else {
+            assert_eq!(r.8, e.ts_ms, "{ctx}");
+        }
+        last_at = r.8;
         assert_eq!(r.9.map(|d| d as u64), e.duration_ms, "{ctx}");
         assert_eq!(
             r.10,
@@ -424,10 +442,10 @@ fn random_events_valid_ones_stored_and_published_in_order_bad_ones_set_aside() {
         rows.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(),
         "seed {seed:#x}: MQTT did not get every stored event in order"
     );
-    for (v, e) in published.iter().zip(&good) {
+    for ((v, e), r) in published.iter().zip(&good).zip(&rows) {
         assert_eq!(v["camera"], e.camera.as_str());
         assert_eq!(v["track_id"].as_u64(), Some(e.track_id));
-        assert_eq!(v["ts_ms"].as_i64(), Some(e.ts_ms));
+        assert_eq!(v["ts_ms"].as_i64(), Some(r.8), "published as stored");
         assert_eq!(
             v["similarity"].as_f64().map(|x| x as f32),
             e.similarity,

@@ -38,6 +38,17 @@ pub trait Clocks: Send + Sync + fmt::Debug + 'static {
     }
 }
 
+/// Wall times before this (2026-01-01T00:00:00Z, before this faced was written) are a clock
+/// that has not been set: a board without a real-time clock boots in 1970, or at a date baked
+/// into its image, and jumps when NTP syncs. Below it, faced does not trust the wall clock for
+/// anything that deletes or orders (event stamps, retention; docs/reliability.md, "Clock jumps").
+pub const WALL_CLOCK_FLOOR_MS: i64 = 1_767_225_600_000;
+
+/// How far a stored time may lie in the future of the wall clock and still be believed: more
+/// than this means the clock went back (or the stored time was written by a clock that was
+/// ahead), and the rules of `events::store` and `web::auth` apply.
+pub const CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
+
 /// Unix milliseconds of `t` (0 before 1970).
 pub fn unix_ms(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
@@ -69,7 +80,7 @@ impl Clocks for RealClocks {
 #[derive(Debug)]
 pub struct SimulatedClocks {
     origin: Instant,
-    wall_origin: SystemTime,
+    wall_origin: Mutex<SystemTime>,
     elapsed: Mutex<Duration>,
 }
 
@@ -89,7 +100,7 @@ impl SimulatedClocks {
     pub fn starting_at(wall: SystemTime) -> SimulatedClocks {
         SimulatedClocks {
             origin: Instant::now(),
-            wall_origin: wall,
+            wall_origin: Mutex::new(wall),
             elapsed: Mutex::new(Duration::ZERO),
         }
     }
@@ -97,6 +108,15 @@ impl SimulatedClocks {
     /// Moves both clocks forward by `d`.
     pub fn advance(&self, d: Duration) {
         *self.elapsed.lock().unwrap_or_else(|p| p.into_inner()) += d;
+    }
+
+    /// Sets the wall clock to `wall` without moving the monotonic clock: a clock set back to
+    /// 1970, or forward by years, as an RTC-less board or a bad time server does.
+    pub fn set_wall(&self, wall: SystemTime) {
+        let mut o = self.wall_origin.lock().unwrap_or_else(|p| p.into_inner());
+        *o = wall
+            .checked_sub(self.elapsed())
+            .unwrap_or(std::time::UNIX_EPOCH);
     }
 
     /// Time advanced since the origin.
@@ -117,7 +137,7 @@ impl SimulatedClocks {
 
 impl Clocks for SimulatedClocks {
     fn realtime(&self) -> SystemTime {
-        self.wall_origin + self.elapsed()
+        *self.wall_origin.lock().unwrap_or_else(|p| p.into_inner()) + self.elapsed()
     }
 
     fn monotonic(&self) -> Instant {

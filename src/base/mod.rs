@@ -14,4 +14,6 @@ pub mod backoff;
 pub mod clock;
 
 pub use backoff::Backoff;
-pub use clock::{Clocks, RealClocks, SimulatedClocks, rfc3339_utc, unix_ms};
+pub use clock::{
+    CLOCK_SKEW_MS, Clocks, RealClocks, SimulatedClocks, WALL_CLOCK_FLOOR_MS, rfc3339_utc, unix_ms,
+};

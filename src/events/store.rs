@@ -19,7 +19,10 @@
 //!
 //! Retention (age and count limits) runs when the writer starts and then hourly, on the
 //! injected [`Clocks`]: the age cut-off is wall time (event times are wall time), the hourly
-//! period is monotonic.
+//! period is monotonic. Both the stamps ([`EventStore::stamp`]) and the age cut-off
+//! ([`EventStore::apply_retention`]) are guarded against wall-clock jumps: a unit without a
+//! real-time clock boots in 1970 and jumps when NTP syncs, and that must neither delete a day of
+//! events nor scramble their order.
 //!
 //! Snapshot crops are sealed by the database's one [`Cipher`](crate::db::crypto) under the
 //! gallery's key file, with the associated data `"event.snapshot" 0 uid`, so a crop cannot be
@@ -35,7 +38,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::broadcast;
 
 use super::{Event, EventKind, EventSink, StoredEvent, rfc3339_utc};
-use crate::base::{Backoff, Clocks};
+use crate::base::{Backoff, CLOCK_SKEW_MS, Clocks, WALL_CLOCK_FLOOR_MS};
 use crate::db::{self, crypto};
 use crate::error::{Error, Kind, Result};
 
@@ -59,6 +62,13 @@ pub struct EventStore {
     sinks: Vec<Box<dyn EventSink>>,
     opts: StoreOptions,
     clocks: Arc<dyn Clocks>,
+    /// The newest stamp written (`MAX(at)` at open), and when (monotonic; none before the first
+    /// write of this process): the stamping rule's memory.
+    last_at: i64,
+    last_mono: Option<Instant>,
+    /// Wall and monotonic time at the first retention pass with a set clock: retention's "now"
+    /// never runs ahead of this anchor plus monotonic time (see [`EventStore::apply_retention`]).
+    anchor: Option<(i64, Instant)>,
 }
 
 impl std::fmt::Debug for EventStore {
@@ -86,12 +96,18 @@ impl EventStore {
             &db::describe(db),
             "open it with Gallery::open first (it upgrades the schema)",
         )?;
+        let last_at: Option<i64> = conn
+            .query_row("SELECT MAX(at) FROM event", [], |r| r.get(0))
+            .map_err(|e| Error::from(e).in_database(&db::describe(db)))?;
         Ok(EventStore {
             conn,
             cipher: crypto::load_cipher(key_path)?,
             sinks: Vec::new(),
             opts,
             clocks,
+            last_at: last_at.unwrap_or(0),
+            last_mono: None,
+            anchor: None,
         })
     }
 
@@ -242,7 +258,41 @@ impl EventStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// The time stored for an event sighted at wall time `wall` (Unix ms): the wall time while
+    /// the clock is set and has not gone back; see "Clock jumps" in docs/reliability.md.
+    ///
+    /// * Clock not set (before [`WALL_CLOCK_FLOOR_MS`], an RTC-less board before NTP): the last
+    ///   stamp plus the monotonic time since it, so events are placed just after the last
+    ///   known time instead of in 1970, where retention would delete them as 56 years old.
+    /// * Clock behind the last stamp by up to a day: the last stamp (stamps never go backwards,
+    ///   so reports list events in the order they happened).
+    /// * Clock behind by more than a day: the wall time. Then the earlier stamps were the wrong
+    ///   ones (a clock that had run ahead); retention brings them back to the present.
+    pub fn stamp(&mut self, wall: i64) -> i64 {
+        let now = self.clocks.monotonic();
+        let at = if wall < WALL_CLOCK_FLOOR_MS {
+            let since = self
+                .last_mono
+                .map_or(0, |m| now.saturating_duration_since(m).as_millis() as i64);
+            self.last_at.max(WALL_CLOCK_FLOOR_MS).saturating_add(since)
+        } else if wall < self.last_at && self.last_at - wall <= 86_400_000 {
+            self.last_at
+        } else {
+            wall
+        };
+        self.last_at = at;
+        self.last_mono = Some(now);
+        at
+    }
+
     fn write_batch(&mut self, events: &mut [Event]) -> Result<()> {
+        for e in events.iter_mut() {
+            let at = self.stamp(e.ts_ms);
+            if at != e.ts_ms {
+                e.ts_ms = at;
+                e.time = rfc3339_utc(at);
+            }
+        }
         let mut rows = Vec::with_capacity(events.len());
         for e in events.iter() {
             let uid: [u8; 16] = self.cipher.random()?;
@@ -303,10 +353,45 @@ impl EventStore {
     }
 
     /// Deletes events past the age and count limits; returns how many.
+    ///
+    /// The age limit is measured on the wall clock, guarded against its jumps (docs/reliability.md,
+    /// "Clock jumps"): nothing is deleted by age while the clock is not set
+    /// ([`WALL_CLOCK_FLOOR_MS`]); "now" is the wall clock but never more than the monotonic time
+    /// since the first pass ahead of that pass's wall clock, so a clock that jumps forward by
+    /// years does not make every event look old; and events stamped more than a day in the
+    /// future of a set clock (written while it ran ahead) are brought back to now.
     pub fn apply_retention(&mut self) -> Result<usize> {
         let mut n = 0;
-        if self.opts.retention_days > 0 {
-            let cutoff = self.clocks.unix_ms() - i64::from(self.opts.retention_days) * 86_400_000;
+        let wall = self.clocks.unix_ms();
+        let mono = self.clocks.monotonic();
+        if self.opts.retention_days > 0 && wall >= WALL_CLOCK_FLOOR_MS {
+            let (aw, am) = *self.anchor.get_or_insert((wall, mono));
+            let bound = aw.saturating_add(mono.saturating_duration_since(am).as_millis() as i64);
+            if wall + CLOCK_SKEW_MS < bound {
+                // The clock went back: re-anchor on it (deleting less is the safe side).
+                self.anchor = Some((wall, mono));
+            }
+            let now = wall.min(bound);
+            if wall > bound + 86_400_000 {
+                tracing::warn!(
+                    ahead_s = (wall - bound) / 1000,
+                    "the wall clock jumped ahead of the time elapsed since start; event \
+                     retention counts ages from the elapsed time until faced restarts"
+                );
+            }
+            let fixed = self.conn.execute(
+                "UPDATE event SET at = ?1 WHERE at > ?2",
+                params![now, now.saturating_add(86_400_000)],
+            )?;
+            if fixed > 0 {
+                tracing::warn!(
+                    events = fixed,
+                    "events stamped more than a day in the future (the clock had run ahead) \
+                     were re-stamped to now"
+                );
+                self.last_at = self.last_at.min(now);
+            }
+            let cutoff = now - i64::from(self.opts.retention_days) * 86_400_000;
             n += self
                 .conn
                 .execute("DELETE FROM event WHERE at < ?1", [cutoff])?;
@@ -716,6 +801,105 @@ mod tests {
             .map(|e| e.event_id)
             .collect();
         assert_eq!(left, [10, 9]);
+    }
+
+    /// The wall clock of an RTC-less unit: set back to 1970 at a reboot, then NTP jumps it
+    /// forward; later a bad time server moves it years ahead and back. Events keep their id
+    /// order and non-decreasing stamps, retention (30 days) deletes none of them, and it still
+    /// deletes by age once real time has passed.
+    #[test]
+    fn clock_jumps_neither_delete_events_nor_scramble_their_order() {
+        use std::time::UNIX_EPOCH;
+        let dir = tempfile::tempdir().unwrap();
+        let clocks = Arc::new(SimulatedClocks::new());
+        let real = clocks.realtime();
+        let opts = StoreOptions {
+            retention_days: 30,
+            retention_count: 0,
+            snapshots: false,
+        };
+        let mut s = store(dir.path(), opts, clocks.clone());
+        let minute = Duration::from_secs(60);
+        let mut one = |s: &mut EventStore| {
+            let mut e = [seen_now(&clocks, None)];
+            s.store_batch(&mut e).unwrap();
+            clocks.advance(minute);
+            (e[0].event_id, e[0].ts_ms)
+        };
+        let mut written = vec![one(&mut s), one(&mut s)];
+        assert_eq!(s.apply_retention().unwrap(), 0);
+        // Reboot into 1970: stamps continue from the last one, on monotonic time.
+        clocks.set_wall(UNIX_EPOCH + Duration::from_secs(3600));
+        let mut s = {
+            drop(s);
+            EventStore::open(
+                &dir.path().join("faced.db"),
+                &dir.path().join("faced.db.key"),
+                opts,
+                clocks.clone(),
+            )
+            .unwrap()
+        };
+        for _ in 0..3 {
+            written.push(one(&mut s));
+        }
+        assert_eq!(
+            s.apply_retention().unwrap(),
+            0,
+            "retention on an unset clock"
+        );
+        let last_real = written[1].1;
+        assert!(written[2].1 >= last_real && written[4].1 - written[2].1 >= 2 * 60_000);
+        // NTP: back to real time (plus what passed).
+        clocks.set_wall(real + 10 * minute);
+        written.push(one(&mut s));
+        assert_eq!(
+            s.apply_retention().unwrap(),
+            0,
+            "the NTP jump deleted events"
+        );
+        // A bad time server: three years ahead, then corrected.
+        clocks.set_wall(real + Duration::from_secs(3 * 365 * 86_400));
+        written.push(one(&mut s));
+        assert_eq!(
+            s.apply_retention().unwrap(),
+            0,
+            "a forward jump deleted events"
+        );
+        clocks.set_wall(real + 20 * minute);
+        assert_eq!(s.apply_retention().unwrap(), 0);
+        written.push(one(&mut s));
+        let ids: Vec<i64> = written.iter().map(|w| w.0).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        let stored: Vec<(i64, i64)> = s
+            .conn
+            .prepare("SELECT id, at FROM event ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(stored.len(), written.len(), "events lost");
+        assert!(
+            stored.windows(2).all(|w| w[0].1 <= w[1].1),
+            "stamps out of id order: {stored:?}"
+        );
+        let now = clocks.unix_ms();
+        for (id, at) in &stored {
+            assert!(
+                *at >= real_ms(real) - 60_000 && *at <= now + 86_400_000,
+                "event {id} stamped {} (now {})",
+                rfc3339_utc(*at),
+                rfc3339_utc(now)
+            );
+        }
+        // Real time passes: the age limit applies as usual.
+        clocks.advance(31 * 24 * 60 * minute);
+        assert_eq!(s.apply_retention().unwrap(), stored.len());
+    }
+
+    fn real_ms(t: std::time::SystemTime) -> i64 {
+        crate::base::unix_ms(t)
     }
 
     #[test]

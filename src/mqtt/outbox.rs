@@ -189,3 +189,52 @@ impl Outbox {
         Ok(dropped as u64)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::base::SimulatedClocks;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    /// The outbox's order is its row ids, never its wall-clock column: messages enqueued while
+    /// the clock jumps back to 1970 and forward by years come out, and are trimmed, in the
+    /// order they were written.
+    #[test]
+    fn order_and_trimming_follow_ids_across_wall_clock_jumps() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("faced.db");
+        let clocks = SimulatedClocks::new();
+        let mut conn = crate::db::open_migrated(&db, &clocks).unwrap();
+        let walls = [
+            SystemTime::now(),
+            UNIX_EPOCH + Duration::from_secs(5),
+            SystemTime::now() + Duration::from_secs(5 * 365 * 86_400),
+            UNIX_EPOCH,
+        ];
+        let mut ids = Vec::new();
+        for (i, w) in walls.iter().enumerate() {
+            clocks.set_wall(*w);
+            let tx = conn.transaction().unwrap();
+            ids.push(
+                enqueue(
+                    &tx,
+                    &OutboxMessage::new("faced/t", format!("m{i}")),
+                    &clocks,
+                )
+                .unwrap(),
+            );
+            tx.commit().unwrap();
+        }
+        let mut ob = Outbox::open(&db).unwrap();
+        let got: Vec<String> = ob
+            .after(0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| String::from_utf8(r.msg.payload).unwrap())
+            .collect();
+        assert_eq!(got, ["m0", "m1", "m2", "m3"]);
+        assert_eq!(ob.trim(2).unwrap(), 2);
+        let left: Vec<i64> = ob.after(0, 10).unwrap().iter().map(|r| r.id).collect();
+        assert_eq!(left, ids[2..], "trim kept the newest by id");
+    }
+}

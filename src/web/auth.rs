@@ -44,7 +44,7 @@ use ring::{digest, hmac, pbkdf2};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use crate::base::{Clocks, RealClocks};
+use crate::base::{CLOCK_SKEW_MS, Clocks, RealClocks};
 use crate::error::{Error, Kind, Result};
 
 /// PBKDF2-HMAC-SHA256 iterations for new password hashes.
@@ -515,8 +515,15 @@ impl AuthStore {
         let Some((user_id, user, role, created, last)) = row else {
             return Ok(None);
         };
-        // Saturating: the stored times may be anything a database copy holds.
-        if now.saturating_sub(last) > self.idle_ms || now.saturating_sub(created) > self.max_age_ms
+        // Saturating: the stored times may be anything a database copy holds. A session from
+        // the future (the clock went back: an RTC-less board rebooted, or NTP corrected a clock
+        // that ran ahead) ends too: otherwise its age would count from a time that has not come
+        // yet and its absolute lifetime would stretch by the size of the jump.
+        let future = |t: i64| t > now.saturating_add(CLOCK_SKEW_MS);
+        if now.saturating_sub(last) > self.idle_ms
+            || now.saturating_sub(created) > self.max_age_ms
+            || future(created)
+            || future(last)
         {
             conn.execute("DELETE FROM web_session WHERE token_hash = ?1", [&key])?;
             return Ok(None);
@@ -548,10 +555,12 @@ impl AuthStore {
     pub fn purge_sessions(&self) -> Result<usize> {
         let now = self.now_ms();
         Ok(self.conn().execute(
-            "DELETE FROM web_session WHERE last_seen_at < ?1 OR created_at < ?2",
+            "DELETE FROM web_session WHERE last_seen_at < ?1 OR created_at < ?2
+                                         OR created_at > ?3 OR last_seen_at > ?3",
             params![
                 now.saturating_sub(self.idle_ms),
-                now.saturating_sub(self.max_age_ms)
+                now.saturating_sub(self.max_age_ms),
+                now.saturating_add(CLOCK_SKEW_MS)
             ],
         )?)
     }
@@ -900,8 +909,65 @@ mod tests {
         );
         // Absurd clock values do not overflow; far in the future the session is over.
         let (secret, _) = store.create_session(&user).unwrap();
-        assert!(store.session_at(&secret, i64::MIN).unwrap().is_some());
         assert!(store.session_at(&secret, i64::MAX).unwrap().is_none());
+        // Far in the past, the session comes from the future: it ends too (a clock set back
+        // must not stretch a session's life).
+        let (secret, _) = store.create_session(&user).unwrap();
+        assert!(store.session_at(&secret, i64::MIN).unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The wall clock set back to 1970 (an RTC-less board rebooting) and forward by years:
+    /// every session that predates the jump ends, in both directions, and a new sign-in on the
+    /// jumped clock works and expires by the usual rules.
+    #[test]
+    fn wall_clock_jumps_end_sessions_instead_of_stretching_them() {
+        use crate::base::SimulatedClocks;
+        use std::time::{SystemTime, UNIX_EPOCH};
+        let dir = tempfile::tempdir().unwrap();
+        let minute = Duration::from_secs(60);
+        let limits = SessionLimits {
+            idle: 30 * minute,
+            max_age: 120 * minute,
+        };
+        let clocks = Arc::new(SimulatedClocks::new());
+        let real_now = clocks.realtime();
+        let store =
+            AuthStore::open_with_clocks(&dir.path().join("faced.db"), limits, clocks.clone())
+                .unwrap();
+        store.conn().execute(
+            "INSERT INTO web_user (name, role, pw_salt, pw_hash, pw_iterations, created_at) VALUES ('a', 'admin', zeroblob(16), zeroblob(32), 600000, 0)",
+            [],
+        ).unwrap();
+        let user = store.user_by_name("a").unwrap().unwrap();
+        let (before, _) = store.create_session(&user).unwrap();
+        assert!(store.session(&before).unwrap().is_some());
+        // Back to 1970 + 1 day.
+        clocks.set_wall(UNIX_EPOCH + Duration::from_secs(86_400));
+        assert!(
+            store.session(&before).unwrap().is_none(),
+            "a session from the future was accepted"
+        );
+        let (in_1970, _) = store.create_session(&user).unwrap();
+        clocks.advance(20 * minute);
+        assert!(store.session(&in_1970).unwrap().is_some());
+        clocks.advance(31 * minute);
+        assert!(
+            store.session(&in_1970).unwrap().is_none(),
+            "idle rule on the 1970 clock"
+        );
+        // NTP: the clock jumps forward by 56 years; a 1970 session is idle for 56 years.
+        let (again, _) = store.create_session(&user).unwrap();
+        clocks.set_wall(real_now + 60 * minute);
+        assert!(store.session(&again).unwrap().is_none());
+        // Forward by three years and back: what was signed in during the jump ends after it.
+        let (now_s, _) = store.create_session(&user).unwrap();
+        clocks.set_wall(real_now + Duration::from_secs(3 * 365 * 86_400));
+        assert!(store.session(&now_s).unwrap().is_none());
+        let (ahead, _) = store.create_session(&user).unwrap();
+        clocks.set_wall(SystemTime::now() + 61 * minute);
+        assert!(store.session(&ahead).unwrap().is_none());
+        assert_eq!(store.purge_sessions().unwrap(), 0, "already deleted on use");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

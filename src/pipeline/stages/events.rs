@@ -200,6 +200,33 @@ mod tests {
         assert_eq!(kinds(&ev), [(EventKind::Unknown, None)]);
     }
 
+    /// Cool-downs are durations on the monotonic clock: the wall clock jumping back to 1970 or
+    /// forward by years neither releases a cool-down early nor holds it for years.
+    #[test]
+    fn wall_clock_jumps_do_not_move_cool_downs() {
+        use std::time::{SystemTime, UNIX_EPOCH};
+        let mut t = Rig::new(camera());
+        let g = People::new(&[(7, "ada", RED)]);
+        assert_eq!(t.step(&g, &[RED]).len(), 1);
+        for _ in 0..=camera().track_max_missed {
+            t.step(&g, &[]);
+        }
+        // Forward by ten years: ada comes back within her cool-down, not reported.
+        t.clock
+            .set_wall(SystemTime::now() + Duration::from_secs(10 * 365 * 86_400));
+        assert!(t.step(&g, &[RED]).is_empty(), "released by a forward jump");
+        for _ in 0..=camera().track_max_missed {
+            t.step(&g, &[]);
+        }
+        // Back to 1970, and the cool-down (60 s) passes on the monotonic clock: reported,
+        // stamped with the frame's wall time as captured (the event store decides what to store).
+        t.clock.set_wall(UNIX_EPOCH + Duration::from_secs(60));
+        t.clock.advance(Duration::from_secs(61));
+        let ev = t.step(&g, &[RED]);
+        assert_eq!(kinds(&ev), [(EventKind::Recognized, Some("ada".into()))]);
+        assert!(ev[0].ts_ms < 200_000, "{}", ev[0].ts_ms);
+    }
+
     #[test]
     fn a_spoofed_track_produces_no_event() {
         let mut t = Rig::new(camera());
