@@ -820,7 +820,7 @@ mod tests {
         };
         let mut s = store(dir.path(), opts, clocks.clone());
         let minute = Duration::from_secs(60);
-        let mut one = |s: &mut EventStore| {
+        let one = |s: &mut EventStore| {
             let mut e = [seen_now(&clocks, None)];
             s.store_batch(&mut e).unwrap();
             clocks.advance(minute);
