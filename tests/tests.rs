@@ -19,6 +19,7 @@ mod gpio;
 mod hostile;
 mod journal;
 mod mqtt;
+mod powercut;
 mod quantized;
 mod util;
 mod vision;
