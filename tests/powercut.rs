@@ -46,6 +46,11 @@ const CI_ITERS: u32 = 4;
 /// then both writers have committed for a while.
 const KILL_WINDOW_MS: u64 = 2500;
 
+/// A broker stall (when drawn) lasts this long and ends with the kill: at ~40 events a second,
+/// the longer ones outlast the publisher's window of 64 unacknowledged rows.
+const STALL_MIN_MS: u64 = 500;
+const STALL_MAX_MS: u64 = 3000;
+
 /// Bound on the at-least-once edge: rows published and possibly received but not yet deleted
 /// from the outbox. The publisher keeps up to `WINDOW` (64) rows unacknowledged and deletes
 /// acknowledged rows in batches of up to `DELETE_BATCH` (128) or after `DELETE_DELAY` (1 s),
@@ -177,9 +182,14 @@ enum SaveState {
     Refused(u16),
 }
 
-/// One enrollment worker: upload a photo, save its face (creating the worker's person the first
-/// time, adding to it after), until the daemon dies. Every save is recorded in `saves` before it
-/// is sent.
+/// Photos per upload request: analysing a photo takes much longer than saving its face, so
+/// several are analysed at once and then saved one request each, which gives the kill a fair
+/// chance to land during a save.
+const PHOTOS_PER_UPLOAD: usize = 3;
+
+/// One enrollment worker: upload [`PHOTOS_PER_UPLOAD`] photos, save each face found (the first
+/// save creates the worker's person, the others add to it), until the daemon dies. Every save
+/// is recorded in `saves` before it is sent.
 async fn burst_worker(
     client: Arc<Client>,
     prefix: String,
@@ -187,13 +197,18 @@ async fn burst_worker(
     saves: Arc<Mutex<Vec<Save>>>,
 ) {
     let mut person: Option<i64> = None;
-    for (n, file) in photos.iter().cycle().enumerate() {
-        let source = format!("{prefix}-{n}-{file}");
-        let data = std::fs::read(faces_dir().join(file)).unwrap();
-        let form = reqwest::multipart::Form::new().part(
-            "files",
-            reqwest::multipart::Part::bytes(data).file_name(source.clone()),
-        );
+    let mut n = 0;
+    let mut files = photos.iter().cycle();
+    loop {
+        let mut form = reqwest::multipart::Form::new();
+        for file in files.by_ref().take(PHOTOS_PER_UPLOAD) {
+            let data = std::fs::read(faces_dir().join(file)).unwrap();
+            form = form.part(
+                "files",
+                reqwest::multipart::Part::bytes(data).file_name(format!("{prefix}-{n}-{file}")),
+            );
+            n += 1;
+        }
         let Ok(res) = client
             .req(reqwest::Method::POST, "/api/uploads")
             .multipart(form)
@@ -208,54 +223,57 @@ async fn burst_worker(
         let Ok(body) = res.json::<serde_json::Value>().await else {
             return;
         };
-        let Some(cand) = body["samples"][0]["id"].as_str() else {
-            continue; // no face found: nothing to save
-        };
-        let (path, req, creates) = match person {
-            None => {
-                let name = format!("{prefix}-person");
-                (
-                    "/api/people".to_string(),
-                    serde_json::json!({"name": name, "samples": [cand], "allow_rejected": true}),
-                    Some(name),
-                )
+        let items = body["samples"].as_array().cloned().unwrap_or_default();
+        // Photos without a face have no candidate id: nothing to save.
+        for item in items.iter().filter(|i| i["id"].is_string()) {
+            let cand = item["id"].as_str().unwrap();
+            let source = item["file"].as_str().unwrap().to_string();
+            let (path, req, creates) = match person {
+                None => {
+                    let name = format!("{prefix}-person");
+                    (
+                        "/api/people".to_string(),
+                        serde_json::json!({"name": name, "samples": [cand], "allow_rejected": true}),
+                        Some(name),
+                    )
+                }
+                Some(p) => (
+                    format!("/api/people/{p}/samples"),
+                    serde_json::json!({"samples": [cand], "allow_rejected": true}),
+                    None,
+                ),
+            };
+            let i = {
+                let mut s = saves.lock().unwrap();
+                s.push(Save {
+                    source,
+                    creates: creates.clone(),
+                    state: SaveState::InFlight,
+                });
+                s.len() - 1
+            };
+            let Ok(res) = client
+                .req(reqwest::Method::POST, &path)
+                .json(&req)
+                .send()
+                .await
+            else {
+                return;
+            };
+            let status = res.status();
+            // The status line is written after the handler returned, i.e. after the commit:
+            // the save counts as acknowledged even if the body is cut off by the kill.
+            saves.lock().unwrap()[i].state = if status.is_success() {
+                SaveState::Acked
+            } else {
+                SaveState::Refused(status.as_u16())
+            };
+            if status.is_success()
+                && creates.is_some()
+                && let Ok(b) = res.json::<serde_json::Value>().await
+            {
+                person = b["id"].as_i64();
             }
-            Some(p) => (
-                format!("/api/people/{p}/samples"),
-                serde_json::json!({"samples": [cand], "allow_rejected": true}),
-                None,
-            ),
-        };
-        let i = {
-            let mut s = saves.lock().unwrap();
-            s.push(Save {
-                source: source.clone(),
-                creates: creates.clone(),
-                state: SaveState::InFlight,
-            });
-            s.len() - 1
-        };
-        let Ok(res) = client
-            .req(reqwest::Method::POST, &path)
-            .json(&req)
-            .send()
-            .await
-        else {
-            return;
-        };
-        let status = res.status();
-        // The status line is written after the handler returned, i.e. after the commit: the
-        // save counts as acknowledged even if the body is cut off by the kill.
-        saves.lock().unwrap()[i].state = if status.is_success() {
-            SaveState::Acked
-        } else {
-            SaveState::Refused(status.as_u16())
-        };
-        if status.is_success()
-            && creates.is_some()
-            && let Ok(b) = res.json::<serde_json::Value>().await
-        {
-            person = b["id"].as_i64();
         }
     }
 }
@@ -407,6 +425,7 @@ async fn wait_log(d: &Daemon, needle: &str, timeout: Duration) {
 #[derive(Debug, Default)]
 struct Figures {
     kill_ms: u64,
+    stall_ms: u64,
     committed: usize,
     logged: usize,
     received: usize,
@@ -477,9 +496,24 @@ async fn iteration(t: &Template, broker: &Broker, iter: u32, seed: u64) -> (Figu
             ))
         })
         .collect();
-    fig.kill_ms = rng.below(KILL_WINDOW_MS + 1);
-    tokio::time::sleep(Duration::from_millis(fig.kill_ms)).await;
+    // In one iteration of three the broker stalls before the kill, long enough for more events
+    // than the publisher's window to pile up: committed events then wait unpublished in the
+    // outbox (on loopback the publisher otherwise keeps up).
+    if rng.below(3) == 0 {
+        fig.stall_ms = STALL_MIN_MS + rng.below(STALL_MAX_MS - STALL_MIN_MS + 1);
+        fig.kill_ms = rng.below(1001) + fig.stall_ms;
+    } else {
+        fig.kill_ms = rng.below(KILL_WINDOW_MS + 1);
+    }
+    tokio::time::sleep(Duration::from_millis(fig.kill_ms - fig.stall_ms)).await;
+    if fig.stall_ms > 0 {
+        broker.pause();
+        tokio::time::sleep(Duration::from_millis(fig.stall_ms)).await;
+    }
     d.child.kill().unwrap(); // SIGKILL
+    if fig.stall_ms > 0 {
+        broker.resume();
+    }
     tokio::task::block_in_place(|| d.wait(Duration::from_secs(10)));
     for w in workers {
         tokio::time::timeout(Duration::from_secs(30), w)
@@ -770,11 +804,12 @@ fn sigkill_during_enrollment_and_event_storm_loses_and_duplicates_nothing() {
         let t0 = Instant::now();
         let (f, bad) = rt.block_on(iteration(&t, &broker, i, s));
         eprintln!(
-            "powercut {}/{iters} seed={s}: kill at {} ms; events committed {} (logged {}), \
+            "powercut {}/{iters} seed={s}: kill at {} ms (broker stalled {} ms before); events committed {} (logged {}), \
              received {}, in outbox {} (edge {}), re-delivered {}; samples acked {}, in flight \
              {}, present {}; violations {}; {:.1} s",
             i + 1,
             f.kill_ms,
+            f.stall_ms,
             f.committed,
             f.logged,
             f.received,
