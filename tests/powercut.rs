@@ -46,6 +46,11 @@ const CI_ITERS: u32 = 4;
 /// then both writers have committed for a while.
 const KILL_WINDOW_MS: u64 = 2500;
 
+/// A kill aimed at a save comes after one of the first this many save requests...
+const SAVES_BEFORE_KILL_MAX: u64 = 20;
+/// ...within this many microseconds: a save is answered within about a millisecond here.
+const SAVE_KILL_DELAY_US: u64 = 1500;
+
 /// A broker stall (when drawn) lasts this long and ends with the kill: at ~40 events a second,
 /// the longer ones outlast the publisher's window of 64 unacknowledged rows.
 const STALL_MIN_MS: u64 = 500;
@@ -189,12 +194,13 @@ const PHOTOS_PER_UPLOAD: usize = 3;
 
 /// One enrollment worker: upload [`PHOTOS_PER_UPLOAD`] photos, save each face found (the first
 /// save creates the worker's person, the others add to it), until the daemon dies. Every save
-/// is recorded in `saves` before it is sent.
+/// is recorded in `saves` and announced on `save_sent` before it is sent.
 async fn burst_worker(
     client: Arc<Client>,
     prefix: String,
     photos: Vec<String>,
     saves: Arc<Mutex<Vec<Save>>>,
+    save_sent: Arc<tokio::sync::Notify>,
 ) {
     let mut person: Option<i64> = None;
     let mut n = 0;
@@ -252,6 +258,7 @@ async fn burst_worker(
                 });
                 s.len() - 1
             };
+            save_sent.notify_one();
             let Ok(res) = client
                 .req(reqwest::Method::POST, &path)
                 .json(&req)
@@ -425,6 +432,8 @@ async fn wait_log(d: &Daemon, needle: &str, timeout: Duration) {
 #[derive(Debug, Default)]
 struct Figures {
     kill_ms: u64,
+    /// The kill came just after this save request was sent (0: not aimed at a save).
+    after_save: usize,
     stall_ms: u64,
     committed: usize,
     logged: usize,
@@ -433,6 +442,8 @@ struct Figures {
     edge: usize,
     acked: usize,
     in_flight: usize,
+    /// In-flight saves that were committed all the same.
+    in_flight_stored: usize,
     samples: usize,
     redelivered: usize,
 }
@@ -481,6 +492,7 @@ async fn iteration(t: &Template, broker: &Broker, iter: u32, seed: u64) -> (Figu
     client.login(ADMIN, PASSWORD).await;
     let client = Arc::new(client);
     let saves = Arc::new(Mutex::new(Vec::new()));
+    let save_sent = Arc::new(tokio::sync::Notify::new());
     let mut photos = t.burst_photos.clone();
     let start = rng.below(photos.len() as u64) as usize;
     photos.rotate_left(start);
@@ -493,23 +505,41 @@ async fn iteration(t: &Template, broker: &Broker, iter: u32, seed: u64) -> (Figu
                 format!("{dev}-w{w}"),
                 ph,
                 saves.clone(),
+                save_sent.clone(),
             ))
         })
         .collect();
-    // In one iteration of three the broker stalls before the kill, long enough for more events
-    // than the publisher's window to pile up: committed events then wait unpublished in the
-    // outbox (on loopback the publisher otherwise keeps up).
-    if rng.below(3) == 0 {
-        fig.stall_ms = STALL_MIN_MS + rng.below(STALL_MAX_MS - STALL_MIN_MS + 1);
-        fig.kill_ms = rng.below(1001) + fig.stall_ms;
-    } else {
-        fig.kill_ms = rng.below(KILL_WINDOW_MS + 1);
+    // Three ways to choose the kill, one iteration in three each:
+    // * uniformly within KILL_WINDOW_MS;
+    // * just after the k-th save request was sent (0-4 ms later): a save takes a few ms against
+    //   a few hundred for an upload's analysis, so a uniform kill would almost never catch one;
+    // * after a broker stall, long enough for more events than the publisher's window to pile
+    //   up: committed events then wait unpublished in the outbox (on loopback the publisher
+    //   otherwise keeps up).
+    let burst_start = Instant::now();
+    match rng.below(3) {
+        0 => {
+            tokio::time::sleep(Duration::from_millis(rng.below(KILL_WINDOW_MS + 1))).await;
+        }
+        1 => {
+            fig.after_save = 1 + rng.below(SAVES_BEFORE_KILL_MAX) as usize;
+            let delay = Duration::from_micros(rng.below(SAVE_KILL_DELAY_US + 1));
+            while saves.lock().unwrap().len() < fig.after_save {
+                tokio::time::timeout(Duration::from_secs(30), save_sent.notified())
+                    .await
+                    .expect("the burst stopped saving");
+            }
+            // A thread sleep: tokio's timer has millisecond steps.
+            tokio::task::block_in_place(|| std::thread::sleep(delay));
+        }
+        _ => {
+            fig.stall_ms = STALL_MIN_MS + rng.below(STALL_MAX_MS - STALL_MIN_MS + 1);
+            tokio::time::sleep(Duration::from_millis(rng.below(1001))).await;
+            broker.pause();
+            tokio::time::sleep(Duration::from_millis(fig.stall_ms)).await;
+        }
     }
-    tokio::time::sleep(Duration::from_millis(fig.kill_ms - fig.stall_ms)).await;
-    if fig.stall_ms > 0 {
-        broker.pause();
-        tokio::time::sleep(Duration::from_millis(fig.stall_ms)).await;
-    }
+    fig.kill_ms = burst_start.elapsed().as_millis() as u64;
     d.child.kill().unwrap(); // SIGKILL
     if fig.stall_ms > 0 {
         broker.resume();
@@ -607,6 +637,10 @@ async fn iteration(t: &Template, broker: &Broker, iter: u32, seed: u64) -> (Figu
         .iter()
         .filter(|x| x.state == SaveState::InFlight)
         .count();
+    fig.in_flight_stored = saves
+        .iter()
+        .filter(|x| x.state == SaveState::InFlight && s.samples.contains_key(&x.source))
+        .count();
     check_samples(&s, &saves, &dev, "after the kill", &mut bad);
     fig.samples = s
         .samples
@@ -617,6 +651,8 @@ async fn iteration(t: &Template, broker: &Broker, iter: u32, seed: u64) -> (Figu
 
     // Run 2: the same configuration; the outbox goes out first, in order.
     let mut d = Daemon::start(&args, &env);
+    // Up before it is stopped: a SIGTERM before the handler is installed would kill it.
+    wait_log(&d, "web console listening", Duration::from_secs(60)).await;
     let mut after = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while after.len() < outbox.len() {
@@ -804,12 +840,16 @@ fn sigkill_during_enrollment_and_event_storm_loses_and_duplicates_nothing() {
         let t0 = Instant::now();
         let (f, bad) = rt.block_on(iteration(&t, &broker, i, s));
         eprintln!(
-            "powercut {}/{iters} seed={s}: kill at {} ms (broker stalled {} ms before); events committed {} (logged {}), \
+            "powercut {}/{iters} seed={s}: kill at {} ms ({}); events committed {} (logged {}), \
              received {}, in outbox {} (edge {}), re-delivered {}; samples acked {}, in flight \
-             {}, present {}; violations {}; {:.1} s",
+             {} ({} stored), present {}; violations {}; {:.1} s",
             i + 1,
             f.kill_ms,
-            f.stall_ms,
+            match (f.after_save, f.stall_ms) {
+                (0, 0) => "uniform".to_string(),
+                (n, 0) => format!("just after save request {n}"),
+                (_, ms) => format!("after a {ms} ms broker stall"),
+            },
             f.committed,
             f.logged,
             f.received,
@@ -818,6 +858,7 @@ fn sigkill_during_enrollment_and_event_storm_loses_and_duplicates_nothing() {
             f.redelivered,
             f.acked,
             f.in_flight,
+            f.in_flight_stored,
             f.samples,
             bad.len(),
             t0.elapsed().as_secs_f32()
@@ -834,7 +875,7 @@ fn sigkill_during_enrollment_and_event_storm_loses_and_duplicates_nothing() {
     eprintln!(
         "powercut summary: {iters} iterations, seed {seed}; kill moments {}..{} ms (median {}); \
          events committed {}, received before the kill {}, left in the outbox {} (edge max {}); \
-         samples acked {}, in flight {}, present {}; violations {}; wall {:.1} s",
+         samples acked {}, in flight {} ({} stored), present {}; violations {}; wall {:.1} s",
         kills.first().unwrap_or(&0),
         kills.last().unwrap_or(&0),
         kills.get(kills.len() / 2).unwrap_or(&0),
@@ -844,6 +885,7 @@ fn sigkill_during_enrollment_and_event_storm_loses_and_duplicates_nothing() {
         figs.iter().map(|f| f.edge).max().unwrap_or(0),
         sum(|f| f.acked),
         sum(|f| f.in_flight),
+        sum(|f| f.in_flight_stored),
         sum(|f| f.samples),
         all_bad.len(),
         started.elapsed().as_secs_f32()
