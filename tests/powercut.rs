@@ -847,7 +847,7 @@ fn sigkill_during_enrollment_and_event_storm_loses_and_duplicates_nothing() {
             f.kill_ms,
             match (f.after_save, f.stall_ms) {
                 (0, 0) => "uniform".to_string(),
-                (n, 0) => format!("just after save request {n}"),
+                (n, 0) => format!("aimed at save request {n}"),
                 (_, ms) => format!("after a {ms} ms broker stall"),
             },
             f.committed,
