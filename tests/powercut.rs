@@ -20,7 +20,7 @@
 //! the outbox's events first, in id order, and after a clean stop (SIGTERM) the outbox is empty
 //! and every stored event has been received; the only event received twice are the edge's.
 //!
-//! `FACED_POWERCUT_ITERS` iterations (default [`CI_ITERS`], about 5 s each on the 2-core VM),
+//! `FACED_POWERCUT_ITERS` iterations (default [`CI_ITERS`], 2-4 s each on the 2-core VM),
 //! seeded by `FACED_POWERCUT_SEED` (default: the clock); each iteration prints its seed, so one
 //! can be replayed alone with `FACED_POWERCUT_SEED=<its seed> FACED_POWERCUT_ITERS=1`.
 //! `scripts/power-cut` runs 50. A violation does not stop the run: every iteration is checked,
@@ -40,7 +40,7 @@ use crate::util::web::{Client, PASSWORD};
 
 /// Iterations when `FACED_POWERCUT_ITERS` is unset: enough for CI to catch a regression in the
 /// crash path on most runs, within the module's 90 s budget.
-const CI_ITERS: u32 = 4;
+const CI_ITERS: u32 = 5;
 
 /// The kill comes this long at most after the enrollment burst starts (uniformly drawn): by
 /// then both writers have committed for a while.
@@ -61,10 +61,6 @@ const STALL_MAX_MS: u64 = 3000;
 /// acknowledged rows in batches of up to `DELETE_BATCH` (128) or after `DELETE_DELAY` (1 s),
 /// both in `src/mqtt/client.rs`.
 const EDGE_MAX: usize = 64 + 128;
-
-/// How long the subscriber must stay silent before everything the broker holds is taken as
-/// delivered (loopback: messages arrive within milliseconds).
-const QUIET: Duration = Duration::from_millis(800);
 
 const ADMIN: &str = "admin";
 
@@ -404,11 +400,51 @@ fn strip_ansi(line: &str) -> String {
     out
 }
 
-/// Event ids of `msgs` (all on the events topic).
-fn event_ids(msgs: &[crate::util::broker::Msg]) -> Vec<i64> {
-    msgs.iter()
-        .map(|m| m.json()["event_id"].as_i64().unwrap())
-        .collect()
+/// Event ids of the messages `sub` receives until everything the broker took from `client`'s
+/// connection has been delivered: the broker has logged the `ends`-th end of that connection
+/// (it has handled every packet the connection carried by then), then a marker published to
+/// `topic` from the subscriber comes back, and the broker delivers one subscription's messages
+/// in the order it accepted them. No waiting for a silence that a loaded machine could break.
+async fn delivered(
+    broker: &Broker,
+    sub: &mut Sub,
+    client: &str,
+    ends: usize,
+    topic: &str,
+) -> Vec<i64> {
+    let t = Instant::now();
+    let closed = format!("Client {client} closed its connection");
+    let disconnected = format!("Client {client} disconnected");
+    while broker
+        .log()
+        .lines()
+        .filter(|l| l.contains(&closed) || l.contains(&disconnected))
+        .count()
+        < ends
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the broker did not see {client}'s connection end; its log:\n{}",
+            broker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let marker = format!("{{\"marker\":{ends}}}");
+    sub.client
+        .publish(topic, rumqttc::QoS::AtLeastOnce, false, marker.clone())
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    loop {
+        let m = sub
+            .next(Duration::from_secs(30))
+            .await
+            .expect("the marker did not come back within 30 s");
+        if m.payload == marker.as_bytes() {
+            return ids;
+        }
+        ids.push(m.json()["event_id"].as_i64().unwrap());
+    }
 }
 
 fn strictly_increasing(v: &[i64]) -> bool {
@@ -553,7 +589,7 @@ async fn iteration(t: &Template, broker: &Broker, iter: u32, seed: u64) -> (Figu
     }
     let log1 = d.log.lock().unwrap().clone();
     drop(d);
-    let received = event_ids(&sub.drain(QUIET).await);
+    let received = delivered(broker, &mut sub, &format!("faced-{dev}"), 1, &topic).await;
     let saves = saves.lock().unwrap().clone();
 
     // After the kill.
@@ -684,7 +720,7 @@ async fn iteration(t: &Template, broker: &Broker, iter: u32, seed: u64) -> (Figu
         ));
     }
     drop(d);
-    after.extend(event_ids(&sub.drain(QUIET).await));
+    after.extend(delivered(broker, &mut sub, &format!("faced-{dev}"), 2, &topic).await);
     let s2 = read_db(&db);
     check_db(
         &s2,
