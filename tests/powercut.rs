@@ -18,11 +18,12 @@
 //!
 //! Then the daemon is started again with the same configuration: the subscriber must receive
 //! the outbox's events first, in id order, and after a clean stop (SIGTERM) the outbox is empty
-//! and every stored event has been received; the only event received twice are the edge's.
+//! and every stored event has been received; the only events received twice are the edge's.
 //!
 //! `FACED_POWERCUT_ITERS` iterations (default [`CI_ITERS`], 2-4 s each on the 2-core VM),
-//! seeded by `FACED_POWERCUT_SEED` (default: the clock); each iteration prints its seed, so one
-//! can be replayed alone with `FACED_POWERCUT_SEED=<its seed> FACED_POWERCUT_ITERS=1`.
+//! seeded by `FACED_POWERCUT_SEED` (default: the clock); each iteration prints its seed, so its
+//! choices (kill mode and moment, photos) can be replayed alone with
+//! `FACED_POWERCUT_SEED=<its seed> FACED_POWERCUT_ITERS=1` (the machine's timing still varies).
 //! `scripts/power-cut` runs 50. A violation does not stop the run: every iteration is checked,
 //! then the test fails listing them all.
 
