@@ -401,28 +401,38 @@ fn strip_ansi(line: &str) -> String {
     out
 }
 
+/// How many times the broker has logged the end of `client`'s connection (a kill shows as
+/// "closed its connection" or "Socket error on client …, disconnecting", a clean stop as
+/// "disconnected").
+fn connection_ends(broker: &Broker, client: &str) -> usize {
+    let (named, socket) = (format!("Client {client} "), format!("client {client},"));
+    broker
+        .log()
+        .lines()
+        .filter(|l| {
+            (l.contains(&named) || l.contains(&socket))
+                && (l.contains("closed its connection")
+                    || l.contains("disconnected")
+                    || l.contains("disconnecting"))
+        })
+        .count()
+}
+
 /// Event ids of the messages `sub` receives until everything the broker took from `client`'s
-/// connection has been delivered: the broker has logged the `ends`-th end of that connection
-/// (it has handled every packet the connection carried by then), then a marker published to
-/// `topic` from the subscriber comes back, and the broker delivers one subscription's messages
-/// in the order it accepted them. No waiting for a silence that a loaded machine could break.
+/// connection has been delivered: the broker has logged more than `ends_before` ends of that
+/// connection (it has handled every packet the connection carried by then), then a marker
+/// published to `topic` from the subscriber comes back, and the broker delivers one
+/// subscription's messages in the order it accepted them. No waiting for a silence that a
+/// loaded machine could break.
 async fn delivered(
     broker: &Broker,
     sub: &mut Sub,
     client: &str,
-    ends: usize,
+    ends_before: usize,
     topic: &str,
 ) -> Vec<i64> {
     let t = Instant::now();
-    let closed = format!("Client {client} closed its connection");
-    let disconnected = format!("Client {client} disconnected");
-    while broker
-        .log()
-        .lines()
-        .filter(|l| l.contains(&closed) || l.contains(&disconnected))
-        .count()
-        < ends
-    {
+    while connection_ends(broker, client) <= ends_before {
         assert!(
             t.elapsed() < Duration::from_secs(30),
             "the broker did not see {client}'s connection end; its log:\n{}",
@@ -430,7 +440,7 @@ async fn delivered(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let marker = format!("{{\"marker\":{ends}}}");
+    let marker = format!("{{\"marker\":{ends_before}}}");
     sub.client
         .publish(topic, rumqttc::QoS::AtLeastOnce, false, marker.clone())
         .await
@@ -517,6 +527,7 @@ async fn iteration(t: &Template, broker: &Broker, iter: u32, seed: u64) -> (Figu
     )
     .unwrap();
     let topic = format!("faced/{dev}/events");
+    let mqtt_client = format!("faced-{dev}");
     // Persistent session, QoS 1: what the broker accepted reaches it even across a reconnect.
     let mut sub = Sub::connect(broker.port(), &format!("{dev}-sub"), &[&topic], true).await;
     let args = ["--config", conf.to_str().unwrap()];
@@ -577,6 +588,8 @@ async fn iteration(t: &Template, broker: &Broker, iter: u32, seed: u64) -> (Figu
         }
     }
     fig.kill_ms = burst_start.elapsed().as_millis() as u64;
+    // Counted before the kill: a reconnect during the run would have logged an end already.
+    let ends_before_kill = connection_ends(broker, &mqtt_client);
     d.child.kill().unwrap(); // SIGKILL
     if fig.stall_ms > 0 {
         broker.resume();
@@ -590,7 +603,7 @@ async fn iteration(t: &Template, broker: &Broker, iter: u32, seed: u64) -> (Figu
     }
     let log1 = d.log.lock().unwrap().clone();
     drop(d);
-    let received = delivered(broker, &mut sub, &format!("faced-{dev}"), 1, &topic).await;
+    let received = delivered(broker, &mut sub, &mqtt_client, ends_before_kill, &topic).await;
     let saves = saves.lock().unwrap().clone();
 
     // After the kill.
@@ -712,6 +725,7 @@ async fn iteration(t: &Template, broker: &Broker, iter: u32, seed: u64) -> (Figu
         ));
     }
     fig.redelivered = outbox.len().min(after.len());
+    let ends_before_stop = connection_ends(broker, &mqtt_client);
     d.signal(libc::SIGTERM);
     let code = tokio::task::block_in_place(|| d.wait(Duration::from_secs(30)));
     if code != Some(0) {
@@ -721,7 +735,7 @@ async fn iteration(t: &Template, broker: &Broker, iter: u32, seed: u64) -> (Figu
         ));
     }
     drop(d);
-    after.extend(delivered(broker, &mut sub, &format!("faced-{dev}"), 2, &topic).await);
+    after.extend(delivered(broker, &mut sub, &mqtt_client, ends_before_stop, &topic).await);
     let s2 = read_db(&db);
     check_db(
         &s2,
