@@ -8,13 +8,18 @@
 //! * every sample whose save was acknowledged (2xx) exists exactly once, one whose request was in
 //!   flight at most once, a refused one not at all, and nothing else appeared;
 //! * every event the daemon logged (it logs after the commit) is stored; no event is stored twice
-//!   (same kind, track, person and time); times never decrease as ids grow;
+//!   (same kind, track, person and time); `recognized` events never go back in time as ids grow,
+//!   and each track's events are in time order with `left` last (see [`check_db`]);
 //! * the outbox holds exactly the newest events (a suffix of the event table); every event was
 //!   either received by a persistent QoS 1 subscriber or is still in the outbox; what the
 //!   subscriber received is in order, without duplicates, and all stored. The one overlap
 //!   allowed is the documented at-least-once edge (`src/mqtt/client.rs`, "Batched deletes"):
 //!   rows the broker received whose delete was not yet committed, which must be the oldest
-//!   rows of the outbox and fewer than [`EDGE_MAX`].
+//!   rows of the outbox and at most [`EDGE_MAX`].
+//!
+//! The kill comes uniformly within [`KILL_WINDOW_MS`], or aimed just after a save request (a
+//! save takes a millisecond, a uniform kill would hardly ever catch one), or after a broker
+//! stall that leaves committed events unpublished in the outbox: one iteration in three each.
 //!
 //! Then the daemon is started again with the same configuration: the subscriber must receive
 //! the outbox's events first, in id order, and after a clean stop (SIGTERM) the outbox is empty
