@@ -20,6 +20,7 @@ mod gpio;
 mod hostile;
 mod journal;
 mod mqtt;
+mod powercut;
 mod quantized;
 mod util;
 mod vision;

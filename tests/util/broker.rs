@@ -124,6 +124,23 @@ impl Broker {
         );
     }
 
+    /// Freezes the broker (SIGSTOP): connections stay open but nothing is read, acknowledged
+    /// or delivered, like a broker host that stalls. [`Broker::resume`] lets it go on.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a paused broker go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, sig: i32) {
+        let c = self.child.as_ref().expect("broker running");
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(c.id() as i32, sig) };
+    }
+
     /// The broker's log so far (for assertion messages).
     pub fn log(&self) -> String {
         read_log(self.dir.path())
