@@ -53,7 +53,8 @@ pub fn describe(path: &Path) -> String {
 ///   system), since every concurrency argument in faced assumes it. This is also the first
 ///   statement that reads the file, so a damaged file fails here, named.
 /// * `synchronous = NORMAL`: with WAL, no fsync per commit (SD-card wear); a power cut can lose
-///   the last commits but never corrupts the file.
+///   the last commits but never corrupts the file. The event writer and the gallery raise it to
+///   `FULL` ([`durable`]), because their commits are announced.
 /// * `foreign_keys = ON`: removing a person must remove their samples and events, and removing a
 ///   user their sessions and tokens (`ON DELETE CASCADE`); SQLite enforces that only when asked,
 ///   per connection, so every connection asks.
@@ -75,6 +76,20 @@ pub fn open(path: &Path) -> Result<Connection> {
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", true)?;
     Ok(conn)
+}
+
+/// Makes every commit on `conn` durable before it returns (`synchronous = FULL`: the WAL is
+/// synced at each commit), for the connections whose commits are announced to someone: the
+/// event writer (an event is published over MQTT right after its commit) and the gallery (an
+/// enrollment is acknowledged to the console). With [`open`]'s `NORMAL`, a power cut can roll
+/// back the last commits; for those two it would mean an `event_id` that a subscriber already
+/// saw being given to a different event after the reboot, or an acknowledged enrollment gone.
+/// The others (outbox deletes, session touches, schema checks) stay `NORMAL`: losing one of
+/// their last commits only repeats a publish or a touch. Costs one sync per event batch or
+/// enrollment, on the writer's own thread.
+pub fn durable(conn: &Connection) -> Result<()> {
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(())
 }
 
 /// [`open`], then brings the schema to [`schema::LATEST`] (creating it in an empty file).
@@ -133,6 +148,8 @@ mod tests {
         assert_eq!(get("foreign_keys"), "1");
         assert_eq!(get("synchronous"), "1", "NORMAL");
         assert_eq!(get("busy_timeout"), "5000");
+        durable(&c).unwrap();
+        assert_eq!(get("synchronous"), "2", "FULL for announced commits");
         assert_eq!(schema::version(&c).unwrap(), schema::LATEST);
         let applied: i64 = c
             .query_row("SELECT applied_at FROM schema_version", [], |r| r.get(0))

@@ -96,6 +96,7 @@ impl EventStore {
             &db::describe(db),
             "open it with Gallery::open first (it upgrades the schema)",
         )?;
+        db::durable(&conn)?;
         let last_at: Option<i64> = conn
             .query_row("SELECT MAX(at) FROM event", [], |r| r.get(0))
             .map_err(|e| Error::from(e).in_database(&db::describe(db)))?;

@@ -284,6 +284,7 @@ impl Gallery {
         });
         let clocks = opts.clocks.clone().unwrap_or_else(|| Arc::new(RealClocks));
         let conn = db::open_migrated(db, &*clocks)?;
+        db::durable(&conn)?;
 
         let samples: i64 = conn
             .query_row("SELECT COUNT(*) FROM face_sample", [], |r| r.get(0))
