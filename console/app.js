@@ -34,6 +34,20 @@ async function route() {
     if (a.dataset.page === name) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
   }
   try { await current.enter(session); } catch (e) { flash(e.message); }
+  health();
+}
+
+/** Shows what the whole unit needs attention for (the database's disk is full), on every page. */
+async function health() {
+  if (!session.user) return;
+  try {
+    const s = await api('GET', '/api/system');
+    const b = $('banner');
+    b.textContent = s.storage_full_since
+      ? `The database's disk is full since ${new Date(s.storage_full_since).toLocaleString()}: events are published but not stored. Free some space; storing resumes by itself.`
+      : '';
+    b.hidden = !s.storage_full_since;
+  } catch (e) { /* signed out or restarting: the next page load says so */ }
 }
 
 function signedIn(me) {
@@ -80,3 +94,4 @@ async function start() {
 }
 
 start();
+setInterval(health, 30000);

@@ -355,6 +355,9 @@ pub struct SystemInfo<C, Q> {
     pub cameras: Vec<C>,
     /// MQTT state.
     pub mqtt: Q,
+    /// Since when the database's disk has been full (RFC 3339 UTC): events are published but
+    /// not stored. `null` while events are stored.
+    pub storage_full_since: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------

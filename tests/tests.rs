@@ -14,6 +14,7 @@ mod browser;
 mod capture;
 mod config;
 mod daemon;
+mod diskfull;
 mod events;
 mod gallery;
 mod gpio;

@@ -276,7 +276,7 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
     let restart: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
         let _ = restart_tx.try_send(());
     });
-    let web = start_web(&cfg, &handle, &mqtt, &gallery, restart).await?;
+    let web = start_web(&cfg, &handle, &mqtt, &gallery, restart, writer.health()).await?;
 
     // READY after a first frame (or 10 s: a missing camera is retried in the background).
     let t = Instant::now();
@@ -578,6 +578,7 @@ async fn start_web(
     mqtt: &faced::mqtt::MqttHandle,
     gallery: &Arc<Mutex<Gallery>>,
     restart: Arc<dyn Fn() + Send + Sync>,
+    storage: Arc<faced::events::StorageHealth>,
 ) -> faced::Result<Option<tokio::task::JoinHandle<()>>> {
     if !cfg.raw.web.enabled {
         return Ok(None);
@@ -597,6 +598,7 @@ async fn start_web(
             quality: Default::default(),
             threshold: cfg.cameras[0].settings.threshold,
             restart: Some(restart),
+            storage: Some(storage),
         };
         let state = AppState::new(cfg.raw.web.clone(), deps)?;
         let addr = cfg.raw.web.listen_addr()?;

@@ -226,6 +226,37 @@ pub trait EventSink: Send {
     /// Called after the transaction was rolled back: forget whatever [`EventSink::on_event`]
     /// kept for [`EventSink::committed`] (the events will be offered again, or set aside).
     fn rolled_back(&mut self) {}
+    /// Called for an event that cannot be stored because the database's disk is full
+    /// (`event_id` 0): deliver it anyway if the sink can without the database (MQTT can,
+    /// best effort while connected).
+    fn unstored(&mut self, _event: &Event, _json: &str) {}
+}
+
+/// Whether events are being stored: shared by the event writer (which sets it) and the console
+/// (which shows a banner while the disk is full).
+#[derive(Debug, Default)]
+pub struct StorageHealth {
+    /// Unix ms since when the disk has been full; 0 while events are stored.
+    full_since_ms: std::sync::atomic::AtomicI64,
+}
+
+impl StorageHealth {
+    /// When the disk filled up, if it is full now.
+    pub fn full_since(&self) -> Option<i64> {
+        match self
+            .full_since_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => None,
+            t => Some(t),
+        }
+    }
+
+    pub(crate) fn set(&self, since: Option<i64>) {
+        let v = since.map_or(0, |t| t.max(1));
+        self.full_since_ms
+            .store(v, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Per-person cool-down (and per-camera cool-down for unknown faces), on the monotonic clock.

@@ -63,6 +63,24 @@ impl EventSink for MqttSink {
         Ok(())
     }
 
+    fn unstored(&mut self, event: &Event, json: &str) {
+        self.mqtt.publish_unstored_event(json.as_bytes().to_vec());
+        if let (EventKind::Recognized | EventKind::Left, Some(id), Some(name)) =
+            (event.kind, event.person_id, &event.person)
+        {
+            self.mqtt.publish_person_state(PersonState {
+                person_id: id,
+                name: name.clone(),
+                home: event.kind == EventKind::Recognized,
+                last_seen_ms: Some(event.ts_ms),
+                camera: Some(event.camera.clone()),
+            });
+        }
+        if let Some(j) = &event.snapshot_jpeg {
+            self.mqtt.publish_snapshot(&event.camera, j.clone());
+        }
+    }
+
     fn rolled_back(&mut self) {
         // Those events were not stored: no presence or snapshot for them (a retry queues its
         // own).

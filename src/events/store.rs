@@ -220,6 +220,21 @@ impl EventStore {
         out
     }
 
+    /// Delivers events that cannot be stored because the disk is full: logged and handed to the
+    /// sinks' [`EventSink::unstored`] (MQTT publishes them directly), without `event_id` or a
+    /// stored snapshot. Nothing is kept, so memory stays bounded however long the disk is full.
+    pub fn deliver_unstored(&mut self, events: Vec<Event>) {
+        for mut e in events {
+            e.event_id = 0;
+            e.snapshot = false;
+            let json = e.to_json();
+            tracing::info!("{} (not stored: disk full)", e.log_line());
+            for s in &mut self.sinks {
+                s.unstored(&e, &json);
+            }
+        }
+    }
+
     /// Keeps `e` in `event_dead_letter` with `why`, logs it at WARN, and trims the table to
     /// the newest [`DEAD_LETTER_KEEP`] rows. Never fails: if even that cannot be written, the
     /// event is logged at ERROR in full and dropped (holding it would block the queue).
@@ -569,6 +584,7 @@ impl EventSender {
 pub struct EventWriter {
     sender: EventSender,
     stored: broadcast::Sender<StoredEvent>,
+    health: Arc<super::StorageHealth>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -581,15 +597,22 @@ impl std::fmt::Debug for EventWriter {
 /// How often retention runs.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
+/// While the disk is full, how often the writer tries to store again (each try costs a failed
+/// SQLite write; between tries events go out over MQTT directly).
+const DISK_FULL_PROBE: Duration = Duration::from_secs(5);
+
 impl EventWriter {
     /// Starts the writer thread on `store`.
     pub fn spawn(mut store: EventStore) -> Result<EventWriter> {
         let (tx, rx) = mpsc::channel::<Cmd>();
         let (stored, _) = broadcast::channel(256);
         let out = stored.clone();
+        let health = Arc::new(super::StorageHealth::default());
+        let thread_health = health.clone();
         let thread = std::thread::Builder::new()
             .name("faced-events".into())
             .spawn(move || {
+                let health = thread_health;
                 let clocks = store.clocks.clone();
                 let mut last_retention: Option<Instant> = None;
                 let mut pending: Vec<Event> = Vec::new();
@@ -597,6 +620,8 @@ impl EventWriter {
                 let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
                 let mut failures = 0u32;
                 let mut open = true;
+                // While the disk is full: since when, and when to try storing again.
+                let mut full: Option<Instant> = None;
                 while open || !pending.is_empty() {
                     if last_retention.is_none_or(|t| {
                         clocks.monotonic().saturating_duration_since(t) >= RETENTION_EVERY
@@ -645,8 +670,33 @@ impl EventWriter {
                     if stop {
                         open = false;
                     }
+                    if !pending.is_empty() && full.is_some_and(|t| t.elapsed() < DISK_FULL_PROBE) {
+                        // Between probes, events go out without the database.
+                        store.deliver_unstored(std::mem::take(&mut pending));
+                    }
                     if !pending.is_empty() {
                         let outcome = store.store_events(&mut pending);
+                        if outcome.error.is_none() && full.take().is_some() {
+                            health.set(None);
+                            tracing::warn!(
+                                "the database's disk has space again: events are stored again"
+                            );
+                        }
+                        if let Some(e) = &outcome.error
+                            && e.kind() == Kind::ResourceExhausted
+                        {
+                            if full.is_none() {
+                                health.set(Some(clocks.unix_ms()));
+                                tracing::error!(
+                                    "the database's disk is full ({e}): events are published \
+                                     over MQTT but not stored, and no snapshots are kept, until \
+                                     space is freed; recognition goes on and nothing stored so \
+                                     far is affected"
+                                );
+                            }
+                            full = Some(Instant::now());
+                            // A real instant, like the back-off: it paces real disk probes.
+                        }
                         // Real time, not the injected clocks: it measures latency (`faced
                         // bench`) against frames' real capture instants.
                         let committed = Instant::now();
@@ -661,6 +711,9 @@ impl EventWriter {
                             None => {
                                 backoff.reset();
                                 failures = 0;
+                            }
+                            Some(_) if full.is_some() => {
+                                store.deliver_unstored(std::mem::take(&mut pending));
                             }
                             Some(e) => {
                                 failures += 1;
@@ -697,8 +750,14 @@ impl EventWriter {
         Ok(EventWriter {
             sender: EventSender { tx },
             stored,
+            health,
             thread: Some(thread),
         })
+    }
+
+    /// Whether events are being stored (the console's banner).
+    pub fn health(&self) -> Arc<super::StorageHealth> {
+        self.health.clone()
     }
 
     /// A handle to queue events.

@@ -702,6 +702,14 @@ impl Publisher {
     fn on_ctl(&mut self, c: Ctl) {
         match c {
             Ctl::PersonState(s) => self.on_person_state(s),
+            Ctl::Unstored(json) => {
+                if !self.publish(self.topics.events(), json, false) {
+                    tracing::warn!(
+                        "an event that could not be stored (disk full) was not published either: \
+                         the broker is not connected"
+                    );
+                }
+            }
             Ctl::Snapshot { camera, jpeg } => {
                 if jpeg.len() > MAX_SNAPSHOT_BYTES {
                     tracing::warn!(

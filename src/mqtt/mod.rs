@@ -369,6 +369,7 @@ pub struct DrainReport {
 /// Messages from [`MqttHandle`] to the publisher.
 enum Ctl {
     PersonState(PersonState),
+    Unstored(Vec<u8>),
     Snapshot {
         camera: String,
         jpeg: Vec<u8>,
@@ -540,6 +541,13 @@ impl MqttHandle {
             // Fails only after shutdown, when there is nothing left to publish to.
             let _ = tx.send(c);
         }
+    }
+
+    /// Publishes an event that could not be stored (the disk is full) on the events topic,
+    /// directly instead of through the outbox: delivered while the broker is connected, dropped
+    /// (logged) otherwise, since nothing can hold it for later.
+    pub fn publish_unstored_event(&self, json: Vec<u8>) {
+        self.send(Ctl::Unstored(json));
     }
 
     /// Publishes (retained) a person's presence, and updates the last-recognized-person sensor

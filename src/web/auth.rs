@@ -528,11 +528,15 @@ impl AuthStore {
             conn.execute("DELETE FROM web_session WHERE token_hash = ?1", [&key])?;
             return Ok(None);
         }
-        if now.saturating_sub(last) >= TOUCH_EVERY_MS {
-            conn.execute(
+        if now.saturating_sub(last) >= TOUCH_EVERY_MS
+            && let Err(e) = conn.execute(
                 "UPDATE web_session SET last_seen_at = ?1 WHERE token_hash = ?2",
                 params![now, key],
-            )?;
+            )
+        {
+            // Best effort: on a full disk the console must still let its admin in to see the
+            // banner and free space; the session then idles out a little early at worst.
+            tracing::debug!("cannot refresh a session's last use: {e}");
         }
         Ok(Some(Principal {
             user_id,

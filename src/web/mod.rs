@@ -287,6 +287,9 @@ pub struct Deps {
     /// Restarts the daemon in place, after the console staged a restore (`POST /api/restore`);
     /// none where there is no daemon to restart (then the restore applies at the next start).
     pub restart: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Whether the event writer can store events (the console's disk-full banner); none where
+    /// no event writer runs.
+    pub storage: Option<Arc<crate::events::StorageHealth>>,
 }
 
 /// Shared state of the console; cheap to clone.

@@ -157,6 +157,7 @@ impl TestServer {
             quality: Default::default(),
             threshold: 0.5,
             restart: None,
+            storage: None,
         };
         let state = AppState::new(config, deps).unwrap();
         if users {

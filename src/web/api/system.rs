@@ -72,5 +72,11 @@ pub async fn system(
         samples,
         cameras: s.deps.live.stats(),
         mqtt: s.deps.live.mqtt(),
+        storage_full_since: s
+            .deps
+            .storage
+            .as_ref()
+            .and_then(|h| h.full_since())
+            .map(crate::base::rfc3339_utc),
     }))
 }
