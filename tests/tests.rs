@@ -14,6 +14,7 @@ mod capture;
 mod config;
 mod daemon;
 mod events;
+mod fuzz;
 mod gallery;
 mod gpio;
 mod hostile;
