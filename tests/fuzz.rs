@@ -597,13 +597,24 @@ fn exec_image(data: &[u8]) -> Verdict {
     assert!(u64::from(probe.width) * u64::from(probe.height) <= cfg.max_upload_pixels);
     let r = faced::vision::image::decode(data, &limits);
     match &r {
-        Ok(img) => assert_eq!(
-            u64::from(img.width()) * u64::from(img.height()),
-            u64::from(probe.width) * u64::from(probe.height),
-            "decoded size differs from the header's {}",
-            probe.describe()
-        ),
+        Ok(img) => {
+            assert_eq!(
+                u64::from(img.width()) * u64::from(img.height()),
+                u64::from(probe.width) * u64::from(probe.height),
+                "decoded size differs from the header's {}",
+                probe.describe()
+            );
+            // What the folder camera does with a photo: fit it into the frame, whatever its shape.
+            let frame = faced::capture::convert::letterbox(img, 640, 480);
+            assert_eq!(frame.dimensions(), (640, 480));
+        }
         Err(e) => assert_input_error(e),
+    }
+    // The HTTP MJPEG camera's decoder (standard Huffman tables added when a frame has none).
+    if data.starts_with(b"\xff\xd8")
+        && let Err(e) = faced::capture::convert::decode_mjpeg(data)
+    {
+        assert_input_error(&e);
     }
     verdict(&r)
 }
@@ -1008,7 +1019,8 @@ fn config_doc(
 }
 
 /// Parses like `faced check-config` and the start of `faced run` (no environment overrides):
-/// TOML, then every section's validation. An accepted configuration prints as TOML.
+/// TOML, then every section's validation. An accepted configuration prints as TOML and gives
+/// the settings `faced run` derives from it.
 fn exec_config(data: &[u8]) -> Verdict {
     let Ok(text) = std::str::from_utf8(data) else {
         // `Config::load` reads the file as UTF-8 and refuses it otherwise.
@@ -1016,7 +1028,17 @@ fn exec_config(data: &[u8]) -> Verdict {
     };
     let r = faced::config::Config::from_toml(text, None, Vec::<(String, String)>::new());
     match &r {
-        Ok(c) => assert!(!c.to_toml_redacted().is_empty()),
+        Ok(c) => {
+            assert!(!c.to_toml_redacted().is_empty());
+            // What `faced run` derives from an accepted configuration before it starts anything.
+            let _ = faced::pipeline::Settings::from(c);
+            let _ = faced::events::store::StoreOptions::from(&c.raw.events);
+            c.raw
+                .web
+                .listen_addr()
+                .map_err(|e| assert_input_error(&e))
+                .ok();
+        }
         Err(e) => assert_input_error(e),
     }
     verdict(&r)
