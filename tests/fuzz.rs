@@ -625,7 +625,7 @@ fn image() {
     campaign(
         &Target {
             name: "image",
-            ci_iters: 3000,
+            ci_iters: 30_000,
             max_len: 64 << 10,
             dict: IMAGE_DICT,
         },
@@ -886,7 +886,7 @@ fn mqtt() {
     campaign(
         &Target {
             name: "mqtt",
-            ci_iters: 40_000,
+            ci_iters: 100_000,
             max_len: 5000,
             dict: MQTT_DICT,
         },
@@ -1051,7 +1051,7 @@ fn config() {
     campaign(
         &Target {
             name: "config",
-            ci_iters: 4000,
+            ci_iters: 40_000,
             max_len: 16 << 10,
             dict: CONFIG_DICT,
         },
@@ -1174,7 +1174,7 @@ fn zip() {
     campaign(
         &Target {
             name: "zip",
-            ci_iters: 3000,
+            ci_iters: 10_000,
             max_len: 64 << 10,
             dict: ZIP_DICT,
         },
@@ -1488,7 +1488,7 @@ fn json() {
     campaign(
         &Target {
             name: "json",
-            ci_iters: 2500,
+            ci_iters: 20_000,
             max_len: 8 << 10,
             dict: JSON_DICT,
         },
