@@ -19,8 +19,9 @@
 //!
 //! `FACED_FUZZ_ITERS` sets the inputs per target (default: a short CI run), `FACED_FUZZ_SEED`
 //! the seed (a run is reproducible by its seed). A panicking input is written to
-//! `tests/fuzz/crashes/<target>/<hash>` and fails the test. Each target prints one table row
-//! and one `FUZZ {json}` line, which `scripts/fuzz` collects.
+//! `tests/fuzz/crashes/<target>/<hash>` and fails the test; the slowest input of the run is kept
+//! in `target/fuzz/slowest/<target>`. Each target prints one table row and one `FUZZ {json}`
+//! line, which `scripts/fuzz` collects.
 
 use std::io::{Cursor, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -303,7 +304,7 @@ fn campaign(
 
     let mut pool: Vec<Vec<u8>> = corpus.into_iter().map(|(_, d)| d).collect();
     let fixed = pool.len();
-    let mut slowest = (Duration::ZERO, 0u64);
+    let mut slowest = (Duration::ZERO, 0u64, Vec::new());
     for i in 0..iters {
         let input = match rng.below(20) {
             0..=8 => {
@@ -329,7 +330,7 @@ fn campaign(
         let r = catch_unwind(AssertUnwindSafe(|| exec(&input)));
         let took = started.elapsed();
         if took > slowest.0 {
-            slowest = (took, i);
+            slowest = (took, i, input.clone());
         }
         rep.inputs += 1;
         match r {
@@ -361,6 +362,11 @@ fn campaign(
         }
     }
 
+    // The slowest input, to look at when its time grows (target/ is not committed).
+    let slow_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/fuzz/slowest");
+    if std::fs::create_dir_all(&slow_dir).is_ok() {
+        let _ = std::fs::write(slow_dir.join(t.name), &slowest.2);
+    }
     let secs = t0.elapsed().as_secs_f64();
     let rss_after = max_rss_kib();
     let rate = rep.inputs as f64 / secs.max(1e-9);
