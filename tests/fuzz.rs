@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `image` | an uploaded photo | `vision::image::probe` + `decode` with `web::api::uploads::limits` |
 //! | `mqtt` | a message on `faced/<device>/cmd/<verb>` | `mqtt::command::receive` (signature, then `parse`), `sniff_request_id`, `Topics::cmd_verb` |
-//! | `config` | `faced.toml` text | `config::Config::from_toml` (TOML, serde, every section's validation) |
+//! | `config` | `faced.toml` text, `#env` lines | `config::Config::from_toml` (TOML, `FACED_*` environment overrides, serde, every section's validation) |
 //! | `zip` | an uploaded zip | `web::api::uploads::photos_of` with the default `[web]` limits |
 //! | `json` | a console API request body or query | the console's axum router (`web::router`) with an admin session |
 //!
@@ -1021,18 +1021,53 @@ fn config_doc(
             }
         }
     }
-    Ok(toml::to_string(&doc).unwrap_or_default().into_bytes())
+    let mut text = toml::to_string(&doc).unwrap_or_default();
+    // Environment overrides, as `faced run` reads them under systemd.
+    for _ in 0..u.int_in_range(0..=3)? {
+        let section = (*u.choose(&sections)?).clone();
+        let mut name = format!("FACED_{}__", section.to_uppercase());
+        if section == "cameras" || u.ratio(1, 8)? {
+            let i = *u.choose(&[0u64, 1, 2, 7, 1 << 40, u64::MAX])?;
+            name.push_str(&format!("{i}__"));
+        }
+        if u.ratio(1, 8)? {
+            name.push_str(&text_line(u)?);
+        } else {
+            name.push_str(&u.choose(&keys[&section])?.to_uppercase());
+        }
+        let value = match u.int_in_range(0..=2)? {
+            0 => text_line(u)?,
+            _ => toml_value(u, 1)?.to_string(),
+        };
+        text.push_str(&format!("#env {name}={}\n", value.replace('\n', " ")));
+    }
+    Ok(text.into_bytes())
 }
 
-/// Parses like `faced check-config` and the start of `faced run` (no environment overrides):
-/// TOML, then every section's validation. An accepted configuration prints as TOML and gives
+/// [`text`] on one line.
+fn text_line(u: &mut Unstructured<'_>) -> arbitrary::Result<String> {
+    Ok(text(u)?.replace(['\n', '\r'], " "))
+}
+
+/// Parses like `faced check-config` and the start of `faced run`: TOML, the environment's
+/// overrides, then every section's validation. An accepted configuration prints as TOML and gives
 /// the settings `faced run` derives from it.
 fn exec_config(data: &[u8]) -> Verdict {
     let Ok(text) = std::str::from_utf8(data) else {
         // `Config::load` reads the file as UTF-8 and refuses it otherwise.
         return Verdict::Refused;
     };
-    let r = faced::config::Config::from_toml(text, None, Vec::<(String, String)>::new());
+    // Lines `#env NAME=VALUE` (TOML comments) are the process environment: the
+    // `FACED_<SECTION>__<KEY>` overrides are applied to the file's table before validation.
+    let env: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("#env "))
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    let r = faced::config::Config::from_toml(text, None, env);
     match &r {
         Ok(c) => {
             assert!(!c.to_toml_redacted().is_empty());
