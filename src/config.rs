@@ -226,6 +226,9 @@ fn origin_label(path: Option<&Path>, env_applied: &[String]) -> String {
     s
 }
 
+/// Longest `events.cooldown_secs` / `events.unknown_cooldown_secs`: a week.
+pub const MAX_COOLDOWN_SECS: f64 = 7.0 * 86_400.0;
+
 impl Config {
     /// Reads `path` and the process environment. A missing file is [`Kind::NotFound`]
     /// (callers that have a fallback check for it; see [`Config::load_or_default`]).
@@ -321,19 +324,21 @@ impl Config {
         if raw.gallery.db.as_os_str().is_empty() {
             return Err(err("gallery.db", "must not be empty".into()));
         }
-        if !(raw.events.cooldown_secs >= 0.0 && raw.events.cooldown_secs.is_finite()) {
-            return Err(err(
-                "events.cooldown_secs",
-                format!("must be ≥ 0, got {}", raw.events.cooldown_secs),
-            ));
-        }
-        if !(raw.events.unknown_cooldown_secs >= 0.0
-            && raw.events.unknown_cooldown_secs.is_finite())
-        {
-            return Err(err(
+        // Bounded (not only finite): the pipeline turns them into `Duration`s, and a value past
+        // what a `Duration` holds (1e300) stopped `faced run` with a panic after this check.
+        for (key, v) in [
+            ("events.cooldown_secs", raw.events.cooldown_secs),
+            (
                 "events.unknown_cooldown_secs",
-                format!("must be ≥ 0, got {}", raw.events.unknown_cooldown_secs),
-            ));
+                raw.events.unknown_cooldown_secs,
+            ),
+        ] {
+            if !(0.0..=MAX_COOLDOWN_SECS).contains(&v) {
+                return Err(err(
+                    key,
+                    format!("must be 0 to {MAX_COOLDOWN_SECS} seconds (a week), got {v}"),
+                ));
+            }
         }
         if !(raw.backup.every_hours > 0.0 && raw.backup.every_hours <= 8760.0) {
             return Err(err(

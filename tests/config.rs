@@ -92,11 +92,15 @@ const ROWS: &[Row] = &[
     row("inference.precision", r#""int8""#, &["5", r#""fp16""#]),
     row("gallery.db", r#""/tmp/x/f.db""#, &["5", r#""""#]),
     row("gallery.key_path", r#""/tmp/x/f.key""#, &["5"]),
-    row("events.cooldown_secs", "30.0", &[r#""x""#, "-1.0", "inf"]),
+    row(
+        "events.cooldown_secs",
+        "30.0",
+        &[r#""x""#, "-1.0", "inf", "604801.0", "1e300"],
+    ),
     row(
         "events.unknown_cooldown_secs",
         "0.0",
-        &[r#""x""#, "-1.0", "nan"],
+        &[r#""x""#, "-1.0", "nan", "1e300"],
     ),
     row("events.snapshots", "false", &[r#""x""#]),
     row(

@@ -16,6 +16,7 @@ mod config;
 mod daemon;
 mod diskfull;
 mod events;
+mod fuzz;
 mod gallery;
 mod gpio;
 mod hostile;

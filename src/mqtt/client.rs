@@ -892,22 +892,8 @@ impl Publisher {
             return;
         }
         let verb = verb.to_owned();
-        let parsed = if retain {
-            Err(Error::invalid(format!(
-                "command {verb}: retained commands are ignored (they would run on every reconnect); publish \
-                 without the retain flag, and clear the retained one with an empty retained message"
-            )))
-        } else if payload.len() > command::MAX_COMMAND_BYTES {
-            Err(Error::exhausted(format!(
-                "command {verb}: payload is {} bytes, more than the limit of {}",
-                payload.len(),
-                command::MAX_COMMAND_BYTES
-            )))
-        } else {
-            verifier
-                .verify(topic, payload, self.clocks.unix_ms().div_euclid(1000))
-                .and_then(|body| command::parse(&verb, body.as_bytes()))
-        };
+        let now = self.clocks.unix_ms().div_euclid(1000);
+        let parsed = command::receive(verifier, &verb, topic, payload, retain, now);
         let cmd = match parsed {
             Ok(c) => c,
             Err(e) => {

@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::auth::Verifier;
 use crate::error::{Error, Result};
 
 /// Largest command payload accepted (the signed envelope included).
@@ -163,6 +164,35 @@ pub fn sniff_request_id(payload: &[u8]) -> Option<String> {
     let id = v.get("body").unwrap_or(&v).get("id")?.as_str()?;
     check_request_id(id).ok()?;
     Some(id.to_owned())
+}
+
+/// Everything faced does with a message that arrived on `faced/<device>/cmd/<verb>` before the
+/// daemon sees it: refuses retained and oversized messages, checks the signature, timestamp and
+/// nonce with `verifier` at `now` (Unix seconds), then [`parse`]s the signed body. The MQTT
+/// thread calls this for each command message (an empty one, which only clears a retained
+/// message, never gets here); the fuzz tests call it with hostile payloads.
+pub fn receive(
+    verifier: &mut Verifier,
+    verb: &str,
+    topic: &str,
+    payload: &[u8],
+    retain: bool,
+    now: i64,
+) -> Result<Command> {
+    if retain {
+        return Err(Error::invalid(format!(
+            "command {verb}: retained commands are ignored (they would run on every reconnect); publish \
+             without the retain flag, and clear the retained one with an empty retained message"
+        )));
+    }
+    if payload.len() > MAX_COMMAND_BYTES {
+        return Err(Error::exhausted(format!(
+            "command {verb}: payload is {} bytes, more than the limit of {MAX_COMMAND_BYTES}",
+            payload.len()
+        )));
+    }
+    let body = verifier.verify(topic, payload, now)?;
+    parse(verb, body.as_bytes())
 }
 
 /// Parses and validates the body of a command on `faced/<device>/cmd/<verb>` (the `body` of

@@ -181,8 +181,10 @@ fn is_image_name(n: &str) -> bool {
     .any(|e| n.ends_with(e))
 }
 
-/// Splits an upload into photos: plain files as they are, zips unpacked with limits.
-fn photos_of(
+/// Splits an upload into photos: plain files as they are, zips unpacked with limits
+/// (`web.max_photo_bytes` per photo, `web.max_upload_photos`, `web.max_zip_uncompressed_bytes`).
+/// Public for the fuzz tests, which feed it hostile zips.
+pub fn photos_of(
     cfg: &WebConfig,
     name: &str,
     data: Bytes,
@@ -268,7 +270,9 @@ async fn read_files(mut mp: Multipart) -> ApiResult<Vec<(String, Bytes)>> {
     Ok(files)
 }
 
-fn limits(cfg: &WebConfig) -> ImageLimits {
+/// The limits an uploaded photo is decoded with (public for the fuzz tests, which decode hostile
+/// images with the same limits).
+pub fn limits(cfg: &WebConfig) -> ImageLimits {
     ImageLimits {
         max_file_bytes: cfg.max_photo_bytes as u64,
         max_pixels: cfg.max_upload_pixels,
