@@ -24,6 +24,7 @@ mod journal;
 mod mqtt;
 mod powercut;
 mod quantized;
+mod soak;
 mod util;
 mod vision;
 mod web;
