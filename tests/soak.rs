@@ -170,10 +170,7 @@ async fn soak_four_faces_with_mqtt_console_and_broker_restarts() {
         if el >= next_poll {
             next_poll = el + Duration::from_secs(2);
             polls += 1;
-            let s: Option<Value> = match admin.get("/api/system").await.json().await {
-                Ok(v) => Some(v),
-                Err(_) => None,
-            };
+            let s: Option<Value> = admin.get("/api/system").await.json().await.ok();
             let ev = admin.get("/api/events?limit=20").await.status();
             let frame = admin.get("/api/live/front/frame.jpg").await.status();
             match s {
