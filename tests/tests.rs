@@ -18,7 +18,6 @@ mod diskfull;
 mod events;
 mod fuzz;
 mod gallery;
-mod gpio;
 mod hostile;
 mod journal;
 mod mqtt;

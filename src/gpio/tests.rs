@@ -7,10 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use faced::Kind;
-use faced::base::SimulatedClocks;
-use faced::gpio::fake::FakeGpio;
-use faced::gpio::{BackendKind, Gpio, GpioConfig, GpioHandle, LedState, Trigger};
+use crate::Kind;
+use crate::base::SimulatedClocks;
+use crate::gpio::fake::FakeGpio;
+use crate::gpio::{BackendKind, Gpio, GpioConfig, GpioHandle, LedState, Trigger};
 
 const RELAY: u8 = 17;
 const LED: u8 = 27;
@@ -413,7 +413,7 @@ fn config_parses_with_defaults_and_rejects_unknown_keys() {
 
 #[test]
 fn backends_table_lists_fake() {
-    let names: Vec<&str> = faced::gpio::backends().iter().map(|b| b.0).collect();
+    let names: Vec<&str> = crate::gpio::backends().iter().map(|b| b.0).collect();
     assert!(names.contains(&"fake"));
     assert_eq!(names.contains(&"rppal"), cfg!(feature = "gpio"));
 }
@@ -436,7 +436,7 @@ fn rppal_backend_without_feature_is_refused() {
 /// The real thread, real clock: the pulse ends without anyone calling poll().
 #[test]
 fn gpio_thread_ends_the_pulse() {
-    let clock = Arc::new(faced::base::RealClocks);
+    let clock = Arc::new(crate::base::RealClocks);
     let gpio = FakeGpio::new(clock.clone());
     let c = GpioConfig {
         pulse_ms: 30,
