@@ -6,11 +6,11 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::util::broker::{Broker, Sub, free_port};
-use crate::util::daemon::{Daemon, faces_dir, photos_by_person};
+use crate::util::daemon::Daemon;
 use crate::util::web::{Client, PASSWORD};
 use serde_json::Value;
 
@@ -43,24 +43,6 @@ impl Drop for Mount {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
-}
-
-fn faced_cli(args: &[&str], stdin: &str) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_faced"))
-        .args(args)
-        .env_remove("FACED_CONFIG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let o = c.wait_with_output().unwrap();
-    assert!(
-        o.status.success(),
-        "faced {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
 }
 
 /// Writes 256 KiB blocks into `path` until the file system refuses one; returns the bytes.
@@ -133,40 +115,10 @@ async fn full_disk_degrades_storage_keeps_mqtt_and_recovers() {
     };
     let db = mnt.join("faced.db");
     let db_s = db.to_str().unwrap();
-    let (person, files) = photos_by_person().into_iter().next().unwrap();
-    let photo = faces_dir().join(&files[0]);
-    faced_cli(
-        &[
-            "enroll",
-            "--db",
-            db_s,
-            "--name",
-            &person,
-            photo.to_str().unwrap(),
-        ],
-        "",
-    );
-    faced_cli(
-        &["user", "--db", db_s, "add", "--admin", "admin"],
-        &format!("{PASSWORD}\n"),
-    );
     // Mosaics of four faces, each ending its tracks with a frame without faces: a steady storm
     // of recognized, unknown and left events with snapshots.
-    let play = tmp.path().join("play");
-    std::fs::create_dir_all(&play).unwrap();
-    let bench = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bench");
-    let mut n = 0;
-    for m in ["four-a.jpg", "four-b.jpg"] {
-        for (src, times) in [
-            (bench.join(m), 2),
-            (faces_dir().join("negatives/orange.jpg"), 1),
-        ] {
-            for _ in 0..times {
-                std::fs::copy(&src, play.join(format!("{n:03}.jpg"))).unwrap();
-                n += 1;
-            }
-        }
-    }
+    let play =
+        crate::util::daemon::storm_unit(tmp.path(), &db, &["four-a.jpg", "four-b.jpg"], 2, 1);
     let broker = Broker::start();
     let port = free_port();
     let conf = tmp.path().join("faced.toml");

@@ -19,10 +19,10 @@
 //! Needs the LiteRT runtime and the models (`scripts/setup`).
 
 use crate::util::daemon as daemon_util;
+use crate::util::daemon::faced_cli;
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -52,28 +52,6 @@ impl Drop for Console {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
-}
-
-fn faced_cli(args: &[&str], stdin: &str) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_faced"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "faced {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn free_port() -> u16 {

@@ -34,14 +34,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 
 use crate::util::broker::{Broker, Sub, free_port};
-use crate::util::daemon::{Daemon, faces_dir, photos_by_person};
+use crate::util::daemon::{Daemon, faced_cli, faces_dir, photos_by_person};
 use crate::util::web::{Client, PASSWORD};
 
 /// Iterations when `FACED_POWERCUT_ITERS` is unset: enough for CI to catch a regression in the
@@ -76,42 +75,12 @@ struct Rng(u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        crate::util::splitmix64(&mut self.0)
     }
 
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
-}
-
-/// Runs `faced ARGS` with `stdin`; panics on failure.
-fn faced_cli(args: &[&str], stdin: &str) {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_faced"))
-        .args(args)
-        .env_remove("FACED_CONFIG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "faced {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// What every iteration starts from: a gallery with `p1` (person01 of the fixtures, three of

@@ -6,13 +6,10 @@
 //! event lost, memory bounded, the pipeline keeping up.
 
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::util::broker::{Broker, BrokerOptions, Sub, free_port};
-use crate::util::daemon::{Daemon, faces_dir, photos_by_person};
+use crate::util::daemon::Daemon;
 use crate::util::web::{Client, PASSWORD};
 use serde_json::Value;
 
@@ -28,22 +25,6 @@ fn rss_kib(pid: u32) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
-}
-
-fn faced_cli(args: &[&str], stdin: &str) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_faced"))
-        .args(args)
-        .env_remove("FACED_CONFIG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    assert!(
-        c.wait_with_output().unwrap().status.success(),
-        "faced {args:?}"
-    );
 }
 
 fn percentile(sorted: &[i64], p: f64) -> i64 {
@@ -71,40 +52,14 @@ async fn soak_four_faces_with_mqtt_console_and_broker_restarts() {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("faced.db");
     let db_s = db.to_str().unwrap();
-    let (person, files) = photos_by_person().into_iter().next().unwrap();
-    let photo = faces_dir().join(&files[0]);
-    faced_cli(
-        &[
-            "enroll",
-            "--db",
-            db_s,
-            "--name",
-            &person,
-            photo.to_str().unwrap(),
-        ],
-        "",
+    // The 4-face stream: three mosaics, each for 2 s at 10 fps, then 1 s without faces.
+    let play = crate::util::daemon::storm_unit(
+        tmp.path(),
+        &db,
+        &["four-a.jpg", "four-b.jpg", "four-c.jpg"],
+        20,
+        10,
     );
-    faced_cli(
-        &["user", "--db", db_s, "add", "--admin", "admin"],
-        &format!("{PASSWORD}\n"),
-    );
-    // The 4-face stream: three mosaics, each for 2 s at 10 fps, then 1 s without faces, so
-    // every cycle ends its tracks and starts new ones (recognized, unknown and left events).
-    let play = tmp.path().join("play");
-    std::fs::create_dir_all(&play).unwrap();
-    let bench = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bench");
-    let mut n = 0;
-    for m in ["four-a.jpg", "four-b.jpg", "four-c.jpg"] {
-        for (src, frames) in [
-            (bench.join(m), 20),
-            (faces_dir().join("negatives/orange.jpg"), 10),
-        ] {
-            for _ in 0..frames {
-                std::fs::copy(&src, play.join(format!("{n:04}.jpg"))).unwrap();
-                n += 1;
-            }
-        }
-    }
     let mut broker = Broker::start_with(BrokerOptions {
         persistence: true,
         ..Default::default()

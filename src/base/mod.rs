@@ -15,5 +15,6 @@ pub mod clock;
 
 pub use backoff::Backoff;
 pub use clock::{
-    CLOCK_SKEW_MS, Clocks, RealClocks, SimulatedClocks, WALL_CLOCK_FLOOR_MS, rfc3339_utc, unix_ms,
+    CLOCK_SKEW_MS, Clocks, RealClocks, SimulatedClocks, WALL_CLOCK_FLOOR_MS, civil_from_days,
+    rfc3339_utc, unix_ms,
 };

@@ -298,18 +298,7 @@ pub fn check_report_range(since_ms: i64, until_ms: i64, tz_offset_min: i32) -> R
     Ok(())
 }
 
-/// Civil date of a day number since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
+use crate::base::civil_from_days as civil;
 
 fn day_key(local_ms: i64) -> String {
     let (y, m, d) = civil(local_ms.div_euclid(86_400_000));

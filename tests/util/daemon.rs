@@ -304,3 +304,74 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// Runs the CLI `faced ARGS` with `stdin` on its standard input (and no `FACED_CONFIG` from the
+/// test's environment); panics unless it succeeds; returns its stdout and stderr.
+pub fn faced_cli(args: &[&str], stdin: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_faced"))
+        .args(args)
+        .env_remove("FACED_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "faced {args:?} failed: {text}");
+    text
+}
+
+/// A unit for event storms: the gallery at `db` with the first fixture person enrolled (one of
+/// the four faces of the bench mosaics; the others are strangers) and an admin user `admin`
+/// with [`crate::util::web::PASSWORD`], and a play folder `dir/play` holding each of `mosaics`
+/// (files of tests/fixtures/bench) for `frames` frames followed by `empty` frames without a
+/// face, so every cycle ends its tracks and starts new ones: recognized, unknown and left
+/// events. Returns the play folder.
+pub fn storm_unit(dir: &Path, db: &Path, mosaics: &[&str], frames: usize, empty: usize) -> PathBuf {
+    let db_s = db.to_str().unwrap();
+    let (person, files) = photos_by_person().into_iter().next().unwrap();
+    let photo = faces_dir().join(&files[0]);
+    faced_cli(
+        &[
+            "enroll",
+            "--db",
+            db_s,
+            "--name",
+            &person,
+            photo.to_str().unwrap(),
+        ],
+        "",
+    );
+    faced_cli(
+        &["user", "--db", db_s, "add", "--admin", "admin"],
+        &format!("{}\n", crate::util::web::PASSWORD),
+    );
+    let play = dir.join("play");
+    std::fs::create_dir_all(&play).unwrap();
+    let bench = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bench");
+    let mut n = 0;
+    for m in mosaics {
+        for (src, times) in [
+            (bench.join(m), frames),
+            (faces_dir().join("negatives/orange.jpg"), empty),
+        ] {
+            for _ in 0..times {
+                std::fs::copy(&src, play.join(format!("{n:04}.jpg"))).unwrap();
+                n += 1;
+            }
+        }
+    }
+    play
+}

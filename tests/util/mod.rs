@@ -37,3 +37,13 @@ pub fn beside_others() -> RwLockReadGuard<'static, ()> {
 pub async fn beside_others_async() -> RwLockReadGuard<'static, ()> {
     TURNS.read().await
 }
+
+/// splitmix64: the next number of a seeded, reproducible stream (the randomized tests log their
+/// seed, so a failure can be replayed).
+pub fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
