@@ -649,30 +649,7 @@ async fn live_stream_overlay_and_system() {
 // with the heavy tests of the other modules (`crate::util::alone_async`): the machine is shared
 // and their time limits must stay meaningful.
 
-/// Runs `faced ARGS` with `stdin` as standard input: (success, stdout and stderr).
-fn faced_cli(args: &[&str], stdin: &str) -> (bool, String) {
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_faced"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
+use daemon_util::faced_cli_status as faced_cli;
 
 /// `faced user --db DB ARGS`, password (if any) on standard input; panics on failure.
 fn faced_user(db: &std::path::Path, args: &[&str], password: &str) -> String {

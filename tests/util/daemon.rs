@@ -306,8 +306,8 @@ impl Drop for Daemon {
 }
 
 /// Runs the CLI `faced ARGS` with `stdin` on its standard input (and no `FACED_CONFIG` from the
-/// test's environment); panics unless it succeeds; returns its stdout and stderr.
-pub fn faced_cli(args: &[&str], stdin: &str) -> String {
+/// test's environment): whether it succeeded, and its stdout and stderr.
+pub fn faced_cli_status(args: &[&str], stdin: &str) -> (bool, String) {
     use std::io::Write;
     let mut child = Command::new(env!("CARGO_BIN_EXE_faced"))
         .args(args)
@@ -329,7 +329,13 @@ pub fn faced_cli(args: &[&str], stdin: &str) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "faced {args:?} failed: {text}");
+    (out.status.success(), text)
+}
+
+/// [`faced_cli_status`] that panics unless the command succeeds; returns its output.
+pub fn faced_cli(args: &[&str], stdin: &str) -> String {
+    let (ok, text) = faced_cli_status(args, stdin);
+    assert!(ok, "faced {args:?} failed: {text}");
     text
 }
 
