@@ -921,21 +921,21 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// The wall clock set back to 1970 (an RTC-less board rebooting) and forward by years:
-    /// every session that predates the jump ends, in both directions, and a new sign-in on the
-    /// jumped clock works and expires by the usual rules.
-    #[test]
-    fn wall_clock_jumps_end_sessions_instead_of_stretching_them() {
-        use crate::base::SimulatedClocks;
-        use std::time::{SystemTime, UNIX_EPOCH};
+    /// A store on simulated clocks (idle limit 30 min, absolute 120 min) with one admin user,
+    /// inserted directly: hashing a real password takes seconds under emulation.
+    fn simulated_store() -> (
+        tempfile::TempDir,
+        AuthStore,
+        User,
+        Arc<crate::base::SimulatedClocks>,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let minute = Duration::from_secs(60);
         let limits = SessionLimits {
             idle: 30 * minute,
             max_age: 120 * minute,
         };
-        let clocks = Arc::new(SimulatedClocks::new());
-        let real_now = clocks.realtime();
+        let clocks = Arc::new(crate::base::SimulatedClocks::new());
         let store =
             AuthStore::open_with_clocks(&dir.path().join("faced.db"), limits, clocks.clone())
                 .unwrap();
@@ -944,6 +944,18 @@ mod tests {
             [],
         ).unwrap();
         let user = store.user_by_name("a").unwrap().unwrap();
+        (dir, store, user, clocks)
+    }
+
+    /// The wall clock set back to 1970 (an RTC-less board rebooting) and forward by years:
+    /// every session that predates the jump ends, in both directions, and a new sign-in on the
+    /// jumped clock works and expires by the usual rules.
+    #[test]
+    fn wall_clock_jumps_end_sessions_instead_of_stretching_them() {
+        use std::time::{SystemTime, UNIX_EPOCH};
+        let (_dir, store, user, clocks) = simulated_store();
+        let minute = Duration::from_secs(60);
+        let real_now = clocks.realtime();
         let (before, _) = store.create_session(&user).unwrap();
         assert!(store.session(&before).unwrap().is_some());
         // Back to 1970 + 1 day.
@@ -972,28 +984,12 @@ mod tests {
         clocks.set_wall(SystemTime::now() + 61 * minute);
         assert!(store.session(&ahead).unwrap().is_none());
         assert_eq!(store.purge_sessions().unwrap(), 0, "already deleted on use");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn sessions_expire_as_simulated_clocks_advance() {
-        use crate::base::SimulatedClocks;
-        let dir = tempfile::tempdir().unwrap();
+        let (_dir, store, user, clocks) = simulated_store();
         let minute = Duration::from_secs(60);
-        let limits = SessionLimits {
-            idle: 30 * minute,
-            max_age: 120 * minute,
-        };
-        let clocks = Arc::new(SimulatedClocks::new());
-        let store =
-            AuthStore::open_with_clocks(&dir.path().join("faced.db"), limits, clocks.clone())
-                .unwrap();
-        // Inserted directly: hashing a real password takes seconds under emulation.
-        store.conn().execute(
-            "INSERT INTO web_user (name, role, pw_salt, pw_hash, pw_iterations, created_at) VALUES ('a', 'admin', zeroblob(16), zeroblob(32), 600000, 0)",
-            [],
-        ).unwrap();
-        let user = store.user_by_name("a").unwrap().unwrap();
         let (busy, _) = store.create_session(&user).unwrap();
         let (idle, _) = store.create_session(&user).unwrap();
         // Through the public path (`session`, which reads the store's clocks): the busy session

@@ -2,6 +2,7 @@
 //! the restore's two steps are `db::backup`'s; here they are reached from the console.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use axum::extract::{Multipart, State};
@@ -15,6 +16,9 @@ use crate::json;
 use crate::web::AppState;
 use crate::web::auth;
 use crate::web::error::{ApiResult, JsonBody};
+
+/// Longest passphrase field accepted by `POST /api/restore`, bytes.
+const MAX_PASSPHRASE_BYTES: usize = 4096;
 
 /// A file beside the database with a random name, deleted on drop: the archive being built or
 /// uploaded. Beside the database rather than in /tmp: same disk as the data it copies, and
@@ -89,7 +93,7 @@ pub async fn restore(
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode_private()
+        .mode(0o600)
         .open(&upload.0)
         .map_err(|e| Error::unavailable("cannot store the uploaded archive").with_source(e))?;
     let mut pass = None;
@@ -97,7 +101,19 @@ pub async fn restore(
     while let Some(mut field) = mp.next_field().await? {
         match field.name() {
             Some("passphrase") => {
-                let text = field.text().await?;
+                // Bounded: the route's body limit is sized for archives, not for a passphrase.
+                let mut text = Vec::new();
+                while let Some(chunk) = field.chunk().await? {
+                    text.extend_from_slice(&chunk);
+                    if text.len() > MAX_PASSPHRASE_BYTES {
+                        return Err(Error::invalid(format!(
+                            "the passphrase is longer than {MAX_PASSPHRASE_BYTES} bytes"
+                        ))
+                        .into());
+                    }
+                }
+                let text = String::from_utf8(text)
+                    .map_err(|_| Error::invalid("the passphrase is not UTF-8"))?;
                 pass = Some(Passphrase::new(
                     text.trim_end_matches(['\r', '\n']),
                     "passphrase",
@@ -158,16 +174,4 @@ pub async fn restore(
         events: staged.events,
         restarting: restarting.is_some(),
     }))
-}
-
-/// `OpenOptions::mode(0o600)` under a name that says why.
-trait PrivateMode {
-    fn mode_private(&mut self) -> &mut Self;
-}
-
-impl PrivateMode for std::fs::OpenOptions {
-    fn mode_private(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        self.mode(0o600)
-    }
 }
