@@ -518,49 +518,43 @@ fn stage_into(
     let mut got = 0u64;
     let mut index = 0u64;
     let truncated = || Error::invalid("backup is truncated: it ends before its last part");
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).map_err(|_| truncated())?;
     loop {
-        let mut len = [0u8; 4];
-        r.read_exact(&mut len).map_err(|_| truncated())?;
-        let len = u32::from_le_bytes(len) as usize;
-        if !(TAG_LEN..=CHUNK + TAG_LEN).contains(&len) {
+        let n = u32::from_le_bytes(len) as usize;
+        if !(TAG_LEN..=CHUNK + TAG_LEN).contains(&n) {
             return Err(Error::invalid(format!(
                 "backup is damaged (part {index} has an impossible length)"
             )));
         }
-        let mut buf = vec![0u8; len];
+        let mut buf = vec![0u8; n];
         r.read_exact(&mut buf).map_err(|_| truncated())?;
-        // The final flag is not stored: a chunk is opened as "not last" and, if that fails, as
-        // "last". A cut archive therefore ends in a chunk that opens only as "not last" and is
-        // caught by the missing continuation.
-        let mut last = false;
-        let plain = match aead.open_in_place(
-            nonce(index),
-            Aad::from(chunk_aad(hhash.as_ref(), index, false)),
-            &mut buf.clone(),
-        ) {
-            Ok(p) => p.to_vec(),
-            Err(_) => {
-                last = true;
-                aead.open_in_place(
-                    nonce(index),
-                    Aad::from(chunk_aad(hhash.as_ref(), index, true)),
-                    &mut buf,
-                )
-                .map_err(|_| {
-                    Error::invalid(format!(
-                        "backup is damaged or was altered (part {index} fails its check)"
-                    ))
-                })?
-                .to_vec()
-            }
+        // The final flag is not stored: a part is the last when the file ends after it, and it
+        // must then have been sealed as the last. A file cut after any other part ends in a part
+        // sealed as "not last", which fails its check here.
+        let last = match r.read_exact(&mut len) {
+            Ok(()) => false,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => true,
+            Err(e) => return Err(io("cannot read the backup")(e)),
         };
+        let plain = aead
+            .open_in_place(
+                nonce(index),
+                Aad::from(chunk_aad(hhash.as_ref(), index, last)),
+                &mut buf,
+            )
+            .map_err(|_| {
+                Error::invalid(format!(
+                    "backup is damaged or was altered (part {index} fails its check)"
+                ))
+            })?;
         got += plain.len() as u64;
         if got > total {
             return Err(Error::invalid(
                 "backup is damaged (more data than its header says)",
             ));
         }
-        let mut rest = plain.as_slice();
+        let mut rest: &[u8] = plain;
         if plain_key.len() < KEY_LEN {
             let k = (KEY_LEN - plain_key.len()).min(rest.len());
             plain_key.extend_from_slice(&rest[..k]);
@@ -575,12 +569,6 @@ fn stage_into(
     }
     if got != total {
         return Err(truncated());
-    }
-    let mut extra = [0u8; 1];
-    if r.read(&mut extra).unwrap_or(0) != 0 {
-        return Err(Error::invalid(
-            "backup has data after its last part (altered)",
-        ));
     }
     let f = out
         .into_inner()
