@@ -358,6 +358,10 @@ pub struct SystemInfo<C, Q> {
     /// Since when the database's disk has been full (RFC 3339 UTC): events are published but
     /// not stored. `null` while events are stored.
     pub storage_full_since: Option<String>,
+    /// The models that run: `float`, `int8`, … (`inference.precision`, with `auto` resolved).
+    pub precision: crate::models::Precision,
+    /// Why: the CPU feature behind `auto`'s choice, or "set explicitly".
+    pub precision_reason: String,
 }
 
 // ---------------------------------------------------------------------------------------------

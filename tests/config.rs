@@ -63,6 +63,7 @@ const ROWS: &[Row] = &[
         r#""pattern""#,
         &["5", r#""rtsp://cam""#, r#""https://cam/x""#],
     ),
+    row("cameras[].exec_format", r#""yuv420""#, &[r#""h264""#, "1"]),
     row("cameras[].width", "320", &[r#""wide""#, "8", "10000"]),
     row("cameras[].height", "240", &[r#""tall""#, "8", "5000"]),
     row("cameras[].fps", "7.5", &[r#""fast""#, "0", "500"]),

@@ -90,13 +90,13 @@ fn labelled(precision: Precision) -> &'static Labelled {
     static INT8: OnceLock<Labelled> = OnceLock::new();
     static DYNAMIC: OnceLock<Labelled> = OnceLock::new();
     static STOCK: OnceLock<Labelled> = OnceLock::new();
-    let cell = match precision {
-        Precision::Float => &FLOAT,
+    let cell = match precision.resolve() {
+        Precision::Float | Precision::Auto => &FLOAT,
         Precision::FloatStock => &STOCK,
         Precision::Int8 => &INT8,
         Precision::DynamicInt8 => &DYNAMIC,
     };
-    cell.get_or_init(|| analyze_labelled(precision))
+    cell.get_or_init(|| analyze_labelled(precision.resolve()))
 }
 
 fn emb(l: &'static Labelled, file: &str) -> &'static [f32] {

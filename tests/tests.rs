@@ -11,6 +11,7 @@
 mod architecture;
 mod backup;
 mod browser;
+mod cameras;
 mod capture;
 mod config;
 mod daemon;

@@ -720,6 +720,27 @@ async fn cli_password_change_and_removal_sign_out_of_the_running_daemon() {
     assert_eq!(eve.get("/api/me").await.status(), 200);
     assert_eq!(eve_script.get("/api/users").await.status(), 200);
 
+    // `inference.precision = "auto"` (the default): on x86 the daemon runs the float models,
+    // VNNI or not (int8 was measured no faster there), says so at start and on the System page.
+    // The ARM choices are checked under QEMU with each board's cpuinfo (scripts/ci-aarch64).
+    let sys: Value = eve.get("/api/system").await.json().await.unwrap();
+    if cfg!(target_arch = "x86_64") {
+        assert_eq!(sys["precision"], "float", "{sys}");
+        assert!(
+            sys["precision_reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("x86 CPU"),
+            "{sys}"
+        );
+        tokio::task::block_in_place(|| {
+            d.wait_for(
+                &["models loaded (float models: x86 CPU"],
+                std::time::Duration::from_secs(5),
+            )
+        });
+    }
+
     // Password change from the CLI: session and token refused within seconds.
     let new_pw = "a brand new passphrase";
     let out = tokio::task::block_in_place(|| faced_user(&db, &["passwd", "eve"], new_pw));

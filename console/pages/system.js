@@ -13,6 +13,7 @@ async function load() {
   const s = await api('GET', '/api/system');
   const rows = [
     ['Version', s.version],
+    ['Models', `${s.precision} (${s.precision_reason})`],
     ['CPU load (1/5/15 min)', s.load ? s.load.map((x) => x.toFixed(2)).join(' / ') + ` on ${s.cpus} cores` : '–'],
     ['Temperature', s.temperature_c == null ? '–' : `${s.temperature_c.toFixed(1)} °C`],
     ['Disk free', s.disk_total_bytes ? `${mb(s.disk_free_bytes)} of ${mb(s.disk_total_bytes)}` : '–'],

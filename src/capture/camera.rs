@@ -24,8 +24,12 @@ pub struct CameraConfig {
     /// Name used in events, topics and the console: 1–32 of `a-z 0-9 _ -`, unique.
     pub name: String,
     /// `v4l2:/dev/videoN`, `dir:PATH`, `http://HOST/PATH` (MJPEG stream; `http:URL` also
-    /// accepted) or `pattern` (synthetic test frames).
+    /// accepted), `exec:COMMAND` (frames from a program's output) or `pattern` (synthetic test
+    /// frames).
     pub source: String,
+    /// `exec:` only: what the command writes: `mjpeg` (JPEG images one after another), `yuv420`
+    /// (planar I420) or `rgb24`, the raw ones at `width` × `height`.
+    pub exec_format: super::exec::ExecFormat,
     /// Frame width asked of the camera (V4L2), or of the canvas images are letterboxed into
     /// (`dir:`, `pattern`).
     pub width: u32,
@@ -70,6 +74,7 @@ impl Default for CameraConfig {
         CameraConfig {
             name: "camera".into(),
             source: format!("dir:{PACKAGED_SAMPLES}"),
+            exec_format: Default::default(),
             width: 640,
             height: 480,
             fps: 10.0,
@@ -107,17 +112,20 @@ pub enum SourceSpec {
     Dir(PathBuf),
     /// An MJPEG-over-HTTP stream (`multipart/x-mixed-replace`), `http://` only.
     Http(String),
+    /// A command whose standard output is the stream (run by `/bin/sh -c`).
+    Exec(String),
     /// Synthetic frames.
     Pattern,
 }
 
 impl SourceSpec {
-    /// Parses `v4l2:/dev/videoN`, `dir:PATH`, `http://…` / `http:URL`, or `pattern`.
+    /// Parses `v4l2:/dev/videoN`, `dir:PATH`, `http://…` / `http:URL`, `exec:COMMAND` or
+    /// `pattern`.
     pub fn parse(s: &str) -> Result<SourceSpec> {
         let s = s.trim();
         let bad = |why: &str| {
             Error::invalid(format!(
-                "camera source {s:?}: {why}; use v4l2:/dev/videoN, dir:PATH, http://HOST/PATH or pattern"
+                "camera source {s:?}: {why}; use v4l2:/dev/videoN, dir:PATH, http://HOST/PATH, exec:COMMAND or pattern"
             ))
         };
         if s == "pattern" {
@@ -138,6 +146,8 @@ impl SourceSpec {
             return Err(bad("nothing after the colon"));
         }
         match scheme {
+            "exec" if rest.trim().is_empty() => Err(bad("no command after exec:")),
+            "exec" => Ok(SourceSpec::Exec(rest.trim().to_string())),
             "v4l2" => Ok(SourceSpec::V4l2(PathBuf::from(rest))),
             "dir" => Ok(SourceSpec::Dir(PathBuf::from(rest))),
             "http" if rest.starts_with("http://") => Ok(SourceSpec::Http(rest.to_string())),
@@ -156,9 +166,37 @@ impl std::fmt::Display for SourceSpec {
             SourceSpec::V4l2(p) => write!(f, "v4l2:{}", p.display()),
             SourceSpec::Dir(p) => write!(f, "dir:{}", p.display()),
             SourceSpec::Http(u) => f.write_str(u),
+            SourceSpec::Exec(c) => write!(f, "exec:{c}"),
             SourceSpec::Pattern => f.write_str("pattern"),
         }
     }
+}
+
+impl SourceSpec {
+    /// As `Display`, with any `user:password@` of a URL (an HTTP or RTSP camera's, also inside
+    /// an `exec:` command line) replaced by `…@`: for logs and the console.
+    pub fn redacted(&self) -> String {
+        redact_credentials(&self.to_string())
+    }
+}
+
+/// Replaces the user information of every `scheme://user:pass@host` in `s` with `…`.
+pub fn redact_credentials(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("://") {
+        out.push_str(&rest[..i + 3]);
+        rest = &rest[i + 3..];
+        let end = rest
+            .find(|c: char| c == '/' || c.is_whitespace() || c == '\'' || c == '"')
+            .unwrap_or(rest.len());
+        if let Some(at) = rest[..end].rfind('@') {
+            out.push('…');
+            rest = &rest[at..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A validated camera: its settings plus the parsed source.

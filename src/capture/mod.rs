@@ -5,6 +5,7 @@
 //! | `v4l2:/dev/videoN` (USB / CSI cameras; MJPEG preferred, then YUYV) | [`v4l2`] | `v4l2` |
 //! | `dir:PATH` (a folder of images played as a stream) | [`dir`] | always |
 //! | `http://…` (MJPEG over HTTP, `multipart/x-mixed-replace`) | [`http`] | always |
+//! | `exec:COMMAND` (a program's output: `rpicam-vid`, `ffmpeg` for RTSP) | [`exec`] | always |
 //! | `pattern` (synthetic frames) | [`pattern`] | always |
 //!
 //! Each camera runs on its own OS thread ([`run_camera`]): open the source, pull frames, hand
@@ -20,6 +21,7 @@
 mod camera;
 pub mod convert;
 pub mod dir;
+pub mod exec;
 pub mod http;
 pub mod pattern;
 #[cfg(feature = "v4l2")]
@@ -34,11 +36,13 @@ use image::RgbImage;
 use crate::base::Backoff;
 use crate::error::{Error, Kind, Result};
 
-pub use camera::{Camera, CameraConfig, PACKAGED_SAMPLES, SourceSpec, stream_detector};
+pub use camera::{
+    Camera, CameraConfig, PACKAGED_SAMPLES, SourceSpec, redact_credentials, stream_detector,
+};
 
 /// Backends compiled into this binary (for `faced check-config`).
 pub fn compiled_backends() -> Vec<&'static str> {
-    let mut v = vec!["dir", "http", "pattern"];
+    let mut v = vec!["dir", "http", "exec", "pattern"];
     if cfg!(feature = "v4l2") {
         v.insert(0, "v4l2");
     }
@@ -124,6 +128,14 @@ pub fn open(cam: &Camera) -> Result<Box<dyn FrameSource>> {
         )?)),
         SourceSpec::Http(url) => Ok(Box::new(http::HttpMjpeg::open(url, stall_timeout(s.fps))?)),
         SourceSpec::Pattern => Ok(Box::new(pattern::Pattern::new(s.width, s.height, s.fps))),
+        SourceSpec::Exec(command) => Ok(Box::new(exec::ExecSource::open(
+            command,
+            s.exec_format,
+            s.width,
+            s.height,
+            stall_timeout(s.fps),
+            &s.name,
+        )?)),
         SourceSpec::V4l2(dev) => open_v4l2(dev, cam),
     }
 }
@@ -354,7 +366,7 @@ pub fn run_camera(
     stop: &AtomicBool,
 ) {
     let name = cam.name();
-    let source = cam.source.to_string();
+    let source = cam.source.redacted();
     let mut backoff = Backoff::default();
     // Live devices keep the newest frame; played files may wait for the vision thread.
     let lossless =

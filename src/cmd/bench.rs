@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use faced::base::RealClocks;
+use faced::base::SimulatedClocks;
 use faced::capture::{Frame, convert};
 use faced::config::{CameraConfig, Config, RawConfig, stream_detector};
 use faced::events::store::{EventStore, EventWriter, StoreOptions};
@@ -37,10 +37,16 @@ pub struct Args {
     /// XNNPACK threads per model (the reference gets the same number).
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
-    /// Model precision: float, float_stock (the published MobileFaceNet file), int8 or
-    /// dynamic_int8. The reference always runs the published float files.
-    #[arg(long, default_value = "float")]
+    /// Model precision: auto (the CPU decides, as `faced run` does), float, float_stock (the
+    /// published MobileFaceNet file), int8 or dynamic_int8. The reference always runs the
+    /// published float files.
+    #[arg(long, default_value = "auto")]
     pub precision: faced::models::Precision,
+    /// The stream's own frame rate: the pipeline's clock (track ages, cool-downs, event times)
+    /// moves by 1/F s per frame, whatever the speed of this machine, so the work done per frame
+    /// is the same on a fast PC, a Pi and under an emulator (scripts/arm-cost counts it).
+    #[arg(long, default_value_t = 15.0)]
+    pub stream_fps: f64,
     /// Re-embed a live track every N detections (the camera's `embed_every`).
     #[arg(long, default_value_t = 10)]
     pub embed_every: u32,
@@ -75,6 +81,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.frames == 0 || args.hold == 0 {
         bail!("--frames and --hold must be at least 1");
     }
+    if !(args.stream_fps > 0.0 && args.stream_fps <= 1000.0) {
+        bail!("--stream-fps must be in (0, 1000]");
+    }
+    let frame_interval = Duration::from_secs_f64(1.0 / args.stream_fps);
     let inf = InferenceConfig {
         threads: args.threads,
         precision: args.precision,
@@ -128,7 +138,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ..CameraConfig::default()
     }];
     let cfg = Config::validate(raw, None, Vec::new())?;
-    let clock = Arc::new(RealClocks);
+    let clock = Arc::new(SimulatedClocks::new());
     let store = EventStore::open(
         &db,
         &key,
@@ -142,7 +152,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let writer = EventWriter::spawn(store)?;
     let mut stored = writer.subscribe();
-    let mut proc = Processor::new(&cfg, gallery, Some(writer.sender()), clock)?;
+    let mut proc = Processor::new(&cfg, gallery, Some(writer.sender()), clock.clone())?;
 
     // Warm-up (first inference allocates): one frame, not counted.
     proc.process(0, &Frame::now(bases[0].clone(), 0))?;
@@ -153,6 +163,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let t0 = Instant::now();
     for i in 0..args.frames {
+        clock.advance(frame_interval);
         let base = &bases[(i / args.hold) % bases.len()];
         let mut frame = Frame::now(convert::shift_right(base, (i % 5) as u32), i as u64 + 1);
         // A new photo is a new scene (as a dir: camera marks it): its faces are new tracks.
@@ -191,7 +202,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "events": counts,
         "event_latency_ms": { "median": pct(&mut latencies.clone(), 0.5), "p99": pct(&mut latencies, 0.99) },
         "threads": args.threads,
-        "precision": args.precision,
+        "precision": args.precision.resolve().as_str(),
         "publish_latency_ms": publish,
         "hold": args.hold,
         "images": args.images.len(),

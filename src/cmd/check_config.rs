@@ -66,6 +66,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for c in &cfg.cameras {
         println!("# camera {}: {}", c.name(), c.source);
     }
+    let precision = cfg.raw.inference.precision;
+    let choice = precision.choice();
+    println!(
+        "# inference precision: {} (inference.precision = \"{}\": {})",
+        choice.precision.as_str(),
+        precision.as_str(),
+        choice.reason
+    );
     if args.deep {
         println!("# models and runtime: loaded");
     }

@@ -94,8 +94,9 @@ pub struct VisionArgs {
     /// XNNPACK threads per model.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
-    /// Model precision: float, float_stock, int8 or dynamic_int8.
-    #[arg(long, default_value = "float")]
+    /// Model precision: auto (the CPU decides, as `faced run` does), float, float_stock, int8
+    /// or dynamic_int8.
+    #[arg(long, default_value = "auto")]
     pub precision: faced::models::Precision,
     /// Path of libLiteRt.so (default: search; see `faced check-config`).
     #[arg(long, env = "FACED_LITERT_LIB")]

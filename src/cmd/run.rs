@@ -266,9 +266,14 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
         gpio.clone(),
     )?;
     let handle = pipeline.handle();
+    let choice = cfg.raw.inference.precision.choice();
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
-        "models loaded, cameras starting"
+        precision = choice.precision.as_str(),
+        configured = cfg.raw.inference.precision.as_str(),
+        "models loaded ({} models: {}), cameras starting",
+        choice.precision.as_str(),
+        choice.reason
     );
 
     // Web console.
@@ -599,6 +604,7 @@ async fn start_web(
             threshold: cfg.cameras[0].settings.threshold,
             restart: Some(restart),
             storage: Some(storage),
+            precision: cfg.raw.inference.precision.choice(),
         };
         let state = AppState::new(cfg.raw.web.clone(), deps)?;
         let addr = cfg.raw.web.listen_addr()?;

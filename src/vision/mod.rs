@@ -45,7 +45,7 @@ pub struct InferenceConfig {
     /// x86 dev VM two threads gave 1.5× the frames per second of one (`faced bench --threads`);
     /// one was faster only while other CPU-bound jobs shared the machine.
     pub threads: usize,
-    /// Float or int8 models (see [`models::Precision`]).
+    /// Float or int8 models, or `Auto`: the CPU decides (see [`models::Precision`]).
     pub precision: models::Precision,
 }
 
@@ -55,7 +55,7 @@ impl Default for InferenceConfig {
             litert_lib: None,
             models_dir: None,
             threads: 2,
-            precision: models::Precision::Float,
+            precision: models::Precision::Auto,
         }
     }
 }

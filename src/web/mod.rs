@@ -290,6 +290,8 @@ pub struct Deps {
     /// Whether the event writer can store events (the console's disk-full banner); none where
     /// no event writer runs.
     pub storage: Option<Arc<crate::events::StorageHealth>>,
+    /// The model precision that runs and why (the System page).
+    pub precision: crate::models::PrecisionChoice,
 }
 
 /// Shared state of the console; cheap to clone.

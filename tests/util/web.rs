@@ -158,6 +158,7 @@ impl TestServer {
             threshold: 0.5,
             restart: None,
             storage: None,
+            precision: faced::models::Precision::Auto.choice(),
         };
         let state = AppState::new(config, deps).unwrap();
         if users {

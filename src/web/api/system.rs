@@ -78,5 +78,7 @@ pub async fn system(
             .as_ref()
             .and_then(|h| h.full_since())
             .map(crate::base::rfc3339_utc),
+        precision: s.deps.precision.precision,
+        precision_reason: s.deps.precision.reason.clone(),
     }))
 }

@@ -1,0 +1,221 @@
+//! The cameras people own, through `faced run`: `exec:` sources fed by Debian's real `ffmpeg`
+//! (the same program the RTSP recipe in docs/cameras.md runs), in both the MJPEG and the raw
+//! YUV 4:2:0 formats, a command that keeps dying, one that hangs, and what is left running after
+//! the daemon stops. `rpicam-vid` (the Pi camera module) cannot run here: its recipe writes the
+//! same MJPEG byte stream as `ffmpeg -f mjpeg`, which is what these tests feed.
+//!
+//! Skipped, with a message, when ffmpeg is not installed (`scripts/test` installs it).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::util::daemon::*;
+use faced::base::SimulatedClocks;
+use faced::events::store::{EventStore, StoreOptions};
+use faced::events::{Event, EventKind};
+
+fn have_ffmpeg() -> bool {
+    let ok = std::process::Command::new("ffmpeg")
+        .arg("-version")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("SKIPPED: ffmpeg is not installed (apt-get install ffmpeg; scripts/test does)");
+    }
+    ok
+}
+
+fn events(dir: &Path, key: &Path) -> Vec<Event> {
+    let store = EventStore::open(
+        &dir.join("faced.db"),
+        key,
+        StoreOptions {
+            retention_days: 0,
+            retention_count: 0,
+            snapshots: false,
+        },
+        Arc::new(SimulatedClocks::new()),
+    )
+    .unwrap();
+    store.recent(1000, None).unwrap()
+}
+
+/// ffmpeg playing one photo as a live 640×480 camera at 5 fps; `out` is its output options.
+fn ffmpeg(photo: &Path, out: &str) -> String {
+    format!(
+        "ffmpeg -hide_banner -loglevel error -nostdin -re -loop 1 -framerate 5 -i {} \
+         -vf scale=640:480:force_original_aspect_ratio=decrease,pad=640:480:-1:-1 {out} -",
+        photo.display()
+    )
+}
+
+/// Processes whose command line contains `needle` (from /proc).
+fn processes_with(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            if c.contains(needle) && !c.contains("cargo") {
+                found.push(format!("{}: {c}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
+/// Alice enrolled from three photos; another photo of her is played by two `exec:` cameras,
+/// one reading ffmpeg's MJPEG and one its raw yuv420p. Both recognize her. After SIGTERM no
+/// ffmpeg of this test is left running.
+#[test]
+fn exec_cameras_fed_by_ffmpeg_recognize_an_enrolled_person() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let _heavy = crate::util::alone();
+    let people = photos_by_person();
+    let p1: Vec<&str> = people["person01"].iter().map(String::as_str).collect();
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let mut g = gallery(dir);
+    let mut an = still_analyzer();
+    enroll(&mut g, &mut an, "alice", &p1[..3]);
+    let key = g.key_path().to_path_buf();
+    drop((g, an));
+    // No cool-down: a person recognized on one camera is not held back on the other.
+    // The photo is copied into the test's folder, so its path marks this test's processes.
+    let photo = dir.join("alice-at-the-door.jpg");
+    std::fs::copy(faces_dir().join(p1[3]), &photo).unwrap();
+    let mjpeg = ffmpeg(&photo, "-f mjpeg -q:v 4");
+    let yuv = ffmpeg(&photo, "-pix_fmt yuv420p -f rawvideo");
+    let toml = format!(
+        "[device]\nid = \"test\"\n[gallery]\ndb = \"{db}\"\n\
+         [events]\ncooldown_secs = 0.0\n\
+         [[cameras]]\nname = \"mjpeg\"\nsource = \"exec:{mjpeg}\"\nfps = 5.0\n\
+         [[cameras]]\nname = \"yuv\"\nsource = \"exec:{yuv}\"\nexec_format = \"yuv420\"\nfps = 5.0\n",
+        db = dir.join("faced.db").display(),
+    );
+    let cfgp = dir.join("faced.toml");
+    std::fs::write(&cfgp, toml).unwrap();
+    let mut d = Daemon::start(
+        &["--config", cfgp.to_str().unwrap()],
+        &[("FACED_LOG", "info")],
+    );
+    d.wait_for(&["ready"], Duration::from_secs(60));
+    let t = Instant::now();
+    loop {
+        let ev = events(dir, &key);
+        let seen = |cam: &str| {
+            ev.iter().any(|e| {
+                e.kind == EventKind::Recognized
+                    && e.camera == cam
+                    && e.person.as_deref() == Some("alice")
+            })
+        };
+        if seen("mjpeg") && seen("yuv") {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(40),
+            "not recognized on both cameras: {ev:#?}\nlog:\n{}",
+            d.log.lock().unwrap().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let ours = format!("-i {}", photo.display());
+    assert_eq!(
+        processes_with(&ours).len(),
+        2,
+        "{:?}",
+        processes_with(&ours)
+    );
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait(Duration::from_secs(20)), Some(0));
+    // The commands die with the daemon, not later.
+    assert!(
+        processes_with(&ours).is_empty(),
+        "{:?}",
+        processes_with(&ours)
+    );
+}
+
+/// A command that writes a few frames, says something on stderr and exits is logged (its
+/// stderr line and exit status) and started again with back-off; a command that writes nothing
+/// is killed as stalled and started again. When the daemon is SIGKILLed (no chance to clean
+/// up), the command still goes: the kernel signals it as its parent dies (a simple command is
+/// exec'ed by the shell, so it is faced's child).
+#[test]
+fn exec_commands_that_exit_or_hang_are_restarted_and_die_with_the_daemon() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let _heavy = crate::util::alone();
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let photo = dir.join("door.jpg");
+    std::fs::copy(faces_dir().join("img1.jpg"), &photo).unwrap();
+    let dying = format!(
+        "{} ; echo the camera went away >&2 ; exit 3",
+        ffmpeg(&photo, "-frames:v 3 -f mjpeg")
+    );
+    // `sleep` never writes: stalled after the 3 s stall timeout. Its odd duration marks it.
+    let hang = "sleep 6133";
+    let toml = format!(
+        "[device]\nid = \"test\"\n[gallery]\ndb = \"{db}\"\n\
+         [[cameras]]\nname = \"dying\"\nsource = \"exec:{dying}\"\nfps = 5.0\n\
+         [[cameras]]\nname = \"hung\"\nsource = \"exec:{hang}\"\nfps = 5.0\n",
+        db = dir.join("faced.db").display(),
+    );
+    let cfgp = dir.join("faced.toml");
+    std::fs::write(&cfgp, toml).unwrap();
+    let mut d = Daemon::start(
+        &["--config", cfgp.to_str().unwrap()],
+        &[("FACED_LOG", "info")],
+    );
+    d.wait_for(
+        &["dying", "exec: the camera went away"],
+        Duration::from_secs(60),
+    );
+    let lost = d.wait_for(
+        &["dying", "camera lost", "exited (exit status: 3)"],
+        Duration::from_secs(20),
+    );
+    assert!(lost.contains("the camera went away"), "{lost}");
+    // Started again, frames and all: a second exit.
+    let t = Instant::now();
+    while d.count("exited (exit status: 3)") < 2 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the dying command was not started again; log:\n{}",
+            d.log.lock().unwrap().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    d.wait_for(&["hung", "camera lost", "stalled"], Duration::from_secs(20));
+    let t = Instant::now();
+    while processes_with("sleep 6133").is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the hung command was not restarted"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Each stall killed its sleep: never more than the one running now.
+    assert!(
+        processes_with("sleep 6133").len() <= 1,
+        "{:?}",
+        processes_with("sleep 6133")
+    );
+    d.signal(libc::SIGKILL);
+    d.wait(Duration::from_secs(10));
+    let t = Instant::now();
+    while !processes_with("sleep 6133").is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the command outlived a SIGKILLed daemon: {:?}",
+            processes_with("sleep 6133")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
