@@ -62,6 +62,8 @@ pub struct RawConfig {
     pub gpio: GpioConfig,
     /// `[backup]`: scheduled encrypted backups.
     pub backup: BackupConfig,
+    /// `[frigate]`: recognize the people an existing Frigate tracks (companion mode).
+    pub frigate: crate::frigate::FrigateConfig,
 }
 
 /// `[backup]`: the unit keeps its own encrypted backups (`faced backup` format) in a folder.
@@ -368,6 +370,13 @@ impl Config {
         section(raw.mqtt.validate())?;
         section(raw.web.validate())?;
         section(raw.gpio.validate())?;
+        section(raw.frigate.validate())?;
+        if raw.frigate.enabled && !raw.mqtt.enabled {
+            return Err(err(
+                "frigate.enabled",
+                "needs mqtt.enabled = true, on the broker Frigate publishes to".into(),
+            ));
+        }
         if let Some(u) = &raw.web.public_url
             && !((u.starts_with("http://") || u.starts_with("https://"))
                 && u.len() > "https://".len()

@@ -239,6 +239,32 @@ const ROWS: &[Row] = &[
     ),
     row("backup.keep", "30", &[r#""x""#, "0", "1001"]),
     row_in(
+        "frigate.enabled",
+        "true",
+        &[r#""yes""#],
+        &[("mqtt.enabled", "true")],
+    ),
+    row(
+        "frigate.url",
+        r#""http://10.0.0.5:5000""#,
+        &["5", r#""https://frigate:8971""#, r#""http://""#],
+    ),
+    row(
+        "frigate.topic_prefix",
+        r#""nvr""#,
+        &["5", r#""""#, r#""frigate/#""#],
+    ),
+    row(
+        "frigate.cameras",
+        r#"["front_door", "garage"]"#,
+        &[r#""front""#, r#"["front door"]"#],
+    ),
+    row("frigate.attempts", "10", &[r#""x""#, "0", "51"]),
+    row("frigate.min_area", "10000", &[r#""x""#, "-1", "100000001"]),
+    row("frigate.threshold", "0.6", &[r#""x""#, "0", "1.5"]),
+    row("frigate.sub_label", "false", &[r#""no""#]),
+    row("frigate.timeout_secs", "2.0", &[r#""x""#, "0.1", "61"]),
+    row_in(
         "gpio.fake_pir_file",
         r#""/tmp/x/pir""#,
         &["5"],

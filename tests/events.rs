@@ -176,6 +176,7 @@ fn random_event(i: usize, rng: &mut Rng, person_id: i64) -> Event {
         snapshot: false,
         snapshot_jpeg,
         frame_captured: None,
+        frigate: None,
     }
 }
 

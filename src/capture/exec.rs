@@ -510,7 +510,7 @@ mod tests {
         let p = red.get_pixel(0, 0).0;
         assert!(p[0] > 245 && p[1] < 10 && p[2] < 10, "{p:?}");
         // Odd sizes round the chroma planes up.
-        let odd = i420_to_rgb(&vec![128u8; 3 * 3 + 2 * 4], 3, 3);
+        let odd = i420_to_rgb(&[128u8; 3 * 3 + 2 * 4], 3, 3);
         assert_eq!(odd.dimensions(), (3, 3));
     }
 }

@@ -276,6 +276,22 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
         choice.reason
     );
 
+    // Frigate companion: its own still-image analyzer (snapshots, like console uploads).
+    let frigate = if cfg.raw.frigate.enabled {
+        let analyzer = Analyzer::open(&cfg.raw.inference, DetectorConfig::default())?;
+        Some(faced::frigate::Frigate::start(
+            &cfg.raw.frigate,
+            &cfg.raw.mqtt,
+            &cfg.raw.device.id,
+            analyzer,
+            gallery.clone(),
+            writer.sender(),
+            Arc::new(RealClocks),
+        )?)
+    } else {
+        None
+    };
+
     // Web console.
     let (restart_tx, mut restart_rx) = tokio::sync::mpsc::channel::<()>(1);
     let restart: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
@@ -366,6 +382,7 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
         w.abort();
     }
     tokio::task::spawn_blocking(move || {
+        drop(frigate);
         pipeline.stop();
         // Relay released and LED off once nothing can pulse them any more.
         drop(gpio);

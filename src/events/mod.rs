@@ -107,6 +107,19 @@ pub struct Event {
     /// serialised).
     #[serde(skip)]
     pub frame_captured: Option<Instant>,
+    /// Frigate companion mode: the Frigate event this one is about (published, not stored in
+    /// the event table).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub frigate: Option<FrigateRef>,
+}
+
+/// The Frigate event a faced event is about (`[frigate]`, src/frigate/).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrigateRef {
+    /// Frigate's event id, e.g. `1607123955.475377-mxklsc`.
+    pub id: String,
+    /// Frigate's camera name, as Frigate spells it.
+    pub camera: String,
 }
 
 /// Longest camera name the event table takes (characters).
@@ -374,6 +387,7 @@ mod tests {
             snapshot: true,
             snapshot_jpeg: Some(vec![1, 2]),
             frame_captured: None,
+            frigate: None,
         };
         let v: serde_json::Value = serde_json::from_str(&e.to_json()).unwrap();
         assert_eq!(v["type"], "recognized");

@@ -446,6 +446,7 @@ impl EventStore {
                 snapshot: r.get(13)?,
                 snapshot_jpeg: None,
                 frame_captured: None,
+                frigate: None,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -819,6 +820,7 @@ mod tests {
             snapshot: snapshot.is_some(),
             snapshot_jpeg: snapshot.map(<[u8]>::to_vec),
             frame_captured: None,
+            frigate: None,
         }
     }
 

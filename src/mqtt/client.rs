@@ -133,19 +133,23 @@ pub(super) fn spawn(s: Setup) -> Result<()> {
 }
 
 fn mqtt_options(cfg: &MqttConfig, device_id: &str, topics: &Topics) -> Result<MqttOptions> {
-    let mut o = MqttOptions::new(
-        cfg.effective_client_id(device_id),
-        cfg.host.clone(),
-        cfg.effective_port(),
-    );
-    o.set_keep_alive(Duration::from_secs(cfg.keepalive_secs));
-    o.set_clean_session(true);
+    let mut o = connection_options(cfg, cfg.effective_client_id(device_id))?;
     o.set_last_will(LastWill::new(
         topics.availability(),
         "offline",
         QoS::AtLeastOnce,
         true,
     ));
+    Ok(o)
+}
+
+/// Options for another connection to the configured broker (same address, credentials, TLS
+/// and packet limits) under `client_id`, without faced's last will: the Frigate companion's
+/// subscriber.
+pub fn connection_options(cfg: &MqttConfig, client_id: String) -> Result<MqttOptions> {
+    let mut o = MqttOptions::new(client_id, cfg.host.clone(), cfg.effective_port());
+    o.set_keep_alive(Duration::from_secs(cfg.keepalive_secs));
+    o.set_clean_session(true);
     o.set_max_packet_size(MAX_INCOMING, MAX_OUTGOING);
     o.set_inflight(INFLIGHT);
     if let Some(user) = &cfg.username {

@@ -34,6 +34,7 @@
 
 pub mod auth;
 mod client;
+pub use client::connection_options;
 pub mod command;
 pub mod discovery;
 pub mod outbox;

@@ -366,6 +366,7 @@ pub fn insert_event(
         snapshot: snapshot.is_some(),
         snapshot_jpeg: snapshot,
         frame_captured: None,
+        frigate: None,
     }];
     store.store_batch(&mut ev).unwrap();
     ev[0].event_id

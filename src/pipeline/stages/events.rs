@@ -123,6 +123,7 @@ pub fn base_event(kind: EventKind, camera: &str, tr: &Track, wall_ms: i64) -> Ev
         snapshot: false,
         snapshot_jpeg: None,
         frame_captured: None,
+        frigate: None,
     }
 }
 
