@@ -390,7 +390,9 @@ impl Config {
                 ),
             ));
         }
-        if raw.cameras.is_empty() {
+        // No camera configured: play the sample photos, so that a first start shows something;
+        // except on a Frigate companion, whose faces come from Frigate and which needs none.
+        if raw.cameras.is_empty() && !raw.frigate.enabled {
             raw.cameras.push(sample_camera());
         }
         let base_dir = path.and_then(Path::parent).map(Path::to_path_buf);
@@ -493,6 +495,14 @@ impl Config {
         let spec = SourceSpec::parse(source)
             .map_err(|e| Error::invalid(format!("--source: {}", e.message())))?;
         let spec = resolve_source(spec, None);
+        if self.cameras.is_empty() {
+            let c = sample_camera();
+            self.cameras.push(Camera {
+                settings: c.clone(),
+                source: SourceSpec::Pattern,
+            });
+            self.raw.cameras.push(c);
+        }
         self.raw.cameras.truncate(1);
         self.cameras.truncate(1);
         self.raw.cameras[0].source = spec.to_string();

@@ -74,19 +74,13 @@ fn exec_cameras_fed_by_ffmpeg_recognize_an_enrolled_person() {
         return;
     }
     let _heavy = crate::util::alone();
-    let people = photos_by_person();
-    let p1: Vec<&str> = people["person01"].iter().map(String::as_str).collect();
     let tmp = tempdir();
     let dir = tmp.path();
-    let mut g = gallery(dir);
-    let mut an = still_analyzer();
-    enroll(&mut g, &mut an, "alice", &p1[..3]);
-    let key = g.key_path().to_path_buf();
-    drop((g, an));
+    let (p1, key) = gallery_with_alice(dir);
     // No cool-down: a person recognized on one camera is not held back on the other.
     // The photo is copied into the test's folder, so its path marks this test's processes.
     let photo = dir.join("alice-at-the-door.jpg");
-    std::fs::copy(faces_dir().join(p1[3]), &photo).unwrap();
+    std::fs::copy(faces_dir().join(&p1[3]), &photo).unwrap();
     let mjpeg = ffmpeg(&photo, "-f mjpeg -q:v 4");
     let yuv = ffmpeg(&photo, "-pix_fmt yuv420p -f rawvideo");
     let toml = format!(
@@ -96,12 +90,7 @@ fn exec_cameras_fed_by_ffmpeg_recognize_an_enrolled_person() {
          [[cameras]]\nname = \"yuv\"\nsource = \"exec:{yuv}\"\nexec_format = \"yuv420\"\nfps = 5.0\n",
         db = dir.join("faced.db").display(),
     );
-    let cfgp = dir.join("faced.toml");
-    std::fs::write(&cfgp, toml).unwrap();
-    let mut d = Daemon::start(
-        &["--config", cfgp.to_str().unwrap()],
-        &[("FACED_LOG", "info")],
-    );
+    let mut d = start_with_config(dir, &toml);
     d.wait_for(&["ready"], Duration::from_secs(60));
     let t = Instant::now();
     loop {
@@ -167,12 +156,7 @@ fn exec_commands_that_exit_or_hang_are_restarted_and_die_with_the_daemon() {
          [[cameras]]\nname = \"hung\"\nsource = \"exec:{hang}\"\nfps = 5.0\n",
         db = dir.join("faced.db").display(),
     );
-    let cfgp = dir.join("faced.toml");
-    std::fs::write(&cfgp, toml).unwrap();
-    let mut d = Daemon::start(
-        &["--config", cfgp.to_str().unwrap()],
-        &[("FACED_LOG", "info")],
-    );
+    let mut d = start_with_config(dir, &toml);
     d.wait_for(
         &["dying", "exec: the camera went away"],
         Duration::from_secs(60),

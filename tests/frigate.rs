@@ -142,34 +142,25 @@ fn frigate_event(
 #[test]
 fn frigate_events_get_sub_labels_for_enrolled_people_only() {
     let _heavy = crate::util::alone();
-    let people = photos_by_person();
-    let p1: Vec<&str> = people["person01"].iter().map(String::as_str).collect();
-    let stranger = &people["person02"][0];
+    let stranger = photos_by_person()["person02"][0].clone();
     let tmp = tempdir();
     let dir = tmp.path();
-    let mut g = gallery(dir);
-    let mut an = still_analyzer();
-    enroll(&mut g, &mut an, "alice", &p1[..3]);
-    drop((g, an));
+    let (p1, _) = gallery_with_alice(dir);
     let read = |f: &str| std::fs::read(faces_dir().join(f)).unwrap();
 
     let broker = Broker::start();
     let http_port = free_port();
     let toml = format!(
         "[device]\nid = \"test\"\n[gallery]\ndb = \"{db}\"\n\
-         [[cameras]]\nname = \"idle\"\nsource = \"pattern\"\nfps = 1.0\n\
          [mqtt]\nenabled = true\nhost = \"127.0.0.1\"\nport = {mq}\ndiscovery = false\n\
          [frigate]\nenabled = true\nurl = \"http://127.0.0.1:{http_port}\"\nmin_area = 2000\n",
         db = dir.join("faced.db").display(),
         mq = broker.port(),
     );
-    let cfgp = dir.join("faced.toml");
-    std::fs::write(&cfgp, toml).unwrap();
-    let d = Daemon::start(
-        &["--config", cfgp.to_str().unwrap()],
-        &[("FACED_LOG", "info")],
-    );
+    let d = start_with_config(dir, &toml);
     d.wait_for(&["following Frigate's events"], Duration::from_secs(60));
+    // No [[cameras]]: a companion has no camera of its own (and plays no sample photos).
+    d.wait_for(&["ready: no camera of its own"], Duration::from_secs(20));
 
     // The test's own client: publishes as Frigate does, and listens to faced's events.
     let mut opts = rumqttc::MqttOptions::new("frigate-test", "127.0.0.1", broker.port());
@@ -218,13 +209,13 @@ fn frigate_events_get_sub_labels_for_enrolled_people_only() {
     let frigate = FakeFrigate::start(
         http_port,
         HashMap::from([
-            ("1764500000.1-down".to_string(), read(p1[3])),
-            ("1764500001.2-alice".to_string(), read(p1[4])),
-            ("1764500002.3-stranger".to_string(), read(stranger)),
+            ("1764500000.1-down".to_string(), read(&p1[3])),
+            ("1764500001.2-alice".to_string(), read(&p1[4])),
+            ("1764500002.3-stranger".to_string(), read(&stranger)),
             // The camera's newest frame, for an event without a snapshot yet.
-            ("front_door".to_string(), read(p1[3])),
-            ("1764500004.5-car".to_string(), read(p1[3])),
-            ("1764500005.6-small".to_string(), read(p1[3])),
+            ("front_door".to_string(), read(&p1[3])),
+            ("1764500004.5-car".to_string(), read(&p1[3])),
+            ("1764500005.6-small".to_string(), read(&p1[3])),
         ]),
     );
     std::thread::sleep(Duration::from_millis(1100)); // one attempt a second per event
@@ -346,15 +337,11 @@ fn frigate_events_get_sub_labels_for_enrolled_people_only() {
             "unexpected request {r}; all: {reqs:?}"
         );
     }
-    assert!(
-        reqs.iter()
-            .any(|r| r.starts_with("GET /api/front_door/latest.jpg")),
-        "{reqs:?}"
-    );
-    assert!(
-        reqs.iter()
-            .any(|r| r.starts_with("GET /api/events/1764500001.2-alice/snapshot.jpg?crop=1")),
-        "{reqs:?}"
-    );
+    for want in [
+        "GET /api/front_door/latest.jpg",
+        "GET /api/events/1764500001.2-alice/snapshot.jpg?crop=1",
+    ] {
+        assert!(reqs.iter().any(|r| r.starts_with(want)), "{want}: {reqs:?}");
+    }
     drop(d);
 }

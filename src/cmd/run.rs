@@ -301,7 +301,9 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
 
     // READY after a first frame (or 10 s: a missing camera is retried in the background).
     let t = Instant::now();
+    let stats = handle.stats();
     while t.elapsed() < Duration::from_secs(10)
+        && !stats.is_empty()
         && handle
             .stats()
             .iter()
@@ -400,7 +402,11 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
 }
 
 fn camera_summary(h: &faced::pipeline::Handle) -> String {
-    h.stats()
+    let stats = h.stats();
+    if stats.is_empty() {
+        return "no camera of its own (Frigate companion)".into();
+    }
+    stats
         .iter()
         .map(|s| {
             format!(
@@ -618,7 +624,10 @@ async fn start_web(
             analyzer: Arc::new(SharedAnalyzer(Arc::new(Mutex::new(analyzer)))),
             live: Arc::new(live),
             quality: Default::default(),
-            threshold: cfg.cameras[0].settings.threshold,
+            threshold: cfg
+                .cameras
+                .first()
+                .map_or(cfg.raw.frigate.threshold, |c| c.settings.threshold),
             restart: Some(restart),
             storage: Some(storage),
             precision: cfg.raw.inference.precision.choice(),

@@ -89,6 +89,28 @@ pub fn gallery(dir: &Path) -> Gallery {
     Gallery::open(&dir.join("faced.db"), &GalleryOptions::default()).unwrap()
 }
 
+/// The gallery at `dir/faced.db` with `alice` enrolled from the first three photos of
+/// `person01`. Returns all of person01's photos (the others are for playing) and the gallery's
+/// key file (to read the events back).
+pub fn gallery_with_alice(dir: &Path) -> (Vec<String>, PathBuf) {
+    let p1 = photos_by_person().remove("person01").unwrap();
+    let mut g = gallery(dir);
+    let mut an = still_analyzer();
+    let first: Vec<&str> = p1[..3].iter().map(String::as_str).collect();
+    enroll(&mut g, &mut an, "alice", &first);
+    (p1, g.key_path().to_path_buf())
+}
+
+/// Writes `toml` to `dir/faced.toml` and starts `faced run --config` on it, logging at info.
+pub fn start_with_config(dir: &Path, toml: &str) -> Daemon {
+    let path = dir.join("faced.toml");
+    std::fs::write(&path, toml).unwrap();
+    Daemon::start(
+        &["--config", path.to_str().unwrap()],
+        &[("FACED_LOG", "info")],
+    )
+}
+
 /// Copies fixture photos into `dir/play` as `000_<name>`, `001_<name>`, … (play order).
 pub fn play_dir(dir: &Path, files: &[&str]) -> PathBuf {
     let play = dir.join("play");
