@@ -148,7 +148,8 @@ fn exec_commands_that_exit_or_hang_are_restarted_and_die_with_the_daemon() {
         "{} ; echo the camera went away >&2 ; exit 3",
         ffmpeg(&photo, "-frames:v 3 -f mjpeg")
     );
-    // `sleep` never writes: stalled after the 3 s stall timeout. Its odd duration marks it.
+    // `sleep` never writes: stalled after the first frame's 15 s grace. Its odd duration marks
+    // it.
     let hang = "sleep 6133";
     let toml = format!(
         "[device]\nid = \"test\"\n[gallery]\ndb = \"{db}\"\n\
@@ -176,7 +177,7 @@ fn exec_commands_that_exit_or_hang_are_restarted_and_die_with_the_daemon() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    d.wait_for(&["hung", "camera lost", "stalled"], Duration::from_secs(20));
+    d.wait_for(&["hung", "camera lost", "stalled"], Duration::from_secs(40));
     let t = Instant::now();
     while processes_with("sleep 6133").is_empty() {
         assert!(
@@ -202,4 +203,151 @@ fn exec_commands_that_exit_or_hang_are_restarted_and_die_with_the_daemon() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Whether GStreamer's RTSP server can run here (Debian's gir1.2-gst-rtsp-server-1.0 with
+/// python3-gi, the good and bad plugin sets; scripts/test installs them).
+fn have_rtsp_server() -> bool {
+    let ok = std::process::Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import gi; gi.require_version('GstRtspServer', '1.0'); \
+             from gi.repository import Gst, GstRtspServer; Gst.init(None); \
+             assert Gst.ElementFactory.find('h264parse') and Gst.ElementFactory.find('qtdemux')",
+        ])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!(
+            "SKIPPED: no GStreamer RTSP server (apt-get install gir1.2-gst-rtsp-server-1.0 \
+             gstreamer1.0-plugins-good gstreamer1.0-plugins-bad python3-gi)"
+        );
+    }
+    ok
+}
+
+/// An H.264 MP4 of `photo` held still for a minute at 5 fps, 640×480, a key frame every
+/// second: what an IP camera's substream looks like to a client.
+fn h264_video(photo: &Path, out: &Path) {
+    let st = std::process::Command::new("ffmpeg")
+        .args([
+            "-y",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-loop",
+            "1",
+            "-framerate",
+            "5",
+        ])
+        .args(["-t", "60", "-i"])
+        .arg(photo)
+        .args([
+            "-vf",
+            "scale=640:480:force_original_aspect_ratio=decrease,pad=640:480:-1:-1,format=yuv420p",
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "baseline",
+            "-g",
+            "5",
+            "-bf",
+            "0",
+        ])
+        .arg(out)
+        .status()
+        .unwrap();
+    assert!(st.success(), "ffmpeg could not make {}", out.display());
+}
+
+/// GStreamer's RTSP server (tests/util/rtsp_server.py) on `port`, serving `video`.
+struct RtspServer(std::process::Child);
+
+impl RtspServer {
+    fn start(port: u16, video: &Path) -> RtspServer {
+        use std::io::BufRead;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/util/rtsp_server.py");
+        let mut child = std::process::Command::new("/usr/bin/python3")
+            .arg(script)
+            .arg(port.to_string())
+            .arg(video)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "the RTSP server did not start");
+        RtspServer(child)
+    }
+}
+
+impl Drop for RtspServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An RTSP camera through the documented recipe (`exec:` + Debian's ffmpeg, TCP interleaved):
+/// Alice is recognized; the server is killed (the camera is lost, ffmpeg restarted with
+/// back-off while nothing listens) and started again serving Bob's video: Bob is recognized,
+/// so frames flow again after the reconnection.
+#[test]
+fn rtsp_camera_through_ffmpeg_recognizes_and_reconnects_after_a_server_restart() {
+    if !have_ffmpeg() || !have_rtsp_server() {
+        return;
+    }
+    let _heavy = crate::util::alone();
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let (p1, key) = gallery_with_alice(dir);
+    let p2 = photos_by_person().remove("person02").unwrap();
+    {
+        let mut g = gallery(dir);
+        let mut an = still_analyzer();
+        let first: Vec<&str> = p2[..3].iter().map(String::as_str).collect();
+        enroll(&mut g, &mut an, "bob", &first);
+    }
+    let (alice, bob) = (dir.join("alice.mp4"), dir.join("bob.mp4"));
+    h264_video(&faces_dir().join(&p1[3]), &alice);
+    h264_video(&faces_dir().join(&p2[3]), &bob);
+    let port = crate::util::broker::free_port();
+    let server = RtspServer::start(port, &alice);
+    let cmd = format!(
+        "ffmpeg -hide_banner -loglevel error -nostdin -rtsp_transport tcp \
+         -i rtsp://127.0.0.1:{port}/stream -f mjpeg -q:v 4 -"
+    );
+    let toml = format!(
+        "[device]\nid = \"test\"\n[gallery]\ndb = \"{db}\"\n[events]\ncooldown_secs = 0.0\n\
+         [[cameras]]\nname = \"shop\"\nsource = \"exec:{cmd}\"\nfps = 5.0\n",
+        db = dir.join("faced.db").display(),
+    );
+    let mut d = start_with_config(dir, &toml);
+    let seen = |name: &str| {
+        events(dir, &key)
+            .iter()
+            .any(|e| e.kind == EventKind::Recognized && e.person.as_deref() == Some(name))
+    };
+    let wait = |name: &str, d: &Daemon| {
+        let t = Instant::now();
+        while !seen(name) {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "{name} not recognized through RTSP; log:\n{}",
+                d.log.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait("alice", &d);
+    drop(server);
+    d.wait_for(&["shop", "camera lost"], Duration::from_secs(30));
+    let server = RtspServer::start(port, &bob);
+    wait("bob", &d);
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait(Duration::from_secs(20)), Some(0));
+    drop(server);
 }

@@ -19,8 +19,8 @@
 //! minute. [`ExecSource::next_frame`] waits on the channel up to the stall timeout.
 //!
 //! Failure: the command exiting (or closing its output) is [`CaptureError::Unplugged`] with its
-//! exit status and last stderr line; no frame within the stall timeout is
-//! [`CaptureError::Stalled`]; either way the camera thread drops the source and starts the
+//! exit status and last stderr line; no frame within the stall timeout (the first frame: within
+//! at least [`FIRST_FRAME_GRACE`]) is [`CaptureError::Stalled`]; either way the camera thread drops the source and starts the
 //! command again with back-off. One undecodable JPEG is a [`CaptureError::BadFrame`]. Dropping
 //! the source kills the whole process group (SIGTERM, then SIGKILL after a second), and the
 //! command gets SIGKILL if faced itself dies (`PR_SET_PDEATHSIG`, kept across the shell's exec).
@@ -65,8 +65,14 @@ pub struct ExecSource {
     child: Child,
     frames: Receiver<std::result::Result<Frame, CaptureError>>,
     stall: Duration,
+    /// No frame yet: the command may still be starting (ffmpeg probes an RTSP stream for up
+    /// to 5 s before its first frame), so the first wait is at least [`FIRST_FRAME_GRACE`].
+    started: bool,
     last_stderr: Arc<Mutex<String>>,
 }
+
+/// The longest wait for a command's first frame.
+pub const FIRST_FRAME_GRACE: Duration = Duration::from_secs(15);
 
 impl ExecSource {
     /// Starts `command` and the threads that read it.
@@ -124,6 +130,7 @@ impl ExecSource {
             child,
             frames: rx,
             stall,
+            started: false,
             last_stderr,
         })
     }
@@ -164,13 +171,21 @@ impl ExecSource {
 
 impl FrameSource for ExecSource {
     fn next_frame(&mut self) -> std::result::Result<Frame, CaptureError> {
-        match self.frames.recv_timeout(self.stall) {
-            Ok(Ok(f)) => Ok(f),
+        let wait = if self.started {
+            self.stall
+        } else {
+            self.stall.max(FIRST_FRAME_GRACE)
+        };
+        match self.frames.recv_timeout(wait) {
+            Ok(Ok(f)) => {
+                self.started = true;
+                Ok(f)
+            }
             Ok(Err(CaptureError::End)) | Err(RecvTimeoutError::Disconnected) => {
                 Err(self.ended("closed its output"))
             }
             Ok(Err(e)) => Err(e),
-            Err(RecvTimeoutError::Timeout) => Err(CaptureError::Stalled(self.stall)),
+            Err(RecvTimeoutError::Timeout) => Err(CaptureError::Stalled(wait)),
         }
     }
 }
