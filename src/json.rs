@@ -359,7 +359,7 @@ pub struct SystemInfo<C, Q> {
     /// not stored. `null` while events are stored.
     pub storage_full_since: Option<String>,
     /// The models that run: `float`, `int8`, … (`inference.precision`, with `auto` resolved).
-    pub precision: crate::models::Precision,
+    pub precision: String,
     /// Why: the CPU feature behind `auto`'s choice, or "set explicitly".
     pub precision_reason: String,
 }

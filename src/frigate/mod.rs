@@ -302,7 +302,14 @@ fn read_broker(
             }
             Ok(Ok(MqttEvent::Incoming(Packet::Publish(p)))) => {
                 if let Err(TrySendError::Full(_)) = tx.try_send(p.payload.to_vec()) {
-                    stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    let n = stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    if n % 100 == 0 {
+                        tracing::warn!(
+                            dropped = n + 1,
+                            "frigate: busy; dropping Frigate messages (the next update of each \
+                             event is used)"
+                        );
+                    }
                 }
             }
             Ok(Ok(_)) => {}
@@ -350,8 +357,11 @@ struct Worker {
 impl Worker {
     fn run(&mut self, rx: Receiver<Vec<u8>>, stop: &AtomicBool) {
         while !stop.load(Ordering::Relaxed) {
-            let Ok(payload) = rx.recv_timeout(Duration::from_millis(500)) else {
-                continue;
+            let payload = match rx.recv_timeout(Duration::from_millis(500)) {
+                Ok(p) => p,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                // The broker thread is gone (only at stop): nothing more will come.
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
             };
             match serde_json::from_slice::<Message>(&payload) {
                 Ok(m) => self.handle(m),

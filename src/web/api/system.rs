@@ -78,7 +78,7 @@ pub async fn system(
             .as_ref()
             .and_then(|h| h.full_since())
             .map(crate::base::rfc3339_utc),
-        precision: s.deps.precision.precision,
+        precision: s.deps.precision.precision.as_str().to_string(),
         precision_reason: s.deps.precision.reason.clone(),
     }))
 }
