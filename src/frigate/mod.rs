@@ -303,7 +303,7 @@ fn read_broker(
             Ok(Ok(MqttEvent::Incoming(Packet::Publish(p)))) => {
                 if let Err(TrySendError::Full(_)) = tx.try_send(p.payload.to_vec()) {
                     let n = stats.dropped.fetch_add(1, Ordering::Relaxed);
-                    if n % 100 == 0 {
+                    if n.is_multiple_of(100) {
                         tracing::warn!(
                             dropped = n + 1,
                             "frigate: busy; dropping Frigate messages (the next update of each \
