@@ -416,6 +416,32 @@ impl Config {
                 .map_err(|e| err(&k("source"), e.message().to_string()))?;
             let source = resolve_source(source, base_dir.as_deref());
             c.source = source.to_string();
+            if let Some(f) = &c.credentials_file {
+                let SourceSpec::Rtsp(url) = &source else {
+                    return Err(err(
+                        &k("credentials_file"),
+                        "only an rtsp:// camera reads a credentials file".to_string(),
+                    ));
+                };
+                if url.split('/').nth(2).is_some_and(|h| h.contains('@')) {
+                    return Err(err(
+                        &k("credentials_file"),
+                        "the source URL has credentials too; keep them only in the file"
+                            .to_string(),
+                    ));
+                }
+                let f = match &base_dir {
+                    Some(b) if f.is_relative() => b.join(f),
+                    _ => f.clone(),
+                };
+                if !f.is_file() {
+                    return Err(err(
+                        &k("credentials_file"),
+                        format!("{} is not a readable file", f.display()),
+                    ));
+                }
+                c.credentials_file = Some(f);
+            }
             if !(16..=7680).contains(&c.width) || !(16..=4320).contains(&c.height) {
                 let key = if (16..=7680).contains(&c.width) {
                     "height"

@@ -266,12 +266,18 @@ struct RtspServer(std::process::Child);
 
 impl RtspServer {
     fn start(port: u16, video: &Path) -> RtspServer {
+        RtspServer::start_with(port, video, &[])
+    }
+
+    /// With `auth` = `[user, password]`, clients must authenticate (Digest).
+    fn start_with(port: u16, video: &Path, auth: &[&str]) -> RtspServer {
         use std::io::BufRead;
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/util/rtsp_server.py");
         let mut child = std::process::Command::new("/usr/bin/python3")
             .arg(script)
             .arg(port.to_string())
             .arg(video)
+            .args(auth)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
@@ -349,5 +355,81 @@ fn rtsp_camera_through_ffmpeg_recognizes_and_reconnects_after_a_server_restart()
     wait("bob", &d);
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait(Duration::from_secs(20)), Some(0));
+    drop(server);
+}
+
+/// An RTSP camera read by faced itself (`rtsp://`: retina + OpenH264, no ffmpeg at run time),
+/// from a server that requires a password:
+/// - the credentials file first holds a wrong password: the camera is refused, and the log says
+///   so without showing the password;
+/// - the file is corrected while the daemon runs (it is read at every connection): Alice is
+///   recognized;
+/// - the server is killed and started again serving Bob's video: faced reconnects with back-off
+///   and recognizes Bob.
+#[test]
+fn rtsp_camera_read_natively_authenticates_recognizes_and_reconnects() {
+    if !have_ffmpeg() || !have_rtsp_server() {
+        return;
+    }
+    let _heavy = crate::util::alone();
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let (p1, key) = gallery_with_alice(dir);
+    let p2 = photos_by_person().remove("person02").unwrap();
+    {
+        let mut g = gallery(dir);
+        let mut an = still_analyzer();
+        let first: Vec<&str> = p2[..3].iter().map(String::as_str).collect();
+        enroll(&mut g, &mut an, "bob", &first);
+    }
+    let (alice, bob) = (dir.join("alice.mp4"), dir.join("bob.mp4"));
+    h264_video(&faces_dir().join(&p1[3]), &alice);
+    h264_video(&faces_dir().join(&p2[3]), &bob);
+    let port = crate::util::broker::free_port();
+    let auth = ["viewer", "s3cret:door"];
+    let server = RtspServer::start_with(port, &alice, &auth);
+    let cred = dir.join("shop.cred");
+    std::fs::write(&cred, "viewer:not-the-password\n").unwrap();
+    let toml = format!(
+        "[device]\nid = \"test\"\n[gallery]\ndb = \"{db}\"\n[events]\ncooldown_secs = 0.0\n\
+         [[cameras]]\nname = \"shop\"\nsource = \"rtsp://127.0.0.1:{port}/stream\"\n\
+         credentials_file = \"shop.cred\"\nfps = 5.0\n",
+        db = dir.join("faced.db").display(),
+    );
+    let mut d = start_with_config(dir, &toml);
+    let refused = d.wait_for(&["shop", "camera lost", "401"], Duration::from_secs(30));
+    assert!(!refused.contains("not-the-password"), "{refused}");
+    std::fs::write(&cred, format!("{}:{}\n", auth[0], auth[1])).unwrap();
+    let seen = |name: &str| {
+        events(dir, &key)
+            .iter()
+            .any(|e| e.kind == EventKind::Recognized && e.person.as_deref() == Some(name))
+    };
+    let wait = |name: &str, d: &Daemon| {
+        let t = Instant::now();
+        while !seen(name) {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "{name} not recognized through rtsp://; log:\n{}",
+                d.log.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait("alice", &d);
+    assert!(
+        processes_with("ffmpeg")
+            .iter()
+            .all(|p| !p.contains(&port.to_string())),
+        "no ffmpeg reads the camera"
+    );
+    drop(server);
+    d.wait_for(&["shop", "camera lost"], Duration::from_secs(30));
+    let server = RtspServer::start_with(port, &bob, &auth);
+    wait("bob", &d);
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait(Duration::from_secs(20)), Some(0));
+    let log = d.log.lock().unwrap().join("\n");
+    assert!(!log.contains("s3cret"), "the password reached the log");
     drop(server);
 }

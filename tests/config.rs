@@ -61,7 +61,13 @@ const ROWS: &[Row] = &[
     row(
         "cameras[].source",
         r#""pattern""#,
-        &["5", r#""rtsp://cam""#, r#""https://cam/x""#],
+        &["5", r#""rtsps://cam""#, r#""https://cam/x""#],
+    ),
+    row_in(
+        "cameras[].credentials_file",
+        r#""/etc/passwd""#,
+        &["5", r#""/nonexistent/camera.cred""#],
+        &[("cameras[].source", r#""rtsp://cam/stream""#)],
     ),
     row("cameras[].exec_format", r#""yuv420""#, &[r#""h264""#, "1"]),
     row("cameras[].width", "320", &[r#""wide""#, "8", "10000"]),

@@ -24,9 +24,12 @@ pub struct CameraConfig {
     /// Name used in events, topics and the console: 1–32 of `a-z 0-9 _ -`, unique.
     pub name: String,
     /// `v4l2:/dev/videoN`, `dir:PATH`, `http://HOST/PATH` (MJPEG stream; `http:URL` also
-    /// accepted), `exec:COMMAND` (frames from a program's output) or `pattern` (synthetic test
+    /// accepted), `rtsp://HOST/PATH` (an IP camera's H.264 stream), `exec:COMMAND` (frames from a program's output) or `pattern` (synthetic test
     /// frames).
     pub source: String,
+    /// `rtsp://` only: a file holding the camera's `user:password` (one line), read at every
+    /// connection; keeps the password out of this file. Relative to the configuration file.
+    pub credentials_file: Option<PathBuf>,
     /// `exec:` only: what the command writes: `mjpeg` (JPEG images one after another), `yuv420`
     /// (planar I420) or `rgb24`, the raw ones at `width` × `height`.
     pub exec_format: super::exec::ExecFormat,
@@ -74,6 +77,7 @@ impl Default for CameraConfig {
         CameraConfig {
             name: "camera".into(),
             source: format!("dir:{PACKAGED_SAMPLES}"),
+            credentials_file: None,
             exec_format: Default::default(),
             width: 640,
             height: 480,
@@ -114,18 +118,20 @@ pub enum SourceSpec {
     Http(String),
     /// A command whose standard output is the stream (run by `/bin/sh -c`).
     Exec(String),
+    /// An RTSP camera (H.264), `rtsp://` URL.
+    Rtsp(String),
     /// Synthetic frames.
     Pattern,
 }
 
 impl SourceSpec {
-    /// Parses `v4l2:/dev/videoN`, `dir:PATH`, `http://…` / `http:URL`, `exec:COMMAND` or
-    /// `pattern`.
+    /// Parses `v4l2:/dev/videoN`, `dir:PATH`, `http://…` / `http:URL`, `rtsp://…`,
+    /// `exec:COMMAND` or `pattern`.
     pub fn parse(s: &str) -> Result<SourceSpec> {
         let s = s.trim();
         let bad = |why: &str| {
             Error::invalid(format!(
-                "camera source {s:?}: {why}; use v4l2:/dev/videoN, dir:PATH, http://HOST/PATH, exec:COMMAND or pattern"
+                "camera source {s:?}: {why}; use v4l2:/dev/videoN, dir:PATH, http://HOST/PATH, rtsp://HOST/PATH, exec:COMMAND or pattern"
             ))
         };
         if s == "pattern" {
@@ -133,6 +139,14 @@ impl SourceSpec {
         }
         if s.starts_with("http://") {
             return Ok(SourceSpec::Http(s.to_string()));
+        }
+        if s.starts_with("rtsp://") {
+            return Ok(SourceSpec::Rtsp(s.to_string()));
+        }
+        if s.starts_with("rtsps://") {
+            return Err(bad(
+                "rtsps (RTSP over TLS) is not supported; use the camera's rtsp:// URL on a trusted network",
+            ));
         }
         if s.starts_with("https://") || s.starts_with("http:https://") {
             return Err(bad(
@@ -167,6 +181,7 @@ impl std::fmt::Display for SourceSpec {
             SourceSpec::Dir(p) => write!(f, "dir:{}", p.display()),
             SourceSpec::Http(u) => f.write_str(u),
             SourceSpec::Exec(c) => write!(f, "exec:{c}"),
+            SourceSpec::Rtsp(u) => f.write_str(u),
             SourceSpec::Pattern => f.write_str("pattern"),
         }
     }

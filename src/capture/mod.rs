@@ -5,6 +5,7 @@
 //! | `v4l2:/dev/videoN` (USB / CSI cameras; MJPEG preferred, then YUYV) | [`v4l2`] | `v4l2` |
 //! | `dir:PATH` (a folder of images played as a stream) | [`dir`] | always |
 //! | `http://…` (MJPEG over HTTP, `multipart/x-mixed-replace`) | [`http`] | always |
+//! | `rtsp://HOST/PATH` (IP cameras, H.264 decoded in process) | [`rtsp`] | `rtsp` (default) |
 //! | `exec:COMMAND` (a program's output: `rpicam-vid`, `ffmpeg` for RTSP) | [`exec`] | always |
 //! | `pattern` (synthetic frames) | [`pattern`] | always |
 //!
@@ -24,6 +25,8 @@ pub mod dir;
 pub mod exec;
 pub mod http;
 pub mod pattern;
+#[cfg(feature = "rtsp")]
+pub mod rtsp;
 #[cfg(feature = "v4l2")]
 pub mod v4l2;
 
@@ -43,6 +46,9 @@ pub use camera::{
 /// Backends compiled into this binary (for `faced check-config`).
 pub fn compiled_backends() -> Vec<&'static str> {
     let mut v = vec!["dir", "http", "exec", "pattern"];
+    if cfg!(feature = "rtsp") {
+        v.insert(0, "rtsp");
+    }
     if cfg!(feature = "v4l2") {
         v.insert(0, "v4l2");
     }
@@ -111,6 +117,20 @@ impl std::fmt::Display for CaptureError {
 pub trait FrameSource: Send {
     /// Waits for and returns the next frame.
     fn next_frame(&mut self) -> std::result::Result<Frame, CaptureError>;
+
+    /// For sources that decode a compressed video stream themselves (`rtsp://`): the work done
+    /// so far, for `faced bench --source`. Others decode per frame in `next_frame`, or not at all.
+    fn decode_stats(&self) -> Option<DecodeStats> {
+        None
+    }
+}
+
+/// Video decoding done by a source: every frame the decoder produced (including those dropped
+/// before the vision thread took them) and the time spent decoding and converting them to RGB.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DecodeStats {
+    pub frames: u64,
+    pub decode: Duration,
 }
 
 /// Opens the source a camera is configured with. Errors are what [`run_camera`] logs before
@@ -136,8 +156,28 @@ pub fn open(cam: &Camera) -> Result<Box<dyn FrameSource>> {
             stall_timeout(s.fps),
             &s.name,
         )?)),
+        SourceSpec::Rtsp(url) => open_rtsp(url, cam),
         SourceSpec::V4l2(dev) => open_v4l2(dev, cam),
     }
+}
+
+#[cfg(feature = "rtsp")]
+fn open_rtsp(url: &str, cam: &Camera) -> Result<Box<dyn FrameSource>> {
+    let s = &cam.settings;
+    Ok(Box::new(rtsp::RtspSource::open(
+        url,
+        s.credentials_file.as_ref(),
+        stall_timeout(s.fps),
+        &s.name,
+    )?))
+}
+
+#[cfg(not(feature = "rtsp"))]
+fn open_rtsp(url: &str, _cam: &Camera) -> Result<Box<dyn FrameSource>> {
+    Err(Error::unavailable(format!(
+        "{}: this faced was built without the `rtsp` feature; read the camera with exec: and ffmpeg (docs/cameras.md)",
+        redact_credentials(url)
+    )))
 }
 
 #[cfg(feature = "v4l2")]

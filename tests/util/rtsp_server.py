@@ -5,15 +5,16 @@ UDP or interleaved TCP as the client asks. Each client gets the file from its st
 shared), so a reconnecting client sees faces again.
 
 Usage: rtsp_server.py PORT FILE.mp4 [USER PASSWORD]   (prints "ready" when listening)
-With USER and PASSWORD, clients must authenticate (Basic or Digest).
+With USER and PASSWORD, clients must authenticate (Digest).
 """
 import sys
 
 import gi
 
 gi.require_version("Gst", "1.0")
+gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
 
 Gst.init(None)
 port, path = sys.argv[1], sys.argv[2]
@@ -26,14 +27,15 @@ factory.set_launch(
 )
 factory.set_shared(False)
 if len(sys.argv) == 5:
+    user, password = sys.argv[3], sys.argv[4]
     auth = GstRtspServer.RTSPAuth()
-    token = GstRtspServer.RTSPToken.new_empty()
-    token.get_structure().set_value(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "user")
-    auth.add_basic(GstRtspServer.RTSPAuth.make_basic(sys.argv[3], sys.argv[4]), token)
-    auth.add_digest(sys.argv[3], sys.argv[4], token)
+    token = GstRtspServer.RTSPToken()
+    token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "user")
+    # Digest, as IP cameras ask for (the password never crosses the wire).
+    auth.add_digest(user, password, token)
+    auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
     server.set_auth(auth)
     perms = GstRtspServer.RTSPPermissions()
-    perms.add_role_empty("user")
     perms.add_permission_for_role("user", GstRtspServer.RTSP_PERM_MEDIA_FACTORY_ACCESS, True)
     perms.add_permission_for_role("user", GstRtspServer.RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, True)
     factory.set_permissions(perms)
