@@ -4,9 +4,21 @@
 //! right each frame. Prints one JSON line; with `--reference` also runs the Python reference on
 //! the same images in the same run and adds its JSON and the fps ratio.
 //!
+//! With `--source SPEC` the frames come from a real camera source instead (`rtsp://`, `http://`,
+//! `exec:`, `dir:`), at the camera's own rate for `--seconds`, on the real clocks: the whole
+//! pipeline including receiving and decoding the stream. It adds the source's decode time per
+//! frame (sources that decode a video stream themselves report it) and the CPU this process used,
+//! as a share of one core.
+//!
 //! The gallery is a temporary database with each image's largest face enrolled (`bench-1`, …),
 //! so matches and `recognized` events happen; the event cool-down is 0 so every new track
 //! reports. Frame→event latency is capture of the frame to the commit of its event.
+//!
+//! Time to recognition: a face *appears* on a detection pass that finds a face after passes that
+//! found none (five in a row), or after a scene cut; it is recognized at the first frame whose
+//! processing returns a `recognized` event. Reported in frames (1 = recognized on the frame the
+//! face appeared in) and in ms at the stream's rate (the frames in between at the camera's
+//! interval, plus the processing of the last one).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -58,9 +70,96 @@ pub struct Args {
     /// to it, and report frame capture → event received by a subscriber (`publish_latency_ms`).
     #[arg(long, value_name = "HOST:PORT")]
     pub mqtt: Option<String>,
-    /// Images to play.
+    /// Read frames from this camera source (as `cameras[].source`: rtsp://, http://, exec:,
+    /// dir:) instead of making the synthetic stream; the images are still enrolled.
+    #[arg(long, value_name = "SPEC")]
+    pub source: Option<String>,
+    /// With --source: how long to read it.
+    #[arg(long, default_value_t = 30.0)]
+    pub seconds: f64,
+    /// With --source exec:…: what the command writes (mjpeg, yuv420, rgb24).
+    #[arg(long, default_value = "mjpeg")]
+    pub exec_format: String,
+    /// With --source: the frame size of raw exec: formats and of dir: canvases.
+    #[arg(long, default_value = "640x480")]
+    pub size: String,
+    /// Images to enroll (and, without --source, to play).
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
+}
+
+/// Time to recognition, followed frame by frame (definition in the module docs).
+#[derive(Default)]
+struct Ttr {
+    /// The frame index and stream time at which the face in view appeared, if one is.
+    start: Option<(u64, Duration)>,
+    recognized: bool,
+    empty_passes: u32,
+    appearances: u64,
+    frames: Vec<f64>,
+    ms: Vec<f64>,
+}
+
+impl Ttr {
+    /// One processed frame: `idx` and `at` (its time in the stream), whether a detection pass ran
+    /// and found faces, whether the frame is a scene cut, whether processing it gave a
+    /// `recognized` event, and how long its processing took after it was captured.
+    #[allow(clippy::too_many_arguments)]
+    fn frame(
+        &mut self,
+        idx: u64,
+        at: Duration,
+        pass: bool,
+        faces: bool,
+        cut: bool,
+        recognized: bool,
+        latency: Duration,
+    ) {
+        if cut {
+            self.start = None;
+        }
+        if pass && faces {
+            self.empty_passes = 0;
+            if self.start.is_none() {
+                self.start = Some((idx, at));
+                self.recognized = false;
+                self.appearances += 1;
+            }
+        } else if pass && self.start.is_some() {
+            self.empty_passes += 1;
+            if self.empty_passes >= 5 {
+                self.start = None;
+            }
+        }
+        if recognized && !self.recognized {
+            if let Some((i0, t0)) = self.start {
+                self.frames.push((idx - i0 + 1) as f64);
+                self.ms
+                    .push((at.saturating_sub(t0) + latency).as_secs_f64() * 1000.0);
+                self.recognized = true;
+            }
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "appearances": self.appearances,
+            "recognized": self.frames.len(),
+            "frames": { "median": pct(&mut self.frames.clone(), 0.5), "p95": pct(&mut self.frames.clone(), 0.95) },
+            "ms": { "median": pct(&mut self.ms.clone(), 0.5), "p95": pct(&mut self.ms.clone(), 0.95) },
+        })
+    }
+}
+
+/// CPU time (user + system) this process has used.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage writes the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 fn pct(v: &mut [f64], p: f64) -> Option<f64> {
@@ -130,15 +229,31 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     raw.gallery.db = db.clone();
     raw.events.cooldown_secs = 0.0;
     raw.events.unknown_cooldown_secs = 0.0;
+    let (width, height) = args
+        .size
+        .split_once('x')
+        .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+        .with_context(|| format!("--size {:?}: expected WxH, e.g. 640x480", args.size))?;
     raw.cameras = vec![CameraConfig {
         name: "bench".into(),
-        source: "pattern".into(),
+        source: args.source.clone().unwrap_or_else(|| "pattern".into()),
+        exec_format: serde_json::from_value(json!(args.exec_format))
+            .with_context(|| format!("--exec-format {:?}", args.exec_format))?,
+        width,
+        height,
+        fps: args.stream_fps as f32,
         embed_every: args.embed_every,
         detector: stream_detector(),
         ..CameraConfig::default()
     }];
     let cfg = Config::validate(raw, None, Vec::new())?;
-    let clock = Arc::new(SimulatedClocks::new());
+    // A live source runs on the real clocks; the synthetic stream on a simulated one.
+    let sim = Arc::new(SimulatedClocks::new());
+    let clock: Arc<dyn faced::base::Clocks> = if args.source.is_some() {
+        Arc::new(faced::base::RealClocks)
+    } else {
+        sim.clone()
+    };
     let store = EventStore::open(
         &db,
         &key,
@@ -161,16 +276,77 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     while stored.try_recv().is_ok() {}
     proc.stats = Default::default();
 
+    let mut ttr = Ttr::default();
+    let mut step = |proc: &mut Processor, idx: u64, at: Duration, frame: &Frame| {
+        let (passes, faces) = (proc.stats.detect_passes, proc.stats.faces);
+        let started = Instant::now();
+        let events = proc.process(0, frame)?;
+        // Synthetic frames are made just before processing; a camera's were captured earlier.
+        let latency = if args.source.is_some() {
+            frame.captured.elapsed()
+        } else {
+            started.elapsed()
+        };
+        let recognized = events
+            .iter()
+            .any(|e| e.kind == faced::events::EventKind::Recognized);
+        ttr.frame(
+            idx,
+            at,
+            proc.stats.detect_passes > passes,
+            proc.stats.faces > faces,
+            frame.cut,
+            recognized,
+            latency,
+        );
+        anyhow::Ok(())
+    };
+    let mut source_out = None;
     let t0 = Instant::now();
-    for i in 0..args.frames {
-        clock.advance(frame_interval);
-        let base = &bases[(i / args.hold) % bases.len()];
-        let mut frame = Frame::now(convert::shift_right(base, (i % 5) as u32), i as u64 + 1);
-        // A new photo is a new scene (as a dir: camera marks it): its faces are new tracks.
-        frame.cut = i > 0 && i % args.hold == 0 && bases.len() > 1;
-        proc.process(0, &frame)?;
+    let cpu0 = cpu_time();
+    let mut n_frames = args.frames;
+    if let Some(spec) = &args.source {
+        let cam = &cfg.cameras[0];
+        let mut src = faced::capture::open(cam)
+            .with_context(|| format!("cannot open {}", cam.source.redacted()))?;
+        let (mut n, mut bad, mut first) = (0u64, 0u64, None::<Instant>);
+        while t0.elapsed().as_secs_f64() < args.seconds {
+            match src.next_frame() {
+                Ok(frame) => {
+                    let origin = *first.get_or_insert(frame.captured);
+                    n += 1;
+                    step(&mut proc, n, frame.captured.duration_since(origin), &frame)?;
+                }
+                Err(faced::capture::CaptureError::BadFrame(_)) => bad += 1,
+                Err(faced::capture::CaptureError::End) => break,
+                Err(e) => bail!("{}: {e}", faced::capture::redact_credentials(spec)),
+            }
+        }
+        n_frames = n as usize;
+        let dec = src.decode_stats();
+        source_out = Some(json!({
+            "source": faced::capture::redact_credentials(spec),
+            "frames_received": n,
+            "bad_frames": bad,
+            "receive_fps": r3(n as f64 / t0.elapsed().as_secs_f64()),
+            "decoded_frames": dec.map(|d| d.frames),
+            "decode_ms": dec.map(|d| r3(d.decode.as_secs_f64() * 1000.0 / d.frames.max(1) as f64)),
+        }));
+        if n == 0 {
+            bail!("no frame from the source in {} s", args.seconds);
+        }
+    } else {
+        for i in 0..args.frames {
+            sim.advance(frame_interval);
+            let base = &bases[(i / args.hold) % bases.len()];
+            let mut frame = Frame::now(convert::shift_right(base, (i % 5) as u32), i as u64 + 1);
+            // A new photo is a new scene (as a dir: camera marks it): its faces are new tracks.
+            frame.cut = i > 0 && i % args.hold == 0 && bases.len() > 1;
+            step(&mut proc, i as u64, frame_interval * i as u32, &frame)?;
+        }
     }
     let wall = t0.elapsed();
+    let cpu = cpu_time().saturating_sub(cpu0);
     proc.finish();
     writer.sender().flush();
     let s = proc.stats;
@@ -186,11 +362,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     writer.shutdown();
     let publish = mqtt.map(|m| m.finish(&captured));
-    let n = args.frames as f64;
+    let n = n_frames as f64;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let fps = n / wall.as_secs_f64();
     let mut out = json!({
-        "frames": args.frames,
+        "frames": n_frames,
         "faces": s.faces,
         "embeds": s.embeds,
         "fps": r3(fps),
@@ -206,7 +382,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "publish_latency_ms": publish,
         "hold": args.hold,
         "images": args.images.len(),
+        "time_to_recognition": ttr.json(),
+        "cpu_share_of_one_core": r3(cpu.as_secs_f64() / wall.as_secs_f64()),
     });
+    if let Some(src) = source_out {
+        out["source"] = src;
+    }
     if args.reference {
         let r = reference(&args)?;
         let ref_fps = r.get("fps").and_then(|v| v.as_f64()).unwrap_or(0.0);
