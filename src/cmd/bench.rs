@@ -131,13 +131,11 @@ impl Ttr {
                 self.start = None;
             }
         }
-        if recognized && !self.recognized {
-            if let Some((i0, t0)) = self.start {
-                self.frames.push((idx - i0 + 1) as f64);
-                self.ms
-                    .push((at.saturating_sub(t0) + latency).as_secs_f64() * 1000.0);
-                self.recognized = true;
-            }
+        if let (true, false, Some((i0, t0))) = (recognized, self.recognized, self.start) {
+            self.frames.push((idx - i0 + 1) as f64);
+            self.ms
+                .push((at.saturating_sub(t0) + latency).as_secs_f64() * 1000.0);
+            self.recognized = true;
         }
     }
 
