@@ -850,7 +850,41 @@ mod tests {
         );
         assert_eq!(SourceSpec::parse("pattern").unwrap(), SourceSpec::Pattern);
         assert!(SourceSpec::parse("https://cam").is_err());
-        assert!(SourceSpec::parse("rtsp://cam").is_err());
+        assert_eq!(
+            SourceSpec::parse("rtsp://cam/s").unwrap(),
+            SourceSpec::Rtsp("rtsp://cam/s".into())
+        );
+        assert!(SourceSpec::parse("rtsps://cam").is_err());
+    }
+
+    #[test]
+    fn credentials_file_only_for_rtsp_and_not_twice() {
+        let f = std::env::temp_dir().join(format!("faced-cred-{}", std::process::id()));
+        std::fs::write(&f, "u:p\n").unwrap();
+        let cfg = |source: &str, file: &str| {
+            Config::from_toml(
+                &format!("[[cameras]]\nname=\"a\"\nsource={source:?}\ncredentials_file={file:?}\n"),
+                None,
+                Vec::new(),
+            )
+        };
+        let ok = cfg("rtsp://cam/s", f.to_str().unwrap()).unwrap();
+        assert_eq!(
+            ok.cameras[0].settings.credentials_file.as_deref(),
+            Some(f.as_path())
+        );
+        for (source, file) in [
+            ("http://cam/s", f.to_str().unwrap()),
+            ("rtsp://u:p@cam/s", f.to_str().unwrap()),
+            ("rtsp://cam/s", "/nonexistent/x.cred"),
+        ] {
+            let e = cfg(source, file).unwrap_err().to_string();
+            assert!(
+                e.contains("cameras[0].credentials_file"),
+                "{source} {file}: {e}"
+            );
+        }
+        std::fs::remove_file(&f).unwrap();
     }
 
     #[test]
