@@ -261,6 +261,25 @@ fn h264_video(photo: &Path, out: &Path) {
     assert!(st.success(), "ffmpeg could not make {}", out.display());
 }
 
+/// A gallery in `dir` with Alice and Bob enrolled from three photos each, and an H.264 video of
+/// each made from a fourth photo: (the gallery key, Alice's video, Bob's video).
+fn alice_and_bob_videos(
+    dir: &Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let (p1, key) = gallery_with_alice(dir);
+    let p2 = photos_by_person().remove("person02").unwrap();
+    {
+        let mut g = gallery(dir);
+        let mut an = still_analyzer();
+        let first: Vec<&str> = p2[..3].iter().map(String::as_str).collect();
+        enroll(&mut g, &mut an, "bob", &first);
+    }
+    let (alice, bob) = (dir.join("alice.mp4"), dir.join("bob.mp4"));
+    h264_video(&faces_dir().join(&p1[3]), &alice);
+    h264_video(&faces_dir().join(&p2[3]), &bob);
+    (key, alice, bob)
+}
+
 /// GStreamer's RTSP server (tests/util/rtsp_server.py) on `port`, serving `video`.
 struct RtspServer(std::process::Child);
 
@@ -309,17 +328,7 @@ fn rtsp_camera_through_ffmpeg_recognizes_and_reconnects_after_a_server_restart()
     let _heavy = crate::util::alone();
     let tmp = tempdir();
     let dir = tmp.path();
-    let (p1, key) = gallery_with_alice(dir);
-    let p2 = photos_by_person().remove("person02").unwrap();
-    {
-        let mut g = gallery(dir);
-        let mut an = still_analyzer();
-        let first: Vec<&str> = p2[..3].iter().map(String::as_str).collect();
-        enroll(&mut g, &mut an, "bob", &first);
-    }
-    let (alice, bob) = (dir.join("alice.mp4"), dir.join("bob.mp4"));
-    h264_video(&faces_dir().join(&p1[3]), &alice);
-    h264_video(&faces_dir().join(&p2[3]), &bob);
+    let (key, alice, bob) = alice_and_bob_videos(dir);
     let port = crate::util::broker::free_port();
     let server = RtspServer::start(port, &alice);
     let cmd = format!(
@@ -374,17 +383,7 @@ fn rtsp_camera_read_natively_authenticates_recognizes_and_reconnects() {
     let _heavy = crate::util::alone();
     let tmp = tempdir();
     let dir = tmp.path();
-    let (p1, key) = gallery_with_alice(dir);
-    let p2 = photos_by_person().remove("person02").unwrap();
-    {
-        let mut g = gallery(dir);
-        let mut an = still_analyzer();
-        let first: Vec<&str> = p2[..3].iter().map(String::as_str).collect();
-        enroll(&mut g, &mut an, "bob", &first);
-    }
-    let (alice, bob) = (dir.join("alice.mp4"), dir.join("bob.mp4"));
-    h264_video(&faces_dir().join(&p1[3]), &alice);
-    h264_video(&faces_dir().join(&p2[3]), &bob);
+    let (key, alice, bob) = alice_and_bob_videos(dir);
     let port = crate::util::broker::free_port();
     let auth = ["viewer", "s3cret:door"];
     let server = RtspServer::start_with(port, &alice, &auth);

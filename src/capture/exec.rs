@@ -74,6 +74,16 @@ pub struct ExecSource {
 /// The longest wait for a command's first frame.
 pub const FIRST_FRAME_GRACE: Duration = Duration::from_secs(15);
 
+/// How long to wait for the next frame: the stall timeout, or at least [`FIRST_FRAME_GRACE`]
+/// before the first frame (a program or a camera starting a stream takes seconds).
+pub fn stall_wait(started: bool, stall: Duration) -> Duration {
+    if started {
+        stall
+    } else {
+        stall.max(FIRST_FRAME_GRACE)
+    }
+}
+
 impl ExecSource {
     /// Starts `command` and the threads that read it.
     pub fn open(
@@ -171,11 +181,7 @@ impl ExecSource {
 
 impl FrameSource for ExecSource {
     fn next_frame(&mut self) -> std::result::Result<Frame, CaptureError> {
-        let wait = if self.started {
-            self.stall
-        } else {
-            self.stall.max(FIRST_FRAME_GRACE)
-        };
+        let wait = stall_wait(self.started, self.stall);
         match self.frames.recv_timeout(wait) {
             Ok(Ok(f)) => {
                 self.started = true;

@@ -24,7 +24,7 @@
 //!
 //! Failure: a refused connection, a failed DESCRIBE/SETUP/PLAY, a stream error or the camera
 //! ending the session is [`CaptureError::Unplugged`] (the camera thread reconnects with back-off);
-//! no frame within the stall timeout (the first: within [`FIRST_FRAME_GRACE`], a camera may send
+//! no frame within the stall timeout (the first: within [`FIRST_FRAME_GRACE`](super::exec::FIRST_FRAME_GRACE), a camera may send
 //! its first key frame seconds after PLAY) is [`CaptureError::Stalled`]; a frame the decoder
 //! refuses is [`CaptureError::BadFrame`] (the next key frame repairs the picture). Dropping the
 //! source stops its thread, which closes the connection.
@@ -40,7 +40,7 @@ use openh264::formats::YUVSource;
 use retina::client::{Credentials, PlayOptions, Session, SessionOptions, SetupOptions, Transport};
 use retina::codec::{CodecItem, FrameFormat};
 
-use super::exec::FIRST_FRAME_GRACE;
+use super::exec::stall_wait;
 use super::{CaptureError, DecodeStats, Frame, FrameSource};
 use crate::error::{Error, Result};
 
@@ -150,11 +150,7 @@ impl RtspSource {
 
 impl FrameSource for RtspSource {
     fn next_frame(&mut self) -> std::result::Result<Frame, CaptureError> {
-        let wait = if self.started {
-            self.stall
-        } else {
-            self.stall.max(FIRST_FRAME_GRACE)
-        };
+        let wait = stall_wait(self.started, self.stall);
         match self.frames.recv_timeout(wait) {
             Ok(Ok(f)) => {
                 self.started = true;
