@@ -280,6 +280,22 @@ fn alice_and_bob_videos(
     (key, alice, bob)
 }
 
+/// Waits up to 60 s for a `recognized` event of `name` in the daemon's database.
+fn wait_recognized(dir: &Path, key: &Path, name: &str, d: &Daemon) {
+    let t = Instant::now();
+    while !events(dir, key)
+        .iter()
+        .any(|e| e.kind == EventKind::Recognized && e.person.as_deref() == Some(name))
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{name} not recognized through RTSP; log:\n{}",
+            d.log.lock().unwrap().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// GStreamer's RTSP server (tests/util/rtsp_server.py) on `port`, serving `video`.
 struct RtspServer(std::process::Child);
 
@@ -341,22 +357,7 @@ fn rtsp_camera_through_ffmpeg_recognizes_and_reconnects_after_a_server_restart()
         db = dir.join("faced.db").display(),
     );
     let mut d = start_with_config(dir, &toml);
-    let seen = |name: &str| {
-        events(dir, &key)
-            .iter()
-            .any(|e| e.kind == EventKind::Recognized && e.person.as_deref() == Some(name))
-    };
-    let wait = |name: &str, d: &Daemon| {
-        let t = Instant::now();
-        while !seen(name) {
-            assert!(
-                t.elapsed() < Duration::from_secs(60),
-                "{name} not recognized through RTSP; log:\n{}",
-                d.log.lock().unwrap().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
+    let wait = |name: &str, d: &Daemon| wait_recognized(dir, &key, name, d);
     wait("alice", &d);
     drop(server);
     d.wait_for(&["shop", "camera lost"], Duration::from_secs(30));
@@ -399,22 +400,7 @@ fn rtsp_camera_read_natively_authenticates_recognizes_and_reconnects() {
     let refused = d.wait_for(&["shop", "camera lost", "401"], Duration::from_secs(30));
     assert!(!refused.contains("not-the-password"), "{refused}");
     std::fs::write(&cred, format!("{}:{}\n", auth[0], auth[1])).unwrap();
-    let seen = |name: &str| {
-        events(dir, &key)
-            .iter()
-            .any(|e| e.kind == EventKind::Recognized && e.person.as_deref() == Some(name))
-    };
-    let wait = |name: &str, d: &Daemon| {
-        let t = Instant::now();
-        while !seen(name) {
-            assert!(
-                t.elapsed() < Duration::from_secs(60),
-                "{name} not recognized through rtsp://; log:\n{}",
-                d.log.lock().unwrap().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
+    let wait = |name: &str, d: &Daemon| wait_recognized(dir, &key, name, d);
     wait("alice", &d);
     assert!(
         processes_with("ffmpeg")
