@@ -1,14 +1,16 @@
-// faced console: hash-routed pages (#live, #people, #events, #reports, #system), no build step.
+// faced console: hash-routed pages (#live, #people, #visitors, #events, #reports, #system), no
+// build step.
 // Pages are modules under pages/; this file signs in and switches between them.
 
 import { api, setCsrf, flash } from './api.js';
 import * as live from './pages/live.js';
 import * as people from './pages/people.js';
+import * as visitors from './pages/visitors.js';
 import * as events from './pages/events.js';
 import * as reports from './pages/reports.js';
 import * as system from './pages/system.js';
 
-const pages = { live, people, events, reports, system };
+const pages = { live, people, visitors, events, reports, system };
 const $ = (id) => document.getElementById(id);
 const session = { user: null, role: null };
 let current = null;
@@ -25,7 +27,7 @@ async function route() {
   if (!session.user) { showOnly('page-login'); $('login-name').focus(); return; }
   let name = hash.split('?')[0] || 'live';
   if (!pages[name]) name = 'live';
-  if (name === 'people' && session.role !== 'admin') name = 'live';
+  if ((name === 'people' || name === 'visitors') && session.role !== 'admin') name = 'live';
   if (current && current !== pages[name] && current.leave) current.leave();
   current = pages[name];
   showOnly(`page-${name}`);

@@ -64,6 +64,8 @@ pub struct RawConfig {
     pub backup: BackupConfig,
     /// `[frigate]`: recognize the people an existing Frigate tracks (companion mode).
     pub frigate: crate::frigate::FrigateConfig,
+    /// `[visitors]`: group unknown faces into visitors (docs/web.md, "Visitors").
+    pub visitors: crate::visitors::VisitorsConfig,
 }
 
 /// `[backup]`: the unit keeps its own encrypted backups (`faced backup` format) in a folder.
@@ -371,6 +373,7 @@ impl Config {
         section(raw.web.validate())?;
         section(raw.gpio.validate())?;
         section(raw.frigate.validate())?;
+        section(raw.visitors.validate())?;
         if raw.frigate.enabled && !raw.mqtt.enabled {
             return Err(err(
                 "frigate.enabled",

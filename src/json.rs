@@ -440,3 +440,34 @@ mod tests {
         );
     }
 }
+
+/// Body of `POST /api/visitors/{id}/enroll`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VisitorEnroll {
+    /// The person's name.
+    pub name: String,
+    /// Add to the existing person of that name (404 if there is none); otherwise a new person
+    /// (409 if the name is taken).
+    #[serde(default)]
+    pub existing: bool,
+}
+
+/// Response of `POST /api/visitors/{id}/enroll`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VisitorEnrolled {
+    /// The person the visitor's faces were added to.
+    pub person_id: i64,
+    /// The person was created.
+    pub created: bool,
+    /// Samples stored (the visitor's faces that pass the enrollment quality limits).
+    pub samples: usize,
+}
+
+/// Body of `PATCH /api/visitors/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VisitorPatch {
+    /// Ignore this face: no more `unknown` events (nor MQTT sightings) for it.
+    pub ignored: bool,
+}

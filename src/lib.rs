@@ -30,6 +30,7 @@ pub mod models;
 pub mod mqtt;
 pub mod pipeline;
 pub mod vision;
+pub mod visitors;
 pub mod web;
 
 pub use error::{Error, Kind, Result};

@@ -22,7 +22,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use web_util::{PASSWORD, TestServer, aligned_crop_jpeg, analyzer, fixture, insert_event};
 
-fn find(names: &[&str]) -> Option<PathBuf> {
+pub(crate) fn find(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
     dirs.extend(["/usr/bin", "/usr/lib/chromium"].map(PathBuf::from));
@@ -32,7 +32,7 @@ fn find(names: &[&str]) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-struct Driver(Child);
+pub(crate) struct Driver(Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
@@ -41,7 +41,7 @@ impl Drop for Driver {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -55,12 +55,12 @@ fn shots() -> PathBuf {
     d
 }
 
-async fn shot(c: &Client, name: &str) {
+pub(crate) async fn shot(c: &Client, name: &str) {
     let png = c.screenshot().await.unwrap();
     std::fs::write(shots().join(name), png).unwrap();
 }
 
-async fn wait_js(c: &Client, what: &str, js: &str) -> Value {
+pub(crate) async fn wait_js(c: &Client, what: &str, js: &str) -> Value {
     let end = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let v = c.execute(js, vec![]).await.unwrap();
@@ -75,8 +75,9 @@ async fn wait_js(c: &Client, what: &str, js: &str) -> Value {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn console_in_headless_chromium() {
+/// Chromium under chromedriver, or `None` (with a loud message) when they are not installed;
+/// under `CI` their absence fails the test instead.
+pub(crate) async fn start_chromium() -> Option<(Driver, Client, tempfile::TempDir)> {
     let (Some(chromium), Some(driver)) = (
         find(&["chromium", "chromium-browser"]),
         find(&["chromedriver"]),
@@ -89,27 +90,11 @@ async fn console_in_headless_chromium() {
         eprintln!(
             "\n\n*** SKIPPING the browser test: chromium/chromedriver not found. Install them with\n***   apt-get install -y chromium chromium-driver\n*** (under CI=true this test fails instead)\n"
         );
-        return;
+        return None;
     };
 
-    // Chromium and the models keep the cores busy: not beside a timed test of another module.
-    let _turn = crate::util::beside_others_async().await;
-    let srv = TestServer::start(true, WebConfig::default()).await;
-    // The fake camera shows img1.jpg; the overlay boxes its face as the pipeline would.
-    let frame = faced::vision::image::load(&fixture("img1.jpg"), &Default::default()).unwrap();
-    let bbox = analyzer().lock().unwrap().analyze(&frame).unwrap()[0]
-        .detection
-        .bbox;
-    let live = srv.live.clone();
-    let emitter = tokio::spawn(async move {
-        for i in 0.. {
-            live.emit(i, bbox, None, Some(0.31));
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    });
-
     let port = free_port();
-    let _driver = Driver(
+    let driver_proc = Driver(
         Command::new(&driver)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
@@ -145,14 +130,17 @@ async fn console_in_headless_chromium() {
         }
     }
     let c = c.expect("connect to chromedriver");
+    Some((driver_proc, c, profile))
+}
 
-    // Sign in.
-    c.goto(&srv.base).await.unwrap();
+/// Signs in to the console at `base` as `admin` with the test password.
+pub(crate) async fn sign_in(c: &Client, base: &str) {
+    c.goto(base).await.unwrap();
     c.wait()
         .for_element(Locator::Id("login-name"))
         .await
         .unwrap();
-    shot(&c, "login.png").await;
+    shot(c, "login.png").await;
     c.find(Locator::Id("login-name"))
         .await
         .unwrap()
@@ -171,7 +159,32 @@ async fn console_in_headless_chromium() {
         .click()
         .await
         .unwrap();
-    wait_js(&c, "nav", "return !document.getElementById('nav').hidden").await;
+    wait_js(c, "nav", "return !document.getElementById('nav').hidden").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_in_headless_chromium() {
+    // Chromium and the models keep the cores busy: not beside a timed test of another module.
+    let _turn = crate::util::beside_others_async().await;
+    let srv = TestServer::start(true, WebConfig::default()).await;
+    // The fake camera shows img1.jpg; the overlay boxes its face as the pipeline would.
+    let frame = faced::vision::image::load(&fixture("img1.jpg"), &Default::default()).unwrap();
+    let bbox = analyzer().lock().unwrap().analyze(&frame).unwrap()[0]
+        .detection
+        .bbox;
+    let live = srv.live.clone();
+    let emitter = tokio::spawn(async move {
+        for i in 0.. {
+            live.emit(i, bbox, None, Some(0.31));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+
+    let Some((_driver, c, _profile)) = start_chromium().await else {
+        return;
+    };
+
+    sign_in(&c, &srv.base).await;
 
     // Live: the overlay canvas draws a box (count opaque pixels).
     let painted = wait_js(

@@ -270,6 +270,13 @@ const ROWS: &[Row] = &[
     row("frigate.threshold", "0.6", &[r#""x""#, "0", "1.5"]),
     row("frigate.sub_label", "false", &[r#""no""#]),
     row("frigate.timeout_secs", "2.0", &[r#""x""#, "0.1", "61"]),
+    row("visitors.enabled", "false", &[r#""no""#]),
+    row("visitors.retention_days", "3", &[r#""x""#, "0", "366"]),
+    row(
+        "visitors.visit_gap_minutes",
+        "30.0",
+        &[r#""x""#, "-1.0", "1441"],
+    ),
     row_in(
         "gpio.fake_pir_file",
         r#""/tmp/x/pir""#,

@@ -648,6 +648,7 @@ fn idle_camera_status_reads_idle_no_motion() {
         Arc::new(SimulatedClocks::new()),
         None,
         Some(gpio),
+        None,
     )
     .unwrap();
     let h = pipeline.handle();

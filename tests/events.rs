@@ -177,6 +177,7 @@ fn random_event(i: usize, rng: &mut Rng, person_id: i64) -> Event {
         snapshot_jpeg,
         frame_captured: None,
         frigate: None,
+        visitor: None,
     }
 }
 

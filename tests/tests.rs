@@ -28,4 +28,5 @@ mod quantized;
 mod soak;
 mod util;
 mod vision;
+mod visitors;
 mod web;

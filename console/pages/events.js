@@ -25,8 +25,11 @@ function item(e) {
   const who = e.person
     ? el('p', { class: 'who', text: `${e.person}${e.similarity != null ? ` · ${e.similarity.toFixed(2)}` : ''}` })
     : el('p', { class: 'who unknown', text: `unknown${e.similarity != null ? ` · best ${e.similarity.toFixed(2)}` : ''}` });
+  const visitor = e.visitor_id && role === 'admin'
+    ? el('a', { href: `#visitors?id=${e.visitor_id}`, class: 'visitor-link', text: `visitor ${e.visitor_id}` })
+    : null;
   const li = el('li', { class: 'event', 'data-event': e.id }, img,
-    el('div', { class: 'what' }, who, el('div', { class: 'muted', text: `${when(e.at_ms)} · ${e.camera} · track ${e.track_id}` })));
+    el('div', { class: 'what' }, who, el('div', { class: 'muted', text: `${when(e.at_ms)} · ${e.camera} · track ${e.track_id}` }), visitor));
   if (role === 'admin' && e.snapshot) {
     const actions = el('div', { class: 'actions' });
     const nameIn = el('input', { 'aria-label': 'Name to enroll this face as', placeholder: 'Name', size: 10 });

@@ -251,6 +251,31 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
     let writer = EventWriter::spawn(store)?;
     let backups = start_backups(&cfg, &key_path)?;
 
+    // Unknown visitors: strangers grouped by face, summarised on MQTT.
+    let visitors = if cfg.raw.visitors.enabled {
+        let v = faced::visitors::Visitors::open(
+            &db,
+            &key_path,
+            cfg.raw.visitors.clone(),
+            Default::default(),
+            clock.clone(),
+        )?;
+        tracing::info!(visitors = v.len(), "unknown visitors loaded");
+        if mqtt.is_enabled() {
+            let m = mqtt.clone();
+            let publish = move |s: &faced::visitors::Summary, face: Option<&[u8]>| {
+                if let Ok(json) = serde_json::to_vec(s) {
+                    m.publish_visitors(json, face.map(<[u8]>::to_vec));
+                }
+            };
+            publish(&v.summary(), None);
+            v.set_listener(Box::new(publish));
+        }
+        Some(v)
+    } else {
+        None
+    };
+
     // GPIO, then models and cameras.
     let gpio = if cfg.raw.gpio.enabled {
         Some(faced::gpio::Gpio::start(&cfg.raw.gpio)?)
@@ -264,6 +289,7 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
         clock,
         None,
         gpio.clone(),
+        visitors.clone(),
     )?;
     let handle = pipeline.handle();
     let choice = cfg.raw.inference.precision.choice();
@@ -297,7 +323,16 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
     let restart: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
         let _ = restart_tx.try_send(());
     });
-    let web = start_web(&cfg, &handle, &mqtt, &gallery, restart, writer.health()).await?;
+    let web = start_web(
+        &cfg,
+        &handle,
+        &mqtt,
+        &gallery,
+        visitors.clone(),
+        restart,
+        writer.health(),
+    )
+    .await?;
 
     // READY after a first frame (or 10 s: a missing camera is retried in the background).
     let t = Instant::now();
@@ -605,6 +640,7 @@ async fn start_web(
     handle: &faced::pipeline::Handle,
     mqtt: &faced::mqtt::MqttHandle,
     gallery: &Arc<Mutex<Gallery>>,
+    visitors: Option<Arc<faced::visitors::Visitors>>,
     restart: Arc<dyn Fn() + Send + Sync>,
     storage: Arc<faced::events::StorageHealth>,
 ) -> faced::Result<Option<tokio::task::JoinHandle<()>>> {
@@ -631,6 +667,7 @@ async fn start_web(
             restart: Some(restart),
             storage: Some(storage),
             precision: cfg.raw.inference.precision.choice(),
+            visitors,
         };
         let state = AppState::new(cfg.raw.web.clone(), deps)?;
         let addr = cfg.raw.web.listen_addr()?;

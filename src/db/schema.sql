@@ -130,13 +130,72 @@ CREATE TABLE event (
   duration_ms INTEGER CHECK (duration_ms IS NULL OR (kind = 'left' AND duration_ms >= 0)),
   -- Encrypted JPEG crop of the face: nonce (12) || AES-256-GCM(jpeg) || tag (16) under the
   -- gallery key; AAD "event.snapshot" 0 uid. NULL when snapshots are off or for 'left'.
-  snapshot BLOB CHECK (snapshot IS NULL OR length(snapshot) > 12 + 16)
+  snapshot BLOB CHECK (snapshot IS NULL OR length(snapshot) > 12 + 16),
+  -- 'unknown' only: the visitor (src/visitors/) the face was grouped into when it was seen. Not
+  -- a foreign key: the visitor may be merged into an older one (follow visitor.merged_into) or
+  -- erased while the event stays. NULL for other kinds and when visitors are off.
+  visitor_id INTEGER CHECK (visitor_id IS NULL OR kind = 'unknown')
 );
 
 -- Retention by age and the console's time-ordered listing.
 CREATE INDEX event_at ON event (at);
 -- "When was NAME last seen", and cascade deletes.
 CREATE INDEX event_person ON event (person_id, at);
+-- A visitor's unknown events: re-labelled when they are enrolled, erased with them.
+CREATE INDEX event_visitor ON event (visitor_id) WHERE visitor_id IS NOT NULL;
+
+-- An unknown visitor: the unknown faces the daemon grouped as one stranger (src/visitors/). Kept
+-- for visitors.retention_days after the last sighting, then erased with its faces.
+CREATE TABLE visitor (
+  -- Stable id, never reused: allocated by the daemon above every id in this table and in
+  -- event.visitor_id, so an event never comes to point at a different stranger.
+  id INTEGER PRIMARY KEY,
+  -- First and last sighting, wall-clock Unix ms.
+  first_seen INTEGER NOT NULL,
+  last_seen INTEGER NOT NULL,
+  -- Distinct appearances: sightings more than visitors.visit_gap_minutes apart.
+  visits INTEGER NOT NULL CHECK (visits >= 1),
+  -- 1: marked ignored in the console; their faces raise no more `unknown` events.
+  ignored INTEGER NOT NULL DEFAULT 0 CHECK (ignored IN (0, 1)),
+  -- Set when this visitor turned out to be the same face as an older one: its faces moved
+  -- there, and events that still name this id mean that one. NULL for a live visitor.
+  merged_into INTEGER CHECK (merged_into IS NULL OR merged_into < id),
+  -- The person this visitor was enrolled as, or matched when someone was enrolled: their
+  -- unknown events were re-labelled and their faces deleted. NULL otherwise.
+  person_id INTEGER REFERENCES person (id) ON DELETE SET NULL,
+  -- 1 once enrolled or matched (person_id may later become NULL when the person is erased).
+  resolved INTEGER NOT NULL DEFAULT 0 CHECK (resolved IN (0, 1))
+);
+
+-- One unknown track's face, kept as evidence for a visitor: at most visitors' per-visitor cap
+-- (the best by quality), erased after visitors.retention_days.
+CREATE TABLE visitor_face (
+  -- Stable id, never reused; the console's crop URL.
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  -- 16 random bytes: part of the sealed columns' AAD.
+  uid BLOB NOT NULL UNIQUE CHECK (length(uid) = 16),
+  -- Whose face; moves to the older visitor on a merge.
+  visitor_id INTEGER NOT NULL REFERENCES visitor (id) ON DELETE CASCADE,
+  -- Camera name as in faced.toml.
+  camera TEXT NOT NULL CHECK (length(camera) BETWEEN 1 AND 32),
+  -- Wall-clock time of the sighting, Unix ms.
+  at INTEGER NOT NULL,
+  -- The tracker's quality hint of the face (size x sharpness x frontality), to keep the best.
+  quality REAL NOT NULL,
+  -- 1: the face passes the enrollment quality limits, so "enroll this visitor" may use it.
+  enrollable INTEGER NOT NULL CHECK (enrollable IN (0, 1)),
+  -- The face's quality measures, JSON as in face_sample.quality_json.
+  quality_json TEXT NOT NULL CHECK (json_valid(quality_json)),
+  -- Sealed (AES-256-GCM, key file) mean L2-normalised embedding of the track, 192 f32 LE;
+  -- AAD "visitor_face.embedding" 0 uid.
+  embedding BLOB NOT NULL CHECK (length(embedding) > 12 + 16),
+  -- Sealed JPEG of the 112x112 aligned face; AAD "visitor_face.crop" 0 uid.
+  crop BLOB NOT NULL CHECK (length(crop) > 12 + 16)
+);
+
+-- A visitor's faces, best first; retention by age.
+CREATE INDEX visitor_face_visitor ON visitor_face (visitor_id, quality);
+CREATE INDEX visitor_face_at ON visitor_face (at);
 
 -- An event the writer could not store (src/events/store.rs): one that breaks the event table's
 -- rules (a similarity outside -1..1, an over-long name, ...) or that SQLite refused for its

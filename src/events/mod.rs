@@ -111,6 +111,28 @@ pub struct Event {
     /// the event table).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub frigate: Option<FrigateRef>,
+    /// `unknown` only: the visitor the face was grouped into (src/visitors/), as top-level
+    /// `visitor_id`, `visits`, `first_seen` and `returning`.
+    #[serde(flatten, skip_serializing_if = "Option::is_none", default)]
+    pub visitor: Option<VisitorRef>,
+}
+
+/// The visitor an `unknown` event is about (see [`Event::visitor`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VisitorRef {
+    /// Visitor id (the console's Visitors page; stable across restarts).
+    pub visitor_id: i64,
+    /// Their distinct visits so far, this one included (`None` in events read back from the
+    /// table, which keeps only the id).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub visits: Option<u32>,
+    /// Their first sighting, RFC 3339 UTC.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub first_seen: Option<String>,
+    /// A returning stranger: seen on an earlier visit. `false` for a new one, and for a
+    /// sighting within the same visit.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub returning: Option<bool>,
 }
 
 /// The Frigate event a faced event is about (`[frigate]`, src/frigate/).
@@ -388,6 +410,7 @@ mod tests {
             snapshot_jpeg: Some(vec![1, 2]),
             frame_captured: None,
             frigate: None,
+            visitor: None,
         };
         let v: serde_json::Value = serde_json::from_str(&e.to_json()).unwrap();
         assert_eq!(v["type"], "recognized");

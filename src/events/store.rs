@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::broadcast;
 
-use super::{Event, EventKind, EventSink, StoredEvent, rfc3339_utc};
+use super::{Event, EventKind, EventSink, StoredEvent, VisitorRef, rfc3339_utc};
 use crate::base::{Backoff, CLOCK_SKEW_MS, Clocks, WALL_CLOCK_FLOOR_MS};
 use crate::db::{self, crypto};
 use crate::error::{Error, Kind, Result};
@@ -322,8 +322,8 @@ impl EventStore {
         {
             let mut st = tx.prepare_cached(
                 "INSERT INTO event (uid, kind, person_id, person_name, similarity, camera, track_id,
-                                    x1, y1, x2, y2, at, duration_ms, snapshot)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                                    x1, y1, x2, y2, at, duration_ms, snapshot, visitor_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             )?;
             for (e, (uid, snap)) in events.iter_mut().zip(&rows) {
                 // A person removed since the sighting: keep the event without the link.
@@ -349,7 +349,11 @@ impl EventStore {
                     e.bbox[3],
                     e.ts_ms,
                     e.duration_ms.map(|d| d as i64),
-                    snap
+                    snap,
+                    e.visitor
+                        .as_ref()
+                        .filter(|_| e.kind == EventKind::Unknown)
+                        .map(|v| v.visitor_id)
                 ])?;
                 e.event_id = tx.last_insert_rowid();
                 e.snapshot = snap.is_some();
@@ -425,7 +429,7 @@ impl EventStore {
     pub fn recent(&self, limit: usize, before: Option<i64>) -> Result<Vec<Event>> {
         let mut st = self.conn.prepare_cached(
             "SELECT id, kind, person_id, person_name, similarity, camera, track_id, x1, y1, x2, y2, at,
-                    duration_ms, snapshot IS NOT NULL
+                    duration_ms, snapshot IS NOT NULL, visitor_id
              FROM event WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
         )?;
         let rows = st.query_map(params![before.unwrap_or(i64::MAX), limit as i64], |r| {
@@ -447,6 +451,12 @@ impl EventStore {
                 snapshot_jpeg: None,
                 frame_captured: None,
                 frigate: None,
+                visitor: r.get::<_, Option<i64>>(14)?.map(|visitor_id| VisitorRef {
+                    visitor_id,
+                    visits: None,
+                    first_seen: None,
+                    returning: None,
+                }),
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -821,6 +831,7 @@ mod tests {
             snapshot_jpeg: snapshot.map(<[u8]>::to_vec),
             frame_captured: None,
             frigate: None,
+            visitor: None,
         }
     }
 

@@ -537,6 +537,7 @@ impl Worker {
                     id: o.id.clone(),
                     camera: o.camera.clone(),
                 }),
+                visitor: None,
             };
             self.events.send(ev);
         }
@@ -564,6 +565,7 @@ impl Worker {
                 id: o.id.clone(),
                 camera: o.camera.clone(),
             }),
+            visitor: None,
         }
     }
 

@@ -183,6 +183,16 @@ pub struct Gallery {
     db_path: PathBuf,
     key_path: PathBuf,
     clocks: Arc<dyn Clocks>,
+    /// Changes whenever samples are added, or the gallery is opened again: whoever derives
+    /// something from the samples (the visitors' re-check) compares it with what they saw.
+    generation: u64,
+}
+
+/// Source of [`Gallery::generation`] values, unique in the process.
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_generation() -> u64 {
+    GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Whether `c` may not appear in a person's name: control characters (Cc), format characters
@@ -326,6 +336,7 @@ impl Gallery {
             db_path: db.to_owned(),
             key_path,
             clocks,
+            generation: next_generation(),
         };
         g.load_index().map_err(|e| e.in_database(&what))?;
         Ok(g)
@@ -568,7 +579,13 @@ impl Gallery {
         for (s, &id) in samples.iter().zip(&ids) {
             self.index.insert(id, person, s.kind, s.embedding);
         }
+        self.generation = next_generation();
         Ok(ids)
+    }
+
+    /// A value that changes whenever samples are added (and differs between two opens).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// A person's samples, oldest first; [`Kind::NotFound`] for an unknown person.

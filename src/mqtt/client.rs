@@ -405,6 +405,8 @@ struct Publisher {
     cameras: BTreeMap<String, String>,
     states: BTreeMap<i64, PersonState>,
     last_person: Option<(i64, Vec<u8>)>,
+    /// The unknown visitors' summary and last face, once the daemon groups visitors.
+    visitors: Option<(Vec<u8>, Option<Vec<u8>>)>,
     snapshots: BTreeMap<String, Vec<u8>>,
     /// Discovery topics published, to remove entities that disappear.
     discovered: HashSet<String>,
@@ -441,6 +443,7 @@ impl Publisher {
             cameras: BTreeMap::new(),
             states: BTreeMap::new(),
             last_person: None,
+            visitors: None,
             snapshots: BTreeMap::new(),
             discovered: HashSet::new(),
             announced: false,
@@ -608,6 +611,12 @@ impl Publisher {
         if let Some((_, payload)) = self.last_person.clone() {
             self.publish(self.topics.last_person(), payload, true);
         }
+        if let Some((summary, snap)) = self.visitors.clone() {
+            self.publish(self.topics.visitors(), summary, true);
+            if let Some(j) = snap {
+                self.publish(self.topics.last_visitor_snapshot(), j, true);
+            }
+        }
         let snaps: Vec<(String, Vec<u8>)> = self
             .snapshots
             .iter()
@@ -706,6 +715,19 @@ impl Publisher {
     fn on_ctl(&mut self, c: Ctl) {
         match c {
             Ctl::PersonState(s) => self.on_person_state(s),
+            Ctl::Visitors { summary, snapshot } => {
+                let first = self.visitors.is_none();
+                let snapshot = snapshot.filter(|j| j.len() <= MAX_SNAPSHOT_BYTES);
+                self.publish(self.topics.visitors(), summary.clone(), true);
+                if let Some(j) = &snapshot {
+                    self.publish(self.topics.last_visitor_snapshot(), j.clone(), true);
+                }
+                let keep = snapshot.or_else(|| self.visitors.take().and_then(|v| v.1));
+                self.visitors = Some((summary, keep));
+                if first {
+                    self.publish_discovery();
+                }
+            }
             Ctl::Unstored(json) => {
                 if !self.publish(self.topics.events(), json, false) {
                     tracing::warn!(
@@ -843,6 +865,9 @@ impl Publisher {
 
     fn discovery_messages(&self) -> Vec<discovery::DiscoveryMessage> {
         let mut out = vec![discovery::last_person(&self.topics, &self.device_id)];
+        if self.visitors.is_some() {
+            out.extend(discovery::visitors(&self.topics, &self.device_id));
+        }
         for (slug, name) in self.people.values() {
             out.push(discovery::person(&self.topics, &self.device_id, slug, name));
         }

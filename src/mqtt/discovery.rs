@@ -119,6 +119,66 @@ pub fn last_person(t: &Topics, device_id: &str) -> DiscoveryMessage {
     }
 }
 
+/// The unknown visitors' entities: a `sensor` counting today's unknown visitors, a `sensor`
+/// naming the last one (visitor id, with visits, camera and whether they are returning as
+/// attributes), and a `camera` showing their face.
+pub fn visitors(t: &Topics, device_id: &str) -> Vec<DiscoveryMessage> {
+    let node = t.node_id();
+    let today = merge(
+        common(
+            t,
+            device_id,
+            format!("{node}_unknown_visitors_today"),
+            "Unknown visitors today",
+        ),
+        json!({
+            "state_topic": t.visitors(),
+            "value_template": "{{ value_json.today }}",
+            "json_attributes_topic": t.visitors(),
+            "state_class": "measurement",
+            "icon": "mdi:account-question",
+        }),
+    );
+    let last = merge(
+        common(
+            t,
+            device_id,
+            format!("{node}_last_unknown_visitor"),
+            "Last unknown visitor",
+        ),
+        json!({
+            "state_topic": t.visitors(),
+            "value_template": "{{ value_json.last.visitor_id if value_json.last else 'none' }}",
+            "json_attributes_topic": t.visitors(),
+            "json_attributes_template": "{{ (value_json.last or {}) | tojson }}",
+            "icon": "mdi:account-alert",
+        }),
+    );
+    let face = merge(
+        common(
+            t,
+            device_id,
+            format!("{node}_last_unknown_visitor_face"),
+            "Last unknown visitor",
+        ),
+        json!({ "topic": t.last_visitor_snapshot() }),
+    );
+    vec![
+        DiscoveryMessage {
+            topic: t.discovery("sensor", "unknown_visitors_today"),
+            payload: today,
+        },
+        DiscoveryMessage {
+            topic: t.discovery("sensor", "last_unknown_visitor"),
+            payload: last,
+        },
+        DiscoveryMessage {
+            topic: t.discovery("camera", "last_unknown_visitor"),
+            payload: face,
+        },
+    ]
+}
+
 /// The empty retained message that removes the entity at `topic` from Home Assistant.
 pub fn removal(topic: String) -> DiscoveryMessage {
     DiscoveryMessage {

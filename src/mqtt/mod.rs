@@ -370,6 +370,10 @@ pub struct DrainReport {
 /// Messages from [`MqttHandle`] to the publisher.
 enum Ctl {
     PersonState(PersonState),
+    Visitors {
+        summary: Vec<u8>,
+        snapshot: Option<Vec<u8>>,
+    },
     Unstored(Vec<u8>),
     Snapshot {
         camera: String,
@@ -555,6 +559,13 @@ impl MqttHandle {
     /// when they are home. Kept and re-published on every reconnect.
     pub fn publish_person_state(&self, state: PersonState) {
         self.send(Ctl::PersonState(state));
+    }
+
+    /// Publishes (retained) the unknown visitors' summary JSON and, if given, the last unknown
+    /// visitor's face; the first call also adds their Home Assistant entities. Kept and
+    /// re-published on every reconnect.
+    pub fn publish_visitors(&self, summary: Vec<u8>, snapshot: Option<Vec<u8>>) {
+        self.send(Ctl::Visitors { summary, snapshot });
     }
 
     /// Publishes (retained) the latest JPEG snapshot of `camera`. Only the latest per camera is

@@ -63,6 +63,17 @@ impl Topics {
         format!("{}/last_person", self.root)
     }
 
+    /// `faced/<device>/visitors`: retained JSON summary of the unknown visitors (today's count,
+    /// the most frequent, the last sighting).
+    pub fn visitors(&self) -> String {
+        format!("{}/visitors", self.root)
+    }
+
+    /// `faced/<device>/visitors/last/snapshot`: retained JPEG of the last unknown visitor's face.
+    pub fn last_visitor_snapshot(&self) -> String {
+        format!("{}/visitors/last/snapshot", self.root)
+    }
+
     /// `faced/<device>/camera/<slug>/snapshot`: JPEG bytes of the latest snapshot.
     pub fn camera_snapshot(&self, camera_slug: &str) -> String {
         format!("{}/camera/{camera_slug}/snapshot", self.root)

@@ -60,6 +60,7 @@ use crate::error::{Error, Result};
 use crate::events::store::EventSender;
 use crate::events::{CoolDown, Event, EventKind};
 use crate::gallery::Gallery;
+use crate::visitors::Visitors;
 use crate::gpio::{GpioHandle, Trigger};
 use crate::inference::Backend;
 use crate::inference::litert::LiteRt;
@@ -542,6 +543,9 @@ pub struct Processor {
     shared: Arc<Shared>,
     enrolls: Vec<EnrollRequest>,
     gpio: Option<GpioHandle>,
+    visitors: Option<Arc<Visitors>>,
+    /// The gallery generation the visitors were last re-checked against.
+    visitors_checked: u64,
     /// Cumulative stage timings.
     pub stats: StageStats,
 }
@@ -591,6 +595,8 @@ impl Processor {
             shared: Shared::new(&cfg.cameras),
             enrolls: Vec::new(),
             gpio: None,
+            visitors: None,
+            visitors_checked: 0,
             stats: StageStats::default(),
         })
     }
@@ -718,6 +724,7 @@ impl Processor {
         let now = self.clock.monotonic();
         self.stats.frames += 1;
         let threshold = self.shared.cameras[cam].threshold();
+        self.recheck_visitors(threshold);
         let st = &mut self.cams[cam];
         let analyzer = &mut self.analyzers[cam];
         let mut events = Vec::new();
@@ -755,6 +762,7 @@ impl Processor {
                     &mut self.stats,
                 )?;
             }
+            let mut unknowns = Vec::new();
             events = stages::events::run(
                 &mut self.cooldown,
                 st,
@@ -763,7 +771,13 @@ impl Processor {
                 now,
                 &self.shared,
                 &mut self.stats,
+                &mut unknowns,
             );
+            if let Some(v) = &self.visitors {
+                let t = Instant::now();
+                stages::visitors::run(v, st, unknowns, &mut events);
+                self.stats.events += t.elapsed();
+            }
         }
         if let Some(g) = &self.gpio {
             door(g, st);
@@ -771,6 +785,28 @@ impl Processor {
         stages::publish::run(&self.shared, cam, st, frame, &events, self.events.as_ref());
         self.cooldown.prune(now);
         Ok(events)
+    }
+
+    /// Groups unknown faces into visitors from now on (src/visitors/).
+    pub fn set_visitors(&mut self, visitors: Option<Arc<Visitors>>) {
+        self.visitors = visitors;
+    }
+
+    /// After samples were added to the gallery (any front end, or a reload), visitors that now
+    /// match an enrolled person are resolved as them: their `unknown` events are re-labelled.
+    fn recheck_visitors(&mut self, threshold: f32) {
+        let Some(v) = &self.visitors else { return };
+        let g = self.gallery.lock().unwrap_or_else(|p| p.into_inner());
+        if g.generation() == self.visitors_checked {
+            return;
+        }
+        self.visitors_checked = g.generation();
+        if v.is_empty() || g.index().is_empty() {
+            return;
+        }
+        if let Err(e) = v.recheck(&g, threshold) {
+            tracing::warn!("re-checking unknown visitors against the gallery failed: {e}");
+        }
     }
 
     /// Ends every track (emitting `left` for reported ones): shutdown.
@@ -828,10 +864,11 @@ impl Pipeline {
         clock: Arc<dyn Clocks>,
         opener: Option<Opener>,
     ) -> Result<Pipeline> {
-        Self::start_with_gpio(cfg, gallery, events, clock, opener, None)
+        Self::start_with_gpio(cfg, gallery, events, clock, opener, None, None)
     }
 
-    /// As [`Pipeline::start`], driving `gpio` (relay, status LED, PIR gating; module docs).
+    /// As [`Pipeline::start`], driving `gpio` (relay, status LED, PIR gating; module docs) and
+    /// grouping unknown faces into `visitors`.
     pub fn start_with_gpio(
         cfg: impl Into<Settings>,
         gallery: Arc<Mutex<Gallery>>,
@@ -839,10 +876,12 @@ impl Pipeline {
         clock: Arc<dyn Clocks>,
         opener: Option<Opener>,
         gpio: Option<GpioHandle>,
+        visitors: Option<Arc<Visitors>>,
     ) -> Result<Pipeline> {
         let cfg: Settings = cfg.into();
         let mut processor = Processor::new(cfg.clone(), gallery, events, clock)?;
         processor.gpio = gpio.clone();
+        processor.visitors = visitors;
         let handle = processor.handle();
         let shared = handle.shared.clone();
         let opener: Opener = opener.unwrap_or_else(|| Arc::new(capture::open));

@@ -58,6 +58,10 @@ pub struct EventRow {
     pub bbox: [f32; 4],
     /// Whether a snapshot crop is stored.
     pub snapshot: bool,
+    /// `unknown` events: the visitor the face was grouped into (may since have been merged
+    /// into an older one; the Visitors API resolves it).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub visitor_id: Option<i64>,
 }
 
 /// Which events to list (all optional), newest first. Also the query string of
@@ -185,7 +189,7 @@ impl EventLog {
     fn query(&self, f: &EventFilter, limit: usize) -> Result<Vec<EventRow>> {
         let mut sql = String::from(
             "SELECT id, kind, at, camera, track_id, person_id, person_name, similarity, x1, y1, x2, y2,
-                    snapshot IS NOT NULL FROM event WHERE 1",
+                    snapshot IS NOT NULL, visitor_id FROM event WHERE 1",
         );
         let mut args: Vec<Value> = Vec::new();
         let mut cond = |s: &str, v: Value| {
@@ -227,6 +231,7 @@ impl EventLog {
                 similarity: r.get(7)?,
                 bbox: [r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?],
                 snapshot: r.get(12)?,
+                visitor_id: r.get(13)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -408,6 +413,7 @@ mod tests {
             similarity: None,
             bbox: [0.0; 4],
             snapshot: false,
+            visitor_id: None,
         }
     }
 

@@ -292,6 +292,8 @@ pub struct Deps {
     pub storage: Option<Arc<crate::events::StorageHealth>>,
     /// The model precision that runs and why (the System page).
     pub precision: crate::models::PrecisionChoice,
+    /// The unknown visitors (the Visitors page); none when `visitors.enabled` is off.
+    pub visitors: Option<Arc<crate::visitors::Visitors>>,
 }
 
 /// Shared state of the console; cheap to clone.
@@ -557,6 +559,42 @@ pub fn routes() -> Vec<Route> {
             "/api/identify",
             Admin,
             post(api::uploads::identify),
+        ),
+        r(
+            M::GET,
+            "/api/visitors",
+            Admin,
+            get(api::visitors::list_visitors),
+        ),
+        r(
+            M::GET,
+            "/api/visitors/{id}",
+            Admin,
+            get(api::visitors::get_visitor),
+        ),
+        r(
+            M::PATCH,
+            "/api/visitors/{id}",
+            Admin,
+            patch(api::visitors::patch_visitor),
+        ),
+        r(
+            M::DELETE,
+            "/api/visitors/{id}",
+            Admin,
+            delete(api::visitors::erase_visitor),
+        ),
+        r(
+            M::POST,
+            "/api/visitors/{id}/enroll",
+            Admin,
+            post(api::visitors::enroll_visitor),
+        ),
+        r(
+            M::GET,
+            "/api/visitor-faces/{id}/crop",
+            Admin,
+            get(api::visitors::face_crop),
         ),
         r(M::GET, "/api/users", Admin, get(api::users::list_users)),
         r(M::POST, "/api/users", Admin, post(api::users::create_user)),

@@ -159,6 +159,7 @@ impl TestServer {
             restart: None,
             storage: None,
             precision: faced::models::Precision::Auto.choice(),
+            visitors: None,
         };
         let state = AppState::new(config, deps).unwrap();
         if users {
@@ -367,6 +368,7 @@ pub fn insert_event(
         snapshot_jpeg: snapshot,
         frame_captured: None,
         frigate: None,
+        visitor: None,
     }];
     store.store_batch(&mut ev).unwrap();
     ev[0].event_id

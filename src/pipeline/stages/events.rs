@@ -14,10 +14,15 @@ use std::time::{Duration, Instant};
 use super::CamState;
 use crate::capture::Frame;
 use crate::events::{CoolDown, Event, EventKind, rfc3339_utc, unix_ms};
+use crate::gallery::index::normalize;
+use crate::pipeline::live::TrackSample;
 use crate::pipeline::tracker::Track;
 use crate::pipeline::{Shared, StageStats, UNKNOWN_AFTER, encode_jpeg, face_crop};
 
-/// The events of this pass: for the tracks in view, then for `ended`.
+/// The events of this pass: for the tracks in view, then for `ended`. Every track decided
+/// unknown in this pass (whether or not the cool-down let its event through) is added to
+/// `unknowns`, for the visitors stage.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     cooldown: &mut CoolDown,
     st: &mut CamState,
@@ -26,6 +31,7 @@ pub fn run(
     now: Instant,
     shared: &Shared,
     stats: &mut StageStats,
+    unknowns: &mut Vec<UnknownFace>,
 ) -> Vec<Event> {
     let t0 = Instant::now();
     let wall_ms = unix_ms(frame.wall);
@@ -54,6 +60,7 @@ pub fn run(
             }
         } else if !tr.unknown_decided && tr.embeds >= UNKNOWN_AFTER {
             tr.unknown_decided = true;
+            unknowns.extend(UnknownFace::of(tr, wall_ms));
             if cooldown.unknown_seen(&camera, now) {
                 tr.reported = true;
                 if let Some(f) = tr.best_face.clone() {
@@ -76,6 +83,7 @@ pub fn run(
         }
         if tr.identity.is_none() && !tr.unknown_decided && tr.embeds > 0 {
             // Left before a second look: still an unknown face.
+            unknowns.extend(UnknownFace::of(&tr, tr.last_wall_ms));
             if cooldown.unknown_seen(&camera, now) {
                 if let Some(f) = tr.best_face.clone() {
                     shared.set_last_unknown(&camera, tr.id, f);
@@ -105,6 +113,42 @@ pub fn run(
     events
 }
 
+/// A track decided unknown: what the visitors stage needs of it.
+#[derive(Debug, Clone)]
+pub struct UnknownFace {
+    /// The track.
+    pub track_id: u64,
+    /// Mean of the track's kept embeddings, L2-normalised.
+    pub embedding: Vec<f32>,
+    /// Its best aligned face (crop and quality).
+    pub best: TrackSample,
+    /// The tracker's quality hint of that face.
+    pub hint: f32,
+    /// Wall-clock time, Unix ms.
+    pub wall_ms: i64,
+}
+
+impl UnknownFace {
+    /// `None` for a track without an embedded face.
+    fn of(tr: &Track, wall_ms: i64) -> Option<UnknownFace> {
+        let best = tr.best_face.clone()?;
+        let mut sum = vec![0.0f32; best.embedding.len()];
+        for s in &tr.samples {
+            for (a, b) in sum.iter_mut().zip(&s.embedding) {
+                *a += b;
+            }
+        }
+        let embedding = normalize(&sum).unwrap_or_else(|| best.embedding.clone());
+        Some(UnknownFace {
+            track_id: tr.id,
+            embedding,
+            best,
+            hint: tr.best_quality,
+            wall_ms,
+        })
+    }
+}
+
 /// An event about `tr` without a snapshot (also used for the `left` events at shutdown).
 pub fn base_event(kind: EventKind, camera: &str, tr: &Track, wall_ms: i64) -> Event {
     let id = tr.identity.as_ref();
@@ -124,6 +168,7 @@ pub fn base_event(kind: EventKind, camera: &str, tr: &Track, wall_ms: i64) -> Ev
         snapshot_jpeg: None,
         frame_captured: None,
         frigate: None,
+        visitor: None,
     }
 }
 

@@ -9,7 +9,9 @@
 //!    once per track; → [`Embedded`] faces.
 //! 4. [`vote`]: match + vote — ask the gallery about each embedding and decide each track's
 //!    identity by a vote over its best samples.
-//! 5. [`events`]: `recognized`, `unknown` and `left` events through the cool-down.
+//! 5. [`events`]: `recognized`, `unknown` and `left` events through the cool-down; then
+//!    [`visitors`] places each track decided unknown among the unknown visitors and gives its
+//!    event the visitor's id (or drops it, for a visitor marked ignored).
 //! 6. [`publish`]: the frame, overlay and stats for [`super::Handle`], and the events to the
 //!    event writer.
 //!
@@ -23,6 +25,7 @@ pub mod detect;
 pub mod embed;
 pub mod events;
 pub mod publish;
+pub mod visitors;
 pub mod vote;
 
 use std::collections::HashMap;

@@ -126,6 +126,8 @@ pub struct Rig {
     pub clock: SimulatedClocks,
     pub cooldown: CoolDown,
     pub enrolls: Vec<EnrollRequest>,
+    /// Tracks the events stage decided unknown, for the visitors stage.
+    pub unknowns: Vec<super::events::UnknownFace>,
     seq: u64,
 }
 
@@ -143,6 +145,7 @@ impl Rig {
             clock: SimulatedClocks::new(),
             cooldown: CoolDown::new(Duration::from_secs(60), Duration::from_secs(10)),
             enrolls: Vec::new(),
+            unknowns: Vec::new(),
             seq: 0,
         }
     }
@@ -263,6 +266,7 @@ impl Rig {
             self.clock.monotonic(),
             &self.shared,
             &mut self.stats,
+            &mut self.unknowns,
         )
     }
 

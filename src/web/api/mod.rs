@@ -8,6 +8,7 @@
 //! | [`live`] | cameras, MJPEG, frames, overlay events; threshold and live enrolment | viewer / admin |
 //! | [`uploads`] | photo uploads into candidates, candidate crops, identify | admin |
 //! | [`people`] | people, samples, crops, privacy erase | admin |
+//! | [`visitors`] | unknown visitors: list, faces, enroll, ignore, erase | admin |
 //! | [`events`] | the event log and its CSV, snapshots; enroll and "not this person" | viewer / admin |
 //! | [`reports`] | reports and their CSV | viewer |
 //! | [`system`] | the system page | viewer |
@@ -29,6 +30,7 @@ pub mod session;
 pub mod system;
 pub mod uploads;
 pub mod users;
+pub mod visitors;
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
