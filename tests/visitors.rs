@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::browser::{shot, sign_in, start_chromium, wait_js};
 use crate::util::broker::{Broker, Sub};
-use crate::util::daemon::{Daemon, faces_dir, faced_cli, photos_by_person};
+use crate::util::daemon::{Daemon, faced_cli, faces_dir, photos_by_person};
 use crate::util::web::{Client, PASSWORD};
 
 fn free_listen() -> String {
@@ -78,7 +78,14 @@ async fn strangers_are_grouped_into_visitors_and_one_is_enrolled_from_the_consol
 
     tokio::task::block_in_place(|| {
         faced_cli(
-            &["user", "--db", db.to_str().unwrap(), "add", "--admin", "admin"],
+            &[
+                "user",
+                "--db",
+                db.to_str().unwrap(),
+                "add",
+                "--admin",
+                "admin",
+            ],
             &format!("{PASSWORD}\n"),
         )
     });
@@ -131,7 +138,10 @@ async fn strangers_are_grouped_into_visitors_and_one_is_enrolled_from_the_consol
              WHERE e.kind = 'unknown' ORDER BY e.id LIMIT {n}"
         ),
     );
-    assert!(ev.iter().all(|(_, v)| *v > 0), "every unknown event has a visitor");
+    assert!(
+        ev.iter().all(|(_, v)| *v > 0),
+        "every unknown event has a visitor"
+    );
     let mut by_visitor: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
     for (i, (_, v)) in ev.iter().enumerate() {
         by_visitor.entry(*v).or_default().push(i);
@@ -204,7 +214,8 @@ async fn strangers_are_grouped_into_visitors_and_one_is_enrolled_from_the_consol
     .await;
     let mut topics = BTreeSet::new();
     let until = tokio::time::Instant::now() + Duration::from_secs(3);
-    while let Ok(Some(m)) = tokio::time::timeout_at(until, late.next(Duration::from_secs(3))).await {
+    while let Ok(Some(m)) = tokio::time::timeout_at(until, late.next(Duration::from_secs(3))).await
+    {
         if m.retain {
             topics.insert(m.topic.clone());
         }
@@ -219,9 +230,7 @@ async fn strangers_are_grouped_into_visitors_and_one_is_enrolled_from_the_consol
     }
 
     // The events' visitor fields, as the console lists them.
-    tokio::task::block_in_place(|| {
-        d.wait_for(&["web console listening"], Duration::from_secs(60))
-    });
+    tokio::task::block_in_place(|| d.wait_for(&["web console listening"], Duration::from_secs(60)));
     let base = format!("http://{listen}");
     let mut api = Client::new(&base);
     api.login("admin", PASSWORD).await;
@@ -265,7 +274,9 @@ async fn strangers_are_grouped_into_visitors_and_one_is_enrolled_from_the_consol
             "return document.querySelectorAll('#event-list a.visitor-link').length",
         )
         .await;
-        c.goto(&format!("{base}/#visitors?id={target}")).await.unwrap();
+        c.goto(&format!("{base}/#visitors?id={target}"))
+            .await
+            .unwrap();
         wait_js(
             &c,
             "visitor card",
@@ -287,12 +298,14 @@ async fn strangers_are_grouped_into_visitors_and_one_is_enrolled_from_the_consol
         assert_eq!(fits, json!(true), "visitor actions overflow a phone screen");
         shot(&c, "visitors-phone.png").await;
         c.set_window_size(1280, 1000).await.unwrap();
-        c.find(Locator::Css(&format!("#visitor-{target} input[placeholder=Name]")))
-            .await
-            .unwrap()
-            .send_keys("Courier")
-            .await
-            .unwrap();
+        c.find(Locator::Css(&format!(
+            "#visitor-{target} input[placeholder=Name]"
+        )))
+        .await
+        .unwrap()
+        .send_keys("Courier")
+        .await
+        .unwrap();
         c.find(Locator::Css(&format!(
             "#visitor-{target} button[aria-label='Enroll visitor {target}']"
         )))

@@ -385,7 +385,7 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
                 break;
             }
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
-            _ = hup.recv() => reload(&args, &handle, &writer, &gallery, &gopts, &db, &mqtt, &cfg).await,
+            _ = hup.recv() => reload(&args, &handle, &writer, &gallery, &gopts, &db, &mqtt, &cfg, visitors.as_deref()).await,
             Some(cmd) = commands.recv() => {
                 let outcome = command(&cmd, &handle, &gallery, &gopts, &db).await;
                 if let Err(e) = &outcome { tracing::warn!(verb = cmd.verb(), "MQTT command failed: {e}"); }
@@ -499,11 +499,17 @@ async fn reload(
     db: &Path,
     mqtt: &faced::mqtt::MqttHandle,
     old: &Config,
+    visitors: Option<&faced::visitors::Visitors>,
 ) {
     tracing::info!("SIGHUP: reloading the configuration and the gallery");
     match load_config(args.config.as_deref()) {
         Ok(cfg) => {
             handle.reload(&cfg);
+            // Retention and the visit gap apply at once; turning visitors on or off needs a
+            // restart (the pipeline and the console hold them from the start).
+            if let Some(v) = visitors {
+                v.set_config(cfg.raw.visitors.clone());
+            }
             writer
                 .sender()
                 .set_options(StoreOptions::from(&cfg.raw.events));

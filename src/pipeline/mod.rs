@@ -60,11 +60,11 @@ use crate::error::{Error, Result};
 use crate::events::store::EventSender;
 use crate::events::{CoolDown, Event, EventKind};
 use crate::gallery::Gallery;
-use crate::visitors::Visitors;
 use crate::gpio::{GpioHandle, Trigger};
 use crate::inference::Backend;
 use crate::inference::litert::LiteRt;
 use crate::vision::Analyzer;
+use crate::visitors::Visitors;
 pub use settings::Settings;
 use stages::CamState;
 

@@ -374,11 +374,10 @@ impl Visitors {
             [],
             |r| r.get(0),
         )?;
-        let newest_ms: i64 = conn.query_row(
-            "SELECT COALESCE(MAX(last_seen), 0) FROM visitor",
-            [],
-            |r| r.get(0),
-        )?;
+        let newest_ms: i64 =
+            conn.query_row("SELECT COALESCE(MAX(last_seen), 0) FROM visitor", [], |r| {
+                r.get(0)
+            })?;
         let v = Arc::new(Visitors {
             inner: Mutex::new(Inner {
                 conn,
@@ -483,7 +482,9 @@ impl Visitors {
             }
             Err(e) => {
                 if !g.failing {
-                    tracing::warn!("could not store an unknown visitor's face (kept in memory): {e}");
+                    tracing::warn!(
+                        "could not store an unknown visitor's face (kept in memory): {e}"
+                    );
                     g.failing = true;
                 }
                 id
@@ -507,7 +508,8 @@ impl Visitors {
             });
         }
         let now = self.clocks.unix_ms();
-        if g.last_retention_ms.is_none_or(|t| (now - t).abs() > 3_600_000)
+        if g.last_retention_ms
+            .is_none_or(|t| (now - t).abs() > 3_600_000)
             && let Err(e) = self.retention(&mut g)
         {
             tracing::warn!("visitor retention failed: {e}");
@@ -756,10 +758,7 @@ impl Visitors {
                (SELECT id FROM visitor WHERE id = ?1 OR merged_into = ?1)",
             [root],
         )?;
-        tx.execute(
-            "DELETE FROM visitor_face WHERE visitor_id = ?1",
-            [root],
-        )?;
+        tx.execute("DELETE FROM visitor_face WHERE visitor_id = ?1", [root])?;
         tx.execute(
             "DELETE FROM visitor WHERE id = ?1 OR merged_into = ?1",
             [root],
@@ -791,9 +790,10 @@ impl Visitors {
             .optional()?;
         match row {
             Some((Some(root), _)) if g.live.contains_key(&root) => Ok(root),
-            Some((_, true)) => Err(Error::new(crate::error::Kind::Conflict, format!(
-                "visitor {id} was enrolled or recognized as a person; see People"
-            ))),
+            Some((_, true)) => Err(Error::new(
+                crate::error::Kind::Conflict,
+                format!("visitor {id} was enrolled or recognized as a person; see People"),
+            )),
             _ => Err(Error::not_found(format!("no visitor {id}"))),
         }
     }
@@ -1001,8 +1001,11 @@ impl Visitors {
     fn summary_of(&self, g: &Inner) -> Summary {
         let now = self.clocks.unix_ms();
         let day_start = now.div_euclid(DAY_MS) * DAY_MS;
-        let today: Vec<(&i64, &Cluster)> =
-            g.live.iter().filter(|(_, c)| c.last_seen >= day_start).collect();
+        let today: Vec<(&i64, &Cluster)> = g
+            .live
+            .iter()
+            .filter(|(_, c)| c.last_seen >= day_start)
+            .collect();
         let most = today
             .iter()
             .max_by(|a, b| a.1.visits.cmp(&b.1.visits).then(b.0.cmp(a.0)))
@@ -1012,7 +1015,10 @@ impl Visitors {
             });
         Summary {
             today: today.len() as u32,
-            new_today: today.iter().filter(|(_, c)| c.first_seen >= day_start).count() as u32,
+            new_today: today
+                .iter()
+                .filter(|(_, c)| c.first_seen >= day_start)
+                .count() as u32,
             total: g.live.len() as u32,
             most_frequent: most,
             last: g.last.clone(),

@@ -120,7 +120,11 @@ fn faces_of_one_person_join_one_visitor_and_strangers_start_new_ones() {
     let c = see(&v, &near(&q, 0.8, 12), T0 + 2000);
     assert_eq!(a.visitor_id, b.visitor_id);
     assert_ne!(a.visitor_id, c.visitor_id);
-    assert_eq!((b.visits, b.returning), (1, false), "one visit: within the gap");
+    assert_eq!(
+        (b.visits, b.returning),
+        (1, false),
+        "one visit: within the gap"
+    );
     assert_eq!(v.len(), 2);
     // A face below the rule starts a new visitor: 0.45 to the only face of p's visitor.
     let p2 = unit(3);
@@ -139,7 +143,11 @@ fn visits_count_appearances_apart_by_the_gap_and_survive_a_restart() {
     let b = see(&v, &near(&p, 0.9, 42), T0 + 5 * MIN);
     let c = see(&v, &near(&p, 0.9, 43), T0 + 30 * MIN);
     assert_eq!((a.visits, a.returning), (1, false));
-    assert_eq!((b.visits, b.returning), (1, false), "5 min < the 10 min gap");
+    assert_eq!(
+        (b.visits, b.returning),
+        (1, false),
+        "5 min < the 10 min gap"
+    );
     assert_eq!((c.visits, c.returning), (2, true));
     assert_eq!(c.first_seen_ms, T0);
     drop(v);
@@ -165,7 +173,10 @@ fn two_visitors_merge_when_later_faces_show_they_are_one() {
         let d = dot(&b1, &a1);
         let o: Vec<f32> = b1.iter().zip(&a1).map(|(x, y)| x - d * y).collect();
         let o = crate::gallery::index::normalize(&o).unwrap();
-        a1.iter().zip(&o).map(|(x, y)| 0.5 * x + 0.866 * y).collect()
+        a1.iter()
+            .zip(&o)
+            .map(|(x, y)| 0.5 * x + 0.866 * y)
+            .collect()
     };
     let a = see(&v, &a1, T0);
     let b = see(&v, &b1, T0 + 1000);
@@ -225,8 +236,15 @@ fn ignored_visitors_are_reported_as_such_and_erase_removes_everything() {
     assert_eq!(v.len(), 0);
     assert_eq!(f.count("SELECT COUNT(*) FROM visitor_face"), 0);
     assert_eq!(f.count("SELECT COUNT(*) FROM visitor"), 0);
-    assert_eq!(f.count("SELECT COUNT(*) FROM event"), 0, "their events go too");
-    assert_eq!(v.get(a.visitor_id).unwrap_err().kind(), crate::Kind::NotFound);
+    assert_eq!(
+        f.count("SELECT COUNT(*) FROM event"),
+        0,
+        "their events go too"
+    );
+    assert_eq!(
+        v.get(a.visitor_id).unwrap_err().kind(),
+        crate::Kind::NotFound
+    );
 }
 
 fn insert_unknown_event(f: &Fx, visitor: i64) {

@@ -120,7 +120,11 @@ mod tests {
         let v = visitors(dir.path());
         let mut t = Rig::new(camera());
         step(&mut t, &v, &[GREEN]);
-        let id = step(&mut t, &v, &[GREEN])[0].visitor.clone().unwrap().visitor_id;
+        let id = step(&mut t, &v, &[GREEN])[0]
+            .visitor
+            .clone()
+            .unwrap()
+            .visitor_id;
         v.set_ignored(id, true).unwrap();
         for _ in 0..=camera().track_max_missed {
             step(&mut t, &v, &[]);
