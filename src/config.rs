@@ -66,6 +66,8 @@ pub struct RawConfig {
     pub frigate: crate::frigate::FrigateConfig,
     /// `[visitors]`: group unknown faces into visitors (docs/web.md, "Visitors").
     pub visitors: crate::visitors::VisitorsConfig,
+    /// `[fleet]`: share the gallery with the site's other units (docs/fleet.md).
+    pub fleet: crate::fleet::FleetConfig,
 }
 
 /// `[backup]`: the unit keeps its own encrypted backups (`faced backup` format) in a folder.
@@ -374,6 +376,13 @@ impl Config {
         section(raw.gpio.validate())?;
         section(raw.frigate.validate())?;
         section(raw.visitors.validate())?;
+        section(raw.fleet.validate())?;
+        if raw.fleet.enabled && !raw.mqtt.enabled {
+            return Err(err(
+                "fleet.enabled",
+                "needs mqtt.enabled = true: the broker carries the fleet's gallery".into(),
+            ));
+        }
         if raw.frigate.enabled && !raw.mqtt.enabled {
             return Err(err(
                 "frigate.enabled",

@@ -21,6 +21,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod events;
+pub mod fleet;
 pub mod frigate;
 pub mod gallery;
 pub mod gpio;

@@ -28,6 +28,7 @@ enum Command {
     User(cmd::user::Args),
     Backup(cmd::backup::BackupArgs),
     Restore(cmd::backup::RestoreArgs),
+    Fleet(cmd::fleet::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
         Command::User(a) => cmd::user::run(a),
         Command::Backup(a) => cmd::backup::backup(a),
         Command::Restore(a) => cmd::backup::restore(a),
+        Command::Fleet(a) => cmd::fleet::run(a),
     };
     match result {
         Ok(code) => code,

@@ -278,6 +278,17 @@ const ROWS: &[Row] = &[
         &[r#""x""#, "-1.0", "1441"],
     ),
     row_in(
+        "fleet.enabled",
+        "true",
+        &[r#""yes""#],
+        &[("mqtt.enabled", "true")],
+    ),
+    row(
+        "fleet.key_path",
+        r#""/var/lib/faced/site.key""#,
+        &["5", r#""""#],
+    ),
+    row_in(
         "gpio.fake_pir_file",
         r#""/tmp/x/pir""#,
         &["5"],

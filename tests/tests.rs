@@ -17,6 +17,7 @@ mod config;
 mod daemon;
 mod diskfull;
 mod events;
+mod fleet;
 mod frigate;
 mod fuzz;
 mod gallery;

@@ -5,6 +5,7 @@ pub mod backup;
 pub mod bench;
 pub mod check_config;
 pub mod enroll;
+pub mod fleet;
 pub mod identify;
 pub mod people;
 pub mod run;

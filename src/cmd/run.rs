@@ -221,6 +221,7 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
     let db = cfg.raw.gallery.db.clone();
     let gopts = GalleryOptions {
         key_path: cfg.raw.gallery.key_path.clone(),
+        unit: Some(cfg.raw.device.id.clone()),
         ..Default::default()
     };
     let gallery = Gallery::open(&db, &gopts)?;
@@ -275,6 +276,22 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
     } else {
         None
     };
+
+    // The fleet: the gallery shared with the site's other units through the broker.
+    let fleet = if cfg.raw.fleet.enabled {
+        Some(faced::fleet::Fleet::start(faced::fleet::FleetSetup {
+            config: cfg.raw.fleet.clone(),
+            mqtt: cfg.raw.mqtt.clone(),
+            device_id: cfg.raw.device.id.clone(),
+            db: db.clone(),
+            cameras: cfg.cameras.len() as u32,
+            gallery: gallery.clone(),
+            clocks: clock.clone(),
+        })?)
+    } else {
+        None
+    };
+    let mut fleet_changed = fleet.as_ref().map(|f| f.changed.clone());
 
     // GPIO, then models and cameras.
     let gpio = if cfg.raw.gpio.enabled {
@@ -394,6 +411,17 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
                     announce(&mqtt, &gallery, &cfg);
                 }
             }
+            Ok(()) = async {
+                match fleet_changed.as_mut() {
+                    Some(c) => c.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                // A person replicated from another unit: Home Assistant learns of them too.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if let Some(c) = fleet_changed.as_mut() { c.mark_unchanged(); }
+                announce(&mqtt, &gallery, &cfg);
+            }
             _ = status_tick.tick() => {
                 let s = camera_summary(&handle);
                 let _ = sd_notify::notify(&[NotifyState::Status(&s)]);
@@ -420,6 +448,7 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
     }
     tokio::task::spawn_blocking(move || {
         drop(frigate);
+        drop(fleet);
         pipeline.stop();
         // Relay released and LED off once nothing can pulse them any more.
         drop(gpio);

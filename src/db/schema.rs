@@ -43,6 +43,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_event_dead_letter.sql"),
     include_str!("migrations/0006_web_session_hardening.sql"),
     include_str!("migrations/0007_visitors.sql"),
+    include_str!("migrations/0008_fleet.sql"),
 ];
 
 /// The schema version this binary writes: the number of migrations.

@@ -46,8 +46,20 @@ CREATE TABLE person (
   -- When the person was enrolled, Unix ms.
   created_at INTEGER NOT NULL,
   -- Last rename or sample added/removed, Unix ms.
-  updated_at INTEGER NOT NULL
+  updated_at INTEGER NOT NULL,
+  -- 16 random bytes naming this person on every unit of a fleet (src/gallery/replica.rs): the
+  -- record id of their replicated state. Set at insert (NULL never stays: the version 8 upgrade
+  -- gave every existing person one); unique.
+  uid BLOB CHECK (uid IS NULL OR length(uid) = 16),
+  -- Version of `name`: a hybrid logical clock value (wall ms << 10 plus a counter, never going
+  -- back on this unit, raised past every version received). The higher (name_v, name) wins when
+  -- two units renamed the person; 0 before the fleet existed.
+  name_v INTEGER NOT NULL DEFAULT 0,
+  -- Device id of the unit where the person was enrolled ('' when unknown).
+  origin TEXT NOT NULL DEFAULT '' CHECK (length(origin) <= 64)
 );
+-- Lookup of a replicated person by uid; also enforces uniqueness.
+CREATE UNIQUE INDEX person_uid ON person (uid);
 
 -- A face of (positive) or wrongly matched to (negative) a person. A negative sample is stored
 -- by the console's "this is not NAME": faces closer to it than to NAME's best positive sample
@@ -77,6 +89,21 @@ CREATE TABLE face_sample (
 
 -- Per-person sample listing and counting (people(), samples(), cascade deletes).
 CREATE INDEX face_sample_person ON face_sample (person_id, kind);
+-- What was erased, so that an erase replicates and wins: a unit that was offline, or a message
+-- still retained on the broker, cannot bring an erased person or a removed sample back. Holds
+-- no face data and no name: only the random uid.
+CREATE TABLE tombstone (
+  -- uid of the erased person (person.uid) or removed sample (face_sample.uid).
+  uid BLOB PRIMARY KEY CHECK (length(uid) = 16),
+  -- 'person' or 'sample'.
+  kind TEXT NOT NULL CHECK (kind IN ('person', 'sample')),
+  -- The person the record belongs to (for a person, its own uid).
+  person_uid BLOB NOT NULL CHECK (length(person_uid) = 16),
+  -- Hybrid logical clock value of the erase (see person.name_v).
+  version INTEGER NOT NULL
+);
+-- A person's sample tombstones, for building their replicated record.
+CREATE INDEX tombstone_person ON tombstone (person_uid);
 
 -- The MQTT outbox: messages waiting to be published, in publish order (src/mqtt/outbox.rs).
 -- A row is written in the same transaction as the event it announces, so a stored event is

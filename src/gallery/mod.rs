@@ -18,6 +18,7 @@
 
 mod enroll;
 pub mod index;
+pub mod replica;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use crate::vision::EMBEDDING_DIM;
 
 pub use enroll::{EnrollTarget, Enrolled, NotThisPerson};
 pub use index::{Index, IndexOptions, Match};
+pub use replica::{Record, Uid};
 
 /// Longest accepted person name, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
@@ -108,6 +110,9 @@ pub struct GalleryOptions {
     pub index: IndexOptions,
     /// Time source for the `created_at`/`updated_at` columns; `None` = [`RealClocks`].
     pub clocks: Option<Arc<dyn Clocks>>,
+    /// This unit's device id, recorded as `person.origin` of the people enrolled here (the
+    /// fleet's "where was this person enrolled"); `None` records `''`.
+    pub unit: Option<String>,
 }
 
 /// A person as stored.
@@ -186,6 +191,15 @@ pub struct Gallery {
     /// Changes whenever samples are added, or the gallery is opened again: whoever derives
     /// something from the samples (the visitors' re-check) compares it with what they saw.
     generation: u64,
+    /// Unique per open (in the process): the fleet rescans everything when it changes.
+    instance: u64,
+    /// Hybrid logical clock for replicated versions (`person.name_v`, `tombstone.version`):
+    /// never goes back, raised past every version applied from another unit.
+    hlc: i64,
+    /// `person.origin` for people enrolled here.
+    unit: String,
+    /// People changed through this `Gallery` since the fleet last asked ([`Gallery::take_dirty`]).
+    dirty: std::collections::BTreeSet<Uid>,
 }
 
 /// Source of [`Gallery::generation`] values, unique in the process.
@@ -329,6 +343,20 @@ impl Gallery {
             )?;
         }
 
+        if let Some(unit) = opts.unit.as_deref().filter(|u| !u.is_empty()) {
+            // People enrolled with the CLI beside this unit's daemon (which does not know the
+            // device id), or before the fleet existed, were enrolled here.
+            conn.execute("UPDATE person SET origin = ?1 WHERE origin = ''", [unit])
+                .map_err(|e| Error::from(e).in_database(&what))?;
+        }
+        let hlc: i64 = conn
+            .query_row(
+                "SELECT MAX((SELECT IFNULL(MAX(name_v), 0) FROM person),
+                            (SELECT IFNULL(MAX(version), 0) FROM tombstone))",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| Error::from(e).in_database(&what))?;
         let mut g = Gallery {
             conn,
             cipher,
@@ -337,6 +365,10 @@ impl Gallery {
             key_path,
             clocks,
             generation: next_generation(),
+            instance: next_generation(),
+            hlc,
+            unit: opts.unit.clone().unwrap_or_default(),
+            dirty: Default::default(),
         };
         g.load_index().map_err(|e| e.in_database(&what))?;
         Ok(g)
@@ -405,9 +437,12 @@ impl Gallery {
     pub fn add_person(&mut self, name: &str) -> Result<PersonId> {
         let name = validate_person_name(name)?;
         let now = self.clocks.unix_ms();
+        let uid: Uid = self.cipher.random()?;
+        let v = self.tick();
         match self.conn.execute(
-            "INSERT INTO person (name, created_at, updated_at) VALUES (?1, ?2, ?2)",
-            params![name, now],
+            "INSERT INTO person (name, created_at, updated_at, uid, name_v, origin)
+             VALUES (?1, ?2, ?2, ?3, ?4, ?5)",
+            params![name, now, &uid[..], v, self.unit],
         ) {
             Ok(_) => {}
             Err(e) if is_constraint(&e) => return Err(name_taken(name)),
@@ -415,6 +450,7 @@ impl Gallery {
         }
         let id = PersonId(self.conn.last_insert_rowid());
         self.index.set_person(id, name);
+        self.dirty.insert(uid);
         Ok(id)
     }
 
@@ -474,31 +510,59 @@ impl Gallery {
     /// id does not exist.
     pub fn rename_person(&mut self, id: PersonId, new_name: &str) -> Result<()> {
         let name = validate_person_name(new_name)?;
-        let n = match self.conn.execute(
-            "UPDATE person SET name = ?1, updated_at = ?2 WHERE id = ?3",
-            params![name, self.clocks.unix_ms(), id.0],
-        ) {
-            Ok(n) => n,
+        let v = self.tick();
+        let uid: Option<Vec<u8>> = match self
+            .conn
+            .query_row(
+                "UPDATE person SET name = ?1, updated_at = ?2, name_v = ?3 WHERE id = ?4
+                 RETURNING uid",
+                params![name, self.clocks.unix_ms(), v, id.0],
+                |r| r.get(0),
+            )
+            .optional()
+        {
+            Ok(u) => u,
             Err(e) if is_constraint(&e) => return Err(name_taken(name)),
             Err(e) => return Err(e.into()),
         };
-        if n == 0 {
+        let Some(uid) = uid else {
             return Err(Error::not_found(format!("no person with id {id}")));
-        }
+        };
         self.index.set_person(id, name);
+        self.mark_dirty(&uid);
         Ok(())
     }
 
     /// Removes a person with every sample and crop (ON DELETE CASCADE) and drops them from the
     /// index; [`Kind::NotFound`] if the id does not exist.
+    /// The erase leaves a tombstone (the person's random uid, no name, no face) so that it
+    /// replicates to the other units of a fleet and no replica brings the person back.
     pub fn remove_person(&mut self, id: PersonId) -> Result<()> {
-        let n = self
-            .conn
-            .execute("DELETE FROM person WHERE id = ?1", [id.0])?;
-        if n == 0 {
+        let v = self.tick();
+        let tx = self.conn.transaction()?;
+        let uid: Option<Vec<u8>> = tx
+            .query_row(
+                "DELETE FROM person WHERE id = ?1 RETURNING uid",
+                [id.0],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(uid) = uid else {
             return Err(Error::not_found(format!("no person with id {id}")));
-        }
+        };
+        tx.execute(
+            "INSERT INTO tombstone (uid, kind, person_uid, version) VALUES (?1, 'person', ?1, ?2)
+             ON CONFLICT (uid) DO UPDATE SET version = MAX(version, excluded.version)",
+            params![uid, v],
+        )?;
+        // The person's sample tombstones are covered by the person's.
+        tx.execute(
+            "DELETE FROM tombstone WHERE person_uid = ?1 AND kind = 'sample'",
+            [&uid],
+        )?;
+        tx.commit()?;
         self.index.remove_person(id);
+        self.mark_dirty(&uid);
         Ok(())
     }
 
@@ -540,7 +604,7 @@ impl Gallery {
                 )));
             }
         }
-        self.require_person(person)?;
+        let person_uid = self.require_person_uid(person)?;
         let now = self.clocks.unix_ms();
         let tx = self.conn.transaction()?;
         let mut ids = Vec::with_capacity(samples.len());
@@ -580,6 +644,7 @@ impl Gallery {
             self.index.insert(id, person, s.kind, s.embedding);
         }
         self.generation = next_generation();
+        self.mark_dirty(&person_uid);
         Ok(ids)
     }
 
@@ -630,23 +695,32 @@ impl Gallery {
     /// Removes one sample (and its crop) from the database and the index; [`Kind::NotFound`] for
     /// an unknown sample.
     pub fn remove_sample(&mut self, id: SampleId) -> Result<()> {
+        let v = self.tick();
         let tx = self.conn.transaction()?;
-        let person: Option<i64> = tx
+        let removed: Option<(i64, Vec<u8>)> = tx
             .query_row(
-                "DELETE FROM face_sample WHERE id = ?1 RETURNING person_id",
+                "DELETE FROM face_sample WHERE id = ?1 RETURNING person_id, uid",
                 [id.0],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        let Some(person) = person else {
+        let Some((person, sample_uid)) = removed else {
             return Err(Error::not_found(format!("no face sample with id {id}")));
         };
-        tx.execute(
-            "UPDATE person SET updated_at = ?1 WHERE id = ?2",
+        let person_uid: Vec<u8> = tx.query_row(
+            "UPDATE person SET updated_at = ?1 WHERE id = ?2 RETURNING uid",
             params![self.clocks.unix_ms(), person],
+            |r| r.get(0),
+        )?;
+        // A tombstone, so the removal replicates and no replica brings the sample back.
+        tx.execute(
+            "INSERT INTO tombstone (uid, kind, person_uid, version) VALUES (?1, 'sample', ?2, ?3)
+             ON CONFLICT (uid) DO NOTHING",
+            params![sample_uid, person_uid, v],
         )?;
         tx.commit()?;
         self.index.remove_sample(id);
+        self.mark_dirty(&person_uid);
         Ok(())
     }
 

@@ -56,6 +56,8 @@ pub struct BrokerOptions {
     pub persistence: bool,
     /// `(user, password)` pairs; when set, anonymous clients are refused.
     pub users: Vec<(String, String)>,
+    /// More mosquitto.conf lines, appended (e.g. a `connection` bridge to another broker).
+    pub extra: String,
 }
 
 /// A running `mosquitto`, killed on drop.
@@ -229,6 +231,7 @@ fn write_config(dir: &Path, port: u16, opts: &BrokerOptions) {
         }
         conf += &format!("allow_anonymous false\npassword_file {}\n", pw.display());
     }
+    conf += &opts.extra;
     std::fs::write(dir.join("mosquitto.conf"), conf).unwrap();
 }
 

@@ -1,0 +1,810 @@
+//! The fleet: the units of one site share one gallery, replicated through the MQTT broker they
+//! already use. No faced server, no new service: every unit holds the whole gallery and decides
+//! locally (recognition never waits for the network); the broker carries and keeps (retains)
+//! one sealed record per person.
+//!
+//! # What is replicated
+//!
+//! People (create, rename, erase) and their face samples, positive and negative, as
+//! [`Record`]s whose merge converges whatever the order (see [`crate::gallery::replica`]).
+//! Events, visitors, web accounts, cameras and settings stay on their unit.
+//!
+//! # The site key
+//!
+//! `faced fleet init` creates a 32-byte site key file on the first unit; `faced fleet join CODE`
+//! installs it on the others (the code is the key: show it only to whoever sets up a unit). The
+//! key *is* the site: the topic segment `<site>` is derived from it ([`SiteKey::site`]), so
+//! units with the same key find each other and no other setting must agree. Every message is
+//! sealed with AES-256-GCM under a key derived from the site key, with the topic as associated
+//! data: the broker and its other clients see only ciphertext and random ids, and a message that
+//! was not sealed with the site key (or was moved to another topic) is refused and logged.
+//!
+//! # Topics (retained unless noted)
+//!
+//! * `faced/fleet/<site>/person/<uid>`: a person's sealed [`Record`] (an erased person keeps a
+//!   small sealed tombstone, so a unit that was offline learns of the erase).
+//! * `faced/fleet/<site>/unit/<device>`: a unit's sealed status (version, people, gallery
+//!   digest; `online: false` as its last will).
+//! * `faced/fleet/<site>/sync/<client>` (not retained): the unit's own marker, see below.
+//!
+//! # Threads and the protocol
+//!
+//! `faced-fleet-mqtt` drives the connection (its own client id, `<client>-fleet`) and hands
+//! what arrives to `faced-fleet`, which never blocks on the network (it queues publishes with
+//! `try_publish` and retries). On every connection the worker subscribes to the person topics
+//! and its sync topic, then publishes a marker on the sync topic: the broker sends retained
+//! messages before the marker, so when the marker comes back the unit has seen everything the
+//! broker holds. Each record received is merged into the local gallery; then every local record
+//! the broker lacks or holds in an older form is published. So a unit that was offline, a unit
+//! that joins late and a broker that restarted without persistence all converge at the next
+//! connection. Local changes (console, CLI followed by SIGHUP, MQTT enroll) are published within
+//! [`TICK`]. Before the marker nothing is published, so a unit never replaces a retained record
+//! with one that lacks what the broker already held.
+//!
+//! Invariant: every record received has been merged into the local gallery, so the local record
+//! always contains it, and publishing the local record never loses another unit's change.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+
+use crate::base::{Backoff, Clocks};
+use crate::db::crypto::{self, Cipher, KEY_LEN};
+use crate::error::{Error, Result};
+use crate::gallery::Gallery;
+use crate::gallery::replica::{Record, Uid, merge, parse_uid};
+use crate::mqtt::MqttConfig;
+
+/// How often the worker looks for local changes.
+pub const TICK: Duration = Duration::from_millis(200);
+/// Largest fleet message accepted or sent (a person with 200 samples is about 1.6 MB).
+pub const MAX_MESSAGE: usize = 4 << 20;
+/// Records checked per turn of the worker loop, so that a full rescan (10 000 people) does not
+/// keep incoming messages waiting.
+const BATCH: usize = 256;
+/// Messages waiting between the two threads.
+const QUEUE: usize = 256;
+/// Publishes rumqttc may hold before `try_publish` says "later".
+const REQUESTS: usize = 512;
+/// Prefix of a join code.
+const CODE_PREFIX: &str = "faced-site-";
+
+/// `[fleet]`: share the gallery with the other units of a site (docs/fleet.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FleetConfig {
+    /// Replicate the gallery through the MQTT broker (needs `[mqtt] enabled` and the site key).
+    /// Default `false`.
+    pub enabled: bool,
+    /// The site key file (`faced fleet init` / `faced fleet join`); default `<gallery.db>.fleet.key`.
+    pub key_path: Option<PathBuf>,
+}
+
+
+impl FleetConfig {
+    /// The site key file for a gallery database.
+    pub fn key_path(&self, db: &Path) -> PathBuf {
+        self.key_path.clone().unwrap_or_else(|| {
+            let mut p = db.as_os_str().to_owned();
+            p.push(".fleet.key");
+            PathBuf::from(p)
+        })
+    }
+
+    /// Checks the section on its own (the rest is checked at start: the key file, `[mqtt]`).
+    pub fn validate(&self) -> Result<()> {
+        if let Some(p) = &self.key_path
+            && p.as_os_str().is_empty()
+        {
+            return Err(Error::invalid("fleet.key_path: must not be empty"));
+        }
+        Ok(())
+    }
+}
+
+/// The site key: seals every fleet message and names the site.
+pub struct SiteKey {
+    cipher: Cipher,
+    key: [u8; KEY_LEN],
+    site: String,
+}
+
+impl std::fmt::Debug for SiteKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SiteKey({})", self.site) // never print key material
+    }
+}
+
+fn derive(label: &str, key: &[u8]) -> ring::digest::Digest {
+    let mut c = ring::digest::Context::new(&ring::digest::SHA256);
+    c.update(label.as_bytes());
+    c.update(&[0]);
+    c.update(key);
+    c.finish()
+}
+
+impl SiteKey {
+    fn from_key(key: [u8; KEY_LEN]) -> Result<SiteKey> {
+        let seal: [u8; KEY_LEN] = derive("faced fleet seal v1", &key)
+            .as_ref()
+            .try_into()
+            .expect("SHA-256 is 32 bytes");
+        let site = crate::models::hex(&derive("faced fleet site v1", &key).as_ref()[..8]);
+        Ok(SiteKey {
+            cipher: Cipher::new(&seal)?,
+            key,
+            site,
+        })
+    }
+
+    /// Reads the key file (mode 0600, 32 bytes); [`Kind::FailedPrecondition`](crate::Kind) with
+    /// what to run when it is missing.
+    pub fn load(path: &Path) -> Result<SiteKey> {
+        match crypto::read_key(path)? {
+            Some(k) => SiteKey::from_key(k),
+            None => Err(Error::precondition(format!(
+                "fleet.key_path: the site key file {} does not exist; run `faced fleet init` on \
+                 the first unit of the site and `faced fleet join CODE` on the others",
+                path.display()
+            ))),
+        }
+    }
+
+    /// Creates a new site key file; [`Kind::Conflict`](crate::Kind) if one exists.
+    pub fn create(path: &Path) -> Result<SiteKey> {
+        if path.exists() {
+            return Err(Error::new(
+                crate::Kind::Conflict,
+                format!(
+                    "{} exists: this unit already has a site key (`faced fleet code` shows its \
+                     join code)",
+                    path.display()
+                ),
+            ));
+        }
+        SiteKey::from_key(crypto::create_key(path)?)
+    }
+
+    /// Installs the key in `code` at `path` (an existing file with the same key is fine; another
+    /// key is [`Kind::Conflict`](crate::Kind): this unit belongs to another site).
+    pub fn join(path: &Path, code: &str) -> Result<SiteKey> {
+        let key = code
+            .trim()
+            .strip_prefix(CODE_PREFIX)
+            .and_then(|c| URL_SAFE_NO_PAD.decode(c).ok())
+            .and_then(|k| <[u8; KEY_LEN]>::try_from(k).ok())
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "not a join code: it is `{CODE_PREFIX}` and 43 more characters, as printed \
+                     by `faced fleet init` or `faced fleet code` on a unit of the site"
+                ))
+            })?;
+        if let Some(old) = crypto::read_key(path)? {
+            if old == key {
+                return SiteKey::from_key(key);
+            }
+            return Err(Error::new(
+                crate::Kind::Conflict,
+                format!(
+                    "{} holds the key of another site; move it away first to leave that site",
+                    path.display()
+                ),
+            ));
+        }
+        crypto::create_secret_file(path, &key).map_err(|e| {
+            Error::precondition(format!("cannot write {}", path.display())).with_source(e)
+        })?;
+        SiteKey::from_key(key)
+    }
+
+    /// The join code: the key, for `faced fleet join` on another unit.
+    pub fn code(&self) -> String {
+        format!("{CODE_PREFIX}{}", URL_SAFE_NO_PAD.encode(self.key))
+    }
+
+    /// The site's name in topics: 16 hex digits derived from the key.
+    pub fn site(&self) -> &str {
+        &self.site
+    }
+
+    fn aad(topic: &str) -> Vec<u8> {
+        crypto::aad("faced fleet v1", topic.as_bytes())
+    }
+
+    /// Seals `plain` for `topic`.
+    pub fn seal(&self, topic: &str, plain: &[u8]) -> Result<Vec<u8>> {
+        self.cipher.seal(&Self::aad(topic), plain)
+    }
+
+    /// Opens a message that arrived on `topic`; an error if it was not sealed with this site key
+    /// for this topic.
+    pub fn open(&self, topic: &str, sealed: &[u8]) -> Result<Vec<u8>> {
+        self.cipher
+            .open(
+                &Self::aad(topic),
+                sealed,
+                &format!("fleet message on {topic}"),
+            )
+            .map_err(|_| {
+                Error::invalid(format!(
+                    "refused a fleet message on {topic}: not sealed with this site's key"
+                ))
+            })
+    }
+}
+
+/// A unit's status as the others see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitStatus {
+    /// Device id.
+    pub device: String,
+    /// False in the last will: the unit went away.
+    pub online: bool,
+    /// faced version.
+    #[serde(default)]
+    pub version: String,
+    /// Cameras configured.
+    #[serde(default)]
+    pub cameras: u32,
+    /// People in its gallery.
+    #[serde(default)]
+    pub people: u64,
+    /// Digest of its whole gallery (equal digests: equal galleries), hex.
+    #[serde(default)]
+    pub digest: String,
+    /// When it sent this, Unix ms.
+    #[serde(default)]
+    pub at_ms: i64,
+}
+
+/// Counters and state, for logs, tests and the console.
+#[derive(Debug, Default)]
+pub struct FleetStats {
+    /// Connected and past the sync marker.
+    pub synced: AtomicBool,
+    /// Records received and merged into the local gallery with a change.
+    pub applied: AtomicU64,
+    /// Records published.
+    pub published: AtomicU64,
+    /// Messages refused (not sealed with the site key, malformed, invalid).
+    pub refused: AtomicU64,
+    /// Other units, by device id.
+    pub units: Mutex<HashMap<String, UnitStatus>>,
+    /// This unit's gallery digest (hex).
+    pub digest: Mutex<String>,
+}
+
+/// The running fleet replication; stops when dropped.
+pub struct Fleet {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    /// Counters.
+    pub stats: Arc<FleetStats>,
+    /// Ticks once per record applied from another unit (the daemon re-announces its people).
+    pub changed: tokio::sync::watch::Receiver<u64>,
+    site: String,
+}
+
+/// What [`Fleet::start`] needs.
+pub struct FleetSetup {
+    /// `[fleet]`.
+    pub config: FleetConfig,
+    /// `[mqtt]`: the broker.
+    pub mqtt: MqttConfig,
+    /// This unit's device id.
+    pub device_id: String,
+    /// The gallery database path (for the default key path).
+    pub db: PathBuf,
+    /// Cameras configured (reported in the unit status).
+    pub cameras: u32,
+    /// The daemon's gallery.
+    pub gallery: Arc<Mutex<Gallery>>,
+    /// Time source.
+    pub clocks: Arc<dyn Clocks>,
+}
+
+enum Net {
+    Connected,
+    Message(String, Vec<u8>),
+    Lost,
+}
+
+impl Fleet {
+    /// Loads the site key and starts the two threads.
+    pub fn start(s: FleetSetup) -> Result<Fleet> {
+        s.config.validate()?;
+        if !s.mqtt.enabled {
+            return Err(Error::invalid(
+                "fleet.enabled needs [mqtt] enabled: the broker carries the fleet's gallery",
+            ));
+        }
+        let key = SiteKey::load(&s.config.key_path(&s.db))?;
+        let client_id = format!("{}-fleet", s.mqtt.effective_client_id(&s.device_id));
+        let mut options = crate::mqtt::connection_options(&s.mqtt, client_id.clone())?;
+        options.set_max_packet_size(MAX_MESSAGE, MAX_MESSAGE);
+        let prefix = format!("faced/fleet/{}", key.site());
+        let unit_topic = format!("{prefix}/unit/{}", s.device_id);
+        let will = UnitStatus {
+            device: s.device_id.clone(),
+            online: false,
+            version: env!("CARGO_PKG_VERSION").into(),
+            cameras: s.cameras,
+            people: 0,
+            digest: String::new(),
+            at_ms: 0,
+        };
+        let will = key.seal(&unit_topic, &serde_json::to_vec(&will).map_err(json)?)?;
+        options.set_last_will(rumqttc::LastWill::new(
+            &unit_topic,
+            will,
+            rumqttc::QoS::AtLeastOnce,
+            true,
+        ));
+        let (client, connection) = rumqttc::Client::new(options, REQUESTS);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(FleetStats::default());
+        let (tx, rx) = sync_channel(QUEUE);
+        let (changed_tx, changed) = tokio::sync::watch::channel(0);
+        let site = key.site().to_string();
+        let net = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("faced-fleet-mqtt".into())
+                .spawn(move || drive(connection, tx, &stop))
+        };
+        let worker = {
+            let stop = stop.clone();
+            let mut w = Worker {
+                key,
+                client,
+                person_prefix: format!("{prefix}/person/"),
+                unit_prefix: format!("{prefix}/unit/"),
+                sync_topic: format!("{prefix}/sync/{client_id}"),
+                unit_topic,
+                device: s.device_id,
+                cameras: s.cameras,
+                gallery: s.gallery,
+                clocks: s.clocks,
+                stats: stats.clone(),
+                changed: changed_tx,
+                broker: HashMap::new(),
+                local: HashMap::new(),
+                pending: BTreeSet::new(),
+                instance: 0,
+                synced: false,
+                marker: 0,
+                connected: false,
+                refused_logged: 0,
+                status_due: None,
+            };
+            std::thread::Builder::new()
+                .name("faced-fleet".into())
+                .spawn(move || w.run(rx, &stop))
+        };
+        let threads = [net, worker]
+            .into_iter()
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| Error::internal("cannot start the fleet threads").with_source(e))?;
+        tracing::info!(site = %site, "fleet: replicating the gallery through the broker");
+        Ok(Fleet {
+            stop,
+            threads,
+            stats,
+            changed,
+            site,
+        })
+    }
+
+    /// The site id (topic segment).
+    pub fn site(&self) -> &str {
+        &self.site
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The `faced-fleet-mqtt` thread: polls the connection, forwards what matters.
+fn drive(mut conn: rumqttc::Connection, tx: SyncSender<Net>, stop: &AtomicBool) {
+    use rumqttc::{Event, Packet};
+    let mut backoff = Backoff::default();
+    while !stop.load(Ordering::Relaxed) {
+        let msg = match conn.recv_timeout(Duration::from_millis(300)) {
+            Err(_) => continue,
+            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                backoff = Backoff::default();
+                Net::Connected
+            }
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                Net::Message(p.topic.clone(), p.payload.to_vec())
+            }
+            Ok(Ok(_)) => continue,
+            Ok(Err(e)) => {
+                let d = backoff.next_delay();
+                tracing::warn!(
+                    "fleet: broker connection: {e}; reconnecting in {:.1} s",
+                    d.as_secs_f32()
+                );
+                if tx.send(Net::Lost).is_err() {
+                    return;
+                }
+                let end = Instant::now() + d;
+                while Instant::now() < end && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                continue;
+            }
+        };
+        // Blocks while the worker is busy: back-pressure instead of an unbounded queue. The
+        // worker itself never waits for this thread.
+        if tx.send(msg).is_err() {
+            return;
+        }
+    }
+}
+
+struct Worker {
+    key: SiteKey,
+    client: rumqttc::Client,
+    person_prefix: String,
+    unit_prefix: String,
+    sync_topic: String,
+    unit_topic: String,
+    device: String,
+    cameras: u32,
+    gallery: Arc<Mutex<Gallery>>,
+    clocks: Arc<dyn Clocks>,
+    stats: Arc<FleetStats>,
+    changed: tokio::sync::watch::Sender<u64>,
+    /// Digest of the record the broker holds per person, as last received or sent on this
+    /// connection.
+    broker: HashMap<Uid, [u8; 32]>,
+    /// Digest of each local record, as last built.
+    local: HashMap<Uid, [u8; 32]>,
+    /// People to compare with the broker.
+    pending: BTreeSet<Uid>,
+    /// [`Gallery::instance`] last seen: a change means rescan everything.
+    instance: u64,
+    synced: bool,
+    marker: u64,
+    connected: bool,
+    refused_logged: u64,
+    status_due: Option<Instant>,
+}
+
+fn digest(rec: &Record) -> Result<([u8; 32], Vec<u8>)> {
+    let bytes = serde_json::to_vec(rec).map_err(json)?;
+    let d = ring::digest::digest(&ring::digest::SHA256, &bytes);
+    Ok((d.as_ref().try_into().expect("32 bytes"), bytes))
+}
+
+impl Worker {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Gallery> {
+        self.gallery.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn run(&mut self, rx: Receiver<Net>, stop: &AtomicBool) {
+        let mut next_tick = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(Net::Connected) => self.on_connected(),
+                Ok(Net::Lost) => {
+                    self.connected = false;
+                    self.synced = false;
+                    self.stats.synced.store(false, Ordering::Relaxed);
+                }
+                Ok(Net::Message(topic, payload)) => self.on_message(&topic, &payload),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if Instant::now() >= next_tick {
+                self.on_tick();
+                next_tick = Instant::now() + TICK;
+            }
+        }
+        if self.connected {
+            self.publish_status(false);
+        }
+        let _ = self.client.disconnect();
+    }
+
+    fn on_connected(&mut self) {
+        use rumqttc::{QoS, SubscribeFilter};
+        self.connected = true;
+        self.synced = false;
+        self.stats.synced.store(false, Ordering::Relaxed);
+        // The broker may have lost its retained store: learn it again from what it sends.
+        self.broker.clear();
+        let filters = vec![
+            SubscribeFilter::new(format!("{}+", self.person_prefix), QoS::AtLeastOnce),
+            SubscribeFilter::new(format!("{}+", self.unit_prefix), QoS::AtLeastOnce),
+            SubscribeFilter::new(self.sync_topic.clone(), QoS::AtLeastOnce),
+        ];
+        if let Err(e) = self.client.try_subscribe_many(filters) {
+            tracing::warn!("fleet: cannot subscribe: {e}");
+            return;
+        }
+        self.marker = self.clocks.unix_ms() as u64 ^ u64::from(rand_u32());
+        let marker = self.marker.to_string().into_bytes();
+        if let Err(e) =
+            self.client
+                .try_publish(self.sync_topic.clone(), QoS::AtLeastOnce, false, marker)
+        {
+            tracing::warn!("fleet: cannot publish the sync marker: {e}");
+        }
+    }
+
+    fn refuse(&mut self, topic: &str, why: &str) {
+        let n = self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        if n < 10 || n.is_multiple_of(100) {
+            tracing::warn!(topic, refused = n + 1, "fleet: refused a message: {why}");
+        }
+        self.refused_logged = n + 1;
+    }
+
+    fn on_message(&mut self, topic: &str, payload: &[u8]) {
+        if topic == self.sync_topic {
+            if payload == self.marker.to_string().as_bytes() && !self.synced {
+                self.synced = true;
+                self.stats.synced.store(true, Ordering::Relaxed);
+                // Everything the broker held has arrived: compare every local record with it.
+                let uids = self.lock().replica_uids();
+                match uids {
+                    Ok(u) => self.pending.extend(u),
+                    Err(e) => tracing::error!("fleet: cannot list the gallery: {e}"),
+                }
+                self.status_due = Some(Instant::now());
+                tracing::info!(
+                    records = self.broker.len(),
+                    "fleet: in sync with the broker's retained state"
+                );
+            }
+            return;
+        }
+        if payload.is_empty() {
+            return; // a retained message being cleared
+        }
+        if let Some(device) = topic.strip_prefix(&self.unit_prefix) {
+            match self.key.open(topic, payload).and_then(|p| {
+                serde_json::from_slice::<UnitStatus>(&p)
+                    .map_err(|e| Error::invalid(format!("malformed unit status: {e}")))
+            }) {
+                Ok(s) if s.device == device => {
+                    if device != self.device {
+                        self.stats
+                            .units
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(device.to_string(), s);
+                    }
+                }
+                Ok(_) => self.refuse(topic, "unit status for another device"),
+                Err(e) => self.refuse(topic, &e.to_string()),
+            }
+            return;
+        }
+        let Some(uid) = topic.strip_prefix(&self.person_prefix).and_then(parse_uid) else {
+            self.refuse(topic, "not a fleet topic");
+            return;
+        };
+        let rec = match self.key.open(topic, payload).and_then(|p| {
+            let r: Record = serde_json::from_slice(&p)
+                .map_err(|e| Error::invalid(format!("malformed record: {e}")))?;
+            r.validate()?;
+            Ok(r)
+        }) {
+            Ok(r) if r.uid == uid => r,
+            Ok(_) => return self.refuse(topic, "record for another person than its topic"),
+            Err(e) => return self.refuse(topic, &e.to_string()),
+        };
+        match digest(&rec) {
+            Ok((d, _)) => {
+                self.broker.insert(uid, d);
+            }
+            Err(e) => return tracing::error!("fleet: {e}"),
+        }
+        if let Err(e) = self.reconcile(uid, Some(rec)) {
+            tracing::error!(topic, "fleet: cannot merge a record: {e}");
+        }
+    }
+
+    /// Merges `received` (if any) into the local gallery, then publishes the local record if
+    /// the broker does not hold it.
+    fn reconcile(&mut self, uid: Uid, received: Option<Record>) -> Result<()> {
+        let gallery = self.gallery.clone();
+        let mut applied = false;
+        let local = {
+            let mut g = gallery.lock().unwrap_or_else(|p| p.into_inner());
+            let local = g.replica(&uid)?;
+            if let Some(r) = &received {
+                let merged = match &local {
+                    Some(l) => merge(l, r),
+                    None => r.clone(),
+                };
+                if local.as_ref() != Some(&merged) && g.apply_replica(&merged)? {
+                    let n = self.stats.applied.fetch_add(1, Ordering::Relaxed) + 1;
+                    self.changed.send_replace(n);
+                    applied = true;
+                    tracing::info!(
+                        person = %crate::models::hex(&uid),
+                        erased = merged.erased.is_some(),
+                        samples = merged.samples.len(),
+                        "fleet: applied a change from another unit"
+                    );
+                }
+                g.replica(&uid)?
+            } else {
+                local
+            }
+        };
+        if applied {
+            self.status_due
+                .get_or_insert(Instant::now() + Duration::from_secs(1));
+        }
+        let Some(local) = local else { return Ok(()) };
+        let (d, json) = digest(&local)?;
+        self.local.insert(uid, d);
+        if !self.synced || self.broker.get(&uid) == Some(&d) {
+            return Ok(());
+        }
+        let topic = format!("{}{}", self.person_prefix, crate::models::hex(&uid));
+        let sealed = self.key.seal(&topic, &json)?;
+        if sealed.len() > MAX_MESSAGE {
+            tracing::error!(
+                topic,
+                bytes = sealed.len(),
+                "fleet: a person's record is too large to replicate; remove some samples"
+            );
+            return Ok(());
+        }
+        match self
+            .client
+            .try_publish(topic, rumqttc::QoS::AtLeastOnce, true, sealed)
+        {
+            Ok(()) => {
+                self.broker.insert(uid, d);
+                self.stats.published.fetch_add(1, Ordering::Relaxed);
+                self.status_due
+                    .get_or_insert(Instant::now() + Duration::from_secs(1));
+            }
+            // The request queue is full: try again on the next tick.
+            Err(_) => {
+                self.pending.insert(uid);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_tick(&mut self) {
+        {
+            let gallery = self.gallery.clone();
+            let mut g = gallery.lock().unwrap_or_else(|p| p.into_inner());
+            let dirty = g.take_dirty();
+            if g.instance() != self.instance {
+                self.instance = g.instance();
+                match g.replica_uids() {
+                    Ok(u) => {
+                        self.local.retain(|k, _| u.contains(k));
+                        self.pending.extend(u)
+                    }
+                    Err(e) => tracing::error!("fleet: cannot list the gallery: {e}"),
+                }
+            }
+            self.pending.extend(dirty);
+        }
+        if !self.synced {
+            return;
+        }
+        let batch: Vec<Uid> = self.pending.iter().take(BATCH).copied().collect();
+        for uid in batch {
+            self.pending.remove(&uid);
+            if let Err(e) = self.reconcile(uid, None) {
+                tracing::error!(person = %crate::models::hex(&uid), "fleet: {e}");
+            }
+        }
+        if self.status_due.is_some_and(|t| Instant::now() >= t) && self.pending.is_empty() {
+            self.status_due = None;
+            self.publish_status(true);
+        }
+    }
+
+    /// Order-independent digest of the whole gallery: equal on two units iff (but for SHA-256
+    /// collisions) they hold the same records.
+    fn gallery_digest(&self) -> String {
+        let mut acc = [0u8; 32];
+        for (uid, d) in &self.local {
+            let mut c = ring::digest::Context::new(&ring::digest::SHA256);
+            c.update(uid);
+            c.update(d);
+            for (a, b) in acc.iter_mut().zip(c.finish().as_ref()) {
+                *a ^= b;
+            }
+        }
+        crate::models::hex(&acc[..16])
+    }
+
+    fn publish_status(&mut self, online: bool) {
+        let people = self.lock().people().map(|p| p.len() as u64).unwrap_or(0);
+        let digest = self.gallery_digest();
+        *self.stats.digest.lock().unwrap_or_else(|p| p.into_inner()) = digest.clone();
+        let s = UnitStatus {
+            device: self.device.clone(),
+            online,
+            version: env!("CARGO_PKG_VERSION").into(),
+            cameras: self.cameras,
+            people,
+            digest,
+            at_ms: self.clocks.unix_ms(),
+        };
+        let sealed = match serde_json::to_vec(&s)
+            .map_err(json)
+            .and_then(|j| self.key.seal(&self.unit_topic, &j))
+        {
+            Ok(s) => s,
+            Err(e) => return tracing::error!("fleet: {e}"),
+        };
+        let _ = self.client.try_publish(
+            self.unit_topic.clone(),
+            rumqttc::QoS::AtLeastOnce,
+            true,
+            sealed,
+        );
+    }
+}
+
+fn json(e: serde_json::Error) -> Error {
+    Error::internal(format!("cannot encode JSON: {e}"))
+}
+
+fn rand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    u32::from_le_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_codes_carry_the_key_and_units_of_one_site_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = SiteKey::create(&dir.path().join("a.key")).unwrap();
+        assert!(SiteKey::create(&dir.path().join("a.key")).is_err());
+        let code = a.code();
+        assert!(code.starts_with(CODE_PREFIX));
+        let b = SiteKey::join(&dir.path().join("b.key"), &code).unwrap();
+        assert_eq!(a.site(), b.site());
+        // Joining again with the same code is fine; with another site's code it is refused.
+        SiteKey::join(&dir.path().join("b.key"), &code).unwrap();
+        let other = SiteKey::create(&dir.path().join("c.key")).unwrap();
+        assert_ne!(other.site(), a.site());
+        assert!(SiteKey::join(&dir.path().join("b.key"), &other.code()).is_err());
+        assert!(SiteKey::join(&dir.path().join("d.key"), "faced-site-short").is_err());
+
+        let t = "faced/fleet/x/person/00";
+        let sealed = a.seal(t, b"hello").unwrap();
+        assert_eq!(b.open(t, &sealed).unwrap(), b"hello");
+        // Another topic, another key, an altered byte, or plain text: refused.
+        assert!(b.open("faced/fleet/x/person/01", &sealed).is_err());
+        assert!(other.open(t, &sealed).is_err());
+        let mut bad = sealed.clone();
+        bad[20] ^= 1;
+        assert!(b.open(t, &bad).is_err());
+        assert!(b.open(t, b"{\"uid\":\"00\"}").is_err());
+    }
+}
