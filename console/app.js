@@ -1,4 +1,4 @@
-// faced console: hash-routed pages (#live, #people, #visitors, #events, #reports, #system), no
+// faced console: hash-routed pages (#live, #people, #visitors, #events, #reports, #fleet, #system), no
 // build step.
 // Pages are modules under pages/; this file signs in and switches between them.
 
@@ -8,9 +8,10 @@ import * as people from './pages/people.js';
 import * as visitors from './pages/visitors.js';
 import * as events from './pages/events.js';
 import * as reports from './pages/reports.js';
+import * as fleet from './pages/fleet.js';
 import * as system from './pages/system.js';
 
-const pages = { live, people, visitors, events, reports, system };
+const pages = { live, people, visitors, events, reports, fleet, system };
 const $ = (id) => document.getElementById(id);
 const session = { user: null, role: null };
 let current = null;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::util::broker::{Broker, BrokerOptions, Sub, mosquitto_bin};
 use crate::util::daemon::{Daemon, faced_cli, faced_cli_status, faces_dir};
+use crate::util::web::{Client, PASSWORD};
 
 const BOB: [&str; 3] = ["img1.jpg", "img2.jpg", "img4.jpg"];
 const CAROL: [&str; 2] = ["img26.jpg", "img27.jpg"];
@@ -27,6 +28,8 @@ struct Unit {
     key: PathBuf,
     cfg: PathBuf,
     daemon: Option<Daemon>,
+    /// The console's address, when it has one.
+    web: Option<String>,
 }
 
 impl Unit {
@@ -55,14 +58,36 @@ impl Unit {
             key,
             cfg,
             daemon: None,
+            web: None,
         }
     }
 
-    fn start(&mut self) {
-        let d = Daemon::start(
-            &["--config", self.cfg.to_str().unwrap()],
-            &[("FACED_LOG", "info,faced::fleet=debug")],
+    /// Turns the console on, with an admin account.
+    fn with_console(mut self) -> Unit {
+        faced_cli(
+            &[
+                "user",
+                "--db",
+                self.db.to_str().unwrap(),
+                "add",
+                "--admin",
+                "admin",
+            ],
+            &format!("{PASSWORD}\n"),
         );
+        self.web = Some(format!("127.0.0.1:{}", crate::browser::free_port()));
+        self
+    }
+
+    fn start(&mut self) {
+        let mut env = vec![("FACED_LOG", "info,faced::fleet=debug")];
+        if let Some(w) = &self.web {
+            env.extend([
+                ("FACED_WEB__ENABLED", "true"),
+                ("FACED_WEB__LISTEN", w.as_str()),
+            ]);
+        }
+        let d = Daemon::start(&["--config", self.cfg.to_str().unwrap()], &env);
         self.daemon = Some(d);
     }
 
@@ -183,7 +208,7 @@ fn units_of_a_site_share_one_gallery_through_the_broker() {
     }
     let mut broker = Broker::start();
     let port = broker.port();
-    let mut a = Unit::new(root, "a", port, &play);
+    let mut a = Unit::new(root, "a", port, &play).with_console();
     let mut b = Unit::new(root, "b", port, &play);
     let mut c = Unit::new(root, "c", port, &play);
 
@@ -209,6 +234,12 @@ fn units_of_a_site_share_one_gallery_through_the_broker() {
         .build()
         .unwrap();
     let mut spy = rt.block_on(Sub::connect(port, "spy", &["faced/fleet/#"], false));
+    let mut ha = rt.block_on(Sub::connect(
+        port,
+        "ha",
+        &["faced/a/fleet", "homeassistant/sensor/#"],
+        false,
+    ));
 
     for u in [&mut a, &mut b, &mut c] {
         u.start();
@@ -265,12 +296,89 @@ fn units_of_a_site_share_one_gallery_through_the_broker() {
         );
     }
 
+    // A's view of the fleet: the console's Fleet page API and the Home Assistant sensor.
+    let mut web = Client::new(&format!("http://{}", a.web.as_ref().unwrap()));
+    rt.block_on(web.login("admin", PASSWORD));
+    let mut fleet = serde_json::Value::Null;
+    until(
+        "A sees B and C with its gallery",
+        Duration::from_secs(20),
+        &[&a, &b, &c],
+        || {
+            fleet = rt.block_on(async {
+                web.get("/api/fleet")
+                    .await
+                    .json::<serde_json::Value>()
+                    .await
+                    .unwrap()
+            });
+            fleet["state"] == "in_sync"
+                && fleet["units"].as_array().is_some_and(|u| {
+                    u.len() == 2
+                        && u.iter()
+                            .all(|u| u["online"] == true && u["same_gallery"] == true)
+                })
+        },
+    );
+    assert_eq!(fleet["site"], site.as_str());
+    assert_eq!(fleet["people"], 1);
+    let sensor = rt
+        .block_on(ha.until(Duration::from_secs(10), |m| {
+            m.topic.starts_with("homeassistant/sensor/") && m.topic.ends_with("gallery_sync/config")
+        }))
+        .expect("Home Assistant discovery for the gallery sync sensor");
+    assert_eq!(sensor.json()["state_topic"], "faced/a/fleet");
+    let state = rt
+        .block_on(ha.until(Duration::from_secs(10), |m| {
+            m.topic == "faced/a/fleet"
+                && m.json()["state"] == "in_sync"
+                && m.json()["people"] == 1
+                && m.json()["units"].as_array().is_some_and(|u| u.len() == 2)
+        }))
+        .expect("faced/a/fleet says in_sync with B and C, Bob included");
+    assert_eq!(state.json()["site"], site.as_str());
+
+    // The Fleet page in headless Chromium (skipped where Chromium is not installed and `CI` is
+    // unset, as the other browser tests).
+    let base = format!("http://{}", a.web.as_ref().unwrap());
+    rt.block_on(async {
+        let Some((_driver, c, _profile)) = crate::browser::start_chromium().await else {
+            return;
+        };
+        crate::browser::sign_in(&c, &base).await;
+        c.goto(&format!("{base}/#fleet")).await.unwrap();
+        crate::browser::wait_js(
+            &c,
+            "B and C listed with the same gallery",
+            "return [...document.querySelectorAll('#fleet-units tr[data-unit]')]
+               .filter((r) => r.cells[5].textContent === 'same').length === 2
+             && document.getElementById('fleet-state').dataset.state === 'in_sync'",
+        )
+        .await;
+        crate::browser::shot(&c, "fleet.png").await;
+        c.close().await.unwrap();
+    });
+
     // C goes away; Bob is erased on B and Carol enrolled on A meanwhile.
     let c_stopped_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
     c.stop();
+    until("A sees C offline", Duration::from_secs(20), &[&a], || {
+        let f = rt.block_on(async {
+            web.get("/api/fleet")
+                .await
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        });
+        f["units"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["device"] == "c" && u["online"] == false)
+    });
     b.people(&["remove", "Bob"]);
     a.enroll("Carol", &CAROL);
     until(

@@ -31,7 +31,7 @@ async function load() {
     ul.append(el('li', { class: 'person', 'data-person': p.name }, img,
       el('div', {},
         el('div', { class: 'name', text: p.name }),
-        el('div', { class: 'muted', text: `${p.positive_samples} samples${p.negative_samples ? `, ${p.negative_samples} "not ${p.name}"` : ''}` }),
+        el('div', { class: 'muted', text: `${p.positive_samples} samples${p.negative_samples ? `, ${p.negative_samples} "not ${p.name}"` : ''}${p.origin ? `, enrolled on ${p.origin}` : ''}` }),
         el('div', { class: 'actions' },
           el('button', { type: 'button', class: 'secondary', text: 'Rename', 'aria-label': `Rename ${p.name}`, onclick: () => rename(p) }),
           el('button', { type: 'button', class: 'danger', text: 'Delete', 'aria-label': `Delete ${p.name}`, onclick: () => erase(p) })))));

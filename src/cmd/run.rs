@@ -287,6 +287,14 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
             cameras: cfg.cameras.len() as u32,
             gallery: gallery.clone(),
             clocks: clock.clone(),
+            on_status: mqtt.is_enabled().then(|| {
+                let m = mqtt.clone();
+                Box::new(move |s: &faced::fleet::FleetSummary| {
+                    if let Ok(json) = serde_json::to_vec(s) {
+                        m.publish_fleet(json);
+                    }
+                }) as faced::fleet::StatusListener
+            }),
         })?)
     } else {
         None
@@ -346,6 +354,7 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
         &mqtt,
         &gallery,
         visitors.clone(),
+        fleet.as_ref().map(|f| f.stats.clone()),
         restart,
         writer.health(),
     )
@@ -676,6 +685,7 @@ async fn start_web(
     mqtt: &faced::mqtt::MqttHandle,
     gallery: &Arc<Mutex<Gallery>>,
     visitors: Option<Arc<faced::visitors::Visitors>>,
+    fleet: Option<Arc<faced::fleet::FleetStats>>,
     restart: Arc<dyn Fn() + Send + Sync>,
     storage: Arc<faced::events::StorageHealth>,
 ) -> faced::Result<Option<tokio::task::JoinHandle<()>>> {
@@ -703,6 +713,7 @@ async fn start_web(
             storage: Some(storage),
             precision: cfg.raw.inference.precision.choice(),
             visitors,
+            fleet,
         };
         let state = AppState::new(cfg.raw.web.clone(), deps)?;
         let addr = cfg.raw.web.listen_addr()?;

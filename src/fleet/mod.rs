@@ -87,7 +87,6 @@ pub struct FleetConfig {
     pub key_path: Option<PathBuf>,
 }
 
-
 impl FleetConfig {
     /// The site key file for a gallery database.
     pub fn key_path(&self, db: &Path) -> PathBuf {
@@ -267,6 +266,14 @@ pub struct UnitStatus {
 /// Counters and state, for logs, tests and the console.
 #[derive(Debug, Default)]
 pub struct FleetStats {
+    /// The site id.
+    pub site: String,
+    /// This unit's device id.
+    pub device: String,
+    /// People in this unit's gallery at the last status.
+    pub people: AtomicU64,
+    /// Connected to the broker.
+    pub connected: AtomicBool,
     /// Connected and past the sync marker.
     pub synced: AtomicBool,
     /// Records received and merged into the local gallery with a change.
@@ -280,6 +287,100 @@ pub struct FleetStats {
     /// This unit's gallery digest (hex).
     pub digest: Mutex<String>,
 }
+
+/// The fleet as one unit sees it: the console's Fleet page (`GET /api/fleet`) and the retained
+/// `faced/<device>/fleet` state behind the Home Assistant "gallery sync" sensor.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FleetSummary {
+    /// `in_sync` (connected, caught up, every online unit holds the same gallery), `syncing`
+    /// (connected; catching up, or another unit's gallery differs) or `disconnected`.
+    pub state: &'static str,
+    /// The site id.
+    pub site: String,
+    /// This unit.
+    pub device: String,
+    /// People in this unit's gallery.
+    pub people: u64,
+    /// This unit's gallery digest.
+    pub digest: String,
+    /// Records applied from other units since start.
+    pub applied: u64,
+    /// Records published since start.
+    pub published: u64,
+    /// Messages refused since start (not sealed with the site key, malformed).
+    pub refused: u64,
+    /// The other units, by device id.
+    pub units: Vec<UnitView>,
+}
+
+/// Another unit in a [`FleetSummary`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UnitView {
+    /// Device id.
+    pub device: String,
+    /// Connected to the broker (its last will says when it is not).
+    pub online: bool,
+    /// faced version.
+    pub version: String,
+    /// Cameras configured.
+    pub cameras: u32,
+    /// People in its gallery.
+    pub people: u64,
+    /// Its gallery equals this unit's (same digest).
+    pub same_gallery: bool,
+    /// When this unit last heard from it, Unix ms.
+    pub last_seen_ms: i64,
+}
+
+impl FleetStats {
+    /// The current summary.
+    pub fn summary(&self) -> FleetSummary {
+        let digest = self
+            .digest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut units: Vec<UnitView> = self
+            .units
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|u| UnitView {
+                device: u.device.clone(),
+                online: u.online,
+                version: u.version.clone(),
+                cameras: u.cameras,
+                people: u.people,
+                same_gallery: !digest.is_empty() && u.digest == digest,
+                last_seen_ms: u.at_ms,
+            })
+            .collect();
+        units.sort_by(|a, b| a.device.cmp(&b.device));
+        let state = if !self.connected.load(Ordering::Relaxed) {
+            "disconnected"
+        } else if self.synced.load(Ordering::Relaxed)
+            && units.iter().all(|u| !u.online || u.same_gallery)
+        {
+            "in_sync"
+        } else {
+            "syncing"
+        };
+        FleetSummary {
+            state,
+            site: self.site.clone(),
+            device: self.device.clone(),
+            people: self.people.load(Ordering::Relaxed),
+            digest,
+            applied: self.applied.load(Ordering::Relaxed),
+            published: self.published.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+            units,
+        }
+    }
+}
+
+/// Called with the summary whenever it may have changed (on the `faced-fleet` thread).
+pub type StatusListener = Box<dyn Fn(&FleetSummary) + Send>;
 
 /// The running fleet replication; stops when dropped.
 pub struct Fleet {
@@ -308,6 +409,8 @@ pub struct FleetSetup {
     pub gallery: Arc<Mutex<Gallery>>,
     /// Time source.
     pub clocks: Arc<dyn Clocks>,
+    /// Told the summary when it may have changed (the daemon publishes it on MQTT).
+    pub on_status: Option<StatusListener>,
 }
 
 enum Net {
@@ -349,7 +452,11 @@ impl Fleet {
         ));
         let (client, connection) = rumqttc::Client::new(options, REQUESTS);
         let stop = Arc::new(AtomicBool::new(false));
-        let stats = Arc::new(FleetStats::default());
+        let stats = Arc::new(FleetStats {
+            site: key.site().to_string(),
+            device: s.device_id.clone(),
+            ..Default::default()
+        });
         let (tx, rx) = sync_channel(QUEUE);
         let (changed_tx, changed) = tokio::sync::watch::channel(0);
         let site = key.site().to_string();
@@ -383,6 +490,10 @@ impl Fleet {
                 connected: false,
                 refused_logged: 0,
                 status_due: None,
+                acc: [0; 32],
+                stats_dirty: false,
+                on_status: s.on_status,
+                last_summary: None,
             };
             std::thread::Builder::new()
                 .name("faced-fleet".into())
@@ -421,9 +532,18 @@ impl Drop for Fleet {
 fn drive(mut conn: rumqttc::Connection, tx: SyncSender<Net>, stop: &AtomicBool) {
     use rumqttc::{Event, Packet};
     let mut backoff = Backoff::default();
-    while !stop.load(Ordering::Relaxed) {
+    // After `stop`, go on a little: the worker's last status (offline) and DISCONNECT are queued.
+    let mut until: Option<Instant> = None;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            let end = *until.get_or_insert_with(|| Instant::now() + Duration::from_secs(2));
+            if Instant::now() >= end {
+                return;
+            }
+        }
         let msg = match conn.recv_timeout(Duration::from_millis(300)) {
             Err(_) => continue,
+            Ok(Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))) => return,
             Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                 backoff = Backoff::default();
                 Net::Connected
@@ -432,6 +552,7 @@ fn drive(mut conn: rumqttc::Connection, tx: SyncSender<Net>, stop: &AtomicBool) 
                 Net::Message(p.topic.clone(), p.payload.to_vec())
             }
             Ok(Ok(_)) => continue,
+            Ok(Err(_)) if until.is_some() => return,
             Ok(Err(e)) => {
                 let d = backoff.next_delay();
                 tracing::warn!(
@@ -449,8 +570,10 @@ fn drive(mut conn: rumqttc::Connection, tx: SyncSender<Net>, stop: &AtomicBool) 
             }
         };
         // Blocks while the worker is busy: back-pressure instead of an unbounded queue. The
-        // worker itself never waits for this thread.
-        if tx.send(msg).is_err() {
+        // worker itself never waits for this thread. Once stopping, the worker reads no more.
+        if until.is_some() {
+            let _ = tx.try_send(msg);
+        } else if tx.send(msg).is_err() {
             return;
         }
     }
@@ -483,6 +606,12 @@ struct Worker {
     connected: bool,
     refused_logged: u64,
     status_due: Option<Instant>,
+    /// XOR of SHA-256(uid, digest) over `local`: the gallery digest.
+    acc: [u8; 32],
+    /// `local` changed since the counters were refreshed.
+    stats_dirty: bool,
+    on_status: Option<StatusListener>,
+    last_summary: Option<FleetSummary>,
 }
 
 fn digest(rec: &Record) -> Result<([u8; 32], Vec<u8>)> {
@@ -506,6 +635,8 @@ impl Worker {
                     self.connected = false;
                     self.synced = false;
                     self.stats.synced.store(false, Ordering::Relaxed);
+                    self.stats.connected.store(false, Ordering::Relaxed);
+                    self.tell();
                 }
                 Ok(Net::Message(topic, payload)) => self.on_message(&topic, &payload),
                 Err(RecvTimeoutError::Timeout) => {}
@@ -527,6 +658,7 @@ impl Worker {
         self.connected = true;
         self.synced = false;
         self.stats.synced.store(false, Ordering::Relaxed);
+        self.stats.connected.store(true, Ordering::Relaxed);
         // The broker may have lost its retained store: learn it again from what it sends.
         self.broker.clear();
         let filters = vec![
@@ -583,13 +715,16 @@ impl Worker {
                 serde_json::from_slice::<UnitStatus>(&p)
                     .map_err(|e| Error::invalid(format!("malformed unit status: {e}")))
             }) {
-                Ok(s) if s.device == device => {
+                Ok(mut s) if s.device == device => {
                     if device != self.device {
+                        // When this unit heard from it (the other unit's clock may be off).
+                        s.at_ms = self.clocks.unix_ms();
                         self.stats
                             .units
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .insert(device.to_string(), s);
+                        self.tell();
                     }
                 }
                 Ok(_) => self.refuse(topic, "unit status for another device"),
@@ -657,7 +792,7 @@ impl Worker {
         }
         let Some(local) = local else { return Ok(()) };
         let (d, json) = digest(&local)?;
-        self.local.insert(uid, d);
+        self.set_local(uid, Some(d));
         if !self.synced || self.broker.get(&uid) == Some(&d) {
             return Ok(());
         }
@@ -698,7 +833,16 @@ impl Worker {
                 self.instance = g.instance();
                 match g.replica_uids() {
                     Ok(u) => {
-                        self.local.retain(|k, _| u.contains(k));
+                        let keep: std::collections::HashSet<Uid> = u.iter().copied().collect();
+                        let gone: Vec<Uid> = self
+                            .local
+                            .keys()
+                            .filter(|k| !keep.contains(*k))
+                            .copied()
+                            .collect();
+                        for g in gone {
+                            self.set_local(g, None);
+                        }
                         self.pending.extend(u)
                     }
                     Err(e) => tracing::error!("fleet: cannot list the gallery: {e}"),
@@ -719,28 +863,64 @@ impl Worker {
         if self.status_due.is_some_and(|t| Instant::now() >= t) && self.pending.is_empty() {
             self.status_due = None;
             self.publish_status(true);
+        } else if self.stats_dirty && self.pending.is_empty() {
+            self.refresh_stats();
         }
     }
 
-    /// Order-independent digest of the whole gallery: equal on two units iff (but for SHA-256
-    /// collisions) they hold the same records.
-    fn gallery_digest(&self) -> String {
-        let mut acc = [0u8; 32];
-        for (uid, d) in &self.local {
+    /// Records the digest of a local record (`None`: gone) and keeps the gallery digest: the
+    /// XOR of SHA-256(uid, record digest) over every record, so it is order-independent, equal
+    /// on two units iff (but for collisions) they hold the same records, and updated in O(1).
+    fn set_local(&mut self, uid: Uid, d: Option<[u8; 32]>) {
+        let old = match d {
+            Some(d) => self.local.insert(uid, d),
+            None => self.local.remove(&uid),
+        };
+        if old == d {
+            return;
+        }
+        for x in old.iter().chain(d.iter()) {
             let mut c = ring::digest::Context::new(&ring::digest::SHA256);
-            c.update(uid);
-            c.update(d);
-            for (a, b) in acc.iter_mut().zip(c.finish().as_ref()) {
+            c.update(&uid);
+            c.update(x);
+            for (a, b) in self.acc.iter_mut().zip(c.finish().as_ref()) {
                 *a ^= b;
             }
         }
-        crate::models::hex(&acc[..16])
+        self.stats_dirty = true;
+    }
+
+    fn gallery_digest(&self) -> String {
+        crate::models::hex(&self.acc[..16])
+    }
+
+    /// Brings the counters the console and MQTT show up to date.
+    fn refresh_stats(&mut self) {
+        self.stats_dirty = false;
+        let people: i64 = self
+            .lock()
+            .connection()
+            .query_row("SELECT COUNT(*) FROM person", [], |r| r.get(0))
+            .unwrap_or(0);
+        self.stats.people.store(people as u64, Ordering::Relaxed);
+        *self.stats.digest.lock().unwrap_or_else(|p| p.into_inner()) = self.gallery_digest();
+        self.tell();
+    }
+
+    /// Tells the listener the summary if it changed.
+    fn tell(&mut self) {
+        let Some(f) = &self.on_status else { return };
+        let s = self.stats.summary();
+        if self.last_summary.as_ref() != Some(&s) {
+            f(&s);
+            self.last_summary = Some(s);
+        }
     }
 
     fn publish_status(&mut self, online: bool) {
-        let people = self.lock().people().map(|p| p.len() as u64).unwrap_or(0);
+        self.refresh_stats();
+        let people = self.stats.people.load(Ordering::Relaxed);
         let digest = self.gallery_digest();
-        *self.stats.digest.lock().unwrap_or_else(|p| p.into_inner()) = digest.clone();
         let s = UnitStatus {
             device: self.device.clone(),
             online,

@@ -143,6 +143,8 @@ pub struct PersonSummary {
     pub created_at_ms: i64,
     /// Last rename or sample change, Unix ms.
     pub updated_at_ms: i64,
+    /// Device id of the unit where the person was enrolled ('' if unknown).
+    pub origin: String,
 }
 
 /// A sample to store with [`Gallery::add_sample`].
@@ -489,7 +491,7 @@ impl Gallery {
         let mut st = self.conn.prepare(
             "SELECT p.id, p.name, p.created_at, p.updated_at,
                     COUNT(s.id) FILTER (WHERE s.kind = 'positive'),
-                    COUNT(s.id) FILTER (WHERE s.kind = 'negative')
+                    COUNT(s.id) FILTER (WHERE s.kind = 'negative'), p.origin
              FROM person p LEFT JOIN face_sample s ON s.person_id = p.id
              GROUP BY p.id ORDER BY p.name, p.id",
         )?;
@@ -501,6 +503,7 @@ impl Gallery {
                 updated_at_ms: r.get(3)?,
                 positive_samples: r.get(4)?,
                 negative_samples: r.get(5)?,
+                origin: r.get(6)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -407,6 +407,8 @@ struct Publisher {
     last_person: Option<(i64, Vec<u8>)>,
     /// The unknown visitors' summary and last face, once the daemon groups visitors.
     visitors: Option<(Vec<u8>, Option<Vec<u8>>)>,
+    /// The fleet's sync state, once the daemon replicates its gallery.
+    fleet: Option<Vec<u8>>,
     snapshots: BTreeMap<String, Vec<u8>>,
     /// Discovery topics published, to remove entities that disappear.
     discovered: HashSet<String>,
@@ -444,6 +446,7 @@ impl Publisher {
             states: BTreeMap::new(),
             last_person: None,
             visitors: None,
+            fleet: None,
             snapshots: BTreeMap::new(),
             discovered: HashSet::new(),
             announced: false,
@@ -611,6 +614,9 @@ impl Publisher {
         if let Some((_, payload)) = self.last_person.clone() {
             self.publish(self.topics.last_person(), payload, true);
         }
+        if let Some(f) = self.fleet.clone() {
+            self.publish(self.topics.fleet(), f, true);
+        }
         if let Some((summary, snap)) = self.visitors.clone() {
             self.publish(self.topics.visitors(), summary, true);
             if let Some(j) = snap {
@@ -715,6 +721,14 @@ impl Publisher {
     fn on_ctl(&mut self, c: Ctl) {
         match c {
             Ctl::PersonState(s) => self.on_person_state(s),
+            Ctl::Fleet(summary) => {
+                let first = self.fleet.is_none();
+                self.publish(self.topics.fleet(), summary.clone(), true);
+                self.fleet = Some(summary);
+                if first {
+                    self.publish_discovery();
+                }
+            }
             Ctl::Visitors { summary, snapshot } => {
                 let first = self.visitors.is_none();
                 let snapshot = snapshot.filter(|j| j.len() <= MAX_SNAPSHOT_BYTES);
@@ -867,6 +881,9 @@ impl Publisher {
         let mut out = vec![discovery::last_person(&self.topics, &self.device_id)];
         if self.visitors.is_some() {
             out.extend(discovery::visitors(&self.topics, &self.device_id));
+        }
+        if self.fleet.is_some() {
+            out.push(discovery::fleet(&self.topics, &self.device_id));
         }
         for (slug, name) in self.people.values() {
             out.push(discovery::person(&self.topics, &self.device_id, slug, name));

@@ -179,6 +179,24 @@ pub fn visitors(t: &Topics, device_id: &str) -> Vec<DiscoveryMessage> {
     ]
 }
 
+/// The fleet's entity: a `sensor` whose state is this unit's gallery sync state (`in_sync`,
+/// `syncing`, `disconnected`), with the other units as attributes.
+pub fn fleet(t: &Topics, device_id: &str) -> DiscoveryMessage {
+    let node = t.node_id();
+    DiscoveryMessage {
+        topic: t.discovery("sensor", "gallery_sync"),
+        payload: merge(
+            common(t, device_id, format!("{node}_gallery_sync"), "Gallery sync"),
+            json!({
+                "state_topic": t.fleet(),
+                "value_template": "{{ value_json.state }}",
+                "json_attributes_topic": t.fleet(),
+                "icon": "mdi:sync",
+            }),
+        ),
+    }
+}
+
 /// The empty retained message that removes the entity at `topic` from Home Assistant.
 pub fn removal(topic: String) -> DiscoveryMessage {
     DiscoveryMessage {

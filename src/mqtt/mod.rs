@@ -374,6 +374,7 @@ enum Ctl {
         summary: Vec<u8>,
         snapshot: Option<Vec<u8>>,
     },
+    Fleet(Vec<u8>),
     Unstored(Vec<u8>),
     Snapshot {
         camera: String,
@@ -566,6 +567,12 @@ impl MqttHandle {
     /// re-published on every reconnect.
     pub fn publish_visitors(&self, summary: Vec<u8>, snapshot: Option<Vec<u8>>) {
         self.send(Ctl::Visitors { summary, snapshot });
+    }
+
+    /// Publishes (retained) the fleet's sync state JSON (`crate::fleet::FleetSummary`); the
+    /// first call also adds its Home Assistant sensor. Kept and re-published on every reconnect.
+    pub fn publish_fleet(&self, summary: Vec<u8>) {
+        self.send(Ctl::Fleet(summary));
     }
 
     /// Publishes (retained) the latest JPEG snapshot of `camera`. Only the latest per camera is

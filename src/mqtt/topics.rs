@@ -69,6 +69,11 @@ impl Topics {
         format!("{}/visitors", self.root)
     }
 
+    /// `faced/<device>/fleet`: retained JSON, this unit's view of its fleet (sync state, units).
+    pub fn fleet(&self) -> String {
+        format!("{}/fleet", self.root)
+    }
+
     /// `faced/<device>/visitors/last/snapshot`: retained JPEG of the last unknown visitor's face.
     pub fn last_visitor_snapshot(&self) -> String {
         format!("{}/visitors/last/snapshot", self.root)

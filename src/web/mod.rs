@@ -294,6 +294,8 @@ pub struct Deps {
     pub precision: crate::models::PrecisionChoice,
     /// The unknown visitors (the Visitors page); none when `visitors.enabled` is off.
     pub visitors: Option<Arc<crate::visitors::Visitors>>,
+    /// The fleet's state (the Fleet page); none when `fleet.enabled` is off.
+    pub fleet: Option<Arc<crate::fleet::FleetStats>>,
 }
 
 /// Shared state of the console; cheap to clone.
@@ -498,6 +500,7 @@ pub fn routes() -> Vec<Route> {
             get(api::reports::report_csv),
         ),
         r(M::GET, "/api/system", Viewer, get(api::system::system)),
+        r(M::GET, "/api/fleet", Viewer, get(api::system::fleet)),
         r(M::GET, "/api/people", Admin, get(api::people::list_people)),
         r(
             M::POST,

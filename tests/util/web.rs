@@ -160,6 +160,7 @@ impl TestServer {
             storage: None,
             precision: faced::models::Precision::Auto.choice(),
             visitors: None,
+            fleet: None,
         };
         let state = AppState::new(config, deps).unwrap();
         if users {

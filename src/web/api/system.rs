@@ -35,6 +35,17 @@ fn load_avg() -> Option<[f32; 3]> {
     Some([it.next()??, it.next()??, it.next()??])
 }
 
+/// `GET /api/fleet`: this unit's view of its fleet (docs/fleet.md); 404 when `fleet.enabled`
+/// is off.
+pub async fn fleet(State(s): State<AppState>) -> ApiResult<axum::Json<crate::fleet::FleetSummary>> {
+    let f = s.deps.fleet.clone().ok_or_else(|| {
+        crate::error::Error::not_found(
+            "this unit is not part of a fleet (fleet.enabled = false); see docs/fleet.md",
+        )
+    })?;
+    Ok(axum::Json(f.summary()))
+}
+
 /// `GET /api/system`.
 pub async fn system(
     State(s): State<AppState>,
