@@ -679,6 +679,7 @@ fn mqtt_status(mqtt: &faced::mqtt::MqttHandle, cfg: &faced::mqtt::MqttConfig) ->
 /// start for a reason outside the configuration (logged: the daemon keeps recognising without a
 /// console). An invalid setting is an error: a console silently missing is worse than a start
 /// that names the key (`Config::validate` normally catches it before anything starts).
+#[allow(clippy::too_many_arguments)] // each is a separate piece the console shows
 async fn start_web(
     cfg: &Config,
     handle: &faced::pipeline::Handle,
