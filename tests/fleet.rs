@@ -324,10 +324,12 @@ fn units_of_a_site_share_one_gallery_through_the_broker() {
     assert_eq!(fleet["people"], 1);
     let sensor = rt
         .block_on(ha.until(Duration::from_secs(10), |m| {
-            m.topic.starts_with("homeassistant/sensor/") && m.topic.ends_with("gallery_sync/config")
+            m.topic.starts_with("homeassistant/sensor/")
+                && m.topic.ends_with("/gallery_sync/config")
+                && m.json()["state_topic"] == "faced/a/fleet"
         }))
         .expect("Home Assistant discovery for the gallery sync sensor");
-    assert_eq!(sensor.json()["state_topic"], "faced/a/fleet");
+    assert_eq!(sensor.json()["value_template"], "{{ value_json.state }}");
     let state = rt
         .block_on(ha.until(Duration::from_secs(10), |m| {
             m.topic == "faced/a/fleet"
@@ -407,7 +409,7 @@ fn units_of_a_site_share_one_gallery_through_the_broker() {
     );
 
     // A message not sealed with the site key cannot inject a person.
-    let forged_topic = format!("faced/fleet/{site}/person/{}", "ab".repeat(16));
+    let forged_topic = format!("faced/fleet/{site}/person/ab/{}", "ab".repeat(16));
     let forged = format!(
         r#"{{"uid":"{}","name":"Mallory","name_v":1,"origin":"x","samples":[],"removed":[]}}"#,
         "ab".repeat(16)

@@ -21,8 +21,9 @@
 //!
 //! # Topics (retained unless noted)
 //!
-//! * `faced/fleet/<site>/person/<uid>`: a person's sealed [`Record`] (an erased person keeps a
-//!   small sealed tombstone, so a unit that was offline learns of the erase).
+//! * `faced/fleet/<site>/person/<shard>/<uid>`: a person's sealed [`Record`] (an erased person
+//!   keeps a small sealed tombstone, so a unit that was offline learns of the erase); `<shard>`
+//!   is the uid's first byte in hex, see [`SHARDS`].
 //! * `faced/fleet/<site>/unit/<device>`: a unit's sealed status (version, people, gallery
 //!   digest; `online: false` as its last will).
 //! * `faced/fleet/<site>/sync/<client>` (not retained): the unit's own marker, see below.
@@ -31,10 +32,13 @@
 //!
 //! `faced-fleet-mqtt` drives the connection (its own client id, `<client>-fleet`) and hands
 //! what arrives to `faced-fleet`, which never blocks on the network (it queues publishes with
-//! `try_publish` and retries). On every connection the worker subscribes to the person topics
-//! and its sync topic, then publishes a marker on the sync topic: the broker sends retained
-//! messages before the marker, so when the marker comes back the unit has seen everything the
-//! broker holds. Each record received is merged into the local gallery; then every local record
+//! `try_publish` and retries). On every connection the worker walks the person shards: it
+//! subscribes to a few, then publishes a marker on its sync topic; the broker sends the shards'
+//! retained messages before the marker, so when the marker comes back the unit has seen them,
+//! and it goes on with the next shards. Brokers drop what exceeds a client's queue (Mosquitto's
+//! `max_queued_messages`, 1000 by default, applies to retained messages too), so one subscription
+//! to every record would lose most of a large gallery; the walk keeps each burst to a few hundred.
+//! When the last marker is back, the unit has seen everything the broker holds. Each record received is merged into the local gallery; then every local record
 //! the broker lacks or holds in an older form is published. So a unit that was offline, a unit
 //! that joins late and a broker that restarted without persistence all converge at the next
 //! connection. Local changes (console, CLI followed by SIGHUP, MQTT enroll) are published within
@@ -73,6 +77,12 @@ const BATCH: usize = 256;
 const QUEUE: usize = 256;
 /// Publishes rumqttc may hold before `try_publish` says "later".
 const REQUESTS: usize = 512;
+/// Person topics are spread over this many shards (`person/<first byte of the uid>/<uid>`): a
+/// unit learns the broker's retained records a few shards at a time, so no burst exceeds the
+/// broker's per-client queue.
+pub const SHARDS: usize = 256;
+/// A walk step that has not finished after this long starts over (a lost SUBSCRIBE or marker).
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Prefix of a join code.
 const CODE_PREFIX: &str = "faced-site-";
 
@@ -486,7 +496,13 @@ impl Fleet {
                 pending: BTreeSet::new(),
                 instance: 0,
                 synced: false,
-                marker: 0,
+                walk: Walk {
+                    next: SHARDS,
+                    step: 1,
+                    received: 0,
+                    marker: String::new(),
+                    since: Instant::now(),
+                },
                 connected: false,
                 refused_logged: 0,
                 status_due: None,
@@ -579,6 +595,20 @@ fn drive(mut conn: rumqttc::Connection, tx: SyncSender<Net>, stop: &AtomicBool) 
     }
 }
 
+/// Where the walk over the person shards stands (see [`Worker::walk_step`]).
+struct Walk {
+    /// The next shard to subscribe to.
+    next: usize,
+    /// Shards per step: doubles while steps bring few records, halves when they bring many.
+    step: usize,
+    /// Records received since the last step began.
+    received: usize,
+    /// The marker of the current step.
+    marker: String,
+    /// When the current step began.
+    since: Instant,
+}
+
 struct Worker {
     key: SiteKey,
     client: rumqttc::Client,
@@ -602,7 +632,7 @@ struct Worker {
     /// [`Gallery::instance`] last seen: a change means rescan everything.
     instance: u64,
     synced: bool,
-    marker: u64,
+    walk: Walk,
     connected: bool,
     refused_logged: u64,
     status_due: Option<Instant>,
@@ -656,28 +686,82 @@ impl Worker {
     fn on_connected(&mut self) {
         use rumqttc::{QoS, SubscribeFilter};
         self.connected = true;
-        self.synced = false;
-        self.stats.synced.store(false, Ordering::Relaxed);
         self.stats.connected.store(true, Ordering::Relaxed);
-        // The broker may have lost its retained store: learn it again from what it sends.
-        self.broker.clear();
         let filters = vec![
-            SubscribeFilter::new(format!("{}+", self.person_prefix), QoS::AtLeastOnce),
             SubscribeFilter::new(format!("{}+", self.unit_prefix), QoS::AtLeastOnce),
             SubscribeFilter::new(self.sync_topic.clone(), QoS::AtLeastOnce),
         ];
         if let Err(e) = self.client.try_subscribe_many(filters) {
             tracing::warn!("fleet: cannot subscribe: {e}");
-            return;
         }
-        self.marker = self.clocks.unix_ms() as u64 ^ u64::from(rand_u32());
-        let marker = self.marker.to_string().into_bytes();
+        self.start_walk();
+    }
+
+    /// Starts learning the broker's retained records again, shard by shard (see [`SHARDS`]).
+    fn start_walk(&mut self) {
+        self.synced = false;
+        self.stats.synced.store(false, Ordering::Relaxed);
+        // The broker may have lost its retained store: learn it again from what it sends.
+        self.broker.clear();
+        self.walk = Walk {
+            next: 0,
+            step: 1,
+            received: 0,
+            marker: String::new(),
+            since: Instant::now(),
+        };
+        self.walk_step();
+    }
+
+    /// Subscribes to the next shards and sends the marker that says when their retained records
+    /// have all arrived. Re-subscribing a shard makes the broker send its retained records again,
+    /// so a new walk needs no unsubscribe.
+    fn walk_step(&mut self) {
+        use rumqttc::{QoS, SubscribeFilter};
+        let w = &mut self.walk;
+        if w.next >= SHARDS {
+            return self.on_synced();
+        }
+        let end = (w.next + w.step).min(SHARDS);
+        let filters: Vec<SubscribeFilter> = (w.next..end)
+            .map(|h| {
+                SubscribeFilter::new(format!("{}{h:02x}/+", self.person_prefix), QoS::AtLeastOnce)
+            })
+            .collect();
+        w.marker = format!(
+            "{:016x}:{}",
+            u64::from(rand_u32()) << 32 | u64::from(rand_u32()),
+            w.next
+        );
+        w.next = end;
+        w.received = 0;
+        w.since = Instant::now();
+        let marker = w.marker.clone().into_bytes();
+        if let Err(e) = self.client.try_subscribe_many(filters) {
+            tracing::warn!("fleet: cannot subscribe: {e}");
+        }
         if let Err(e) =
             self.client
                 .try_publish(self.sync_topic.clone(), QoS::AtLeastOnce, false, marker)
         {
             tracing::warn!("fleet: cannot publish the sync marker: {e}");
         }
+    }
+
+    fn on_synced(&mut self) {
+        self.synced = true;
+        self.stats.synced.store(true, Ordering::Relaxed);
+        // Everything the broker held has arrived: compare every local record with it.
+        let uids = self.lock().replica_uids();
+        match uids {
+            Ok(u) => self.pending.extend(u),
+            Err(e) => tracing::error!("fleet: cannot list the gallery: {e}"),
+        }
+        self.status_due = Some(Instant::now());
+        tracing::info!(
+            records = self.broker.len(),
+            "fleet: in sync with the broker's retained state"
+        );
     }
 
     fn refuse(&mut self, topic: &str, why: &str) {
@@ -690,20 +774,16 @@ impl Worker {
 
     fn on_message(&mut self, topic: &str, payload: &[u8]) {
         if topic == self.sync_topic {
-            if payload == self.marker.to_string().as_bytes() && !self.synced {
-                self.synced = true;
-                self.stats.synced.store(true, Ordering::Relaxed);
-                // Everything the broker held has arrived: compare every local record with it.
-                let uids = self.lock().replica_uids();
-                match uids {
-                    Ok(u) => self.pending.extend(u),
-                    Err(e) => tracing::error!("fleet: cannot list the gallery: {e}"),
+            if !self.synced && payload == self.walk.marker.as_bytes() {
+                // Keep each step's burst well under the broker's queue limit (Mosquitto drops
+                // messages beyond `max_queued_messages`, 1000 by default, even retained ones).
+                let w = &mut self.walk;
+                if w.received < 150 {
+                    w.step = (w.step * 2).min(64);
+                } else if w.received > 400 {
+                    w.step = (w.step / 2).max(1);
                 }
-                self.status_due = Some(Instant::now());
-                tracing::info!(
-                    records = self.broker.len(),
-                    "fleet: in sync with the broker's retained state"
-                );
+                self.walk_step();
             }
             return;
         }
@@ -732,7 +812,12 @@ impl Worker {
             }
             return;
         }
-        let Some(uid) = topic.strip_prefix(&self.person_prefix).and_then(parse_uid) else {
+        self.walk.received += 1;
+        let Some(uid) = topic
+            .strip_prefix(&self.person_prefix)
+            .and_then(|t| t.split_once('/'))
+            .and_then(|(shard, uid)| parse_uid(uid).filter(|u| shard == format!("{:02x}", u[0])))
+        else {
             self.refuse(topic, "not a fleet topic");
             return;
         };
@@ -796,7 +881,12 @@ impl Worker {
         if !self.synced || self.broker.get(&uid) == Some(&d) {
             return Ok(());
         }
-        let topic = format!("{}{}", self.person_prefix, crate::models::hex(&uid));
+        let topic = format!(
+            "{}{:02x}/{}",
+            self.person_prefix,
+            uid[0],
+            crate::models::hex(&uid)
+        );
         let sealed = self.key.seal(&topic, &json)?;
         if sealed.len() > MAX_MESSAGE {
             tracing::error!(
@@ -851,6 +941,10 @@ impl Worker {
             self.pending.extend(dirty);
         }
         if !self.synced {
+            if self.connected && self.walk.since.elapsed() > STEP_TIMEOUT {
+                tracing::warn!("fleet: the broker did not answer a sync step; starting over");
+                self.start_walk();
+            }
             return;
         }
         let batch: Vec<Uid> = self.pending.iter().take(BATCH).copied().collect();
