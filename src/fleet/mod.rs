@@ -83,6 +83,11 @@ const REQUESTS: usize = 512;
 pub const SHARDS: usize = 256;
 /// A walk step that has not finished after this long starts over (a lost SUBSCRIBE or marker).
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long another unit's gallery may differ before this unit walks the broker again.
+const DIVERGENCE_GRACE: Duration = Duration::from_secs(15);
+/// Least time between two such walks; doubles up to [`RESYNC_MAX`] while the difference stays.
+const RESYNC_MIN: Duration = Duration::from_secs(60);
+const RESYNC_MAX: Duration = Duration::from_secs(3600);
 /// Prefix of a join code.
 const CODE_PREFIX: &str = "faced-site-";
 
@@ -506,6 +511,9 @@ impl Fleet {
                 connected: false,
                 refused_logged: 0,
                 status_due: None,
+                differs_since: None,
+                last_walk: None,
+                resync_every: RESYNC_MIN,
                 acc: [0; 32],
                 stats_dirty: false,
                 on_status: s.on_status,
@@ -636,6 +644,12 @@ struct Worker {
     connected: bool,
     refused_logged: u64,
     status_due: Option<Instant>,
+    /// Since when another unit's gallery digest differs from this one's.
+    differs_since: Option<Instant>,
+    /// When the last walk began.
+    last_walk: Option<Instant>,
+    /// Least time between walks started by [`Worker::check_divergence`].
+    resync_every: Duration,
     /// XOR of SHA-256(uid, digest) over `local`: the gallery digest.
     acc: [u8; 32],
     /// `local` changed since the counters were refreshed.
@@ -703,6 +717,7 @@ impl Worker {
         self.stats.synced.store(false, Ordering::Relaxed);
         // The broker may have lost its retained store: learn it again from what it sends.
         self.broker.clear();
+        self.last_walk = Some(Instant::now());
         self.walk = Walk {
             next: 0,
             step: 1,
@@ -954,6 +969,7 @@ impl Worker {
                 tracing::error!(person = %crate::models::hex(&uid), "fleet: {e}");
             }
         }
+        self.check_divergence();
         if self.status_due.is_some_and(|t| Instant::now() >= t) && self.pending.is_empty() {
             self.status_due = None;
             self.publish_status(true);
@@ -999,6 +1015,42 @@ impl Worker {
         self.stats.people.store(people as u64, Ordering::Relaxed);
         *self.stats.digest.lock().unwrap_or_else(|p| p.into_inner()) = self.gallery_digest();
         self.tell();
+    }
+
+    /// Anti-entropy: when another online unit has announced a different gallery for a while
+    /// (statuses follow changes within a second or two), one of the two missed a live message
+    /// (a broker drops what exceeds a client's queue): walk the broker's retained records again.
+    /// At most once per [`RESYNC_MIN`], doubling while the difference persists.
+    fn check_divergence(&mut self) {
+        if !self.synced || !self.pending.is_empty() {
+            return;
+        }
+        let mine = self.gallery_digest();
+        let differs = self
+            .stats
+            .units
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|u| u.online && !u.digest.is_empty() && u.digest != mine);
+        if !differs {
+            self.differs_since = None;
+            self.resync_every = RESYNC_MIN;
+            return;
+        }
+        let since = *self.differs_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= DIVERGENCE_GRACE
+            && self
+                .last_walk
+                .is_none_or(|t| t.elapsed() >= self.resync_every)
+        {
+            tracing::info!(
+                "fleet: another unit's gallery differs; walking the broker's records again"
+            );
+            self.resync_every = (self.resync_every * 2).min(RESYNC_MAX);
+            self.differs_since = None;
+            self.start_walk();
+        }
     }
 
     /// Tells the listener the summary if it changed.
