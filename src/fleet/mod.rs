@@ -67,7 +67,7 @@ use crate::gallery::replica::{Record, Uid, merge, parse_uid};
 use crate::mqtt::MqttConfig;
 
 /// How often the worker looks for local changes.
-pub const TICK: Duration = Duration::from_millis(200);
+pub const TICK: Duration = Duration::from_millis(50);
 /// Largest fleet message accepted or sent (a person with 200 samples is about 1.6 MB).
 pub const MAX_MESSAGE: usize = 4 << 20;
 /// Records checked per turn of the worker loop, so that a full rescan (10 000 people) does not
@@ -511,6 +511,7 @@ impl Fleet {
                 connected: false,
                 refused_logged: 0,
                 status_due: None,
+                blocked_until: None,
                 differs_since: None,
                 last_walk: None,
                 resync_every: RESYNC_MIN,
@@ -644,6 +645,8 @@ struct Worker {
     connected: bool,
     refused_logged: u64,
     status_due: Option<Instant>,
+    /// rumqttc's request queue was full: no publish before this.
+    blocked_until: Option<Instant>,
     /// Since when another unit's gallery digest differs from this one's.
     differs_since: Option<Instant>,
     /// When the last walk began.
@@ -672,7 +675,15 @@ impl Worker {
     fn run(&mut self, rx: Receiver<Net>, stop: &AtomicBool) {
         let mut next_tick = Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            let wait = next_tick.saturating_duration_since(Instant::now());
+            // With records to compare, take only what has arrived and go on working.
+            let busy = self.synced
+                && !self.pending.is_empty()
+                && self.blocked_until.is_none_or(|t| Instant::now() >= t);
+            let wait = if busy {
+                Duration::ZERO
+            } else {
+                next_tick.saturating_duration_since(Instant::now())
+            };
             match rx.recv_timeout(wait) {
                 Ok(Net::Connected) => self.on_connected(),
                 Ok(Net::Lost) => {
@@ -685,6 +696,9 @@ impl Worker {
                 Ok(Net::Message(topic, payload)) => self.on_message(&topic, &payload),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if busy {
+                self.work();
             }
             if Instant::now() >= next_tick {
                 self.on_tick();
@@ -921,9 +935,10 @@ impl Worker {
                 self.status_due
                     .get_or_insert(Instant::now() + Duration::from_secs(1));
             }
-            // The request queue is full: try again on the next tick.
+            // The request queue is full: try again when the connection thread has sent some.
             Err(_) => {
                 self.pending.insert(uid);
+                self.blocked_until = Some(Instant::now() + Duration::from_millis(20));
             }
         }
         Ok(())
@@ -962,13 +977,7 @@ impl Worker {
             }
             return;
         }
-        let batch: Vec<Uid> = self.pending.iter().take(BATCH).copied().collect();
-        for uid in batch {
-            self.pending.remove(&uid);
-            if let Err(e) = self.reconcile(uid, None) {
-                tracing::error!(person = %crate::models::hex(&uid), "fleet: {e}");
-            }
-        }
+        self.work();
         self.check_divergence();
         if self.status_due.is_some_and(|t| Instant::now() >= t) && self.pending.is_empty() {
             self.status_due = None;
@@ -1015,6 +1024,23 @@ impl Worker {
         self.stats.people.store(people as u64, Ordering::Relaxed);
         *self.stats.digest.lock().unwrap_or_else(|p| p.into_inner()) = self.gallery_digest();
         self.tell();
+    }
+
+    /// Compares up to [`BATCH`] pending records with the broker's, publishing where they differ.
+    fn work(&mut self) {
+        if !self.synced {
+            return;
+        }
+        let batch: Vec<Uid> = self.pending.iter().take(BATCH).copied().collect();
+        for uid in batch {
+            self.pending.remove(&uid);
+            if let Err(e) = self.reconcile(uid, None) {
+                tracing::error!(person = %crate::models::hex(&uid), "fleet: {e}");
+            }
+            if self.blocked_until.is_some_and(|t| Instant::now() < t) {
+                break;
+            }
+        }
     }
 
     /// Anti-entropy: when another online unit has announced a different gallery for a while
