@@ -480,6 +480,12 @@ fn units_of_a_site_share_one_gallery_through_the_broker() {
         "fleet: a late unit had the gallery {:?} after its start",
         t.elapsed()
     );
+    // ...and recognizes the person without anything enrolled on it.
+    until("D recognizes", Duration::from_secs(60), &[&d], || {
+        d.q(&format!(
+            "SELECT COUNT(*) FROM event WHERE kind = 'recognized' AND person_name = '{name}'"
+        )) > 0
+    });
 
     // A second broker bridged to the first, and E on it.
     let bridge = Broker::start_with(BrokerOptions {
