@@ -441,6 +441,48 @@ fn units_of_a_site_share_one_gallery_through_the_broker() {
         assert!(std::env::var_os("CI").is_none(), "mosquitto_pub is missing");
     }
 
+    // A broker client that deletes a person's retained record: the units publish it again (a
+    // unit joining later would otherwise never learn of the person).
+    let carol_topic = {
+        let c = rusqlite::Connection::open(&a.db).unwrap();
+        let uid: String = c
+            .query_row(
+                "SELECT lower(hex(uid)) FROM person WHERE name = 'Carol'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        format!("faced/fleet/{site}/person/{}/{uid}", &uid[..2])
+    };
+    if published {
+        rt.block_on(spy.drain(Duration::from_millis(300)));
+        let st = std::process::Command::new(mosquitto_bin().with_file_name("mosquitto_pub"))
+            .args([
+                "-p",
+                &port.to_string(),
+                "-t",
+                &carol_topic,
+                "-r",
+                "-n",
+                "-q",
+                "1",
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let back = rt.block_on(spy.until(Duration::from_secs(10), |m| {
+            m.topic == carol_topic && !m.payload.is_empty()
+        }));
+        assert!(
+            back.is_some(),
+            "Carol's record is published again after its deletion"
+        );
+        // And it is retained again: a new subscriber gets it.
+        let mut late = rt.block_on(Sub::connect(port, "late", &[carol_topic.as_str()], false));
+        let m = rt.block_on(late.until(Duration::from_secs(10), |m| m.topic == carol_topic));
+        assert!(m.is_some_and(|m| m.retain && !m.payload.is_empty()));
+    }
+
     // Two units rename Carol at the same time: every unit ends with one and the same name.
     a.people(&["rename", "Carol", "Caroline"]);
     b.people(&["rename", "Carol", "Carrie"]);

@@ -816,10 +816,10 @@ impl Worker {
             }
             return;
         }
-        if payload.is_empty() {
-            return; // a retained message being cleared
-        }
         if let Some(device) = topic.strip_prefix(&self.unit_prefix) {
+            if payload.is_empty() {
+                return; // a unit's status cleared: it says nothing
+            }
             match self.key.open(topic, payload).and_then(|p| {
                 serde_json::from_slice::<UnitStatus>(&p)
                     .map_err(|e| Error::invalid(format!("malformed unit status: {e}")))
@@ -850,6 +850,17 @@ impl Worker {
             self.refuse(topic, "not a fleet topic");
             return;
         };
+        if payload.is_empty() {
+            // No unit clears a person's record (an erase is a sealed tombstone), so this is a
+            // broker client deleting it: the broker lacks the record now, and units that join
+            // later would never learn of the person. Publish it again.
+            self.broker.remove(&uid);
+            self.pending.insert(uid);
+            return self.refuse(
+                topic,
+                "a person's record was deleted from the broker; restoring it",
+            );
+        }
         let rec = match self.key.open(topic, payload).and_then(|p| {
             let r: Record = serde_json::from_slice(&p)
                 .map_err(|e| Error::invalid(format!("malformed record: {e}")))?;
