@@ -511,6 +511,7 @@ impl Fleet {
                 connected: false,
                 refused_logged: 0,
                 status_due: None,
+                unmerged: Default::default(),
                 blocked_until: None,
                 differs_since: None,
                 last_walk: None,
@@ -645,6 +646,8 @@ struct Worker {
     connected: bool,
     refused_logged: u64,
     status_due: Option<Instant>,
+    /// People whose received record could not be merged here (see [`Worker::reconcile`]).
+    unmerged: std::collections::HashSet<Uid>,
     /// rumqttc's request queue was full: no publish before this.
     blocked_until: Option<Instant>,
     /// Since when another unit's gallery digest differs from this one's.
@@ -895,7 +898,21 @@ impl Worker {
                     Some(l) => merge(l, r),
                     None => r.clone(),
                 };
-                if local.as_ref() != Some(&merged) && g.apply_replica(&merged)? {
+                let changed = if local.as_ref() == Some(&merged) {
+                    false
+                } else {
+                    match g.apply_replica(&merged) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            // The local record lacks what was received: publishing it would
+                            // take that from the broker. Hold it back until a merge succeeds.
+                            self.unmerged.insert(uid);
+                            return Err(e);
+                        }
+                    }
+                };
+                self.unmerged.remove(&uid);
+                if changed {
                     let n = self.stats.applied.fetch_add(1, Ordering::Relaxed) + 1;
                     self.changed.send_replace(n);
                     applied = true;
@@ -918,7 +935,7 @@ impl Worker {
         let Some(local) = local else { return Ok(()) };
         let (d, json) = digest(&local)?;
         self.set_local(uid, Some(d));
-        if !self.synced || self.broker.get(&uid) == Some(&d) {
+        if !self.synced || self.broker.get(&uid) == Some(&d) || self.unmerged.contains(&uid) {
             return Ok(());
         }
         let topic = format!(
