@@ -15,7 +15,7 @@
 //!
 //! Prints one line per figure (docs/fleet.md, "Figures").
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -250,7 +250,6 @@ fn main() {
     }
     println!("seed gallery built: {:.1} s", t.elapsed().as_secs_f64());
     let rss0 = broker.rss_mib();
-    let t = Instant::now();
     seed.start();
     let d = wait("seed publishes", Duration::from_secs(1800), || {
         seed.published() >= people as u64
@@ -268,11 +267,9 @@ fn main() {
          ({:.1} KiB per person)",
         (rss1 - rss0) * 1024.0 / people as f64
     );
-    let _ = t;
 
     // 2. A new unit joins.
     let mut joiner = Unit::new(dir, "joiner", &key, broker.port);
-    let t = Instant::now();
     joiner.start();
     let d = wait(
         "the new unit gets the gallery",
@@ -285,7 +282,6 @@ fn main() {
         joiner.samples(),
         d.as_secs_f64()
     );
-    let _ = t;
     joiner.stop();
     seed.stop();
     drop(broker);
@@ -350,7 +346,6 @@ fn main() {
             .iter()
             .all(|u| u.people() == want && u.samples() == 5 * want)
     });
-    let t = Instant::now();
     fleet[away].start();
     let d = wait(
         &format!("the returning unit converges to {want} people"),
@@ -361,7 +356,6 @@ fn main() {
         "after a partition (10 enrolled, 1 erased meanwhile): the returning unit converged in {:.0} ms",
         d.as_secs_f64() * 1000.0
     );
-    let _ = t;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "load after: {}",
@@ -373,5 +367,4 @@ fn main() {
     for u in &mut fleet {
         u.stop();
     }
-    let _: PathBuf = dir.to_path_buf();
 }

@@ -405,7 +405,6 @@ pub struct Fleet {
     pub stats: Arc<FleetStats>,
     /// Ticks once per record applied from another unit (the daemon re-announces its people).
     pub changed: tokio::sync::watch::Receiver<u64>,
-    site: String,
 }
 
 /// What [`Fleet::start`] needs.
@@ -474,7 +473,6 @@ impl Fleet {
         });
         let (tx, rx) = sync_channel(QUEUE);
         let (changed_tx, changed) = tokio::sync::watch::channel(0);
-        let site = key.site().to_string();
         let net = {
             let stop = stop.clone();
             std::thread::Builder::new()
@@ -509,7 +507,6 @@ impl Fleet {
                     since: Instant::now(),
                 },
                 connected: false,
-                refused_logged: 0,
                 status_due: None,
                 unmerged: Default::default(),
                 blocked_until: None,
@@ -529,19 +526,13 @@ impl Fleet {
             .into_iter()
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(|e| Error::internal("cannot start the fleet threads").with_source(e))?;
-        tracing::info!(site = %site, "fleet: replicating the gallery through the broker");
+        tracing::info!(site = %stats.site, "fleet: replicating the gallery through the broker");
         Ok(Fleet {
             stop,
             threads,
             stats,
             changed,
-            site,
         })
-    }
-
-    /// The site id (topic segment).
-    pub fn site(&self) -> &str {
-        &self.site
     }
 }
 
@@ -644,7 +635,6 @@ struct Worker {
     synced: bool,
     walk: Walk,
     connected: bool,
-    refused_logged: u64,
     status_due: Option<Instant>,
     /// People whose received record could not be merged here (see [`Worker::reconcile`]).
     unmerged: std::collections::HashSet<Uid>,
@@ -801,7 +791,6 @@ impl Worker {
         if n < 10 || n.is_multiple_of(100) {
             tracing::warn!(topic, refused = n + 1, "fleet: refused a message: {why}");
         }
-        self.refused_logged = n + 1;
     }
 
     fn on_message(&mut self, topic: &str, payload: &[u8]) {
