@@ -165,10 +165,15 @@ impl Unit {
     }
 
     fn people(&self, args: &[&str]) {
+        self.people_unsignalled(args);
+        self.d().signal(libc::SIGHUP);
+    }
+
+    /// `faced people` on the unit's database, without telling its daemon yet.
+    fn people_unsignalled(&self, args: &[&str]) {
         let mut a = vec!["people", "--db", self.db.to_str().unwrap()];
         a.extend_from_slice(args);
         faced_cli(&a, "");
-        self.d().signal(libc::SIGHUP);
     }
 }
 
@@ -484,8 +489,12 @@ fn units_of_a_site_share_one_gallery_through_the_broker() {
     }
 
     // Two units rename Carol at the same time: every unit ends with one and the same name.
-    a.people(&["rename", "Carol", "Caroline"]);
-    b.people(&["rename", "Carol", "Carrie"]);
+    // Both edits are made before either daemon is told, so neither can see the other's first
+    // (a replicated rename would otherwise reach B before its CLI runs).
+    a.people_unsignalled(&["rename", "Carol", "Caroline"]);
+    b.people_unsignalled(&["rename", "Carol", "Carrie"]);
+    a.d().signal(libc::SIGHUP);
+    b.d().signal(libc::SIGHUP);
     until(
         "the renames converge",
         Duration::from_secs(30),
