@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::util::broker::{Broker, BrokerOptions, Sub, mosquitto_bin};
+use crate::util::broker::{Broker, BrokerOptions, Sub};
 use crate::util::daemon::{Daemon, faced_cli, faced_cli_status, faces_dir};
 use crate::util::web::{Client, PASSWORD};
 
@@ -419,32 +419,22 @@ fn units_of_a_site_share_one_gallery_through_the_broker() {
         r#"{{"uid":"{}","name":"Mallory","name_v":1,"origin":"x","samples":[],"removed":[]}}"#,
         "ab".repeat(16)
     );
-    let st = std::process::Command::new(mosquitto_bin().with_file_name("mosquitto_pub"))
-        .args([
-            "-p",
-            &port.to_string(),
-            "-t",
-            &forged_topic,
-            "-m",
-            &forged,
-            "-q",
-            "1",
-        ])
-        .status();
-    let published = st.map(|s| s.success()).unwrap_or(false);
-    if published {
-        until(
-            "the forged record is refused",
-            Duration::from_secs(10),
-            &[&a],
-            || a.log().contains("fleet: refused a message") && a.log().contains(&forged_topic),
-        );
-        assert_eq!(a.samples_of("Mallory"), -1);
-        assert_eq!(b.samples_of("Mallory"), -1);
-    } else {
-        // Without mosquitto_pub (mosquitto-clients), the unit test of SiteKey covers refusal.
-        assert!(std::env::var_os("CI").is_none(), "mosquitto_pub is missing");
-    }
+    // Published by the test's own MQTT client (rumqttc), as any other client on the broker could.
+    rt.block_on(spy.client.publish(
+        &forged_topic,
+        rumqttc::QoS::AtLeastOnce,
+        false,
+        forged.into_bytes(),
+    ))
+    .unwrap();
+    until(
+        "the forged record is refused",
+        Duration::from_secs(10),
+        &[&a],
+        || a.log().contains("fleet: refused a message") && a.log().contains(&forged_topic),
+    );
+    assert_eq!(a.samples_of("Mallory"), -1);
+    assert_eq!(b.samples_of("Mallory"), -1);
 
     // A broker client that deletes a person's retained record: the units publish it again (a
     // unit joining later would otherwise never learn of the person).
@@ -459,22 +449,14 @@ fn units_of_a_site_share_one_gallery_through_the_broker() {
             .unwrap();
         format!("faced/fleet/{site}/person/{}/{uid}", &uid[..2])
     };
-    if published {
+    {
         rt.block_on(spy.drain(Duration::from_millis(300)));
-        let st = std::process::Command::new(mosquitto_bin().with_file_name("mosquitto_pub"))
-            .args([
-                "-p",
-                &port.to_string(),
-                "-t",
-                &carol_topic,
-                "-r",
-                "-n",
-                "-q",
-                "1",
-            ])
-            .status()
-            .unwrap();
-        assert!(st.success());
+        // An empty retained message deletes the retained record on the broker.
+        rt.block_on(
+            spy.client
+                .publish(&carol_topic, rumqttc::QoS::AtLeastOnce, true, Vec::new()),
+        )
+        .unwrap();
         let back = rt.block_on(spy.until(Duration::from_secs(10), |m| {
             m.topic == carol_topic && !m.payload.is_empty()
         }));
