@@ -24,28 +24,9 @@ use faced::base::RealClocks;
 use faced::fleet::{Fleet, FleetConfig, FleetSetup, SiteKey};
 use faced::gallery::{Gallery, GalleryOptions, NewSample, SampleKind};
 use faced::mqtt::MqttConfig;
-use faced::vision::EMBEDDING_DIM;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn unit(&mut self) -> Vec<f32> {
-        let v: Vec<f32> = (0..EMBEDDING_DIM)
-            .map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
-            .collect();
-        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        v.into_iter().map(|x| x / n).collect()
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| (self.next() >> 56) as u8).collect()
-    }
-}
+mod common;
+use common::Rng;
 
 struct Broker {
     child: Child,

@@ -22,31 +22,14 @@
 
 use std::hint::black_box;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use faced::gallery::{
-    Gallery, GalleryOptions, Index, IndexOptions, NewSample, PersonId, SampleId, SampleKind,
+    Gallery, GalleryOptions, Index, IndexOptions, MAX_PERSON_SAMPLES, NewSample, PersonId,
+    SampleId, SampleKind,
 };
-use faced::vision::EMBEDDING_DIM;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let u = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
-        (u >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-    }
-    fn unit(&mut self) -> Vec<f32> {
-        // Sum of uniforms: close enough to Gaussian for a random direction.
-        let v: Vec<f32> = (0..EMBEDDING_DIM)
-            .map(|_| (0..4).map(|_| self.next()).sum())
-            .collect();
-        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        v.iter().map(|x| x / n).collect()
-    }
-}
+mod common;
+use common::Rng;
 
 fn build(n: usize, rng: &mut Rng) -> Index {
     let mut idx = Index::new(IndexOptions::default());
@@ -97,28 +80,54 @@ fn new_sample<'a>(e: &'a [f32], crop: &'a [u8]) -> NewSample<'a> {
 
 fn add_sample(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let mut gal = Gallery::open(&dir.path().join("bench.db"), &GalleryOptions::default()).unwrap();
-    let person = gal.add_person("Bench").unwrap();
+    let gal = Gallery::open(&dir.path().join("bench.db"), &GalleryOptions::default()).unwrap();
+    let gal = std::cell::RefCell::new(gal);
     let mut rng = Rng(7);
     let embs: Vec<Vec<f32>> = (0..64).map(|_| rng.unit()).collect();
     let crop = vec![0xa5u8; 5000]; // a typical 112×112 JPEG
     let new = |e| new_sample(e, &crop);
+    // A person holds at most MAX_PERSON_SAMPLES: a fresh person is made, outside the timed
+    // part, whenever the current one is nearly full.
+    let mut person = (PersonId(0), MAX_PERSON_SAMPLES);
+    let mut people = 0;
+    let mut next_person = |n: usize| {
+        if person.1 + n > MAX_PERSON_SAMPLES {
+            people += 1;
+            person = (
+                gal.borrow_mut()
+                    .add_person(&format!("Bench {people}"))
+                    .unwrap(),
+                0,
+            );
+        }
+        person.1 += n;
+        person.0
+    };
     let mut g = c.benchmark_group("add_sample_sqlite");
     g.throughput(Throughput::Elements(1));
     let mut i = 0;
     g.bench_function("one_per_transaction", |b| {
-        b.iter(|| {
-            i = (i + 1) % embs.len();
-            gal.add_sample(person, new(&embs[i])).unwrap()
-        })
+        b.iter_batched(
+            || next_person(1),
+            |p| {
+                i = (i + 1) % embs.len();
+                gal.borrow_mut().add_sample(p, new(&embs[i])).unwrap()
+            },
+            BatchSize::SmallInput,
+        )
     });
     g.throughput(Throughput::Elements(10));
     g.bench_function("ten_per_transaction", |b| {
-        b.iter(|| {
-            let batch: Vec<NewSample> = (0..10).map(|j| new(&embs[(i + j) % embs.len()])).collect();
-            i = (i + 1) % embs.len();
-            gal.add_samples(person, &batch).unwrap()
-        })
+        b.iter_batched(
+            || next_person(10),
+            |p| {
+                let batch: Vec<NewSample> =
+                    (0..10).map(|j| new(&embs[(i + j) % embs.len()])).collect();
+                i = (i + 1) % embs.len();
+                gal.borrow_mut().add_samples(p, &batch).unwrap()
+            },
+            BatchSize::SmallInput,
+        )
     });
     g.finish();
 }

@@ -24,36 +24,8 @@ use faced::vision::EMBEDDING_DIM;
 use faced::vision::quality::{Quality, QualityLimits};
 use faced::visitors::{Observation, Visitors, VisitorsConfig};
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let u = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
-        (u >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-    }
-    fn unit(&mut self) -> Vec<f32> {
-        let v: Vec<f32> = (0..EMBEDDING_DIM)
-            .map(|_| (0..4).map(|_| self.next()).sum())
-            .collect();
-        norm(v)
-    }
-    /// A unit vector at cosine ≈ `sim` from `base`.
-    fn near(&mut self, base: &[f32], sim: f32) -> Vec<f32> {
-        let r = self.unit();
-        let d: f32 = r.iter().zip(base).map(|(a, b)| a * b).sum();
-        let o = norm(r.iter().zip(base).map(|(a, b)| a - d * b).collect());
-        let s = (1.0 - sim * sim).sqrt();
-        base.iter().zip(&o).map(|(b, o)| sim * b + s * o).collect()
-    }
-}
-
-fn norm(v: Vec<f32>) -> Vec<f32> {
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.into_iter().map(|x| x / n).collect()
-}
+mod common;
+use common::Rng;
 
 const VISITORS: usize = 2_000;
 const FACES: usize = 5;

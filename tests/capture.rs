@@ -7,10 +7,11 @@ use crate::util::daemon as daemon_util;
 use std::io::Write;
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use daemon_util::*;
+use faced::base::Shutdown;
 use faced::capture::convert::{decode_mjpeg, letterbox, rgb_to_yuyv, yuyv_to_rgb};
 use faced::capture::dir::DirSource;
 use faced::capture::http::HttpMjpeg;
@@ -146,14 +147,21 @@ fn missing_v4l2_device_is_retried_with_a_clear_error() {
     };
     let slot = Arc::new(FrameSlot::new(1));
     let status = Arc::new(CameraStatus::default());
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Shutdown::new();
     let (s2, st2, stop2) = (slot.clone(), status.clone(), stop.clone());
     let t = std::thread::spawn(move || {
         faced::capture::run_camera(0, &cam, &faced::capture::open, &s2, &st2, &stop2)
     });
     std::thread::sleep(Duration::from_millis(1800));
-    stop.store(true, Ordering::Relaxed);
+    // Raised in the middle of a back-off: the camera thread returns at once, not at its end.
+    let raised = Instant::now();
+    stop.raise();
     t.join().unwrap();
+    assert!(
+        raised.elapsed() < Duration::from_millis(500),
+        "the camera thread took {:?} to stop",
+        raised.elapsed()
+    );
     let msg = status.get();
     assert!(
         msg.contains("/dev/video77 does not exist") && msg.contains("plugged in"),
@@ -192,7 +200,7 @@ fn slot_keeps_newest_or_waits_when_lossless() {
     assert_eq!(slot.dropped(0), 1);
     assert_eq!(slot.take_any(Duration::from_millis(10)).unwrap().1.seq, 2);
 
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Shutdown::new();
     let (s2, st2) = (slot.clone(), stop.clone());
     let producer = std::thread::spawn(move || {
         for seq in 10..20 {
@@ -212,7 +220,7 @@ fn slot_keeps_newest_or_waits_when_lossless() {
 
     // A waiting put gives up when stopped.
     slot.put(0, frame(30));
-    stop.store(true, Ordering::Relaxed);
+    stop.raise();
     slot.put_wait(0, frame(31), &stop);
     assert_eq!(slot.take_any(Duration::from_millis(10)).unwrap().1.seq, 30);
 }

@@ -977,3 +977,51 @@ fn people_list_prints_counts_and_utc_enrolment_dates() {
     assert_eq!(table.lines().count(), 1 + people.len(), "{table}");
     assert_eq!(people[1].negative_samples, 1);
 }
+
+/// A person holds at most `MAX_PERSON_SAMPLES` samples added on a unit (their replicated record
+/// must stay acceptable to every other unit): `faced enroll` beyond it fails with a message that
+/// says what to do, and stores nothing.
+#[test]
+fn enroll_beyond_the_sample_limit_is_refused_and_stores_nothing() {
+    let f = fixture();
+    let mut rng = Rng(21);
+    {
+        let mut g = open(&f.db);
+        let id = g.add_person("Alice").unwrap();
+        let embs: Vec<Vec<f32>> = (0..faced::gallery::MAX_PERSON_SAMPLES)
+            .map(|_| rng.unit())
+            .collect();
+        let samples: Vec<NewSample> = embs
+            .iter()
+            .map(|e| sample(SampleKind::Positive, e))
+            .collect();
+        g.add_samples(id, &samples).unwrap();
+    }
+    let (_, photos) = crate::util::daemon::photos_by_person()
+        .into_iter()
+        .next()
+        .unwrap();
+    let photo = crate::util::daemon::faces_dir().join(&photos[0]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_faced"))
+        .args(["enroll", "--db"])
+        .arg(&f.db)
+        .args(["--name", "Alice"])
+        .arg(&photo)
+        .output()
+        .unwrap();
+    let run = Run {
+        code: out.status.code(),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    };
+    let err = run.fails(2);
+    assert!(
+        err.contains("limit of 100") && err.contains("remove some first"),
+        "{err}"
+    );
+    let g = open(&f.db);
+    assert_eq!(
+        count(&g, "SELECT COUNT(*) FROM face_sample"),
+        faced::gallery::MAX_PERSON_SAMPLES as i64
+    );
+}

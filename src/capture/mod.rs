@@ -30,13 +30,13 @@ pub mod rtsp;
 #[cfg(feature = "v4l2")]
 pub mod v4l2;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use image::RgbImage;
 
-use crate::base::Backoff;
+use crate::base::{Backoff, Shutdown};
 use crate::error::{Error, Kind, Result};
 
 pub use camera::{
@@ -287,11 +287,11 @@ impl FrameSlot {
     }
 
     /// Stores `frame` once the worker has taken camera `cam`'s previous one (lossless playback);
-    /// gives up, dropping the frame, when the slot is closed or `stop` is set.
-    pub fn put_wait(&self, cam: usize, frame: Frame, stop: &AtomicBool) {
+    /// gives up, dropping the frame, when the slot is closed or `stop` is raised.
+    pub fn put_wait(&self, cam: usize, frame: Frame, stop: &Shutdown) {
         let mut st = self.frames.lock().unwrap_or_else(|p| p.into_inner());
         while st.frames[cam].is_some() {
-            if st.closed || stop.load(Ordering::Relaxed) {
+            if st.closed || stop.is_raised() {
                 return;
             }
             st = self
@@ -355,20 +355,6 @@ impl FrameSlot {
     }
 }
 
-/// Sleeps `d` in short steps; returns `false` if `stop` was raised meanwhile.
-pub fn sleep_unless(stop: &AtomicBool, d: Duration) -> bool {
-    // A real sleep (retry back-off between camera reconnects): real monotonic time.
-    let end = Instant::now() + d;
-    while !stop.load(Ordering::Relaxed) {
-        let now = Instant::now();
-        if now >= end {
-            return true;
-        }
-        std::thread::sleep((end - now).min(Duration::from_millis(50)));
-    }
-    false
-}
-
 /// What a camera thread reports about itself (for stats and the console).
 #[derive(Debug, Default)]
 pub struct CameraStatus {
@@ -403,7 +389,7 @@ pub fn run_camera(
     opener: &dyn Fn(&Camera) -> Result<Box<dyn FrameSource>>,
     slot: &FrameSlot,
     status: &CameraStatus,
-    stop: &AtomicBool,
+    stop: &Shutdown,
 ) {
     let name = cam.name();
     let source = cam.source.redacted();
@@ -412,7 +398,7 @@ pub fn run_camera(
     let lossless =
         cam.settings.lossless && matches!(cam.source, SourceSpec::Dir(_) | SourceSpec::Pattern);
     status.set("starting");
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_raised() {
         let mut src = match opener(cam) {
             Ok(s) => s,
             Err(e) => {
@@ -420,7 +406,7 @@ pub fn run_camera(
                 let d = backoff.next_delay();
                 tracing::error!(camera = name, source = %source, "cannot open camera: {e}; retrying in {:.1} s", d.as_secs_f32());
                 status.set(format!("error: {e}"));
-                if !sleep_unless(stop, d) {
+                if !stop.sleep(d) {
                     break;
                 }
                 continue;
@@ -428,7 +414,7 @@ pub fn run_camera(
         };
         tracing::info!(camera = name, source = %source, "camera opened");
         let mut bad_in_row = 0u32;
-        while !stop.load(Ordering::Relaxed) {
+        while !stop.is_raised() {
             match src.next_frame() {
                 Ok(f) => {
                     if bad_in_row > 0 || status.get() != "running" {
@@ -465,7 +451,7 @@ pub fn run_camera(
                     tracing::error!(camera = name, source = %source, "camera lost: {e}; reopening in {:.1} s", d.as_secs_f32());
                     status.set(format!("error: {e}"));
                     drop(src);
-                    if !sleep_unless(stop, d) {
+                    if !stop.sleep(d) {
                         return;
                     }
                     break;

@@ -59,7 +59,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
-use crate::base::{Backoff, Clocks};
+use crate::base::{Backoff, Clocks, Shutdown};
 use crate::db::crypto::{self, Cipher, KEY_LEN};
 use crate::error::{Error, Result};
 use crate::gallery::Gallery;
@@ -399,7 +399,7 @@ pub type StatusListener = Box<dyn Fn(&FleetSummary) + Send>;
 
 /// The running fleet replication; stops when dropped.
 pub struct Fleet {
-    stop: Arc<AtomicBool>,
+    stop: Shutdown,
     threads: Vec<std::thread::JoinHandle<()>>,
     /// Counters.
     pub stats: Arc<FleetStats>,
@@ -465,7 +465,7 @@ impl Fleet {
             true,
         ));
         let (client, connection) = rumqttc::Client::new(options, REQUESTS);
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Shutdown::new();
         let stats = Arc::new(FleetStats {
             site: key.site().to_string(),
             device: s.device_id.clone(),
@@ -538,7 +538,7 @@ impl Fleet {
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.raise();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -546,13 +546,13 @@ impl Drop for Fleet {
 }
 
 /// The `faced-fleet-mqtt` thread: polls the connection, forwards what matters.
-fn drive(mut conn: rumqttc::Connection, tx: SyncSender<Net>, stop: &AtomicBool) {
+fn drive(mut conn: rumqttc::Connection, tx: SyncSender<Net>, stop: &Shutdown) {
     use rumqttc::{Event, Packet};
     let mut backoff = Backoff::default();
     // After `stop`, go on a little: the worker's last status (offline) and DISCONNECT are queued.
     let mut until: Option<Instant> = None;
     loop {
-        if stop.load(Ordering::Relaxed) {
+        if stop.is_raised() {
             let end = *until.get_or_insert_with(|| Instant::now() + Duration::from_secs(2));
             if Instant::now() >= end {
                 return;
@@ -579,10 +579,7 @@ fn drive(mut conn: rumqttc::Connection, tx: SyncSender<Net>, stop: &AtomicBool) 
                 if tx.send(Net::Lost).is_err() {
                     return;
                 }
-                let end = Instant::now() + d;
-                while Instant::now() < end && !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(100));
-                }
+                stop.sleep(d);
                 continue;
             }
         };
@@ -665,9 +662,9 @@ impl Worker {
         self.gallery.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn run(&mut self, rx: Receiver<Net>, stop: &AtomicBool) {
+    fn run(&mut self, rx: Receiver<Net>, stop: &Shutdown) {
         let mut next_tick = Instant::now();
-        while !stop.load(Ordering::Relaxed) {
+        while !stop.is_raised() {
             // With records to compare, take only what has arrived and go on working.
             let busy = self.synced
                 && !self.pending.is_empty()

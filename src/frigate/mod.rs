@@ -33,7 +33,7 @@
 //! is forgotten first), every HTTP request times out after `timeout_secs`.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-use crate::base::{Backoff, Clocks, rfc3339_utc};
+use crate::base::{Backoff, Clocks, Shutdown, rfc3339_utc};
 use crate::error::{Error, Result};
 use crate::events::store::EventSender;
 use crate::events::{Event, EventKind, FrigateRef, MAX_CAMERA_CHARS};
@@ -197,7 +197,7 @@ pub struct FrigateStats {
 
 /// The running companion; stops when dropped.
 pub struct Frigate {
-    stop: Arc<AtomicBool>,
+    stop: Shutdown,
     threads: Vec<std::thread::JoinHandle<()>>,
     /// Counters.
     pub stats: Arc<FrigateStats>,
@@ -225,7 +225,7 @@ impl Frigate {
             format!("{}-frigate", mqtt.effective_client_id(device_id)),
         )?;
         let topic = format!("{}/events", cfg.topic_prefix);
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Shutdown::new();
         let stats = Arc::new(FrigateStats::default());
         let (tx, rx) = sync_channel(QUEUE);
         let reader = {
@@ -273,7 +273,7 @@ impl Frigate {
 
 impl Drop for Frigate {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.raise();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -284,13 +284,13 @@ fn read_broker(
     options: rumqttc::MqttOptions,
     topic: &str,
     tx: SyncSender<Vec<u8>>,
-    stop: &AtomicBool,
+    stop: &Shutdown,
     stats: &FrigateStats,
 ) {
     use rumqttc::{Event as MqttEvent, Packet, QoS};
     let (client, mut conn) = rumqttc::Client::new(options, 16);
     let mut backoff = Backoff::default();
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_raised() {
         match conn.recv_timeout(Duration::from_millis(500)) {
             Err(_) => continue, // timeout: look at `stop`
             Ok(Ok(MqttEvent::Incoming(Packet::ConnAck(_)))) => {
@@ -319,10 +319,7 @@ fn read_broker(
                     "frigate: broker connection: {e}; reconnecting in {:.1} s",
                     d.as_secs_f32()
                 );
-                let end = Instant::now() + d;
-                while Instant::now() < end && !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(100));
-                }
+                stop.sleep(d);
             }
         }
     }
@@ -355,8 +352,8 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(&mut self, rx: Receiver<Vec<u8>>, stop: &AtomicBool) {
-        while !stop.load(Ordering::Relaxed) {
+    fn run(&mut self, rx: Receiver<Vec<u8>>, stop: &Shutdown) {
+        while !stop.is_raised() {
             let payload = match rx.recv_timeout(Duration::from_millis(500)) {
                 Ok(p) => p,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,

@@ -40,6 +40,12 @@ pub const MAX_NAME_CHARS: usize = 100;
 pub const MAX_CROP_BYTES: usize = 256 * 1024;
 /// Longest accepted sample `source`, in characters.
 pub const MAX_SOURCE_CHARS: usize = 200;
+/// Most face samples (positive and negative) a person may reach by additions on this unit.
+/// Enrollment needs 5 to 20; the bound keeps a person's replicated record (every sample and
+/// removal, see [`replica::MAX_RECORD_SAMPLES`]) acceptable to every other unit, and a client
+/// that adds samples in a loop from using up the disk and slowing every search. Replicas may
+/// bring a person above it (two units adding at once), never above the record bound.
+pub const MAX_PERSON_SAMPLES: usize = 100;
 
 const AAD_EMBEDDING: &str = "face_sample.embedding";
 const AAD_CROP: &str = "face_sample.crop";
@@ -580,7 +586,7 @@ impl Gallery {
     /// Errors: [`Kind::NotFound`] for an unknown person; [`Kind::InvalidInput`] for an embedding
     /// of the wrong length, with non-finite values or all zeros, an empty crop, quality that is
     /// not a JSON object, or a too-long source; [`Kind::ResourceExhausted`] for a crop over
-    /// [`MAX_CROP_BYTES`].
+    /// [`MAX_CROP_BYTES`], or when the person would hold more than [`MAX_PERSON_SAMPLES`].
     pub fn add_samples(
         &mut self,
         person: PersonId,
@@ -608,6 +614,18 @@ impl Gallery {
             }
         }
         let person_uid = self.require_person_uid(person)?;
+        let held: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM face_sample WHERE person_id = ?1",
+            [person.0],
+            |r| r.get(0),
+        )?;
+        if held as usize + samples.len() > MAX_PERSON_SAMPLES {
+            return Err(Error::exhausted(format!(
+                "this person has {held} face samples and {} more would exceed the limit of \
+                 {MAX_PERSON_SAMPLES}; remove some first",
+                samples.len()
+            )));
+        }
         let now = self.clocks.unix_ms();
         let tx = self.conn.transaction()?;
         let mut ids = Vec::with_capacity(samples.len());

@@ -343,6 +343,17 @@ impl Gallery {
                 });
             }
         }
+        // A record must stay within MAX_RECORD_SAMPLES to be accepted anywhere, and removals
+        // accumulate for as long as a person exists: carry the newest ones that fit. A removal
+        // left out can only matter to a unit that has missed every newer one (offline for the
+        // removal of more samples than a person can hold); that unit could then keep the old
+        // sample, and its gallery digest keeps saying so on the Fleet page.
+        let room = MAX_RECORD_SAMPLES.saturating_sub(samples.len());
+        if removed.len() > room {
+            removed.sort_by_key(|r| (std::cmp::Reverse(r.version), r.uid));
+            removed.truncate(room);
+            removed.sort_by_key(|r| r.uid);
+        }
         Ok(Some(Record {
             uid: *uid,
             erased: None,
@@ -697,5 +708,73 @@ mod tests {
         let back: Record = serde_json::from_str(&json).unwrap();
         assert_eq!(back, ok);
         assert!(serde_json::from_str::<Record>(&json.replace("\"name\"", "\"nom\"")).is_err());
+    }
+
+    #[test]
+    fn local_additions_stop_at_the_person_bound_and_records_carry_the_newest_removals() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut g = Gallery::open(&dir.path().join("g.db"), &Default::default()).unwrap();
+        let p = g.add_person("Bob").unwrap();
+        let emb: Vec<Vec<f32>> = (0..crate::gallery::MAX_PERSON_SAMPLES + 60)
+            .map(|i| {
+                let mut e = vec![0.01f32; crate::vision::EMBEDDING_DIM];
+                e[i % crate::vision::EMBEDDING_DIM] = 1.0 + i as f32;
+                e
+            })
+            .collect();
+        fn new(e: &[f32]) -> crate::gallery::NewSample<'_> {
+            crate::gallery::NewSample {
+                kind: SampleKind::Positive,
+                embedding: e,
+                crop_jpeg: &[0xff, 0xd8, 1],
+                quality_json: "{}",
+                source: "test",
+            }
+        }
+        // 160 added one by one, every added sample past the first 40 removing the oldest:
+        // 120 removals, and the person never holds more than 40.
+        let mut held = std::collections::VecDeque::new();
+        for e in &emb {
+            held.push_back(g.add_samples(p, &[new(e)]).unwrap()[0]);
+            if held.len() > 40 {
+                g.remove_sample(held.pop_front().unwrap()).unwrap();
+            }
+        }
+        let uid = g.replica_uids().unwrap()[0];
+        let r = g.replica(&uid).unwrap().unwrap();
+        assert_eq!(r.samples.len(), 40);
+        // 120 removals, 160 room left by 40 samples: all carried.
+        assert_eq!(r.removed.len(), 120);
+        r.validate().unwrap();
+        // Fill the person up to the bound: the next addition is refused, clearly, and nothing
+        // of it is stored.
+        let fill: Vec<crate::gallery::NewSample> = emb[..crate::gallery::MAX_PERSON_SAMPLES - 40]
+            .iter()
+            .map(|e| new(e))
+            .collect();
+        g.add_samples(p, &fill).unwrap();
+        let e = g.add_samples(p, &[new(&emb[0])]).unwrap_err();
+        assert_eq!(e.kind(), crate::Kind::ResourceExhausted);
+        assert!(e.to_string().contains("limit of 100"), "{e}");
+        assert_eq!(
+            g.samples(p).unwrap().len(),
+            crate::gallery::MAX_PERSON_SAMPLES
+        );
+        // Now 100 samples leave room for 100 removals: the record carries the newest 100 of
+        // the 120, sorted by uid, and stays acceptable to other units.
+        let r = g.replica(&uid).unwrap().unwrap();
+        assert_eq!(r.samples.len() + r.removed.len(), MAX_RECORD_SAMPLES);
+        r.validate().unwrap();
+        let versions: Vec<i64> = g
+            .conn
+            .prepare("SELECT version FROM tombstone WHERE kind = 'sample' ORDER BY version DESC")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|v| v.unwrap())
+            .collect();
+        assert_eq!(versions.len(), 120);
+        let oldest_kept = versions[99];
+        assert!(r.removed.iter().all(|x| x.version >= oldest_kept));
     }
 }

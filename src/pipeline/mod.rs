@@ -53,7 +53,7 @@ use image::RgbImage;
 use serde::Serialize;
 use tokio::sync::{broadcast, oneshot};
 
-use crate::base::Clocks;
+use crate::base::{Clocks, Shutdown};
 use crate::capture::{self, CameraStatus, Frame, FrameSlot, FrameSource};
 use crate::capture::{Camera, CameraConfig};
 use crate::error::{Error, Result};
@@ -166,7 +166,7 @@ pub struct Shared {
     overlay: broadcast::Sender<Overlay>,
     started: Instant,
     heartbeat_ms: AtomicU64,
-    stop: AtomicBool,
+    stop: Shutdown,
     control: Mutex<Vec<Control>>,
     errors: AtomicU64,
     /// Frames the vision thread has finished (all cameras), skipped ones included.
@@ -236,7 +236,7 @@ impl Shared {
             overlay: broadcast::channel(64).0,
             started: Instant::now(),
             heartbeat_ms: AtomicU64::new(0),
-            stop: AtomicBool::new(false),
+            stop: Shutdown::new(),
             control: Mutex::new(Vec::new()),
             errors: AtomicU64::new(0),
             processed: AtomicU64::new(0),
@@ -913,7 +913,7 @@ impl Pipeline {
                 let mut last_error = None;
                 let mut next_health = Instant::now();
                 vshared.beat();
-                while !vshared.stop.load(Ordering::Relaxed) {
+                while !vshared.stop.is_raised() {
                     vshared.beat();
                     if let Some(g) = gpio.as_ref().filter(|_| Instant::now() >= next_health) {
                         report_health(g, &vshared, last_error);
@@ -937,7 +937,7 @@ impl Pipeline {
                                 "vision error: {e}; continuing in {:.1} s",
                                 d.as_secs_f32()
                             );
-                            capture::sleep_unless(&vshared.stop, d);
+                            vshared.stop.sleep(d);
                         }
                     }
                 }
@@ -958,7 +958,7 @@ impl Pipeline {
 
     /// Stops the cameras and the vision thread (ending every track) and waits for them.
     pub fn stop(self) {
-        self.handle.shared.stop.store(true, Ordering::Relaxed);
+        self.handle.shared.stop.raise();
         self.handle.shared.slot.close();
         for t in self.threads {
             let _ = t.join();
