@@ -193,8 +193,14 @@ fn until(what: &str, timeout: Duration, units: &[&Unit], mut f: impl FnMut() -> 
     t.elapsed()
 }
 
+/// Creates the site key at `key` and returns its site key code (`faced fleet code`).
 fn join_code(key: &Path) -> String {
     let out = faced_cli(&["fleet", "--key", key.to_str().unwrap(), "init"], "");
+    assert!(
+        !out.contains("faced-site-"),
+        "init does not show the key: {out}"
+    );
+    let out = faced_cli(&["fleet", "--key", key.to_str().unwrap(), "code"], "");
     out.lines()
         .find(|l| l.starts_with("faced-site-"))
         .unwrap_or_else(|| panic!("no join code in {out}"))
@@ -553,4 +559,128 @@ fn units_of_a_site_share_one_gallery_through_the_broker() {
         u.stop();
     }
     drop(bridge);
+}
+
+/// `faced fleet invite` on a unit of the site and `faced fleet join` with its one-time code on
+/// a new unit hand the site key over the broker, without showing it: the code works once, and
+/// an answer made without it is refused. No daemon runs: the exchange is the CLI's own, on a
+/// real Mosquitto.
+#[test]
+fn a_one_time_code_hands_the_site_key_over_the_broker_once() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let broker = Broker::start();
+    let port = broker.port();
+    let (a, b, c) = (
+        Unit::new(root, "a", port, root),
+        Unit::new(root, "b", port, root),
+        Unit::new(root, "c", port, root),
+    );
+    faced_cli(&["fleet", "--config", a.cfg.to_str().unwrap(), "init"], "");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut spy = rt.block_on(Sub::connect(port, "spy", &["faced/fleet/invite/#"], false));
+    let faced = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_faced"));
+        cmd.args(args)
+            .env_remove("FACED_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    };
+
+    // A invites; its code is printed once the broker listens for the request.
+    let mut inviter = faced(&["fleet", "--config", a.cfg.to_str().unwrap(), "invite"])
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(inviter.stdout.take().unwrap()).lines();
+    let code = loop {
+        let l = lines.next().expect("invite prints a code").unwrap();
+        if l.starts_with("faced-join-") {
+            break l;
+        }
+    };
+    // B joins with it: same key, and A's invite ends, used up.
+    let out = faced_cli(
+        &["fleet", "--config", b.cfg.to_str().unwrap(), "join", &code],
+        "",
+    );
+    assert!(out.contains("site key installed"), "{out}");
+    let key = std::fs::read(&a.key).unwrap();
+    assert_eq!(std::fs::read(&b.key).unwrap(), key);
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    assert!(inviter.wait().unwrap().success());
+    assert!(
+        rest.iter().any(|l| l.contains("site key handed over")),
+        "{rest:?}"
+    );
+    // On the wire: one request, one answer, and no key in either.
+    let seen = rt.block_on(spy.drain(Duration::from_millis(500)));
+    let kinds: Vec<&str> = seen
+        .iter()
+        .map(|m| m.topic.rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(kinds, ["request", "answer"]);
+    for m in &seen {
+        assert!(
+            !m.payload.windows(8).any(|w| key.windows(8).any(|k| k == w)),
+            "the site key is visible on {}",
+            m.topic
+        );
+    }
+
+    // Once: the same code again finds nobody, and C stays without a key.
+    let (ok, out) = faced_cli_status(
+        &[
+            "fleet",
+            "--config",
+            c.cfg.to_str().unwrap(),
+            "join",
+            &code,
+            "--wait",
+            "2",
+        ],
+        "",
+    );
+    assert!(!ok && out.contains("no unit answered within 2 s"), "{out}");
+    assert!(!c.key.exists());
+
+    // A broker client without the code sees C's request and answers it: refused, no key.
+    rt.block_on(spy.drain(Duration::from_millis(200)));
+    let joiner = faced(&[
+        "fleet",
+        "--config",
+        c.cfg.to_str().unwrap(),
+        "join",
+        "faced-join-ZZZZ-ZZZZ-ZZZ0",
+        "--wait",
+        "4",
+    ])
+    .spawn()
+    .unwrap();
+    let req = rt
+        .block_on(spy.until(Duration::from_secs(10), |m| m.topic.ends_with("/request")))
+        .expect("C's request");
+    let answer = req.topic.replace("/request", "/answer");
+    for forged in [vec![0u8; 32 + 32 + 28 + 32], b"{\"key\":\"x\"}".to_vec()] {
+        rt.block_on(
+            spy.client
+                .publish(&answer, rumqttc::QoS::AtLeastOnce, false, forged),
+        )
+        .unwrap();
+    }
+    let out = joiner.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("no unit answered") && err.contains("2 answers were refused"),
+        "{err}"
+    );
+    assert!(!c.key.exists());
 }

@@ -1,18 +1,23 @@
 //! `faced fleet`: make this unit the first of a site, or join it to one (docs/fleet.md).
 //!
-//! Only writes the site key file; the daemon replicates once `[fleet] enabled = true` (and
-//! `[mqtt]`) are in its configuration and it is restarted.
+//! Only writes the site key file (and, for `invite`/`join` with a one-time code, talks to the
+//! broker of `[mqtt]`); the daemon replicates once `[fleet] enabled = true` (and `[mqtt]`) are
+//! in its configuration and it is restarted.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use faced::fleet::SiteKey;
+use faced::fleet::invite::{self, InviteCode};
 
-/// Share the gallery with other units: create the site key (`init`), install it from a join
-/// code (`join`), or show this unit's join code again (`code`).
+/// Share the gallery with other units: create the site key (`init`), hand it to a new unit
+/// with a one-time code (`invite` here, `join CODE` there), or show the key itself as a code
+/// (`code`, for `join` without a broker).
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Configuration file (for `gallery.db` and `fleet.key_path`).
+    /// Configuration file (for `gallery.db`, `fleet.key_path` and, with one-time codes,
+    /// `[mqtt]`).
     #[arg(long, short, env = "FACED_CONFIG")]
     config: Option<PathBuf>,
     /// The site key file (default: `fleet.key_path`, else `<gallery.db>.fleet.key`).
@@ -24,38 +29,135 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Cmd {
-    /// Create a new site key on the site's first unit and print its join code.
+    /// Create a new site key on the site's first unit.
     Init,
-    /// Install the site key from a join code printed by `init` or `code` on a unit of the site.
-    Join {
-        /// The join code (`faced-site-…`).
-        code: String,
+    /// Print a one-time code for a new unit and wait until it has fetched the site key through
+    /// the broker (or the code expires).
+    Invite {
+        /// How long the code is valid, in minutes (1 to 60).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60))]
+        minutes: u64,
     },
-    /// Print this unit's join code again.
+    /// Install the site key: from a one-time code (`faced-join-…`, fetched through the broker
+    /// of `[mqtt]`) or from the site key code (`faced-site-…`, printed by `code`).
+    Join {
+        /// The code.
+        code: String,
+        /// With a one-time code: how long to wait for the inviting unit, in seconds.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=600))]
+        wait: u64,
+    },
+    /// Print the site key itself as a code (for `join` on a unit that cannot reach the broker
+    /// yet); prefer `invite`, whose code is worthless after one use.
     Code,
 }
 
 /// Runs `faced fleet`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let path = match args.key {
-        Some(k) => k,
-        None => {
-            let cfg = super::run::load_config(args.config.as_deref())?;
-            cfg.raw.fleet.key_path(&cfg.raw.gallery.db)
+    let needs_broker = match &args.cmd {
+        Cmd::Invite { .. } => true,
+        Cmd::Join { code, .. } => InviteCode::is_invite(code),
+        Cmd::Init | Cmd::Code => false,
+    };
+    let cfg = if needs_broker || args.key.is_none() {
+        Some(super::run::load_config(args.config.as_deref())?)
+    } else {
+        None
+    };
+    let path = match (&args.key, &cfg) {
+        (Some(k), _) => k.clone(),
+        (None, Some(cfg)) => cfg.raw.fleet.key_path(&cfg.raw.gallery.db),
+        (None, None) => unreachable!("the configuration is loaded when --key is missing"),
+    };
+    let client_id = |suffix: &str| {
+        let cfg = cfg.as_ref().expect("loaded for the broker");
+        format!(
+            "{}-{suffix}",
+            cfg.raw.mqtt.effective_client_id(&cfg.raw.device.id)
+        )
+    };
+    match args.cmd {
+        Cmd::Init => {
+            let key = SiteKey::create(&path)?;
+            println!("# site key created: {}", path.display());
+            println!("# site: {}", key.site());
+            println!(
+                "# next: `faced fleet invite` here gives a one-time code for each new unit; then\n\
+                 # set `[fleet] enabled = true` (with [mqtt] on the site's broker) and restart faced."
+            );
         }
-    };
-    let (key, verb) = match &args.cmd {
-        Cmd::Init => (SiteKey::create(&path)?, "created"),
-        Cmd::Join { code } => (SiteKey::join(&path, code)?, "installed"),
-        Cmd::Code => (SiteKey::load(&path)?, "read"),
-    };
-    println!("# site key {verb}: {}", path.display());
-    println!("# site: {}", key.site());
-    println!(
-        "# join code: the site key itself. Give it only to whoever sets up this site's units;\n\
-         # on each of them run `faced fleet join CODE`, then set `[fleet] enabled = true` (with\n\
-         # [mqtt] on the site's broker) and restart faced."
-    );
-    println!("{}", key.code());
+        Cmd::Invite { minutes } => {
+            let key = SiteKey::load(&path)?;
+            let code = InviteCode::generate()?;
+            let cfg = cfg.as_ref().expect("loaded for the broker");
+            let done = invite::invite(
+                &key,
+                &code,
+                &cfg.raw.mqtt,
+                client_id("invite"),
+                Duration::from_secs(minutes * 60),
+                || {
+                    println!("# site: {}", key.site());
+                    println!(
+                        "# one-time code, valid for {minutes} min; on the new unit run\n\
+                         # `faced fleet join CODE` (its [mqtt] on this site's broker):"
+                    );
+                    println!("{code}");
+                },
+            )?;
+            println!("# site key handed over: the code is used up");
+            if done.refused > 0 {
+                println!(
+                    "# {} request(s) made without this code were refused",
+                    done.refused
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Cmd::Join { code, wait } => {
+            let key = if InviteCode::is_invite(&code) {
+                let code = InviteCode::parse(&code)?;
+                // A code works once: do not spend it on a unit that cannot take the key.
+                if let Ok(old) = SiteKey::load(&path) {
+                    return Err(faced::Error::new(
+                        faced::Kind::Conflict,
+                        format!(
+                            "{} already holds the key of site {}; move it away first to join \
+                             another site",
+                            path.display(),
+                            old.site()
+                        ),
+                    )
+                    .into());
+                }
+                let cfg = cfg.as_ref().expect("loaded for the broker");
+                let key = invite::fetch(
+                    &code,
+                    &cfg.raw.mqtt,
+                    client_id("join"),
+                    Duration::from_secs(wait),
+                )?;
+                SiteKey::install(&path, key)?
+            } else {
+                SiteKey::join(&path, &code)?
+            };
+            println!("# site key installed: {}", path.display());
+            println!("# site: {}", key.site());
+            println!(
+                "# next: set `[fleet] enabled = true` (with [mqtt] on the site's broker) and \
+                 restart faced."
+            );
+        }
+        Cmd::Code => {
+            let key = SiteKey::load(&path)?;
+            println!("# site key read: {}", path.display());
+            println!("# site: {}", key.site());
+            println!(
+                "# the site key itself: whoever has it can read and change the site's gallery.\n\
+                 # On a new unit: `faced fleet join CODE`. Prefer `faced fleet invite`."
+            );
+            println!("{}", key.code());
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -11,8 +11,10 @@
 //!
 //! # The site key
 //!
-//! `faced fleet init` creates a 32-byte site key file on the first unit; `faced fleet join CODE`
-//! installs it on the others (the code is the key: show it only to whoever sets up a unit). The
+//! `faced fleet init` creates a 32-byte site key file on the first unit; `faced fleet invite`
+//! there and `faced fleet join CODE` on a new unit hand it over the broker with a one-time code
+//! ([`invite`]); `faced fleet code` prints the key itself as a code for setups without a broker
+//! at hand (show it only to whoever sets up a unit). The
 //! key *is* the site: the topic segment `<site>` is derived from it ([`SiteKey::site`]), so
 //! units with the same key find each other and no other setting must agree. Every message is
 //! sealed with AES-256-GCM under a key derived from the site key, with the topic as associated
@@ -27,6 +29,8 @@
 //! * `faced/fleet/<site>/unit/<device>`: a unit's sealed status (version, people, gallery
 //!   digest; `online: false` as its last will).
 //! * `faced/fleet/<site>/sync/<client>` (not retained): the unit's own marker, see below.
+//! * `faced/fleet/invite/<id>/request|answer` (not retained): a one-time code's exchange, see
+//!   [`invite`].
 //!
 //! # Threads and the protocol
 //!
@@ -47,6 +51,8 @@
 //!
 //! Invariant: every record received has been merged into the local gallery, so the local record
 //! always contains it, and publishing the local record never loses another unit's change.
+
+pub mod invite;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -88,7 +94,7 @@ const DIVERGENCE_GRACE: Duration = Duration::from_secs(15);
 /// Least time between two such walks; doubles up to [`RESYNC_MAX`] while the difference stays.
 const RESYNC_MIN: Duration = Duration::from_secs(60);
 const RESYNC_MAX: Duration = Duration::from_secs(3600);
-/// Prefix of a join code.
+/// Prefix of a site key code (the key itself; a one-time code starts with `faced-join-`).
 const CODE_PREFIX: &str = "faced-site-";
 
 /// `[fleet]`: share the gallery with the other units of a site (docs/fleet.md).
@@ -165,7 +171,8 @@ impl SiteKey {
             Some(k) => SiteKey::from_key(k),
             None => Err(Error::precondition(format!(
                 "fleet.key_path: the site key file {} does not exist; run `faced fleet init` on \
-                 the first unit of the site and `faced fleet join CODE` on the others",
+                 the first unit of the site, and on the others `faced fleet join CODE` with a \
+                 code from `faced fleet invite` on a unit of the site",
                 path.display()
             ))),
         }
@@ -177,8 +184,8 @@ impl SiteKey {
             return Err(Error::new(
                 crate::Kind::Conflict,
                 format!(
-                    "{} exists: this unit already has a site key (`faced fleet code` shows its \
-                     join code)",
+                    "{} exists: this unit already has a site key (`faced fleet invite` gives a \
+                     one-time code for a new unit)",
                     path.display()
                 ),
             ));
@@ -196,10 +203,16 @@ impl SiteKey {
             .and_then(|k| <[u8; KEY_LEN]>::try_from(k).ok())
             .ok_or_else(|| {
                 Error::invalid(format!(
-                    "not a join code: it is `{CODE_PREFIX}` and 43 more characters, as printed \
-                     by `faced fleet init` or `faced fleet code` on a unit of the site"
+                    "not a join code: it is `faced-join-` and 12 letters or digits, as printed by \
+                     `faced fleet invite`, or `{CODE_PREFIX}` and 43 more characters, as printed \
+                     by `faced fleet code`, on a unit of the site"
                 ))
             })?;
+        SiteKey::install(path, key)
+    }
+
+    /// Installs `key` at `path`, as [`SiteKey::join`] (same key: fine; another: conflict).
+    pub fn install(path: &Path, key: [u8; KEY_LEN]) -> Result<SiteKey> {
         if let Some(old) = crypto::read_key(path)? {
             if old == key {
                 return SiteKey::from_key(key);
@@ -218,7 +231,8 @@ impl SiteKey {
         SiteKey::from_key(key)
     }
 
-    /// The join code: the key, for `faced fleet join` on another unit.
+    /// The site key code: the key itself, for `faced fleet join` on another unit when no
+    /// broker is at hand ([`invite`] hands the key over without showing it).
     pub fn code(&self) -> String {
         format!("{CODE_PREFIX}{}", URL_SAFE_NO_PAD.encode(self.key))
     }

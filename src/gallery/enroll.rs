@@ -46,40 +46,37 @@ pub struct NotThisPerson {
 }
 
 impl Gallery {
-    /// Adds `samples` to the person `to` names, creating them if `to` says so. The samples are
-    /// stored all or none ([`Gallery::add_samples`]); if they fail, a person created by this
-    /// call is removed again, so a failed enrolment never leaves an empty person behind.
+    /// Adds `samples` to the person `to` names, creating them if `to` says so. All or none, in
+    /// one transaction: a person created here is created with the samples, so neither a failed
+    /// store nor a crash (power cut) between the two leaves an empty person behind.
     pub fn enroll(&mut self, to: EnrollTarget<'_>, samples: &[NewSample<'_>]) -> Result<Enrolled> {
-        let (person, created) = match to {
-            EnrollTarget::Id(id) => (id, false),
-            EnrollTarget::New(name) => (self.add_person(name)?, true),
-            EnrollTarget::Existing(name) => match self.person_by_name(name)? {
-                Some(p) => (p.id, false),
-                None => {
-                    return Err(Error::not_found(format!(
-                        "no person named {:?}",
-                        name.trim()
-                    )));
-                }
-            },
-            EnrollTarget::FindOrCreate(name) => match self.person_by_name(name)? {
-                Some(p) => (p.id, false),
-                None => (self.add_person(name)?, true),
-            },
-        };
-        match self.add_samples(person, samples) {
-            Ok(samples) => Ok(Enrolled {
-                person,
-                created,
-                samples,
-            }),
-            Err(e) => {
-                if created && let Err(e2) = self.remove_person(person) {
-                    tracing::error!(person = %person, "cannot remove the new, empty person: {e2}");
-                }
-                Err(e)
+        let person = match to {
+            EnrollTarget::Id(id) => id,
+            EnrollTarget::Existing(name) => {
+                self.person_by_name(name)?
+                    .ok_or_else(|| Error::not_found(format!("no person named {:?}", name.trim())))?
+                    .id
             }
-        }
+            EnrollTarget::FindOrCreate(name) => match self.person_by_name(name)? {
+                Some(p) => p.id,
+                None => return self.enroll_new(name, samples),
+            },
+            EnrollTarget::New(name) => return self.enroll_new(name, samples),
+        };
+        Ok(Enrolled {
+            person,
+            created: false,
+            samples: self.add_samples(person, samples)?,
+        })
+    }
+
+    fn enroll_new(&mut self, name: &str, samples: &[NewSample<'_>]) -> Result<Enrolled> {
+        let (person, samples) = self.add_person_with_samples(name, samples)?;
+        Ok(Enrolled {
+            person,
+            created: true,
+            samples,
+        })
     }
 
     /// "This is not NAME": stores `sample` (whatever its `kind`) as a negative sample of

@@ -2,7 +2,8 @@
 //!
 //! [`Gallery`] owns the database connection and the [`Index`]; every write goes to SQLite first,
 //! in one transaction, and the index is updated only after the commit, so the two never
-//! disagree. The daemon keeps one `Gallery` behind a `Mutex` (it is `Send`, not `Sync`); a search
+//! disagree. Enrolling a new person writes the person and their samples in that one
+//! transaction: no crash window leaves a person without the faces they were enrolled with. The daemon keeps one `Gallery` behind a `Mutex` (it is `Send`, not `Sync`); a search
 //! touches only memory, a write touches the disk.
 //!
 //! * Storage: the faced database, opened through [`crate::db`] (its settings, the schema in
@@ -299,6 +300,99 @@ fn embedding_bytes(e: &[f32]) -> Vec<u8> {
     e.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
+/// Checks new samples before anything is stored.
+fn validate_new_samples(samples: &[NewSample<'_>]) -> Result<()> {
+    for s in samples {
+        validate_embedding(s.embedding)?;
+        if s.crop_jpeg.is_empty() {
+            return Err(Error::invalid("face crop is empty"));
+        }
+        if s.crop_jpeg.len() > MAX_CROP_BYTES {
+            return Err(Error::exhausted(format!(
+                "face crop is {} bytes, limit {MAX_CROP_BYTES}",
+                s.crop_jpeg.len()
+            )));
+        }
+        match serde_json::from_str::<serde_json::Value>(s.quality_json) {
+            Ok(v) if v.is_object() => {}
+            _ => return Err(Error::invalid("sample quality must be a JSON object")),
+        }
+        if s.source.chars().count() > MAX_SOURCE_CHARS {
+            return Err(Error::invalid(format!(
+                "sample source is longer than {MAX_SOURCE_CHARS} characters"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses `adding` samples to a person holding `held`: see [`MAX_PERSON_SAMPLES`].
+fn check_room(held: usize, adding: usize) -> Result<()> {
+    if held + adding > MAX_PERSON_SAMPLES {
+        return Err(Error::exhausted(format!(
+            "this person has {held} face samples and {adding} more would exceed the limit of \
+             {MAX_PERSON_SAMPLES}; remove some first"
+        )));
+    }
+    Ok(())
+}
+
+/// Inserts a person row (on `conn` or inside the caller's transaction).
+fn insert_person(
+    conn: &rusqlite::Connection,
+    name: &str,
+    now: i64,
+    uid: &Uid,
+    version: i64,
+    unit: &str,
+) -> Result<PersonId> {
+    match conn.execute(
+        "INSERT INTO person (name, created_at, updated_at, uid, name_v, origin)
+         VALUES (?1, ?2, ?2, ?3, ?4, ?5)",
+        params![name, now, &uid[..], version, unit],
+    ) {
+        Ok(_) => Ok(PersonId(conn.last_insert_rowid())),
+        Err(e) if is_constraint(&e) => Err(name_taken(name)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Inserts checked samples of `person` inside the caller's transaction, sealing embedding and
+/// crop under a new random uid each. Returns their ids in order.
+fn insert_samples(
+    tx: &rusqlite::Transaction<'_>,
+    cipher: &crypto::Cipher,
+    person: PersonId,
+    samples: &[NewSample<'_>],
+    now: i64,
+) -> Result<Vec<SampleId>> {
+    let mut st = tx.prepare_cached(
+        "INSERT INTO face_sample (person_id, uid, kind, embedding, crop, quality, source, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    let mut ids = Vec::with_capacity(samples.len());
+    for s in samples {
+        let uid: [u8; 16] = cipher.random()?;
+        let emb = cipher.seal(
+            &crypto::aad(AAD_EMBEDDING, &uid),
+            &embedding_bytes(s.embedding),
+        )?;
+        let crop = cipher.seal(&crypto::aad(AAD_CROP, &uid), s.crop_jpeg)?;
+        st.execute(params![
+            person.0,
+            &uid[..],
+            s.kind.as_str(),
+            emb,
+            crop,
+            s.quality_json,
+            s.source,
+            now
+        ])?;
+        ids.push(SampleId(tx.last_insert_rowid()));
+    }
+    Ok(ids)
+}
+
 impl Gallery {
     /// Opens (creating if needed) the database at `db`, upgrades its schema, loads the key and
     /// builds the index.
@@ -443,23 +537,40 @@ impl Gallery {
     /// Enrols a new person with no samples. The name is trimmed and must be 1..=100 characters
     /// without control characters ([`Kind::InvalidInput`]) and not taken ([`Kind::Conflict`]).
     pub fn add_person(&mut self, name: &str) -> Result<PersonId> {
-        let name = validate_person_name(name)?;
+        let name = validate_person_name(name)?.to_string();
         let now = self.clocks.unix_ms();
         let uid: Uid = self.cipher.random()?;
         let v = self.tick();
-        match self.conn.execute(
-            "INSERT INTO person (name, created_at, updated_at, uid, name_v, origin)
-             VALUES (?1, ?2, ?2, ?3, ?4, ?5)",
-            params![name, now, &uid[..], v, self.unit],
-        ) {
-            Ok(_) => {}
-            Err(e) if is_constraint(&e) => return Err(name_taken(name)),
-            Err(e) => return Err(e.into()),
-        }
-        let id = PersonId(self.conn.last_insert_rowid());
-        self.index.set_person(id, name);
+        let id = insert_person(&self.conn, &name, now, &uid, v, &self.unit)?;
+        self.index.set_person(id, &name);
         self.dirty.insert(uid);
         Ok(id)
+    }
+
+    /// A new person named `name` holding `samples`, in one transaction: a crash or an error
+    /// leaves either both or neither, never an empty person ([`Gallery::enroll`]).
+    pub(super) fn add_person_with_samples(
+        &mut self,
+        name: &str,
+        samples: &[NewSample<'_>],
+    ) -> Result<(PersonId, Vec<SampleId>)> {
+        let name = validate_person_name(name)?.to_string();
+        validate_new_samples(samples)?;
+        check_room(0, samples.len())?;
+        let now = self.clocks.unix_ms();
+        let uid: Uid = self.cipher.random()?;
+        let v = self.tick();
+        let tx = self.conn.transaction()?;
+        let person = insert_person(&tx, &name, now, &uid, v, &self.unit)?;
+        let ids = insert_samples(&tx, &self.cipher, person, samples, now)?;
+        tx.commit()?;
+        self.index.set_person(person, &name);
+        for (s, &id) in samples.iter().zip(&ids) {
+            self.index.insert(id, person, s.kind, s.embedding);
+        }
+        self.generation = next_generation();
+        self.dirty.insert(uid);
+        Ok((person, ids))
     }
 
     fn person_where(&self, cond: &str, p: impl rusqlite::Params) -> Result<Option<Person>> {
@@ -592,70 +703,17 @@ impl Gallery {
         person: PersonId,
         samples: &[NewSample<'_>],
     ) -> Result<Vec<SampleId>> {
-        for s in samples {
-            validate_embedding(s.embedding)?;
-            if s.crop_jpeg.is_empty() {
-                return Err(Error::invalid("face crop is empty"));
-            }
-            if s.crop_jpeg.len() > MAX_CROP_BYTES {
-                return Err(Error::exhausted(format!(
-                    "face crop is {} bytes, limit {MAX_CROP_BYTES}",
-                    s.crop_jpeg.len()
-                )));
-            }
-            match serde_json::from_str::<serde_json::Value>(s.quality_json) {
-                Ok(v) if v.is_object() => {}
-                _ => return Err(Error::invalid("sample quality must be a JSON object")),
-            }
-            if s.source.chars().count() > MAX_SOURCE_CHARS {
-                return Err(Error::invalid(format!(
-                    "sample source is longer than {MAX_SOURCE_CHARS} characters"
-                )));
-            }
-        }
+        validate_new_samples(samples)?;
         let person_uid = self.require_person_uid(person)?;
         let held: i64 = self.conn.query_row(
             "SELECT COUNT(*) FROM face_sample WHERE person_id = ?1",
             [person.0],
             |r| r.get(0),
         )?;
-        if held as usize + samples.len() > MAX_PERSON_SAMPLES {
-            return Err(Error::exhausted(format!(
-                "this person has {held} face samples and {} more would exceed the limit of \
-                 {MAX_PERSON_SAMPLES}; remove some first",
-                samples.len()
-            )));
-        }
+        check_room(held as usize, samples.len())?;
         let now = self.clocks.unix_ms();
         let tx = self.conn.transaction()?;
-        let mut ids = Vec::with_capacity(samples.len());
-        {
-            let mut st = tx.prepare_cached(
-                "INSERT INTO face_sample (person_id, uid, kind, embedding, crop, quality, source, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?;
-            for s in samples {
-                let uid: [u8; 16] = self.cipher.random()?;
-                let emb = self.cipher.seal(
-                    &crypto::aad(AAD_EMBEDDING, &uid),
-                    &embedding_bytes(s.embedding),
-                )?;
-                let crop = self
-                    .cipher
-                    .seal(&crypto::aad(AAD_CROP, &uid), s.crop_jpeg)?;
-                st.execute(params![
-                    person.0,
-                    &uid[..],
-                    s.kind.as_str(),
-                    emb,
-                    crop,
-                    s.quality_json,
-                    s.source,
-                    now
-                ])?;
-                ids.push(SampleId(tx.last_insert_rowid()));
-            }
-        }
+        let ids = insert_samples(&tx, &self.cipher, person, samples, now)?;
         tx.execute(
             "UPDATE person SET updated_at = ?1 WHERE id = ?2",
             params![now, person.0],
