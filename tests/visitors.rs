@@ -129,15 +129,29 @@ async fn strangers_are_grouped_into_visitors_and_one_is_enrolled_from_the_consol
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let first_pass_s = t.elapsed().as_secs_f32();
-    // Event i is photo i; its visitor is the live one (a merged id is followed).
-    let ev = db_rows(
+    // Event i is photo i; its visitor is the live one (merged ids are followed to the end).
+    let merged: BTreeMap<i64, i64> = db_rows(
+        &db,
+        "SELECT id, merged_into FROM visitor WHERE merged_into IS NOT NULL",
+    )
+    .into_iter()
+    .collect();
+    let live = |mut v: i64| {
+        while let Some(&into) = merged.get(&v) {
+            v = into;
+        }
+        v
+    };
+    let ev: Vec<(i64, i64)> = db_rows(
         &db,
         &format!(
-            "SELECT e.id, COALESCE(v.merged_into, e.visitor_id) FROM event e
-             LEFT JOIN visitor v ON v.id = e.visitor_id
-             WHERE e.kind = 'unknown' ORDER BY e.id LIMIT {n}"
+            "SELECT id, IFNULL(visitor_id, 0) FROM event WHERE kind = 'unknown' ORDER BY id \
+             LIMIT {n}"
         ),
-    );
+    )
+    .into_iter()
+    .map(|(id, v)| (id, if v > 0 { live(v) } else { 0 }))
+    .collect();
     assert!(
         ev.iter().all(|(_, v)| *v > 0),
         "every unknown event has a visitor"
@@ -262,6 +276,46 @@ async fn strangers_are_grouped_into_visitors_and_one_is_enrolled_from_the_consol
         .await
         .unwrap();
     assert_eq!(before["id"], target, "{before}");
+    // The Events API lists one visitor's events (merged visitors' included), nobody else's.
+    let of_target: Value = api
+        .get(&format!("/api/events?visitor_id={target}&limit=500"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let got: BTreeSet<i64> = of_target
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
+    let theirs: BTreeSet<i64> = by_visitor[&target].iter().map(|&i| ev[i].0).collect();
+    assert!(
+        theirs.is_subset(&got),
+        "visitor {target}: expected {theirs:?} among {got:?}"
+    );
+    // Every event listed leads to the visitor through merges (read after the request: the
+    // stream goes on, and merges only ever add links).
+    let merged_now: BTreeMap<i64, i64> = db_rows(
+        &db,
+        "SELECT id, merged_into FROM visitor WHERE merged_into IS NOT NULL",
+    )
+    .into_iter()
+    .collect();
+    let visitor_of: BTreeMap<i64, i64> = db_rows(
+        &db,
+        "SELECT id, visitor_id FROM event WHERE visitor_id IS NOT NULL",
+    )
+    .into_iter()
+    .collect();
+    for id in &got {
+        let mut v = visitor_of[id];
+        while v != target {
+            v = *merged_now.get(&v).unwrap_or_else(|| {
+                panic!("event {id} of visitor {} is not {target}'s", visitor_of[id])
+            });
+        }
+    }
     assert!(before["faces"].as_array().unwrap().len() >= 2, "{before}");
     let chrome = start_chromium().await;
     let via = if let Some((_driver, c, _profile)) = chrome {
@@ -298,6 +352,33 @@ async fn strangers_are_grouped_into_visitors_and_one_is_enrolled_from_the_consol
         assert_eq!(fits, json!(true), "visitor actions overflow a phone screen");
         shot(&c, "visitors-phone.png").await;
         c.set_window_size(1280, 1000).await.unwrap();
+        // The card links to the visitor's events: the Events page shows only theirs.
+        c.find(Locator::Css(&format!("#visitor-{target} a.visitor-events")))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_js(
+            &c,
+            "the visitor's events",
+            &format!(
+                "const n = document.querySelectorAll('#event-list li.event').length;
+                 return location.hash === '#events?visitor={target}'
+                   && !document.getElementById('ef-visitor').hidden && n >= {} ? n : 0;",
+                theirs.len().min(50)
+            ),
+        )
+        .await;
+        c.goto(&format!("{base}/#visitors?id={target}"))
+            .await
+            .unwrap();
+        wait_js(
+            &c,
+            "visitor card again",
+            &format!("return !!document.querySelector('#visitor-{target}.focus img')"),
+        )
+        .await;
         c.find(Locator::Css(&format!(
             "#visitor-{target} input[placeholder=Name]"
         )))

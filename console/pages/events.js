@@ -10,8 +10,15 @@ let lastId = null;
 let newest = null;
 let timer = null;
 
+/** The visitor whose events are shown (`#events?visitor=N`, from the Visitors page), or null. */
+function visitor() {
+  const v = new URLSearchParams(location.hash.split('?')[1] || '').get('visitor');
+  return v && /^[0-9]+$/.test(v) ? v : null;
+}
+
 function filter() {
   const q = new URLSearchParams();
+  if (visitor()) q.set('visitor_id', visitor());
   if ($('ef-camera').value) q.set('camera', $('ef-camera').value);
   if ($('ef-person').value) q.set('person_id', $('ef-person').value);
   if ($('ef-unknown').checked) q.set('unknown', 'true');
@@ -96,6 +103,10 @@ export function init() {
 /** Shows the page. */
 export async function enter(session) {
   role = session.role;
+  const v = visitor();
+  const note = $('ef-visitor');
+  note.hidden = !v;
+  note.replaceChildren(...(v ? [`Only visitor ${v}'s events. `, el('a', { href: '#events', text: 'Show all events' })] : []));
   const cams = await api('GET', '/api/cameras');
   const cs = $('ef-camera');
   const keepC = cs.value;

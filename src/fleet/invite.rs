@@ -194,6 +194,8 @@ struct Link {
     client: rumqttc::Client,
     conn: rumqttc::Connection,
     broker: String,
+    /// Messages that arrived while waiting for something else (an acknowledgement).
+    early: Vec<(String, Vec<u8>)>,
 }
 
 impl Link {
@@ -206,6 +208,7 @@ impl Link {
             client,
             conn,
             broker: format!("{}:{}", mqtt.host, mqtt.effective_port()),
+            early: Vec::new(),
         };
         link.client
             .subscribe(topic, rumqttc::QoS::AtLeastOnce)
@@ -244,6 +247,9 @@ impl Link {
 
     /// The next message on `topic` before `deadline`.
     fn message(&mut self, topic: &str, deadline: Instant) -> Result<Option<Vec<u8>>> {
+        if let Some(i) = self.early.iter().position(|(t, _)| t == topic) {
+            return Ok(Some(self.early.remove(i).1));
+        }
         while let Some(e) = self.event(deadline)? {
             if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) = e
                 && p.topic == topic
@@ -261,8 +267,13 @@ impl Link {
             .map_err(|e| Error::internal(format!("cannot publish: {e}")))?;
         let deadline = Instant::now() + Duration::from_secs(15);
         while let Some(e) = self.event(deadline)? {
-            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = e {
-                return Ok(());
+            match e {
+                rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) => return Ok(()),
+                // An answer can overtake the acknowledgement of its request.
+                rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) if self.early.len() < 16 => {
+                    self.early.push((p.topic.clone(), p.payload.to_vec()));
+                }
+                _ => {}
             }
         }
         Err(Error::unavailable(format!(

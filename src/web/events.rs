@@ -73,6 +73,8 @@ pub struct EventFilter {
     pub camera: Option<String>,
     /// Only this person.
     pub person_id: Option<i64>,
+    /// Only this visitor's `unknown` events, those of visitors merged into it included.
+    pub visitor_id: Option<i64>,
     /// Only unknown faces.
     pub unknown: bool,
     /// Include `left` events (default: only `recognized` and `unknown`).
@@ -210,6 +212,16 @@ impl EventLog {
         }
         if let Some(b) = f.before_id {
             cond("id <", Value::Integer(b));
+        }
+        if let Some(v) = f.visitor_id {
+            // A merged visitor keeps its id on its old events (`visitor.merged_into`), so the
+            // merged ones are followed, however deep the chain.
+            args.push(Value::Integer(v));
+            sql.push_str(&format!(
+                " AND visitor_id IN (WITH RECURSIVE m(id) AS (SELECT ?{n} UNION \
+                 SELECT v.id FROM visitor v JOIN m ON v.merged_into = m.id) SELECT id FROM m)",
+                n = args.len()
+            ));
         }
         if f.unknown {
             sql.push_str(" AND kind = 'unknown'");
