@@ -843,13 +843,10 @@ struct Run {
     stderr: String,
 }
 
-/// `faced people --db DB REST…` as a subprocess, as an operator runs it.
-fn people_cmd(db: &Path, rest: &[&str]) -> Run {
+/// `faced ARGS…` as a subprocess, as an operator runs it.
+fn faced(args: &[&std::ffi::OsStr]) -> Run {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_faced"))
-        .arg("people")
-        .arg("--db")
-        .arg(db)
-        .args(rest)
+        .args(args)
         .output()
         .unwrap();
     Run {
@@ -857,6 +854,13 @@ fn people_cmd(db: &Path, rest: &[&str]) -> Run {
         stdout: String::from_utf8(out.stdout).unwrap(),
         stderr: String::from_utf8(out.stderr).unwrap(),
     }
+}
+
+/// `faced people --db DB REST…`.
+fn people_cmd(db: &Path, rest: &[&str]) -> Run {
+    let mut args = vec!["people".as_ref(), "--db".as_ref(), db.as_os_str()];
+    args.extend(rest.iter().map(std::ffi::OsStr::new));
+    faced(&args)
 }
 
 impl Run {
@@ -1002,18 +1006,14 @@ fn enroll_beyond_the_sample_limit_is_refused_and_stores_nothing() {
         .next()
         .unwrap();
     let photo = crate::util::daemon::faces_dir().join(&photos[0]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_faced"))
-        .args(["enroll", "--db"])
-        .arg(&f.db)
-        .args(["--name", "Alice"])
-        .arg(&photo)
-        .output()
-        .unwrap();
-    let run = Run {
-        code: out.status.code(),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    };
+    let run = faced(&[
+        "enroll".as_ref(),
+        "--db".as_ref(),
+        f.db.as_os_str(),
+        "--name".as_ref(),
+        "Alice".as_ref(),
+        photo.as_os_str(),
+    ]);
     let err = run.fails(2);
     assert!(
         err.contains("limit of 100") && err.contains("remove some first"),

@@ -54,27 +54,22 @@ enum Cmd {
 
 /// Runs `faced fleet`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let needs_broker = match &args.cmd {
-        Cmd::Invite { .. } => true,
-        Cmd::Join { code, .. } => InviteCode::is_invite(code),
-        Cmd::Init | Cmd::Code => false,
+    let load = || super::run::load_config(args.config.as_deref());
+    let path = match &args.key {
+        Some(k) => k.clone(),
+        None => {
+            let cfg = load()?;
+            cfg.raw.fleet.key_path(&cfg.raw.gallery.db)
+        }
     };
-    let cfg = if needs_broker || args.key.is_none() {
-        Some(super::run::load_config(args.config.as_deref())?)
-    } else {
-        None
-    };
-    let path = match (&args.key, &cfg) {
-        (Some(k), _) => k.clone(),
-        (None, Some(cfg)) => cfg.raw.fleet.key_path(&cfg.raw.gallery.db),
-        (None, None) => unreachable!("the configuration is loaded when --key is missing"),
-    };
-    let client_id = |suffix: &str| {
-        let cfg = cfg.as_ref().expect("loaded for the broker");
-        format!(
+    // The broker of `[mqtt]` and this unit's client id, for the one-time code's exchange.
+    let broker = |suffix: &str| -> anyhow::Result<_> {
+        let cfg = load()?;
+        let id = format!(
             "{}-{suffix}",
             cfg.raw.mqtt.effective_client_id(&cfg.raw.device.id)
-        )
+        );
+        Ok((cfg.raw.mqtt, id))
     };
     match args.cmd {
         Cmd::Init => {
@@ -89,12 +84,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Cmd::Invite { minutes } => {
             let key = SiteKey::load(&path)?;
             let code = InviteCode::generate()?;
-            let cfg = cfg.as_ref().expect("loaded for the broker");
+            let (mqtt, client_id) = broker("invite")?;
             let done = invite::invite(
                 &key,
                 &code,
-                &cfg.raw.mqtt,
-                client_id("invite"),
+                &mqtt,
+                client_id,
                 Duration::from_secs(minutes * 60),
                 || {
                     println!("# site: {}", key.site());
@@ -112,7 +107,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     done.refused
                 );
             }
-            return Ok(ExitCode::SUCCESS);
         }
         Cmd::Join { code, wait } => {
             let key = if InviteCode::is_invite(&code) {
@@ -130,13 +124,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     )
                     .into());
                 }
-                let cfg = cfg.as_ref().expect("loaded for the broker");
-                let key = invite::fetch(
-                    &code,
-                    &cfg.raw.mqtt,
-                    client_id("join"),
-                    Duration::from_secs(wait),
-                )?;
+                let (mqtt, client_id) = broker("join")?;
+                let key = invite::fetch(&code, &mqtt, client_id, Duration::from_secs(wait))?;
                 SiteKey::install(&path, key)?
             } else {
                 SiteKey::join(&path, &code)?

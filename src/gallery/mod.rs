@@ -3,8 +3,9 @@
 //! [`Gallery`] owns the database connection and the [`Index`]; every write goes to SQLite first,
 //! in one transaction, and the index is updated only after the commit, so the two never
 //! disagree. Enrolling a new person writes the person and their samples in that one
-//! transaction: no crash window leaves a person without the faces they were enrolled with. The daemon keeps one `Gallery` behind a `Mutex` (it is `Send`, not `Sync`); a search
-//! touches only memory, a write touches the disk.
+//! transaction: no crash window leaves a person without the faces they were enrolled with. The
+//! daemon keeps one `Gallery` behind a `Mutex` (it is `Send`, not `Sync`); a search touches only
+//! memory, a write touches the disk.
 //!
 //! * Storage: the faced database, opened through [`crate::db`] (its settings, the schema in
 //!   `src/db/schema.sql`, and the upgrades in [`crate::db::schema`]: **read its docs before
@@ -537,12 +538,12 @@ impl Gallery {
     /// Enrols a new person with no samples. The name is trimmed and must be 1..=100 characters
     /// without control characters ([`Kind::InvalidInput`]) and not taken ([`Kind::Conflict`]).
     pub fn add_person(&mut self, name: &str) -> Result<PersonId> {
-        let name = validate_person_name(name)?.to_string();
+        let name = validate_person_name(name)?;
         let now = self.clocks.unix_ms();
         let uid: Uid = self.cipher.random()?;
         let v = self.tick();
-        let id = insert_person(&self.conn, &name, now, &uid, v, &self.unit)?;
-        self.index.set_person(id, &name);
+        let id = insert_person(&self.conn, name, now, &uid, v, &self.unit)?;
+        self.index.set_person(id, name);
         self.dirty.insert(uid);
         Ok(id)
     }
@@ -554,17 +555,17 @@ impl Gallery {
         name: &str,
         samples: &[NewSample<'_>],
     ) -> Result<(PersonId, Vec<SampleId>)> {
-        let name = validate_person_name(name)?.to_string();
+        let name = validate_person_name(name)?;
         validate_new_samples(samples)?;
         check_room(0, samples.len())?;
         let now = self.clocks.unix_ms();
         let uid: Uid = self.cipher.random()?;
         let v = self.tick();
         let tx = self.conn.transaction()?;
-        let person = insert_person(&tx, &name, now, &uid, v, &self.unit)?;
+        let person = insert_person(&tx, name, now, &uid, v, &self.unit)?;
         let ids = insert_samples(&tx, &self.cipher, person, samples, now)?;
         tx.commit()?;
-        self.index.set_person(person, &name);
+        self.index.set_person(person, name);
         for (s, &id) in samples.iter().zip(&ids) {
             self.index.insert(id, person, s.kind, s.embedding);
         }

@@ -214,12 +214,12 @@ impl EventLog {
             cond("id <", Value::Integer(b));
         }
         if let Some(v) = f.visitor_id {
-            // A merged visitor keeps its id on its old events (`visitor.merged_into`), so the
-            // merged ones are followed, however deep the chain.
+            // A merge points every visitor it absorbs at the survivor (`visitor.merged_into`,
+            // one level: chains are flattened), and their events keep their old ids.
             args.push(Value::Integer(v));
             sql.push_str(&format!(
-                " AND visitor_id IN (WITH RECURSIVE m(id) AS (SELECT ?{n} UNION \
-                 SELECT v.id FROM visitor v JOIN m ON v.merged_into = m.id) SELECT id FROM m)",
+                " AND (visitor_id = ?{n} OR visitor_id IN \
+                 (SELECT id FROM visitor WHERE merged_into = ?{n}))",
                 n = args.len()
             ));
         }
