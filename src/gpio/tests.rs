@@ -445,11 +445,15 @@ fn gpio_thread_ends_the_pulse() {
     };
     let h = Gpio::start_with(&c, Arc::new(gpio.clone()), clock).unwrap();
     assert_eq!(h.on_recognized("alice"), Trigger::Pulsed);
+    // The thread raises the pin after on_recognized returns (under emulation, noticeably
+    // later), so wait for a whole pulse, not merely for a low level.
     let t = std::time::Instant::now();
-    while gpio.level(RELAY) && t.elapsed() < Duration::from_secs(5) {
+    let ended = || gpio.pulses(RELAY).first().is_some_and(|p| p.len.is_some());
+    while !ended() && t.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(ms(5));
     }
     let p = gpio.pulses(RELAY);
+    assert_eq!(p.len(), 1, "{p:?}");
     let len = p[0].len.expect("pulse ended");
     assert!(len >= ms(30) && len < ms(1000), "{len:?}");
     drop(h);
