@@ -2,7 +2,7 @@
 //! Mosquitto, whatever the order of edits, stops and broker restarts.
 //!
 //! Three daemons (A, B, C) on one broker play the same photos (person01 = "Bob", person02 =
-//! "Carol"). Enrolled on A with the CLI (then SIGHUP, as after any CLI edit beside the daemon),
+//! "Carol"). Enrolled on A with the CLI (no signal: the daemon notices the database changed),
 //! Bob reaches B and C within 2 s and they recognize him. With C stopped, Bob is erased on B and
 //! Carol enrolled on A; C, restarted, forgets Bob (his events too) and knows Carol. A message not
 //! sealed with the site key is refused and logged. Two units rename Carol at once: every unit
@@ -148,8 +148,8 @@ impl Unit {
             .unwrap()
     }
 
-    /// Enrolls `name` from `photos` with the CLI, then tells the daemon (SIGHUP, sent at the
-    /// returned instant).
+    /// Enrolls `name` from `photos` with the CLI beside the running daemon, which notices on its
+    /// own; returns when the CLI exited.
     fn enroll(&self, name: &str, photos: &[&str]) -> Instant {
         let files: Vec<String> = photos
             .iter()
@@ -159,18 +159,11 @@ impl Unit {
         args.extend(files.iter().map(String::as_str));
         let (ok, out) = faced_cli_status(&args, "");
         assert!(ok, "enroll {name} on {}: {out}", self.name);
-        let t = Instant::now();
-        self.d().signal(libc::SIGHUP);
-        t
+        Instant::now()
     }
 
+    /// `faced people` on the unit's database, beside its daemon.
     fn people(&self, args: &[&str]) {
-        self.people_unsignalled(args);
-        self.d().signal(libc::SIGHUP);
-    }
-
-    /// `faced people` on the unit's database, without telling its daemon yet.
-    fn people_unsignalled(&self, args: &[&str]) {
         let mut a = vec!["people", "--db", self.db.to_str().unwrap()];
         a.extend_from_slice(args);
         faced_cli(&a, "");
@@ -268,7 +261,7 @@ fn units_of_a_site_share_one_gallery_through_the_broker() {
         || b.samples_of("Bob") == 3 && c.samples_of("Bob") == 3,
     );
     let replicated = t.elapsed();
-    eprintln!("fleet: Bob reached B and C {replicated:?} after A's SIGHUP");
+    eprintln!("fleet: Bob reached B and C {replicated:?} after `faced enroll` on A exited");
     assert!(
         replicated < Duration::from_secs(2),
         "Bob took {replicated:?} to reach B and C"
@@ -477,12 +470,15 @@ fn units_of_a_site_share_one_gallery_through_the_broker() {
     }
 
     // Two units rename Carol at the same time: every unit ends with one and the same name.
-    // Both edits are made before either daemon is told, so neither can see the other's first
-    // (a replicated rename would otherwise reach B before its CLI runs).
-    a.people_unsignalled(&["rename", "Carol", "Caroline"]);
-    b.people_unsignalled(&["rename", "Carol", "Carrie"]);
-    a.d().signal(libc::SIGHUP);
-    b.d().signal(libc::SIGHUP);
+    // Both edits are made while their daemons are stopped, so neither can see the other's
+    // first (a daemon picks a CLI edit up within half a second, and a replicated rename would
+    // otherwise reach B before its CLI runs).
+    a.stop();
+    b.stop();
+    a.people(&["rename", "Carol", "Caroline"]);
+    b.people(&["rename", "Carol", "Carrie"]);
+    a.start();
+    b.start();
     until(
         "the renames converge",
         Duration::from_secs(30),

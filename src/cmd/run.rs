@@ -6,6 +6,8 @@
 //! event queue is written, the MQTT outbox drains briefly, the database closes) and exit 0; a
 //! second one exits at once. SIGHUP re-reads the config (thresholds, detector scores, tracker
 //! and cool-down settings; sources and camera lists need a restart) and reloads the gallery.
+//! The gallery is also reloaded, without a signal, within [`GALLERY_POLL`] of another process
+//! (`faced enroll`, `faced people`) writing it: see `Gallery::changed_elsewhere`.
 //!
 //! GPIO (`[gpio]`, docs/gpio.md): started before the pipeline when `gpio.enabled`, so a pin that
 //! is taken or a binary without the backend fails the start with a message naming the key; the
@@ -401,6 +403,9 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
     });
 
     let mut status_tick = tokio::time::interval(Duration::from_secs(30));
+    let mut gallery_tick = tokio::time::interval(GALLERY_POLL);
+    gallery_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut gallery_poll_failed = false;
     let mut end = End::Stopped;
     loop {
         tokio::select! {
@@ -430,6 +435,30 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 if let Some(c) = fleet_changed.as_mut() { c.mark_unchanged(); }
                 announce(&mqtt, &gallery, &cfg);
+            }
+            _ = gallery_tick.tick() => {
+                // `faced enroll` or `faced people` beside the daemon wrote the database: load
+                // what they wrote, so that it is recognized (and replicated) without a SIGHUP.
+                let changed = gallery.lock().unwrap_or_else(|p| p.into_inner()).changed_elsewhere();
+                match changed {
+                    Ok(false) => gallery_poll_failed = false,
+                    Ok(true) => {
+                        gallery_poll_failed = false;
+                        match reload_gallery(&gallery, &gopts, &db).await {
+                            Ok(n) => {
+                                tracing::info!(samples = n, "the gallery changed in the database (another process, e.g. faced enroll): reloaded");
+                                announce(&mqtt, &gallery, &cfg);
+                            }
+                            Err(e) => tracing::error!("the gallery changed in the database but cannot be reloaded, keeping the loaded one: {e}"),
+                        }
+                    }
+                    // Said once, not every half second, until the check works again.
+                    Err(e) if !gallery_poll_failed => {
+                        gallery_poll_failed = true;
+                        tracing::warn!("cannot check the database for gallery changes: {e}");
+                    }
+                    Err(_) => {}
+                }
             }
             _ = status_tick.tick() => {
                 let s = camera_summary(&handle);
@@ -512,6 +541,10 @@ fn announce(mqtt: &faced::mqtt::MqttHandle, gallery: &Arc<Mutex<Gallery>>, cfg: 
     let cams: Vec<String> = cfg.cameras.iter().map(|c| c.name().to_string()).collect();
     mqtt.announce_people_and_cameras(&people, &cams);
 }
+
+/// How often the daemon looks for gallery changes made by another process (one read of a
+/// one-row table): a person enrolled with the CLI is recognized within this, plus the reload.
+const GALLERY_POLL: Duration = Duration::from_millis(500);
 
 async fn reload_gallery(
     gallery: &Arc<Mutex<Gallery>>,

@@ -105,6 +105,28 @@ CREATE TABLE tombstone (
 -- A person's sample tombstones, for building their replicated record.
 CREATE INDEX tombstone_person ON tombstone (person_uid);
 
+-- A counter of gallery writes, so that a running daemon notices what another process (`faced
+-- enroll`, `faced people`) changed and reloads its in-memory gallery. The triggers below bump it
+-- on every row written to person, face_sample or tombstone, in the writer's own transaction;
+-- the daemon's Gallery remembers the value its memory reflects (it reads it inside each of its
+-- own write transactions) and polls for a different one. Exactly one row.
+CREATE TABLE gallery_change (
+  -- Always 1.
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  -- Rows of person, face_sample and tombstone written so far: only ever grows.
+  seq INTEGER NOT NULL
+);
+INSERT INTO gallery_change (id, seq) VALUES (1, 0);
+CREATE TRIGGER person_insert_change AFTER INSERT ON person BEGIN UPDATE gallery_change SET seq = seq + 1; END;
+CREATE TRIGGER person_update_change AFTER UPDATE ON person BEGIN UPDATE gallery_change SET seq = seq + 1; END;
+CREATE TRIGGER person_delete_change AFTER DELETE ON person BEGIN UPDATE gallery_change SET seq = seq + 1; END;
+CREATE TRIGGER face_sample_insert_change AFTER INSERT ON face_sample BEGIN UPDATE gallery_change SET seq = seq + 1; END;
+CREATE TRIGGER face_sample_update_change AFTER UPDATE ON face_sample BEGIN UPDATE gallery_change SET seq = seq + 1; END;
+CREATE TRIGGER face_sample_delete_change AFTER DELETE ON face_sample BEGIN UPDATE gallery_change SET seq = seq + 1; END;
+CREATE TRIGGER tombstone_insert_change AFTER INSERT ON tombstone BEGIN UPDATE gallery_change SET seq = seq + 1; END;
+CREATE TRIGGER tombstone_update_change AFTER UPDATE ON tombstone BEGIN UPDATE gallery_change SET seq = seq + 1; END;
+CREATE TRIGGER tombstone_delete_change AFTER DELETE ON tombstone BEGIN UPDATE gallery_change SET seq = seq + 1; END;
+
 -- The MQTT outbox: messages waiting to be published, in publish order (src/mqtt/outbox.rs).
 -- A row is written in the same transaction as the event it announces, so a stored event is
 -- never lost to a broker outage or a restart; the publisher deletes rows in batches after the

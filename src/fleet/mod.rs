@@ -45,9 +45,10 @@
 //! When the last marker is back, the unit has seen everything the broker holds. Each record received is merged into the local gallery; then every local record
 //! the broker lacks or holds in an older form is published. So a unit that was offline, a unit
 //! that joins late and a broker that restarted without persistence all converge at the next
-//! connection. Local changes (console, CLI followed by SIGHUP, MQTT enroll) are published within
-//! [`TICK`]. Before the marker nothing is published, so a unit never replaces a retained record
-//! with one that lacks what the broker already held.
+//! connection. Local changes (console, MQTT enroll, and the CLI once the daemon reloaded what it
+//! wrote, within half a second) are published within [`TICK`]. Before the marker nothing is
+//! published, so a unit never replaces a retained record with one that lacks what the broker
+//! already held.
 //!
 //! Invariant: every record received has been merged into the local gallery, so the local record
 //! always contains it, and publishing the local record never loses another unit's change.

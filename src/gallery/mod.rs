@@ -210,6 +210,29 @@ pub struct Gallery {
     unit: String,
     /// People changed through this `Gallery` since the fleet last asked ([`Gallery::take_dirty`]).
     dirty: std::collections::BTreeSet<Uid>,
+    /// The `gallery_change.seq` that memory reflects. Every write through this `Gallery` reads
+    /// the counter inside its own transaction, before and after; a database value that differs
+    /// means another process (the CLI) wrote the gallery: [`Gallery::changed_elsewhere`].
+    seen_change: i64,
+}
+
+/// `gallery_change.seq`: bumped by triggers on every row of `person`, `face_sample` and
+/// `tombstone` written by anyone (schema.sql).
+fn change_seq(conn: &rusqlite::Connection) -> Result<i64> {
+    Ok(
+        conn.query_row("SELECT seq FROM gallery_change WHERE id = 1", [], |r| {
+            r.get(0)
+        })?,
+    )
+}
+
+/// Starts a write transaction and reads the change counter in it. IMMEDIATE: the write lock is
+/// taken (waiting up to the busy timeout) before the read, so the value read is the one this
+/// transaction's writes start from, and a later write cannot fail on a stale snapshot.
+fn begin_write(conn: &mut rusqlite::Connection) -> Result<(rusqlite::Transaction<'_>, i64)> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let before = change_seq(&tx)?;
+    Ok((tx, before))
 }
 
 /// Source of [`Gallery::generation`] values, unique in the process.
@@ -325,6 +348,13 @@ fn validate_new_samples(samples: &[NewSample<'_>]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Reads the change counter (after the transaction's writes) and commits; returns the value.
+fn commit(tx: rusqlite::Transaction<'_>) -> Result<i64> {
+    let after = change_seq(&tx)?;
+    tx.commit()?;
+    Ok(after)
 }
 
 /// Refuses `adding` samples to a person holding `held`: see [`MAX_PERSON_SAMPLES`].
@@ -460,6 +490,9 @@ impl Gallery {
                 |r| r.get(0),
             )
             .map_err(|e| Error::from(e).in_database(&what))?;
+        // Read before loading: a write by another process in between then makes the next
+        // [`Gallery::changed_elsewhere`] say yes (one reload too many, never one too few).
+        let seen_change = change_seq(&conn).map_err(|e| e.in_database(&what))?;
         let mut g = Gallery {
             conn,
             cipher,
@@ -472,6 +505,7 @@ impl Gallery {
             hlc,
             unit: opts.unit.clone().unwrap_or_default(),
             dirty: Default::default(),
+            seen_change,
         };
         g.load_index().map_err(|e| e.in_database(&what))?;
         Ok(g)
@@ -542,7 +576,10 @@ impl Gallery {
         let now = self.clocks.unix_ms();
         let uid: Uid = self.cipher.random()?;
         let v = self.tick();
-        let id = insert_person(&self.conn, name, now, &uid, v, &self.unit)?;
+        let (tx, before) = begin_write(&mut self.conn)?;
+        let id = insert_person(&tx, name, now, &uid, v, &self.unit)?;
+        let after = commit(tx)?;
+        self.own_write(before, after);
         self.index.set_person(id, name);
         self.dirty.insert(uid);
         Ok(id)
@@ -561,10 +598,11 @@ impl Gallery {
         let now = self.clocks.unix_ms();
         let uid: Uid = self.cipher.random()?;
         let v = self.tick();
-        let tx = self.conn.transaction()?;
+        let (tx, before) = begin_write(&mut self.conn)?;
         let person = insert_person(&tx, name, now, &uid, v, &self.unit)?;
         let ids = insert_samples(&tx, &self.cipher, person, samples, now)?;
-        tx.commit()?;
+        let after = commit(tx)?;
+        self.own_write(before, after);
         self.index.set_person(person, name);
         for (s, &id) in samples.iter().zip(&ids) {
             self.index.insert(id, person, s.kind, s.embedding);
@@ -632,8 +670,8 @@ impl Gallery {
     pub fn rename_person(&mut self, id: PersonId, new_name: &str) -> Result<()> {
         let name = validate_person_name(new_name)?;
         let v = self.tick();
-        let uid: Option<Vec<u8>> = match self
-            .conn
+        let (tx, before) = begin_write(&mut self.conn)?;
+        let uid: Option<Vec<u8>> = match tx
             .query_row(
                 "UPDATE person SET name = ?1, updated_at = ?2, name_v = ?3 WHERE id = ?4
                  RETURNING uid",
@@ -649,6 +687,8 @@ impl Gallery {
         let Some(uid) = uid else {
             return Err(Error::not_found(format!("no person with id {id}")));
         };
+        let after = commit(tx)?;
+        self.own_write(before, after);
         self.index.set_person(id, name);
         self.mark_dirty(&uid);
         Ok(())
@@ -660,7 +700,7 @@ impl Gallery {
     /// replicates to the other units of a fleet and no replica brings the person back.
     pub fn remove_person(&mut self, id: PersonId) -> Result<()> {
         let v = self.tick();
-        let tx = self.conn.transaction()?;
+        let (tx, before) = begin_write(&mut self.conn)?;
         let uid: Option<Vec<u8>> = tx
             .query_row(
                 "DELETE FROM person WHERE id = ?1 RETURNING uid",
@@ -681,7 +721,8 @@ impl Gallery {
             "DELETE FROM tombstone WHERE person_uid = ?1 AND kind = 'sample'",
             [&uid],
         )?;
-        tx.commit()?;
+        let after = commit(tx)?;
+        self.own_write(before, after);
         self.index.remove_person(id);
         self.mark_dirty(&uid);
         Ok(())
@@ -713,13 +754,14 @@ impl Gallery {
         )?;
         check_room(held as usize, samples.len())?;
         let now = self.clocks.unix_ms();
-        let tx = self.conn.transaction()?;
+        let (tx, before) = begin_write(&mut self.conn)?;
         let ids = insert_samples(&tx, &self.cipher, person, samples, now)?;
         tx.execute(
             "UPDATE person SET updated_at = ?1 WHERE id = ?2",
             params![now, person.0],
         )?;
-        tx.commit()?;
+        let after = commit(tx)?;
+        self.own_write(before, after);
         for (s, &id) in samples.iter().zip(&ids) {
             self.index.insert(id, person, s.kind, s.embedding);
         }
@@ -731,6 +773,22 @@ impl Gallery {
     /// A value that changes whenever samples are added (and differs between two opens).
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Whether another process wrote people, samples or tombstones to the database since this
+    /// gallery was opened or last wrote (`faced enroll` or `faced people` beside the daemon):
+    /// memory no longer matches the database, and the owner should open the gallery again. One
+    /// read of a one-row table, cheap enough to poll.
+    pub fn changed_elsewhere(&self) -> Result<bool> {
+        Ok(change_seq(&self.conn)? != self.seen_change)
+    }
+
+    /// After a committed write that moved the counter from `before` to `after`: memory reflects
+    /// `after` only if it reflected `before`, i.e. nobody else wrote since memory was in step.
+    fn own_write(&mut self, before: i64, after: i64) {
+        if before == self.seen_change {
+            self.seen_change = after;
+        }
     }
 
     /// A person's samples, oldest first; [`Kind::NotFound`] for an unknown person.
@@ -776,7 +834,7 @@ impl Gallery {
     /// an unknown sample.
     pub fn remove_sample(&mut self, id: SampleId) -> Result<()> {
         let v = self.tick();
-        let tx = self.conn.transaction()?;
+        let (tx, before) = begin_write(&mut self.conn)?;
         let removed: Option<(i64, Vec<u8>)> = tx
             .query_row(
                 "DELETE FROM face_sample WHERE id = ?1 RETURNING person_id, uid",
@@ -798,7 +856,8 @@ impl Gallery {
              ON CONFLICT (uid) DO NOTHING",
             params![sample_uid, person_uid, v],
         )?;
-        tx.commit()?;
+        let after = commit(tx)?;
+        self.own_write(before, after);
         self.index.remove_sample(id);
         self.mark_dirty(&person_uid);
         Ok(())
@@ -824,6 +883,54 @@ impl Gallery {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What another process writes is noticed; what this gallery writes (and replicated records
+    /// it applies) is not; a write racing with an own write is still noticed; reopening catches up.
+    #[test]
+    fn changed_elsewhere_notices_other_writers_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("g.db");
+        let mut e = vec![0.01f32; crate::vision::EMBEDDING_DIM];
+        e[3] = 1.0;
+        let s = NewSample {
+            kind: SampleKind::Positive,
+            embedding: &e,
+            crop_jpeg: &[0xff, 0xd8, 1],
+            quality_json: "{}",
+            source: "test",
+        };
+        let mut daemon = Gallery::open(&db, &GalleryOptions::default()).unwrap();
+        assert!(!daemon.changed_elsewhere().unwrap());
+        // Every kind of own write.
+        let bob = daemon.add_person("Bob").unwrap();
+        let sid = daemon.add_sample(bob, s).unwrap();
+        daemon.rename_person(bob, "Robert").unwrap();
+        daemon.remove_sample(sid).unwrap();
+        let carol = daemon.enroll(EnrollTarget::New("Carol"), &[s]).unwrap();
+        let uid = daemon.replica_uids().unwrap()[0];
+        let mut rec = daemon.replica(&uid).unwrap().unwrap();
+        rec.name_v += 1;
+        rec.name = "Rob".into();
+        assert!(daemon.apply_replica(&rec).unwrap());
+        daemon.remove_person(carol.person).unwrap();
+        assert!(!daemon.changed_elsewhere().unwrap(), "own writes only");
+
+        // The CLI, another connection: noticed, and an own write after it does not hide it.
+        let mut cli = Gallery::open(&db, &GalleryOptions::default()).unwrap();
+        cli.enroll(EnrollTarget::New("Dave"), &[s]).unwrap();
+        drop(cli);
+        assert!(daemon.changed_elsewhere().unwrap());
+        daemon.add_person("Eve").unwrap();
+        assert!(daemon.changed_elsewhere().unwrap(), "still behind Dave");
+        assert!(
+            daemon.search(&e, 1).unwrap().is_empty(),
+            "memory lacks Dave"
+        );
+        // Reopened (the daemon's reload): in step, Dave included.
+        let daemon = Gallery::open(&db, &GalleryOptions::default()).unwrap();
+        assert!(!daemon.changed_elsewhere().unwrap());
+        assert_eq!(daemon.search(&e, 1).unwrap()[0].name, "Dave");
+    }
 
     #[test]
     fn person_names_refuse_invisible_and_reordering_characters() {

@@ -375,7 +375,7 @@ impl Gallery {
         self.hlc = self.hlc.max(rec.max_version());
         let uid = &rec.uid[..];
         let now = self.clocks.unix_ms();
-        let tx = self.conn.transaction()?;
+        let (tx, before) = super::begin_write(&mut self.conn)?;
         let local: Option<(i64, String, i64)> = tx
             .query_row(
                 "SELECT id, name, name_v FROM person WHERE uid = ?1",
@@ -416,7 +416,8 @@ impl Gallery {
                 )?;
             }
             let changed = local.is_some() || prev.is_none_or(|p| p < v);
-            tx.commit()?;
+            let after = super::commit(tx)?;
+            self.own_write(before, after);
             self.finish_apply(ops, changed);
             return Ok(changed);
         }
@@ -511,7 +512,8 @@ impl Gallery {
                 params![now, id],
             )?;
         }
-        tx.commit()?;
+        let after = super::commit(tx)?;
+        self.own_write(before, after);
         self.finish_apply(ops, changed);
         Ok(changed)
     }
