@@ -113,7 +113,12 @@ async fn strangers_are_grouped_into_visitors_and_one_is_enrolled_from_the_consol
     std::fs::write(&cfg, toml).unwrap();
     let d = Daemon::start(
         &["--config", cfg.to_str().unwrap()],
-        &[("FACED_LOG", "info"), ("FACED_WEB__ENABLED", "true")],
+        // A unit fourteen hours east of UTC: its "today" is its own (POSIX TZ, no tzdata needed).
+        &[
+            ("FACED_LOG", "info"),
+            ("FACED_WEB__ENABLED", "true"),
+            ("TZ", "FAR-14"),
+        ],
     );
 
     // The first pass: one `unknown` event per photo (the unknown cool-down is off).
@@ -201,6 +206,17 @@ async fn strangers_are_grouped_into_visitors_and_one_is_enrolled_from_the_consol
         .await
         .expect("a visitors summary counting today's visitors");
     let s = summary.json();
+    let far_east_date = |ms: i64| {
+        let (y, m, d) = faced::base::civil_from_days((ms + 14 * 3_600_000).div_euclid(86_400_000));
+        format!("{y:04}-{m:02}-{d:02}")
+    };
+    let now = faced::base::unix_ms(std::time::SystemTime::now());
+    // The day of the unit's zone (either side of its midnight, should the test straddle one).
+    assert!(
+        [far_east_date(now - 60_000), far_east_date(now)]
+            .contains(&s["day"].as_str().unwrap().to_string()),
+        "{s}"
+    );
     assert!(s["last"]["visitor_id"].as_i64().unwrap() > 0, "{s}");
     assert_eq!(s["last"]["camera"], "door", "{s}");
     // A client connecting now gets them retained (the summary keeps changing while the stream

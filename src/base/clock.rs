@@ -36,7 +36,23 @@ pub trait Clocks: Send + Sync + fmt::Debug + 'static {
     fn unix_ms(&self) -> i64 {
         unix_ms(self.realtime())
     }
+
+    /// How far the unit's local time is ahead of UTC at Unix ms `at`, in ms (negative west of
+    /// Greenwich). Only for what people read as a calendar day ("unknown visitors today"):
+    /// everything stored stays in UTC.
+    fn utc_offset_ms(&self, at: i64) -> i64;
+
+    /// The local calendar day of Unix ms `at` as a day number since 1970-01-01 (see
+    /// [`civil_from_days`]), and the Unix ms at which that day began.
+    fn local_day(&self, at: i64) -> (i64, i64) {
+        let off = self.utc_offset_ms(at);
+        let day = (at + off).div_euclid(DAY_MS);
+        (day, day * DAY_MS - off)
+    }
 }
+
+/// Milliseconds in a day.
+const DAY_MS: i64 = 86_400_000;
 
 /// Wall times before this (2026-01-01T00:00:00Z, before this faced was written) are a clock
 /// that has not been set: a board without a real-time clock boots in 1970, or at a date baked
@@ -72,6 +88,18 @@ impl Clocks for RealClocks {
     fn sleep(&self, d: Duration) {
         std::thread::sleep(d)
     }
+
+    /// The C library's local time zone: `TZ` if set, else /etc/localtime (what `timedatectl
+    /// set-timezone` writes), UTC without either. Read once per process: a new zone applies
+    /// from the next start.
+    fn utc_offset_ms(&self, at: i64) -> i64 {
+        let t = at.div_euclid(1000) as libc::time_t;
+        // SAFETY: localtime_r writes only into `tm`, which lives on this stack frame, and is
+        // thread-safe (unlike localtime).
+        let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+        let ok = unsafe { !libc::localtime_r(&t, &mut tm).is_null() };
+        if ok { tm.tm_gmtoff * 1000 } else { 0 }
+    }
 }
 
 /// Clocks that stand still until told to move: both the wall and the monotonic clock start at
@@ -82,6 +110,7 @@ pub struct SimulatedClocks {
     origin: Instant,
     wall_origin: Mutex<SystemTime>,
     elapsed: Mutex<Duration>,
+    utc_offset_ms: std::sync::atomic::AtomicI64,
 }
 
 impl Default for SimulatedClocks {
@@ -102,7 +131,14 @@ impl SimulatedClocks {
             origin: Instant::now(),
             wall_origin: Mutex::new(wall),
             elapsed: Mutex::new(Duration::ZERO),
+            utc_offset_ms: Default::default(),
         }
+    }
+
+    /// Puts the simulated unit in a time zone `offset_ms` ahead of UTC (0 at creation).
+    pub fn set_utc_offset_ms(&self, offset_ms: i64) {
+        self.utc_offset_ms
+            .store(offset_ms, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Moves both clocks forward by `d`.
@@ -146,6 +182,11 @@ impl Clocks for SimulatedClocks {
 
     fn sleep(&self, d: Duration) {
         self.advance(d)
+    }
+
+    fn utc_offset_ms(&self, _at: i64) -> i64 {
+        self.utc_offset_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -193,6 +234,26 @@ mod tests {
         assert_eq!(c.unix_ms() - w0, 2_000);
         assert_eq!(c.elapsed(), Duration::from_secs(2));
         assert_eq!(c.at(c.elapsed()), c.monotonic());
+    }
+
+    #[test]
+    fn local_days_begin_at_local_midnight() {
+        // 2026-12-01T23:30:00Z.
+        let at = 1_796_167_800_000;
+        let c = SimulatedClocks::starting_at(UNIX_EPOCH + Duration::from_millis(at as u64));
+        let (day, start) = c.local_day(at);
+        assert_eq!(civil_from_days(day), (2026, 12, 1));
+        assert_eq!(start, at - 23 * 3_600_000 - 1_800_000);
+        // Two hours east it is already 01:30 on the 2nd; the day began 90 minutes earlier.
+        c.set_utc_offset_ms(2 * 3_600_000);
+        let (day, start) = c.local_day(at);
+        assert_eq!(civil_from_days(day), (2026, 12, 2));
+        assert_eq!(at - start, 5_400_000);
+        // Ten hours west it is 13:30 on the 1st.
+        c.set_utc_offset_ms(-10 * 3_600_000);
+        let (day, start) = c.local_day(at);
+        assert_eq!(civil_from_days(day), (2026, 12, 1));
+        assert_eq!(at - start, 13 * 3_600_000 + 1_800_000);
     }
 
     #[test]

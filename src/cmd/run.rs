@@ -406,6 +406,12 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
     let mut gallery_tick = tokio::time::interval(GALLERY_POLL);
     gallery_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut gallery_poll_failed = false;
+    // The visitors summary counts the local day: published again when a new one begins.
+    let mut day_tick = tokio::time::interval(Duration::from_secs(60));
+    let mut summary_day = visitors
+        .as_ref()
+        .map(|v| v.summary().day)
+        .unwrap_or_default();
     let mut end = End::Stopped;
     loop {
         tokio::select! {
@@ -458,6 +464,13 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
                         tracing::warn!("cannot check the database for gallery changes: {e}");
                     }
                     Err(_) => {}
+                }
+            }
+            _ = day_tick.tick(), if visitors.is_some() && mqtt.is_enabled() => {
+                if let Some(s) = visitors.as_deref().and_then(|v| v.summary_on_new_day(&mut summary_day))
+                    && let Ok(json) = serde_json::to_vec(&s)
+                {
+                    mqtt.publish_visitors(json, None);
                 }
             }
             _ = status_tick.tick() => {

@@ -193,7 +193,10 @@ pub struct FaceInfo {
 /// The retained MQTT summary `faced/<device>/visitors`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
-    /// Visitors seen today (UTC day).
+    /// The unit's local date the counts are for, `YYYY-MM-DD` (its time zone: `TZ` or
+    /// /etc/localtime). The daemon publishes the summary again when the date changes.
+    pub day: String,
+    /// Visitors seen today (since local midnight).
     pub today: u32,
     /// Of those, first seen today (new strangers).
     pub new_today: u32,
@@ -998,9 +1001,20 @@ impl Visitors {
         self.summary_of(&self.lock())
     }
 
+    /// The summary if its local day is not `*day` (which it then becomes): the daemon asks every
+    /// minute, so that "today" starts again from zero at midnight, not at the next stranger.
+    pub fn summary_on_new_day(&self, day: &mut String) -> Option<Summary> {
+        let s = self.summary();
+        (s.day != *day).then(|| {
+            day.clone_from(&s.day);
+            s
+        })
+    }
+
     fn summary_of(&self, g: &Inner) -> Summary {
         let now = self.clocks.unix_ms();
-        let day_start = now.div_euclid(DAY_MS) * DAY_MS;
+        let (day, day_start) = self.clocks.local_day(now);
+        let (y, m, d) = crate::base::civil_from_days(day);
         let today: Vec<(&i64, &Cluster)> = g
             .live
             .iter()
@@ -1014,6 +1028,7 @@ impl Visitors {
                 visits: c.visits,
             });
         Summary {
+            day: format!("{y:04}-{m:02}-{d:02}"),
             today: today.len() as u32,
             new_today: today
                 .iter()

@@ -365,3 +365,33 @@ fn faces_are_sealed_and_bound_to_their_row() {
         crate::Kind::FailedPrecondition
     );
 }
+
+/// "Today" is the unit's local day: the same two sightings are both today in UTC and only one
+/// of them four hours east, where midnight fell between them.
+#[test]
+fn today_counts_visitors_since_local_midnight() {
+    let f = fx();
+    let v = f.open();
+    // T0 is 2026-05-28T20:26:40Z; the clocks stand there.
+    let (p, q) = (unit(61), unit(62));
+    see(&v, &p, T0 - 30 * MIN);
+    see(&v, &q, T0 - 10 * MIN);
+    let s = v.summary();
+    assert_eq!((s.day.as_str(), s.today, s.new_today), ("2026-05-28", 2, 2));
+    f.clocks.set_utc_offset_ms(4 * 60 * MIN);
+    let s = v.summary();
+    assert_eq!((s.day.as_str(), s.today, s.new_today), ("2026-05-29", 1, 1));
+    assert_eq!(s.total, 2);
+    // The daemon's minute tick: a summary once per new day, nothing in between.
+    let mut day = String::new();
+    assert_eq!(v.summary_on_new_day(&mut day).unwrap().today, 1);
+    assert_eq!(day, "2026-05-29");
+    f.clocks.advance(Duration::from_secs(23 * 3600));
+    assert!(
+        v.summary_on_new_day(&mut day).is_none(),
+        "23:26, still the 29th"
+    );
+    f.clocks.advance(Duration::from_secs(3600));
+    let s = v.summary_on_new_day(&mut day).unwrap();
+    assert_eq!((s.day.as_str(), s.today, s.total), ("2026-05-30", 0, 2));
+}
