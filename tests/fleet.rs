@@ -680,3 +680,150 @@ fn a_one_time_code_hands_the_site_key_over_the_broker_once() {
     );
     assert!(!c.key.exists());
 }
+
+/// A lost (or stolen) unit is shut out by rotating the site key: A rotates, B takes the new key
+/// with a one-time code (`join --replace`), C keeps the old one. A and B still share a gallery;
+/// what A enrolls never reaches C, and what C does (enroll Mallory, erase Bob) reaches nobody.
+#[test]
+fn a_rotated_site_key_shuts_a_lost_unit_out() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let _heavy = crate::util::alone();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let play = root.join("play");
+    std::fs::create_dir_all(&play).unwrap();
+    std::fs::copy(faces_dir().join(PLAY[0]), play.join(PLAY[0])).unwrap();
+    let broker = Broker::start();
+    let port = broker.port();
+    let mut a = Unit::new(root, "a", port, &play);
+    let mut b = Unit::new(root, "b", port, &play);
+    let mut c = Unit::new(root, "c", port, &play);
+    let code = join_code(&a.key);
+    for u in [&b, &c] {
+        faced_cli(
+            &["fleet", "--key", u.key.to_str().unwrap(), "join", &code],
+            "",
+        );
+    }
+    for u in [&mut a, &mut b, &mut c] {
+        u.start();
+    }
+    for u in [&a, &b, &c] {
+        u.wait_synced();
+    }
+    a.enroll("Bob", &BOB);
+    until(
+        "Bob reaches B and C",
+        Duration::from_secs(10),
+        &[&a, &b, &c],
+        || b.samples_of("Bob") == 3 && c.samples_of("Bob") == 3,
+    );
+
+    // C is lost. A rotates the key; B takes the new one with a one-time code from A.
+    a.stop();
+    b.stop();
+    let old_key = std::fs::read(&a.key).unwrap();
+    let out = faced_cli(
+        &["fleet", "--config", a.cfg.to_str().unwrap(), "rotate"],
+        "",
+    );
+    let (new_site, old_site) = out
+        .lines()
+        .find_map(|l| l.strip_prefix("# site: "))
+        .and_then(|l| l.strip_suffix(')'))
+        .and_then(|l| l.split_once(" (was "))
+        .unwrap_or_else(|| panic!("no sites in {out}"));
+    assert_ne!(new_site, old_site);
+    assert_ne!(std::fs::read(&a.key).unwrap(), old_key);
+    let retired = format!("{}.retired-{old_site}", a.key.display());
+    assert_eq!(std::fs::read(&retired).unwrap(), old_key, "{out}");
+    assert!(out.contains("--remove-retained"), "{out}");
+    let mut inviter = Command::new(env!("CARGO_BIN_EXE_faced"))
+        .args(["fleet", "--config", a.cfg.to_str().unwrap(), "invite"])
+        .env_remove("FACED_CONFIG")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(inviter.stdout.take().unwrap()).lines();
+    let invite = loop {
+        let l = lines.next().expect("invite prints a code").unwrap();
+        if l.starts_with("faced-join-") {
+            break l;
+        }
+    };
+    // Without --replace, B refuses before spending the code.
+    let (ok, out) = faced_cli_status(
+        &[
+            "fleet",
+            "--config",
+            b.cfg.to_str().unwrap(),
+            "join",
+            &invite,
+        ],
+        "",
+    );
+    assert!(!ok && out.contains("--replace"), "{out}");
+    let out = faced_cli(
+        &[
+            "fleet",
+            "--config",
+            b.cfg.to_str().unwrap(),
+            "join",
+            "--replace",
+            &invite,
+        ],
+        "",
+    );
+    assert!(
+        out.contains(&format!("replaced the key of site {old_site}")),
+        "{out}"
+    );
+    assert!(inviter.wait().unwrap().success());
+    assert_eq!(
+        std::fs::read(&b.key).unwrap(),
+        std::fs::read(&a.key).unwrap()
+    );
+    assert_eq!(std::fs::read(&c.key).unwrap(), old_key);
+    a.start();
+    b.start();
+    a.wait_synced();
+    b.wait_synced();
+    // They share the gallery they had, and what comes next.
+    assert_eq!(b.samples_of("Bob"), 3);
+    a.enroll("Carol", &CAROL);
+    until(
+        "Carol reaches B",
+        Duration::from_secs(10),
+        &[&a, &b],
+        || b.samples_of("Carol") == 2,
+    );
+
+    // The lost unit enrolls Mallory and erases Bob: published on the old site only.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let old_people = format!("faced/fleet/{old_site}/person/#");
+    let mut spy = rt.block_on(Sub::connect(port, "spy", &[old_people.as_str()], false));
+    rt.block_on(spy.drain(Duration::from_millis(300)));
+    c.enroll("Mallory", &BOB[..1]);
+    c.people(&["remove", "Bob"]);
+    let mut published = 0;
+    while published < 2 {
+        let m = rt
+            .block_on(spy.next(Duration::from_secs(10)))
+            .unwrap_or_else(|| panic!("C publishes on the old site\n{}", c.log()));
+        published += usize::from(!m.retain);
+    }
+    // Give them the time replication takes (tens of ms; 2 s is the promise), then check.
+    std::thread::sleep(Duration::from_secs(2));
+    for u in [&a, &b] {
+        assert_eq!(u.samples_of("Mallory"), -1, "{} got Mallory", u.name);
+        assert_eq!(u.samples_of("Bob"), 3, "{} lost Bob", u.name);
+    }
+    assert_eq!(c.samples_of("Carol"), -1, "the lost unit got Carol");
+    assert_eq!(c.samples_of("Mallory"), 1);
+}

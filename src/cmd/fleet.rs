@@ -12,8 +12,9 @@ use faced::fleet::SiteKey;
 use faced::fleet::invite::{self, InviteCode};
 
 /// Share the gallery with other units: create the site key (`init`), hand it to a new unit
-/// with a one-time code (`invite` here, `join CODE` there), or show the key itself as a code
-/// (`code`, for `join` without a broker).
+/// with a one-time code (`invite` here, `join CODE` there), show the key itself as a code
+/// (`code`, for `join` without a broker), or shut a lost unit out (`rotate` here, then
+/// `invite` here and `join --replace CODE` on every unit to keep).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Configuration file (for `gallery.db`, `fleet.key_path` and, with one-time codes,
@@ -46,7 +47,15 @@ enum Cmd {
         /// With a one-time code: how long to wait for the inviting unit, in seconds.
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=600))]
         wait: u64,
+        /// Replace the site key this unit holds (after `faced fleet rotate` on another unit);
+        /// the replaced key is kept as `<key>.retired-<site>`.
+        #[arg(long)]
+        replace: bool,
     },
+    /// Replace the site key with a new one: a new site that units left without it (a lost or
+    /// stolen one) can neither read nor change. Then give it to every unit to keep (`invite`
+    /// here, `join --replace CODE` there) and restart faced on each.
+    Rotate,
     /// Print the site key itself as a code (for `join` on a unit that cannot reach the broker
     /// yet); prefer `invite`, whose code is worthless after one use.
     Code,
@@ -108,16 +117,35 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        Cmd::Join { code, wait } => {
+        Cmd::Join {
+            code,
+            wait,
+            replace,
+        } => {
+            let install = |key| -> faced::Result<SiteKey> {
+                if !replace {
+                    return SiteKey::install(&path, key);
+                }
+                let (old, new) = SiteKey::replace(&path, key)?;
+                if let Some(old) = old {
+                    println!(
+                        "# replaced the key of site {}, kept as {}.retired-{}",
+                        old.site(),
+                        path.display(),
+                        old.site()
+                    );
+                }
+                Ok(new)
+            };
             let key = if InviteCode::is_invite(&code) {
                 let code = InviteCode::parse(&code)?;
                 // A code works once: do not spend it on a unit that cannot take the key.
-                if let Ok(old) = SiteKey::load(&path) {
+                if let Some(old) = SiteKey::load(&path).ok().filter(|_| !replace) {
                     return Err(faced::Error::new(
                         faced::Kind::Conflict,
                         format!(
-                            "{} already holds the key of site {}; move it away first to join \
-                             another site",
+                            "{} already holds the key of site {}; add --replace to leave that \
+                             site for the inviting unit's",
                             path.display(),
                             old.site()
                         ),
@@ -126,15 +154,31 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
                 let (mqtt, client_id) = broker("join")?;
                 let key = invite::fetch(&code, &mqtt, client_id, Duration::from_secs(wait))?;
-                SiteKey::install(&path, key)?
+                install(key)?
             } else {
-                SiteKey::join(&path, &code)?
+                install(SiteKey::parse_code(&code)?)?
             };
             println!("# site key installed: {}", path.display());
             println!("# site: {}", key.site());
             println!(
                 "# next: set `[fleet] enabled = true` (with [mqtt] on the site's broker) and \
                  restart faced."
+            );
+        }
+        Cmd::Rotate => {
+            let (old, new) = SiteKey::rotate(&path)?;
+            println!("# new site key: {}", path.display());
+            println!("# site: {} (was {})", new.site(), old.site());
+            println!(
+                "# the old key is kept as {}.retired-{}; units that still hold it (the one you\n\
+                 # shut out) no longer see this unit's changes, nor this unit theirs.\n\
+                 # next, for every unit to keep: `faced fleet invite` here, `faced fleet join\n\
+                 # --replace CODE` there; then restart faced here and on each of them.\n\
+                 # The broker still holds the old site's sealed records; to remove them:\n\
+                 #   mosquitto_sub -h BROKER -t 'faced/fleet/{}/#' --remove-retained --retained-only",
+                path.display(),
+                old.site(),
+                old.site()
             );
         }
         Cmd::Code => {

@@ -143,6 +143,13 @@ impl std::fmt::Debug for SiteKey {
     }
 }
 
+/// `path` with `suffix` appended to its file name.
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
+    PathBuf::from(p)
+}
+
 fn derive(label: &str, key: &[u8]) -> ring::digest::Digest {
     let mut c = ring::digest::Context::new(&ring::digest::SHA256);
     c.update(label.as_bytes());
@@ -197,8 +204,12 @@ impl SiteKey {
     /// Installs the key in `code` at `path` (an existing file with the same key is fine; another
     /// key is [`Kind::Conflict`](crate::Kind): this unit belongs to another site).
     pub fn join(path: &Path, code: &str) -> Result<SiteKey> {
-        let key = code
-            .trim()
+        SiteKey::install(path, SiteKey::parse_code(code)?)
+    }
+
+    /// The key in a site key code (`faced-site-…`, [`SiteKey::code`]).
+    pub fn parse_code(code: &str) -> Result<[u8; KEY_LEN]> {
+        code.trim()
             .strip_prefix(CODE_PREFIX)
             .and_then(|c| URL_SAFE_NO_PAD.decode(c).ok())
             .and_then(|k| <[u8; KEY_LEN]>::try_from(k).ok())
@@ -208,8 +219,7 @@ impl SiteKey {
                      `faced fleet invite`, or `{CODE_PREFIX}` and 43 more characters, as printed \
                      by `faced fleet code`, on a unit of the site"
                 ))
-            })?;
-        SiteKey::install(path, key)
+            })
     }
 
     /// Installs `key` at `path`, as [`SiteKey::join`] (same key: fine; another: conflict).
@@ -221,7 +231,7 @@ impl SiteKey {
             return Err(Error::new(
                 crate::Kind::Conflict,
                 format!(
-                    "{} holds the key of another site; move it away first to leave that site",
+                    "{} holds the key of another site; `faced fleet join --replace` leaves that site",
                     path.display()
                 ),
             ));
@@ -230,6 +240,53 @@ impl SiteKey {
             Error::precondition(format!("cannot write {}", path.display())).with_source(e)
         })?;
         SiteKey::from_key(key)
+    }
+
+    /// Replaces the key at `path` with `key`, keeping the one it replaces beside it as
+    /// `<path>.retired-<site>` (mode 0600; delete it once the old site is cleaned up): how a
+    /// unit leaves a site whose key a lost or retired unit still holds ([`SiteKey::rotate`] on
+    /// one unit, `faced fleet join --replace` on the others). Returns the replaced key, if any.
+    /// The new key is written to `<path>.next`, fsynced, then renamed over `path`: a crash
+    /// leaves the old key or the new one, never neither.
+    pub fn replace(path: &Path, key: [u8; KEY_LEN]) -> Result<(Option<SiteKey>, SiteKey)> {
+        let cannot = |what: &str, p: &Path, e: std::io::Error| {
+            Error::precondition(format!("cannot {what} {}", p.display())).with_source(e)
+        };
+        let old = crypto::read_key(path)?.map(SiteKey::from_key).transpose()?;
+        if let Some(old) = &old {
+            if old.key == key {
+                return Ok((None, SiteKey::from_key(key)?));
+            }
+            let retired = with_suffix(path, &format!(".retired-{}", old.site));
+            crypto::create_secret_file(&retired, &old.key)
+                .map_err(|e| cannot("keep the replaced key in", &retired, e))?;
+        }
+        let next = with_suffix(path, ".next");
+        // Left by a crash in an earlier try: it never became the key.
+        let _ = std::fs::remove_file(&next);
+        crypto::create_secret_file(&next, &key).map_err(|e| cannot("write", &next, e))?;
+        std::fs::rename(&next, path).map_err(|e| cannot("replace", path, e))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && let Ok(d) = std::fs::File::open(dir)
+        {
+            let _ = d.sync_all();
+        }
+        Ok((old, SiteKey::from_key(key)?))
+    }
+
+    /// A new random site key in place of the one at `path` (which must exist; the old one is
+    /// kept as by [`SiteKey::replace`]). The new key is a new site (the topic segment derives
+    /// from it): units that are not given it, a stolen one included, see nothing of it.
+    /// Returns (old, new).
+    pub fn rotate(path: &Path) -> Result<(SiteKey, SiteKey)> {
+        SiteKey::load(path)?;
+        let mut key = [0u8; KEY_LEN];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+            .map_err(|_| Error::unavailable("system random source failed"))?;
+        match SiteKey::replace(path, key)? {
+            (Some(old), new) => Ok((old, new)),
+            (None, _) => Err(Error::internal("a new random key equals the old one")),
+        }
     }
 
     /// The site key code: the key itself, for `faced fleet join` on another unit when no
@@ -1160,6 +1217,34 @@ fn rand_u32() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rotation_makes_a_new_site_and_keeps_the_old_key_aside() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("site.key");
+        assert!(SiteKey::rotate(&path).is_err(), "nothing to rotate");
+        let old = SiteKey::create(&path).unwrap();
+        // A crash in an earlier rotation left a `.next` that never became the key.
+        std::fs::write(dir.path().join("site.key.next"), b"stale").unwrap();
+        let (was, new) = SiteKey::rotate(&path).unwrap();
+        assert_eq!(was.site(), old.site());
+        assert_ne!(new.site(), old.site());
+        assert_eq!(SiteKey::load(&path).unwrap().site(), new.site());
+        assert!(!dir.path().join("site.key.next").exists());
+        let retired = dir.path().join(format!("site.key.retired-{}", old.site()));
+        assert_eq!(std::fs::read(&retired).unwrap(), old.key);
+        let mode = std::fs::metadata(&retired).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the retired key is private");
+        // What the old key seals, the new one refuses.
+        let t = "faced/fleet/x/person/00";
+        assert!(new.open(t, &old.seal(t, b"Mallory").unwrap()).is_err());
+        // Replacing with the key already held changes nothing; with the old one, it comes back.
+        assert!(SiteKey::replace(&path, new.key).unwrap().0.is_none());
+        let (gone, back) = SiteKey::replace(&path, old.key).unwrap();
+        assert_eq!(gone.unwrap().site(), new.site());
+        assert_eq!(back.site(), old.site());
+    }
 
     #[test]
     fn join_codes_carry_the_key_and_units_of_one_site_agree() {
