@@ -490,6 +490,13 @@ impl Gallery {
                 |r| r.get(0),
             )
             .map_err(|e| Error::from(e).in_database(&what))?;
+        // The counter's one row, should a hand-edited or damaged file have lost it (the
+        // triggers then count nothing, and CLI edits would wait for a restart).
+        conn.execute(
+            "INSERT OR IGNORE INTO gallery_change (id, seq) VALUES (1, 0)",
+            [],
+        )
+        .map_err(|e| Error::from(e).in_database(&what))?;
         // Read before loading: a write by another process in between then makes the next
         // [`Gallery::changed_elsewhere`] say yes (one reload too many, never one too few).
         let seen_change = change_seq(&conn).map_err(|e| e.in_database(&what))?;
@@ -930,6 +937,16 @@ mod tests {
         let daemon = Gallery::open(&db, &GalleryOptions::default()).unwrap();
         assert!(!daemon.changed_elsewhere().unwrap());
         assert_eq!(daemon.search(&e, 1).unwrap()[0].name, "Dave");
+        // A file that lost the counter's row gets it back at the next open, and counts again.
+        daemon
+            .connection()
+            .execute("DELETE FROM gallery_change", [])
+            .unwrap();
+        drop(daemon);
+        let daemon = Gallery::open(&db, &GalleryOptions::default()).unwrap();
+        let mut cli = Gallery::open(&db, &GalleryOptions::default()).unwrap();
+        cli.add_person("Frank").unwrap();
+        assert!(daemon.changed_elsewhere().unwrap());
     }
 
     #[test]
