@@ -170,6 +170,37 @@ impl Unit {
     }
 }
 
+/// Publishes `payload` on `topic` as any broker client could, whatever its size.
+async fn publish_raw(port: u16, topic: &str, payload: Vec<u8>, retain: bool) {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+    let mut o = MqttOptions::new("raw-publisher", "127.0.0.1", port);
+    o.set_max_packet_size(16 << 20, 16 << 20);
+    let (client, mut el) = AsyncClient::new(o, 10);
+    client
+        .publish(topic, QoS::AtLeastOnce, retain, payload)
+        .await
+        .unwrap();
+    let acked = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => break,
+                Ok(_) => {}
+                Err(e) => panic!("raw publish: {e}"),
+            }
+        }
+    })
+    .await;
+    assert!(acked.is_ok(), "the broker acknowledged the raw publish");
+    client.disconnect().await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while !matches!(
+            el.poll().await,
+            Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_)
+        ) {}
+    })
+    .await;
+}
+
 /// Polls `f` until it is true; panics with `what` and the units' logs after `timeout`.
 fn until(what: &str, timeout: Duration, units: &[&Unit], mut f: impl FnMut() -> bool) -> Duration {
     let t = Instant::now();
@@ -493,8 +524,25 @@ fn units_of_a_site_share_one_gallery_through_the_broker() {
 
     // The broker restarts without persistence (its retained records are gone) and D joins
     // late: the units republish, D gets the whole gallery, Bob's erase included.
+    let synced = |u: &Unit| u.d().count("fleet: in sync with the broker");
+    let before: Vec<usize> = [&a, &b, &c].iter().map(|u| synced(u)).collect();
     broker.stop();
     broker.start_again();
+    for (u, n) in [&a, &b, &c].iter().zip(before) {
+        until(
+            "in sync again after the restart",
+            Duration::from_secs(60),
+            &[*u],
+            || synced(u) > n,
+        );
+    }
+    let lost = |u: &Unit| u.d().count("fleet: broker connection");
+    let lost_before: Vec<usize> = [&a, &b, &c].iter().map(|u| lost(u)).collect();
+    // A broker client parks a 5 MiB retained message among the person records (it sees the
+    // site id). The units ask the broker (MQTT 5) to drop anything over 4 MiB for them, so it
+    // neither ends their connections nor stops D's walk over the shards.
+    let poison_topic = format!("faced/fleet/{site}/person/00/{}", "00".repeat(16));
+    rt.block_on(publish_raw(port, &poison_topic, vec![0x5a; 5 << 20], true));
     let mut d = Unit::new(root, "d", port, &play);
     faced_cli(
         &["fleet", "--key", d.key.to_str().unwrap(), "join", &code],
@@ -515,6 +563,24 @@ fn units_of_a_site_share_one_gallery_through_the_broker() {
         "fleet: a late unit had the gallery {:?} after its start",
         t.elapsed()
     );
+    // The oversized message was there all along, and no unit's connection broke on it.
+    let mut big = rt.block_on(Sub::connect_with_max(
+        port,
+        "big",
+        &[poison_topic.as_str()],
+        8 << 20,
+    ));
+    let m = rt.block_on(big.next(Duration::from_secs(10)));
+    assert!(
+        m.is_some_and(|m| m.retain && m.payload.len() == 5 << 20),
+        "the broker holds it"
+    );
+    for (u, n) in [&a, &b, &c, &d]
+        .iter()
+        .zip(lost_before.into_iter().chain([0]))
+    {
+        assert_eq!(lost(u), n, "{} lost its connection:\n{}", u.name, u.log());
+    }
     // ...and recognizes the person without anything enrolled on it.
     until("D recognizes", Duration::from_secs(60), &[&d], || {
         d.q(&format!(

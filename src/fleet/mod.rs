@@ -72,6 +72,9 @@ use crate::error::{Error, Result};
 use crate::gallery::Gallery;
 use crate::gallery::replica::{Record, Uid, merge, parse_uid};
 use crate::mqtt::MqttConfig;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Filter, LastWill};
+use rumqttc::v5::{Client, Connection};
 
 /// How often the worker looks for local changes.
 pub const TICK: Duration = Duration::from_millis(50);
@@ -516,8 +519,11 @@ impl Fleet {
         }
         let key = SiteKey::load(&s.config.key_path(&s.db))?;
         let client_id = format!("{}-fleet", s.mqtt.effective_client_id(&s.device_id));
-        let mut options = crate::mqtt::connection_options(&s.mqtt, client_id.clone())?;
-        options.set_max_packet_size(MAX_MESSAGE, MAX_MESSAGE);
+        // MQTT 5, so that the broker drops a message over MAX_MESSAGE instead of sending it:
+        // any broker client can publish on the site's topics (it sees the site id), and under
+        // MQTT 3.1.1 one oversized retained record would end the connection at every walk.
+        let mut options =
+            crate::mqtt::connection_options_v5(&s.mqtt, client_id.clone(), MAX_MESSAGE as u32)?;
         let prefix = format!("faced/fleet/{}", key.site());
         let unit_topic = format!("{prefix}/unit/{}", s.device_id);
         let will = UnitStatus {
@@ -530,13 +536,14 @@ impl Fleet {
             at_ms: 0,
         };
         let will = key.seal(&unit_topic, &serde_json::to_vec(&will).map_err(json)?)?;
-        options.set_last_will(rumqttc::LastWill::new(
+        options.set_last_will(LastWill::new(
             &unit_topic,
             will,
-            rumqttc::QoS::AtLeastOnce,
+            QoS::AtLeastOnce,
             true,
+            None,
         ));
-        let (client, connection) = rumqttc::Client::new(options, REQUESTS);
+        let (client, connection) = Client::new(options, REQUESTS);
         let stop = Shutdown::new();
         let stats = Arc::new(FleetStats {
             site: key.site().to_string(),
@@ -618,8 +625,9 @@ impl Drop for Fleet {
 }
 
 /// The `faced-fleet-mqtt` thread: polls the connection, forwards what matters.
-fn drive(mut conn: rumqttc::Connection, tx: SyncSender<Net>, stop: &Shutdown) {
-    use rumqttc::{Event, Packet};
+fn drive(mut conn: Connection, tx: SyncSender<Net>, stop: &Shutdown) {
+    use rumqttc::v5::Event;
+    use rumqttc::v5::mqttbytes::v5::Packet;
     let mut backoff = Backoff::default();
     // After `stop`, go on a little: the worker's last status (offline) and DISCONNECT are queued.
     let mut until: Option<Instant> = None;
@@ -637,9 +645,11 @@ fn drive(mut conn: rumqttc::Connection, tx: SyncSender<Net>, stop: &Shutdown) {
                 backoff = Backoff::default();
                 Net::Connected
             }
-            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                Net::Message(p.topic.clone(), p.payload.to_vec())
-            }
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => match std::str::from_utf8(&p.topic) {
+                Ok(topic) => Net::Message(topic.to_string(), p.payload.to_vec()),
+                // MQTT requires UTF-8 topics; nothing faced subscribes to can be otherwise.
+                Err(_) => continue,
+            },
             Ok(Ok(_)) => continue,
             Ok(Err(_)) if until.is_some() => return,
             Ok(Err(e)) => {
@@ -681,7 +691,7 @@ struct Walk {
 
 struct Worker {
     key: SiteKey,
-    client: rumqttc::Client,
+    client: Client,
     person_prefix: String,
     unit_prefix: String,
     sync_topic: String,
@@ -774,12 +784,11 @@ impl Worker {
     }
 
     fn on_connected(&mut self) {
-        use rumqttc::{QoS, SubscribeFilter};
         self.connected = true;
         self.stats.connected.store(true, Ordering::Relaxed);
         let filters = vec![
-            SubscribeFilter::new(format!("{}+", self.unit_prefix), QoS::AtLeastOnce),
-            SubscribeFilter::new(self.sync_topic.clone(), QoS::AtLeastOnce),
+            Filter::new(format!("{}+", self.unit_prefix), QoS::AtLeastOnce),
+            Filter::new(self.sync_topic.clone(), QoS::AtLeastOnce),
         ];
         if let Err(e) = self.client.try_subscribe_many(filters) {
             tracing::warn!("fleet: cannot subscribe: {e}");
@@ -808,16 +817,13 @@ impl Worker {
     /// have all arrived. Re-subscribing a shard makes the broker send its retained records again,
     /// so a new walk needs no unsubscribe.
     fn walk_step(&mut self) {
-        use rumqttc::{QoS, SubscribeFilter};
         let w = &mut self.walk;
         if w.next >= SHARDS {
             return self.on_synced();
         }
         let end = (w.next + w.step).min(SHARDS);
-        let filters: Vec<SubscribeFilter> = (w.next..end)
-            .map(|h| {
-                SubscribeFilter::new(format!("{}{h:02x}/+", self.person_prefix), QoS::AtLeastOnce)
-            })
+        let filters: Vec<Filter> = (w.next..end)
+            .map(|h| Filter::new(format!("{}{h:02x}/+", self.person_prefix), QoS::AtLeastOnce))
             .collect();
         w.marker = format!(
             "{:016x}:{}",
@@ -1013,7 +1019,7 @@ impl Worker {
         }
         match self
             .client
-            .try_publish(topic, rumqttc::QoS::AtLeastOnce, true, sealed)
+            .try_publish(topic, QoS::AtLeastOnce, true, sealed)
         {
             Ok(()) => {
                 self.broker.insert(uid, d);
@@ -1195,12 +1201,9 @@ impl Worker {
             Ok(s) => s,
             Err(e) => return tracing::error!("fleet: {e}"),
         };
-        let _ = self.client.try_publish(
-            self.unit_topic.clone(),
-            rumqttc::QoS::AtLeastOnce,
-            true,
-            sealed,
-        );
+        let _ = self
+            .client
+            .try_publish(self.unit_topic.clone(), QoS::AtLeastOnce, true, sealed);
     }
 }
 

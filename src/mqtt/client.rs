@@ -152,21 +152,61 @@ pub fn connection_options(cfg: &MqttConfig, client_id: String) -> Result<MqttOpt
     o.set_clean_session(true);
     o.set_max_packet_size(MAX_INCOMING, MAX_OUTGOING);
     o.set_inflight(INFLIGHT);
-    if let Some(user) = &cfg.username {
-        let password = match (&cfg.password, &cfg.password_file) {
-            (Some(p), _) => p.clone(),
-            (None, Some(f)) => read_password(f)?,
-            (None, None) => String::new(),
-        };
-        o.set_credentials(user.clone(), password);
+    if let Some((user, password)) = credentials(cfg)? {
+        o.set_credentials(user, password);
     }
-    if let Some(tls) = &cfg.tls {
-        let config = tls_config(tls)?;
-        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-            Arc::new(config),
-        )));
+    if let Some(t) = transport(cfg)? {
+        o.set_transport(t);
     }
     Ok(o)
+}
+
+/// The same connection as [`connection_options`] in MQTT 5, for a client that must subscribe
+/// with wildcards to topics other broker clients can write (the fleet's). Its CONNECT carries a
+/// Maximum Packet Size of `max_packet`, and an MQTT 5 broker then drops, for this client only,
+/// any message larger than that instead of sending it (MQTT 5.0, 3.1.2.11.4; Mosquitto logs
+/// "Dropping too large outgoing PUBLISH"). Under MQTT 3.1.1 the client could only drop the
+/// connection, and a retained oversized message would come back after every reconnect.
+pub fn connection_options_v5(
+    cfg: &MqttConfig,
+    client_id: String,
+    max_packet: u32,
+) -> Result<rumqttc::v5::MqttOptions> {
+    let mut o = rumqttc::v5::MqttOptions::new(client_id, cfg.host.clone(), cfg.effective_port());
+    o.set_keep_alive(Duration::from_secs(cfg.keepalive_secs));
+    o.set_clean_start(true);
+    o.set_max_packet_size(Some(max_packet));
+    if let Some((user, password)) = credentials(cfg)? {
+        o.set_credentials(user, password);
+    }
+    if let Some(t) = transport(cfg)? {
+        o.set_transport(t);
+    }
+    Ok(o)
+}
+
+/// `mqtt.username` with its password, if a user is set.
+fn credentials(cfg: &MqttConfig) -> Result<Option<(String, String)>> {
+    let Some(user) = &cfg.username else {
+        return Ok(None);
+    };
+    let password = match (&cfg.password, &cfg.password_file) {
+        (Some(p), _) => p.clone(),
+        (None, Some(f)) => read_password(f)?,
+        (None, None) => String::new(),
+    };
+    Ok(Some((user.clone(), password)))
+}
+
+/// TLS when `[mqtt.tls]` is set (plain TCP otherwise).
+fn transport(cfg: &MqttConfig) -> Result<Option<Transport>> {
+    let Some(tls) = &cfg.tls else {
+        return Ok(None);
+    };
+    let config = tls_config(tls)?;
+    Ok(Some(Transport::tls_with_config(TlsConfiguration::Rustls(
+        Arc::new(config),
+    ))))
 }
 
 fn read_password(path: &std::path::Path) -> Result<String> {

@@ -34,7 +34,7 @@
 
 pub mod auth;
 mod client;
-pub use client::connection_options;
+pub use client::{connection_options, connection_options_v5};
 pub mod command;
 pub mod discovery;
 pub mod outbox;

@@ -278,10 +278,30 @@ impl Sub {
     /// session (clean_session = false), so a persistent broker queues messages for it while it
     /// is disconnected.
     pub async fn connect(port: u16, client_id: &str, filters: &[&str], persistent: bool) -> Sub {
+        Self::connect_opts(port, client_id, filters, persistent, 4 << 20).await
+    }
+
+    /// [`Sub::connect`] (clean session) taking packets up to `max_packet` bytes.
+    pub async fn connect_with_max(
+        port: u16,
+        client_id: &str,
+        filters: &[&str],
+        max_packet: usize,
+    ) -> Sub {
+        Self::connect_opts(port, client_id, filters, false, max_packet).await
+    }
+
+    async fn connect_opts(
+        port: u16,
+        client_id: &str,
+        filters: &[&str],
+        persistent: bool,
+        max_packet: usize,
+    ) -> Sub {
         let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
         o.set_clean_session(!persistent);
         o.set_keep_alive(Duration::from_secs(5));
-        o.set_max_packet_size(4 << 20, 4 << 20);
+        o.set_max_packet_size(max_packet, max_packet);
         let (client, mut el) = AsyncClient::new(o, 1000);
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
