@@ -6,9 +6,12 @@
 //! Bob reaches B and C within 2 s and they recognize him. With C stopped, Bob is erased on B and
 //! Carol enrolled on A; C, restarted, forgets Bob (his events too) and knows Carol. A message not
 //! sealed with the site key is refused and logged. Two units rename Carol at once: every unit
-//! ends with the same name. The broker restarts without persistence and a fourth unit joins
-//! late: it gets everything, from the other units' republishing. A fifth unit on a second broker
-//! bridged to the first (a mosquitto `connection` bridge) converges too.
+//! ends with the same name. The broker restarts without persistence, a broker client parks a
+//! 5 MiB retained message among the records, and a fourth unit joins late: it gets everything,
+//! from the other units' republishing, and no unit's connection breaks on the oversized message.
+//! A fifth unit on a second broker bridged to the first (a mosquitto `connection` bridge)
+//! converges too. Separate tests: the one-time join code, and a rotated key shutting a lost unit
+//! out.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
