@@ -455,7 +455,11 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
                                 tracing::info!(samples = n, "the gallery changed in the database (another process, e.g. faced enroll): reloaded");
                                 announce(&mqtt, &gallery, &cfg);
                             }
-                            Err(e) => tracing::error!("the gallery changed in the database but cannot be reloaded, keeping the loaded one: {e}"),
+                            Err(e) => {
+                                tracing::error!("the gallery changed in the database but cannot be reloaded, keeping the loaded one: {e}");
+                                // Not again at every poll (a whole reload each time): at the next change.
+                                let _ = gallery.lock().unwrap_or_else(|p| p.into_inner()).skip_changes_elsewhere();
+                            }
                         }
                     }
                     // Said once, not every half second, until the check works again.

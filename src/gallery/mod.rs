@@ -790,6 +790,14 @@ impl Gallery {
         Ok(change_seq(&self.conn)? != self.seen_change)
     }
 
+    /// Takes the database's current state as seen without loading it: after a reload that
+    /// failed, so that the same change is not reloaded (every sample decrypted) and reported
+    /// again at every poll; the next change tries again.
+    pub fn skip_changes_elsewhere(&mut self) -> Result<()> {
+        self.seen_change = change_seq(&self.conn)?;
+        Ok(())
+    }
+
     /// After a committed write that moved the counter from `before` to `after`: memory reflects
     /// `after` only if it reflected `before`, i.e. nobody else wrote since memory was in step.
     fn own_write(&mut self, before: i64, after: i64) {
@@ -937,6 +945,15 @@ mod tests {
         let daemon = Gallery::open(&db, &GalleryOptions::default()).unwrap();
         assert!(!daemon.changed_elsewhere().unwrap());
         assert_eq!(daemon.search(&e, 1).unwrap()[0].name, "Dave");
+        // A reload that failed skips that change; the next one is noticed again.
+        let mut daemon = daemon;
+        Gallery::open(&db, &GalleryOptions::default())
+            .unwrap()
+            .add_person("Grace")
+            .unwrap();
+        assert!(daemon.changed_elsewhere().unwrap());
+        daemon.skip_changes_elsewhere().unwrap();
+        assert!(!daemon.changed_elsewhere().unwrap());
         // A file that lost the counter's row gets it back at the next open, and counts again.
         daemon
             .connection()
