@@ -365,6 +365,14 @@ async fn strangers_are_grouped_into_visitors_and_one_is_enrolled_from_the_consol
             ),
         )
         .await;
+        // The hidden Visitors page still holds its earlier cards until it loads again: drop
+        // them, so the wait below sees the new render, not a card about to be replaced.
+        c.execute(
+            "document.getElementById('visitor-list').replaceChildren();",
+            vec![],
+        )
+        .await
+        .unwrap();
         c.goto(&format!("{base}/#visitors?id={target}"))
             .await
             .unwrap();
