@@ -70,6 +70,7 @@ const ROWS: &[Row] = &[
         &[("cameras[].source", r#""rtsp://cam/stream""#)],
     ),
     row("cameras[].exec_format", r#""yuv420""#, &[r#""h264""#, "1"]),
+    row("cameras[].v4l2_format", r#""nv12""#, &[r#""h264""#, "1"]),
     row("cameras[].width", "320", &[r#""wide""#, "8", "10000"]),
     row("cameras[].height", "240", &[r#""tall""#, "8", "5000"]),
     row("cameras[].fps", "7.5", &[r#""fast""#, "0", "500"]),

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::convert::Pixels;
 use crate::error::{Error, Result};
 use crate::vision::detect::{DetectorConfig, Tiling};
 
@@ -33,6 +34,10 @@ pub struct CameraConfig {
     /// `exec:` only: what the command writes: `mjpeg` (JPEG images one after another), `yuv420`
     /// (planar I420) or `rgb24`, the raw ones at `width` × `height`.
     pub exec_format: super::exec::ExecFormat,
+    /// `v4l2:` only: the pixel format to ask for, or `auto` (the best the camera offers:
+    /// MJPEG, YUYV, UYVY, NV12, YU12, RGB24, GREY, in that order). Set it when a camera's MJPEG
+    /// is poor or its driver lists a format it cannot deliver.
+    pub v4l2_format: V4l2Format,
     /// Frame width asked of the camera (V4L2), or of the canvas images are letterboxed into
     /// (`dir:`, `pattern`).
     pub width: u32,
@@ -79,6 +84,7 @@ impl Default for CameraConfig {
             source: format!("dir:{PACKAGED_SAMPLES}"),
             credentials_file: None,
             exec_format: Default::default(),
+            v4l2_format: V4l2Format::Auto,
             width: 640,
             height: 480,
             fps: 10.0,
@@ -96,6 +102,38 @@ impl Default for CameraConfig {
             liveness_threshold: 0.2,
             detector: stream_detector(),
         }
+    }
+}
+
+/// `cameras[].v4l2_format`: which pixel format a V4L2 camera is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum V4l2Format {
+    /// The first of [`Pixels::PREFERENCE`] the camera offers.
+    #[default]
+    Auto,
+    Mjpeg,
+    Yuyv,
+    Uyvy,
+    Nv12,
+    Yu12,
+    Rgb24,
+    Grey,
+}
+
+impl V4l2Format {
+    /// The one format asked for, or `None` for `auto`.
+    pub fn pixels(self) -> Option<Pixels> {
+        Some(match self {
+            V4l2Format::Auto => return None,
+            V4l2Format::Mjpeg => Pixels::Mjpeg,
+            V4l2Format::Yuyv => Pixels::Yuyv,
+            V4l2Format::Uyvy => Pixels::Uyvy,
+            V4l2Format::Nv12 => Pixels::Nv12,
+            V4l2Format::Yu12 => Pixels::Yu12,
+            V4l2Format::Rgb24 => Pixels::Rgb24,
+            V4l2Format::Grey => Pixels::Grey,
+        })
     }
 }
 

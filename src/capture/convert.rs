@@ -1,6 +1,7 @@
-//! Pixel conversions for capture: packed YUYV (YUV 4:2:2) → RGB, MJPEG frame → RGB (with the
-//! standard Huffman tables many webcams leave out), and the letterbox fit used to turn still
-//! images into fixed-size stream frames (the same geometry as `refpipe.py --bench`).
+//! Pixel conversions for capture: the raw formats V4L2 drivers give ([`Pixels`]: packed YUYV
+//! and UYVY, NV12 and YU12 from SoC ISPs, RGB24, GREY from IR cameras) → RGB, MJPEG frame → RGB
+//! (with the standard Huffman tables many webcams leave out), and the letterbox fit used to
+//! turn still images into fixed-size stream frames (the same geometry as `refpipe.py --bench`).
 //!
 //! Called on the capture threads; everything here is pure and allocation-bounded.
 
@@ -42,6 +43,161 @@ pub fn yuyv_to_rgb(data: &[u8], width: u32, height: u32, stride: usize) -> Resul
         }
     }
     RgbImage::from_raw(width, height, out).ok_or_else(|| Error::internal("YUYV buffer size"))
+}
+
+/// A pixel format faced converts from, as a V4L2 driver names it (its FourCC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pixels {
+    /// JPEG frames (`MJPG`, also `JPEG`): USB webcams, small over the bus.
+    Mjpeg,
+    /// Packed 4:2:2, `Y0 U Y1 V` (`YUYV`): every UVC camera, vivid's default.
+    Yuyv,
+    /// Packed 4:2:2, `U Y0 V Y1` (`UYVY`): HDMI bridges, some CSI sensors.
+    Uyvy,
+    /// 4:2:0, Y plane then interleaved U/V (`NV12`): SoC ISPs, the Pi's ISP.
+    Nv12,
+    /// 4:2:0, Y then U then V planes (`YU12`, I420): the Pi's legacy camera driver.
+    Yu12,
+    /// Packed `R G B` (`RGB3`).
+    Rgb24,
+    /// 8-bit luminance (`GREY`): IR and monochrome cameras.
+    Grey,
+}
+
+impl Pixels {
+    /// Every format, in the order faced prefers when a camera offers several: MJPEG first
+    /// (the least USB bandwidth at a given size), then the native YUV layouts, then RGB, and
+    /// luminance only last (a colour camera's GREY mode throws colour away).
+    pub const PREFERENCE: [Pixels; 7] = [
+        Pixels::Mjpeg,
+        Pixels::Yuyv,
+        Pixels::Uyvy,
+        Pixels::Nv12,
+        Pixels::Yu12,
+        Pixels::Rgb24,
+        Pixels::Grey,
+    ];
+
+    /// The V4L2 FourCC codes of this format.
+    pub fn fourccs(self) -> &'static [&'static [u8; 4]] {
+        match self {
+            Pixels::Mjpeg => &[b"MJPG", b"JPEG"],
+            Pixels::Yuyv => &[b"YUYV"],
+            Pixels::Uyvy => &[b"UYVY"],
+            Pixels::Nv12 => &[b"NV12"],
+            Pixels::Yu12 => &[b"YU12"],
+            Pixels::Rgb24 => &[b"RGB3"],
+            Pixels::Grey => &[b"GREY"],
+        }
+    }
+
+    /// The format of a FourCC, if faced reads it.
+    pub fn from_fourcc(code: &[u8; 4]) -> Option<Pixels> {
+        Pixels::PREFERENCE
+            .into_iter()
+            .find(|p| p.fourccs().contains(&code))
+    }
+
+    /// Bytes per pixel of the first (or only) plane: the least row stride at `width`.
+    pub fn min_stride(self, width: u32) -> usize {
+        let w = width as usize;
+        match self {
+            Pixels::Mjpeg => 0,
+            Pixels::Yuyv | Pixels::Uyvy => w * 2,
+            Pixels::Nv12 | Pixels::Yu12 | Pixels::Grey => w,
+            Pixels::Rgb24 => w * 3,
+        }
+    }
+
+    /// Bytes a whole raw frame takes with `stride` bytes per row of the first plane (V4L2's
+    /// `bytesperline`; the chroma planes of YU12 have half of it).
+    fn frame_len(self, height: u32, stride: usize) -> usize {
+        let h = height as usize;
+        match self {
+            Pixels::Nv12 => stride * h + stride * h.div_ceil(2),
+            Pixels::Yu12 => stride * h + 2 * (stride / 2) * h.div_ceil(2),
+            _ => stride * h,
+        }
+    }
+}
+
+/// One BT.601 limited-range YCbCr pixel to RGB, in the integer form of the YUYV path.
+#[inline]
+fn ycc(y: u8, u: i32, v: i32) -> [u8; 3] {
+    let c = 298 * (y as i32 - 16) + 128;
+    [
+        ((c + 409 * v) >> 8).clamp(0, 255) as u8,
+        ((c - 100 * u - 208 * v) >> 8).clamp(0, 255) as u8,
+        ((c + 516 * u) >> 8).clamp(0, 255) as u8,
+    ]
+}
+
+/// A frame of `pixels` to RGB. Raw formats need `width` × `height` with `stride` bytes per row
+/// of the first plane (at least [`Pixels::min_stride`]); a short buffer or a size the format
+/// cannot have (odd width for 4:2:2 and 4:2:0) is an error, never a panic. MJPEG ignores the
+/// geometry and decodes the JPEG as it is.
+pub fn to_rgb(
+    pixels: Pixels,
+    data: &[u8],
+    width: u32,
+    height: u32,
+    stride: usize,
+) -> Result<RgbImage> {
+    let (w, h) = (width as usize, height as usize);
+    match pixels {
+        Pixels::Mjpeg => return decode_mjpeg(data),
+        Pixels::Yuyv => return yuyv_to_rgb(data, width, height, stride),
+        _ => {}
+    }
+    let chroma = matches!(pixels, Pixels::Uyvy | Pixels::Nv12 | Pixels::Yu12);
+    if w == 0 || h == 0 || (chroma && w % 2 != 0) || stride < pixels.min_stride(width) {
+        return Err(Error::invalid(format!(
+            "{pixels:?} frame {width}×{height} (stride {stride}) is not a valid size"
+        )));
+    }
+    let need = pixels.frame_len(height, stride);
+    if data.len() < need {
+        return Err(Error::invalid(format!(
+            "{pixels:?} frame is {} bytes, expected {need} for {width}×{height}",
+            data.len()
+        )));
+    }
+    let mut out = vec![0u8; w * h * 3];
+    let y_plane = &data[..stride * h];
+    for (row, dst) in out.chunks_exact_mut(w * 3).enumerate() {
+        let line = &y_plane[row * stride..];
+        match pixels {
+            Pixels::Uyvy => {
+                for (px, d) in line[..w * 2].chunks_exact(4).zip(dst.chunks_exact_mut(6)) {
+                    let (u, v) = (px[0] as i32 - 128, px[2] as i32 - 128);
+                    d[..3].copy_from_slice(&ycc(px[1], u, v));
+                    d[3..].copy_from_slice(&ycc(px[3], u, v));
+                }
+            }
+            Pixels::Nv12 | Pixels::Yu12 => {
+                let uv = stride * h;
+                for (col, d) in dst.chunks_exact_mut(3).enumerate() {
+                    let (u, v) = if pixels == Pixels::Nv12 {
+                        let c = uv + (row / 2) * stride + (col / 2) * 2;
+                        (data[c], data[c + 1])
+                    } else {
+                        let cs = stride / 2;
+                        let c = (row / 2) * cs + col / 2;
+                        (data[uv + c], data[uv + cs * h.div_ceil(2) + c])
+                    };
+                    d.copy_from_slice(&ycc(line[col], u as i32 - 128, v as i32 - 128));
+                }
+            }
+            Pixels::Rgb24 => dst.copy_from_slice(&line[..w * 3]),
+            Pixels::Grey => {
+                for (d, &g) in dst.chunks_exact_mut(3).zip(&line[..w]) {
+                    d.fill(g);
+                }
+            }
+            Pixels::Mjpeg | Pixels::Yuyv => unreachable!("handled above"),
+        }
+    }
+    RgbImage::from_raw(width, height, out).ok_or_else(|| Error::internal("raw frame size"))
 }
 
 /// RGB to BT.601 limited-range YUYV (chroma averaged over each pixel pair): what a webcam
@@ -249,6 +405,81 @@ mod tests {
         );
         let white = yuyv_to_rgb(&[235, 128, 235, 128], 2, 1, 4).unwrap();
         assert_eq!(white.get_pixel(0, 0).0, [255, 255, 255]);
+    }
+
+    /// `img` as a raw frame of `pixels` with `pad` bytes of padding after each row of the
+    /// first plane (what drivers do to align rows), BT.601 limited range like a camera.
+    fn encode(img: &RgbImage, pixels: Pixels, pad: usize) -> (Vec<u8>, usize) {
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let stride = pixels.min_stride(img.width()) + pad;
+        let px = |x: usize, y: usize| img.get_pixel(x as u32, y as u32).0.map(i32::from);
+        let luma = |p: [i32; 3]| (((66 * p[0] + 129 * p[1] + 25 * p[2] + 128) >> 8) + 16) as u8;
+        let cb = |p: [i32; 3]| (((-38 * p[0] - 74 * p[1] + 112 * p[2] + 128) >> 8) + 128) as u8;
+        let cr = |p: [i32; 3]| (((112 * p[0] - 94 * p[1] - 18 * p[2] + 128) >> 8) + 128) as u8;
+        let mut out = vec![0u8; pixels.frame_len(h as u32, stride)];
+        for y in 0..h {
+            for x in 0..w {
+                let p = px(x, y);
+                let at = y * stride;
+                match pixels {
+                    Pixels::Uyvy => {
+                        out[at + x * 2 + 1] = luma(p);
+                        out[at + (x & !1) * 2 + if x % 2 == 0 { 0 } else { 2 }] =
+                            if x % 2 == 0 { cb(p) } else { cr(px(x - 1, y)) };
+                    }
+                    Pixels::Nv12 | Pixels::Yu12 | Pixels::Grey => out[at + x] = luma(p),
+                    Pixels::Rgb24 => {
+                        out[at + x * 3..at + x * 3 + 3].copy_from_slice(&p.map(|c| c as u8))
+                    }
+                    _ => unreachable!(),
+                }
+                if y % 2 == 0 && x % 2 == 0 {
+                    let uv = stride * h;
+                    match pixels {
+                        Pixels::Nv12 => {
+                            out[uv + (y / 2) * stride + x] = cb(p);
+                            out[uv + (y / 2) * stride + x + 1] = cr(p);
+                        }
+                        Pixels::Yu12 => {
+                            let cs = stride / 2;
+                            out[uv + (y / 2) * cs + x / 2] = cb(p);
+                            out[uv + cs * h.div_ceil(2) + (y / 2) * cs + x / 2] = cr(p);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        (out, stride)
+    }
+
+    #[test]
+    fn every_raw_v4l2_format_round_trips_a_photo() {
+        let img = letterbox(&fixture("img1.jpg"), 320, 240);
+        for pixels in [Pixels::Uyvy, Pixels::Nv12, Pixels::Yu12, Pixels::Rgb24] {
+            for pad in [0, 64] {
+                let (raw, stride) = encode(&img, pixels, pad);
+                let back = to_rgb(pixels, &raw, 320, 240, stride).unwrap();
+                let p = psnr(&img, &back);
+                assert!(p > 28.0, "{pixels:?} pad {pad}: PSNR {p:.1} dB");
+                // One byte short is refused, not read past.
+                assert!(to_rgb(pixels, &raw[..raw.len() - 1], 320, 240, stride).is_err());
+            }
+        }
+        // GREY keeps luminance only: every channel equal, and the luminance right.
+        let (raw, stride) = encode(&img, Pixels::Grey, 0);
+        let grey = to_rgb(Pixels::Grey, &raw, 320, 240, stride).unwrap();
+        assert!(grey.pixels().all(|p| p.0[0] == p.0[1] && p.0[1] == p.0[2]));
+        assert_eq!(grey.get_pixel(160, 120).0[0], raw[120 * stride + 160]);
+        // The FourCCs map both ways, and a format faced cannot read maps to nothing.
+        for p in Pixels::PREFERENCE {
+            assert_eq!(Pixels::from_fourcc(p.fourccs()[0]), Some(p));
+        }
+        assert_eq!(Pixels::from_fourcc(b"JPEG"), Some(Pixels::Mjpeg));
+        assert_eq!(Pixels::from_fourcc(b"BA81"), None);
+        // Odd widths cannot be 4:2:2 or 4:2:0; a stride below the row is refused.
+        assert!(to_rgb(Pixels::Nv12, &[0; 64], 3, 2, 3).is_err());
+        assert!(to_rgb(Pixels::Rgb24, &[0; 64], 4, 2, 8).is_err());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! | source | module | feature |
 //! |---|---|---|
-//! | `v4l2:/dev/videoN` (USB / CSI cameras; MJPEG preferred, then YUYV) | [`v4l2`] | `v4l2` |
+//! | `v4l2:/dev/videoN` (USB / CSI cameras; MJPEG, YUYV, UYVY, NV12, YU12, RGB24, GREY) | [`v4l2`] | `v4l2` (default) |
 //! | `dir:PATH` (a folder of images played as a stream) | [`dir`] | always |
 //! | `http://…` (MJPEG over HTTP, `multipart/x-mixed-replace`) | [`http`] | always |
 //! | `rtsp://HOST/PATH` (IP cameras, H.264 decoded in process) | [`rtsp`] | `rtsp` (default) |
@@ -14,7 +14,7 @@
 //! free; a frame replaced before it was taken counts as dropped), so capture never waits on
 //! inference. When the source fails ([`CaptureError::Unplugged`], [`CaptureError::Stalled`]) the
 //! thread logs it, backs off (0.5 s doubling to 30 s) and reopens, until shutdown. Pixel
-//! conversion (YUYV → RGB, MJPEG decode) is in [`convert`].
+//! conversion (the raw V4L2 formats → RGB, MJPEG decode) is in [`convert`].
 //!
 //! What a camera is configured with ([`CameraConfig`], [`SourceSpec`], together a [`Camera`])
 //! is defined here too, in `camera.rs`; `config` parses the file into it.
@@ -40,7 +40,8 @@ use crate::base::{Backoff, Shutdown};
 use crate::error::{Error, Kind, Result};
 
 pub use camera::{
-    Camera, CameraConfig, PACKAGED_SAMPLES, SourceSpec, redact_credentials, stream_detector,
+    Camera, CameraConfig, PACKAGED_SAMPLES, SourceSpec, V4l2Format, redact_credentials,
+    stream_detector,
 };
 
 /// Backends compiled into this binary (for `faced check-config`).
@@ -53,6 +54,34 @@ pub fn compiled_backends() -> Vec<&'static str> {
         v.insert(0, "v4l2");
     }
     v
+}
+
+/// Refuses a camera whose kind of source is not compiled into this binary, naming the camera,
+/// its source and the way out. `faced check-config` and `faced run` both call it before
+/// anything starts, so a build without a backend says so at once instead of retrying the open.
+pub fn check_compiled(cam: &Camera) -> Result<()> {
+    check_compiled_in(cam, &compiled_backends())
+}
+
+fn check_compiled_in(cam: &Camera, built: &[&str]) -> Result<()> {
+    let (backend, note) = match &cam.source {
+        SourceSpec::V4l2(_) => ("v4l2", "build with default features (needs libclang)"),
+        SourceSpec::Rtsp(_) => (
+            "rtsp",
+            "build with default features, or read the camera with exec: and ffmpeg (docs/cameras.md)",
+        ),
+        _ => return Ok(()),
+    };
+    if built.contains(&backend) {
+        return Ok(());
+    }
+    Err(Error::precondition(format!(
+        "camera {}: source = \"{}\" needs the `{backend}` feature, but this faced was built \
+         without it (capture backends in this build: {}); {note}, or install the Debian package",
+        cam.name(),
+        cam.source.redacted(),
+        built.join(", ")
+    )))
 }
 
 /// One captured frame.
@@ -185,6 +214,7 @@ fn open_v4l2(dev: &std::path::Path, cam: &Camera) -> Result<Box<dyn FrameSource>
     let s = &cam.settings;
     Ok(Box::new(v4l2::V4l2Source::open(
         dev,
+        s.v4l2_format.pixels(),
         s.width,
         s.height,
         s.fps,
@@ -196,8 +226,8 @@ fn open_v4l2(dev: &std::path::Path, cam: &Camera) -> Result<Box<dyn FrameSource>
 fn open_v4l2(dev: &std::path::Path, _cam: &Camera) -> Result<Box<dyn FrameSource>> {
     check_device_node(dev)?;
     Err(Error::precondition(format!(
-        "{} exists, but this faced was built without V4L2 support; rebuild with \
-         `cargo build --release --features v4l2` or install the Debian package",
+        "{} exists, but this faced was built without V4L2 support; rebuild with default \
+         features (`cargo build --release`, needs libclang) or install the Debian package",
         dev.display()
     )))
 }
@@ -458,5 +488,45 @@ pub fn run_camera(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn camera(source: &str) -> Camera {
+        Camera {
+            settings: CameraConfig {
+                name: "front".into(),
+                source: source.into(),
+                ..CameraConfig::default()
+            },
+            source: SourceSpec::parse(source).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_source_this_build_cannot_open_is_refused_by_name() {
+        // The shipped build reads V4L2 and RTSP cameras.
+        assert!(compiled_backends().contains(&"v4l2"));
+        check_compiled(&camera("v4l2:/dev/video0")).unwrap();
+        // A build without them says which camera, which source and what to do.
+        let e = check_compiled_in(&camera("v4l2:/dev/video0"), &["dir", "pattern"]).unwrap_err();
+        let msg = e.to_string();
+        assert_eq!(e.kind(), Kind::FailedPrecondition, "{msg}");
+        for want in [
+            "camera front",
+            "v4l2:/dev/video0",
+            "`v4l2` feature",
+            "dir, pattern",
+        ] {
+            assert!(msg.contains(want), "{want:?} missing from {msg}");
+        }
+        let e = check_compiled_in(&camera("rtsp://u:secret@cam/s"), &["dir"]).unwrap_err();
+        assert!(!e.to_string().contains("secret"), "{e}");
+        assert!(e.to_string().contains("exec:"), "{e}");
+        // Sources every build reads are never refused.
+        check_compiled_in(&camera("pattern"), &[]).unwrap();
     }
 }

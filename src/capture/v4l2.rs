@@ -1,13 +1,15 @@
 //! `v4l2:/dev/videoN`: USB and CSI cameras through Video4Linux2 (the `v4l` crate, feature
-//! `v4l2`). Runs on the camera's capture thread.
+//! `v4l2`, a default one). Runs on the camera's capture thread.
 //!
-//! At open the device's formats are enumerated and the best one is chosen: MJPEG (small
-//! frames over USB, decoded here with the standard Huffman tables added when the camera leaves
-//! them out), else YUYV (converted with [`convert::yuyv_to_rgb`]). The configured size and
-//! frame rate are asked for; the driver may pick the nearest it supports (logged). Frames come
-//! through four memory-mapped buffers. A dequeue that waits longer than the stall timeout is
-//! [`CaptureError::Stalled`]; an I/O error (`ENODEV` when the cable is pulled) is
-//! [`CaptureError::Unplugged`]; both make the camera thread reopen with back-off.
+//! At open the device's formats are enumerated and one is chosen: the configured
+//! `v4l2_format`, or the first of [`Pixels::PREFERENCE`] the camera offers (MJPEG for small
+//! frames over USB, decoded with the standard Huffman tables added when the camera leaves them
+//! out; the raw YUV/RGB/GREY layouts converted by [`convert::to_rgb`]). The configured size
+//! and frame rate are asked for; the driver may pick the nearest it supports, and the info line
+//! says what was negotiated. Frames come through four memory-mapped buffers. A dequeue that
+//! waits longer than the stall timeout is [`CaptureError::Stalled`]; an I/O error (`ENODEV`
+//! when the cable is pulled) is [`CaptureError::Unplugged`]; both make the camera thread reopen
+//! with back-off.
 
 use std::path::Path;
 use std::time::Duration;
@@ -19,14 +21,9 @@ use v4l::video::Capture;
 use v4l::video::capture::Parameters;
 use v4l::{Format, FourCC};
 
+use super::convert::Pixels;
 use super::{CaptureError, Frame, FrameSource, check_device_node, convert};
 use crate::error::{Error, Result};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pixels {
-    Mjpeg,
-    Yuyv,
-}
 
 /// An open V4L2 camera, streaming.
 pub struct V4l2Source {
@@ -60,9 +57,11 @@ fn io_error(path: &str, what: &str, e: std::io::Error) -> Error {
 }
 
 impl V4l2Source {
-    /// Opens `path`, negotiates format, size and rate, and starts streaming.
+    /// Opens `path`, negotiates format (`want`, or the best offered when `None`), size and
+    /// rate, and starts streaming.
     pub fn open(
         path: &Path,
+        want: Option<Pixels>,
         width: u32,
         height: u32,
         fps: f32,
@@ -77,20 +76,38 @@ impl V4l2Source {
         let formats = dev
             .enum_formats()
             .map_err(|e| io_error(&p, "cannot list formats", e))?;
-        let mjpg = FourCC::new(b"MJPG");
-        let yuyv = FourCC::new(b"YUYV");
-        let (fourcc, pixels) = if formats.iter().any(|f| f.fourcc == mjpg) {
-            (mjpg, Pixels::Mjpeg)
-        } else if formats.iter().any(|f| f.fourcc == yuyv) {
-            (yuyv, Pixels::Yuyv)
-        } else {
-            let have: Vec<String> = formats.iter().map(|f| f.fourcc.to_string()).collect();
-            return Err(Error::invalid(format!(
-                "{p} ({}) offers {} but faced reads MJPEG or YUYV; pick another /dev/video node \
-                 (`v4l2-ctl --list-formats -d {p}`)",
-                caps.card,
-                have.join(", ")
-            )));
+        let offered: Vec<(FourCC, Option<Pixels>)> = formats
+            .iter()
+            .map(|f| (f.fourcc, Pixels::from_fourcc(&f.fourcc.repr)))
+            .collect();
+        let have = || {
+            let v: Vec<String> = offered.iter().map(|(c, _)| c.to_string()).collect();
+            v.join(", ")
+        };
+        let candidates: Vec<Pixels> = match want {
+            Some(w) => vec![w],
+            None => Pixels::PREFERENCE.to_vec(),
+        };
+        let Some((fourcc, pixels)) = candidates.iter().find_map(|want| {
+            offered
+                .iter()
+                .find(|(_, got)| got == &Some(*want))
+                .map(|(c, _)| (*c, *want))
+        }) else {
+            return Err(Error::invalid(match want {
+                Some(w) => format!(
+                    "{p} ({}) offers {} but not {w:?} (cameras[].v4l2_format); set it to \
+                     \"auto\" or to one of those (`v4l2-ctl --list-formats -d {p}`)",
+                    caps.card,
+                    have()
+                ),
+                None => format!(
+                    "{p} ({}) offers {} but faced reads MJPEG, YUYV, UYVY, NV12, YU12, RGB24 \
+                     or GREY; pick another /dev/video node (`v4l2-ctl --list-formats -d {p}`)",
+                    caps.card,
+                    have()
+                ),
+            }));
         };
         let got = dev
             .set_format(&Format::new(width, height, fourcc))
@@ -110,21 +127,33 @@ impl V4l2Source {
             );
         }
         let want_fps = fps.round().max(1.0) as u32;
-        match dev.set_params(&Parameters::with_fps(want_fps)) {
-            Ok(par) => tracing::info!(
-                device = p,
-                camera = caps.card,
-                format = %fourcc,
-                width = got.width,
-                height = got.height,
-                interval = format!("{}/{}", par.interval.numerator, par.interval.denominator),
-                "V4L2 camera configured"
+        // What was negotiated goes into the message itself, not only into fields: a journal
+        // read without `-o verbose` (or a plain stderr log) must still say it.
+        let rate = match dev.set_params(&Parameters::with_fps(want_fps)) {
+            Ok(par) => format!(
+                "{}/{} s per frame",
+                par.interval.numerator, par.interval.denominator
             ),
-            Err(e) => tracing::warn!(
-                device = p,
-                "cannot set {want_fps} fps: {e}; using the camera's default"
-            ),
-        }
+            Err(e) => {
+                tracing::warn!(
+                    device = p,
+                    "cannot set {want_fps} fps: {e}; using the camera's default"
+                );
+                "the camera's default rate".into()
+            }
+        };
+        tracing::info!(
+            device = p,
+            camera = caps.card,
+            format = %fourcc,
+            width = got.width,
+            height = got.height,
+            rate = rate,
+            "V4L2 camera {p} ({}): {fourcc} {}×{} at {rate}",
+            caps.card,
+            got.width,
+            got.height
+        );
         let mut stream = MmapStream::with_buffers(&dev, Type::VideoCapture, 4)
             .map_err(|e| io_error(&p, "cannot map buffers", e))?;
         stream.set_timeout(stall);
@@ -135,7 +164,7 @@ impl V4l2Source {
             pixels,
             width: got.width,
             height: got.height,
-            stride: (got.stride as usize).max(got.width as usize * 2),
+            stride: (got.stride as usize).max(pixels.min_stride(got.width)),
             stall,
             seq: 0,
         })
@@ -159,11 +188,8 @@ impl FrameSource for V4l2Source {
         };
         let used = (meta.bytesused as usize).min(buf.len());
         let data = &buf[..if used == 0 { buf.len() } else { used }];
-        let img = match self.pixels {
-            Pixels::Mjpeg => convert::decode_mjpeg(data),
-            Pixels::Yuyv => convert::yuyv_to_rgb(data, self.width, self.height, self.stride),
-        }
-        .map_err(CaptureError::BadFrame)?;
+        let img = convert::to_rgb(self.pixels, data, self.width, self.height, self.stride)
+            .map_err(CaptureError::BadFrame)?;
         self.seq += 1;
         Ok(Frame::now(img, self.seq))
     }

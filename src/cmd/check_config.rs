@@ -44,6 +44,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
+    for cam in &cfg.cameras {
+        faced::capture::check_compiled(cam)?;
+    }
     if args.deep {
         for cam in &cfg.cameras {
             faced::vision::Analyzer::open(&cfg.raw.inference, cam.settings.detector)?;

@@ -11,8 +11,9 @@
 //!   tracks that need it (new, better quality, every `embed_every` passes, or still undecided),
 //!   asks the gallery (`Gallery::search`) about each embedding, decides identity by a vote over
 //!   the track's best embeddings, and emits events through the [`CoolDown`]. It beats a
-//!   heartbeat every loop; `faced run` sends the systemd watchdog ping only while it is fresh,
-//!   so a stuck vision thread gets the service restarted.
+//!   heartbeat every loop; `faced run` sends the systemd watchdog ping only while the thread is
+//!   not stuck ([`Handle::vision_stuck`]: silent for longer than this machine's own frame pace
+//!   explains), so a stuck vision thread gets the service restarted and a slow one does not.
 //!
 //! Embedding only when needed is what makes the pipeline cheap: the Python reference embeds
 //! every face of every frame; a face that stays in view here is embedded about once every
@@ -166,6 +167,9 @@ pub struct Shared {
     overlay: broadcast::Sender<Overlay>,
     started: Instant,
     heartbeat_ms: AtomicU64,
+    /// The longest a frame took lately (ms; decays by 1/64 per frame), 0 before the first:
+    /// what the watchdog allows a frame on this machine.
+    slowest_frame_ms: AtomicU64,
     stop: Shutdown,
     control: Mutex<Vec<Control>>,
     errors: AtomicU64,
@@ -236,6 +240,7 @@ impl Shared {
             overlay: broadcast::channel(64).0,
             started: Instant::now(),
             heartbeat_ms: AtomicU64::new(0),
+            slowest_frame_ms: AtomicU64::new(0),
             stop: Shutdown::new(),
             control: Mutex::new(Vec::new()),
             errors: AtomicU64::new(0),
@@ -249,6 +254,14 @@ impl Shared {
     fn beat(&self) {
         self.heartbeat_ms
             .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Records that a frame took `took`.
+    fn frame_took(&self, took: Duration) {
+        let ms = took.as_millis() as u64;
+        let old = self.slowest_frame_ms.load(Ordering::Relaxed);
+        self.slowest_frame_ms
+            .store(ms.max(old.saturating_sub(old / 64 + 1)), Ordering::Relaxed);
     }
 }
 
@@ -407,6 +420,16 @@ impl Handle {
     pub fn heartbeat_age(&self) -> Duration {
         let now = self.shared.started.elapsed().as_millis() as u64;
         Duration::from_millis(now.saturating_sub(self.shared.heartbeat_ms.load(Ordering::Relaxed)))
+    }
+
+    /// Whether the vision thread looks stuck to a watchdog of `period`: silent for longer than
+    /// half the period *and* than this machine's own pace allows ([`watchdog_allowance`]).
+    /// Returns how long it has been silent and what was allowed, when it is stuck.
+    pub fn vision_stuck(&self, period: Duration) -> Option<(Duration, Duration)> {
+        let slowest = self.shared.slowest_frame_ms.load(Ordering::Relaxed);
+        let allowed = watchdog_allowance(period, Duration::from_millis(slowest));
+        let age = self.heartbeat_age();
+        (age >= allowed).then_some((age, allowed))
     }
 
     /// The best face of the most recently reported unknown track (of `camera`, or of any
@@ -837,6 +860,23 @@ impl Processor {
     }
 }
 
+/// How long the vision thread may stay inside one frame before the watchdog counts it as
+/// stuck: half the watchdog period, or four times the slowest recent frame when this machine is
+/// slower than that (a Pi under load, an emulated CPU), or [`FIRST_FRAME_GRACE`] before any
+/// frame finished (the first inference of each model also prepares its weights). A slow CPU
+/// then makes faced slow, not restarted in a loop; a thread truly stuck still stops the pings.
+pub fn watchdog_allowance(period: Duration, slowest: Duration) -> Duration {
+    let pace = if slowest.is_zero() {
+        FIRST_FRAME_GRACE
+    } else {
+        slowest * 4
+    };
+    (period / 2).max(pace)
+}
+
+/// What the watchdog allows the first frame (see [`watchdog_allowance`]).
+pub const FIRST_FRAME_GRACE: Duration = Duration::from_secs(120);
+
 /// A running pipeline: camera threads plus the vision thread.
 pub struct Pipeline {
     handle: Handle,
@@ -924,7 +964,9 @@ impl Pipeline {
                         processor.apply_control();
                         continue;
                     };
+                    let t = Instant::now();
                     let r = processor.gated(cam, &frame);
+                    vshared.frame_took(t.elapsed());
                     vshared.processed.fetch_add(1, Ordering::Release);
                     match r {
                         Ok(()) => backoff.reset(),
@@ -963,5 +1005,52 @@ impl Pipeline {
         for t in self.threads {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod watchdog_tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_machine_is_allowed_its_pace_and_a_stuck_thread_is_not() {
+        let period = Duration::from_secs(30);
+        // Before any frame: the first-frame grace, not half the period.
+        assert_eq!(
+            watchdog_allowance(period, Duration::ZERO),
+            FIRST_FRAME_GRACE
+        );
+        // A fast machine: half the period.
+        assert_eq!(
+            watchdog_allowance(period, Duration::from_millis(80)),
+            Duration::from_secs(15)
+        );
+        // Frames of 20 s (an emulated CPU): four of them.
+        assert_eq!(
+            watchdog_allowance(period, Duration::from_secs(20)),
+            Duration::from_secs(80)
+        );
+
+        let h = Handle {
+            shared: Shared::new(&[]),
+        };
+        let period = Duration::from_millis(8);
+        h.shared.beat();
+        h.shared.frame_took(Duration::from_millis(50));
+        assert_eq!(h.vision_stuck(period), None);
+        // Silent for 250 ms after frames of 50 ms: stuck (allowed 200 ms).
+        std::thread::sleep(Duration::from_millis(250));
+        let (age, allowed) = h.vision_stuck(period).expect("stuck");
+        assert!(age >= Duration::from_millis(250), "{age:?}");
+        assert_eq!(allowed, Duration::from_millis(200));
+        // The same silence after a frame of 10 s on this machine: not stuck.
+        h.shared.frame_took(Duration::from_secs(10));
+        assert_eq!(h.vision_stuck(period), None);
+        // The allowance decays with fast frames, so one slow frame long ago stops counting.
+        for _ in 0..400 {
+            h.shared.frame_took(Duration::from_millis(1));
+        }
+        assert!(h.shared.slowest_frame_ms.load(Ordering::Relaxed) < 10);
+        assert!(h.vision_stuck(Duration::from_millis(8)).is_some());
     }
 }

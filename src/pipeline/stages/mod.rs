@@ -28,7 +28,7 @@ pub mod publish;
 pub mod visitors;
 pub mod vote;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use super::tracker::{Track, Tracker, TrackerConfig};
@@ -37,6 +37,9 @@ use crate::vision::Face;
 use crate::vision::detect::Detection;
 
 /// One camera's state on the vision thread.
+/// How many frame intervals the processed rate is averaged over.
+pub const FPS_WINDOW: usize = 10;
+
 #[derive(Debug)]
 pub struct CamState {
     /// Its settings in force.
@@ -45,10 +48,8 @@ pub struct CamState {
     pub tracker: Tracker,
     /// Frames processed.
     pub frames: u64,
-    /// Capture time of the previous frame (fps).
-    pub last_frame: Option<Instant>,
-    /// Smoothed frames per second.
-    pub fps: f32,
+    /// Capture times of the last [`FPS_WINDOW`] + 1 frames processed (fps).
+    pub recent: VecDeque<Instant>,
     /// Track id → the person the door relay was asked about for it.
     pub door: HashMap<u64, i64>,
     /// The next frame ends every track: detection was paused in between.
@@ -62,8 +63,7 @@ impl CamState {
             tracker: Tracker::new(tracker_cfg(&cfg)),
             cfg,
             frames: 0,
-            last_frame: None,
-            fps: 0.0,
+            recent: VecDeque::with_capacity(FPS_WINDOW + 1),
             door: HashMap::new(),
             cut_next: false,
         }

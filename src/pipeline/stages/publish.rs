@@ -6,7 +6,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::CamState;
+use super::{CamState, FPS_WINDOW};
 use crate::capture::Frame;
 use crate::events::Event;
 use crate::events::store::EventSender;
@@ -22,19 +22,25 @@ pub fn run(
     sender: Option<&EventSender>,
 ) {
     let cs = &shared.cameras[cam];
-    if let Some(prev) = st.last_frame {
-        let dt = frame.captured.saturating_duration_since(prev).as_secs_f32();
-        if dt > 0.0 {
-            st.fps = if st.fps == 0.0 {
-                1.0 / dt
-            } else {
-                st.fps * 0.9 + 0.1 / dt
-            };
-        }
+    // Frames processed over the span of the last FPS_WINDOW intervals: a mean of intervals,
+    // not of rates. Averaging 1/dt let a burst of frames the driver had queued (dt ≈ 1 ms)
+    // report hundreds of fps for many seconds while the vision thread did ~1 per second.
+    st.recent.push_back(frame.captured);
+    if st.recent.len() > FPS_WINDOW + 1 {
+        st.recent.pop_front();
     }
-    st.last_frame = Some(frame.captured);
-    cs.fps_milli
-        .store((st.fps * 1000.0) as u32, Ordering::Relaxed);
+    let fps = match (st.recent.front(), st.recent.back()) {
+        (Some(first), Some(last)) if st.recent.len() > 1 => {
+            let span = last.saturating_duration_since(*first).as_secs_f32();
+            if span > 0.0 {
+                (st.recent.len() - 1) as f32 / span
+            } else {
+                0.0
+            }
+        }
+        _ => 0.0,
+    };
+    cs.fps_milli.store((fps * 1000.0) as u32, Ordering::Relaxed);
     cs.processed.fetch_add(1, Ordering::Relaxed);
     *cs.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(frame.clone());
     if shared.overlay.receiver_count() > 0 {
@@ -104,5 +110,28 @@ mod tests {
         run(&t.shared, 0, &mut t.st, &f2, &[], None);
         assert!((h.stats()[0].fps - 10.0).abs() < 0.01, "{:?}", h.stats());
         assert_eq!(h.latest_frame("cam").unwrap().seq, 42);
+    }
+
+    #[test]
+    fn fps_is_the_processed_rate_after_a_burst_of_queued_frames() {
+        let mut t = Rig::new(camera());
+        let h = t.handle();
+        let mut f = t.frame(1, &[]);
+        let t0 = f.captured;
+        // The driver's four queued buffers come 1 ms apart, then the vision thread takes one
+        // frame a second.
+        let at = (0..4u64)
+            .map(|i| Duration::from_millis(i))
+            .chain((1..=10u64).map(|i| Duration::from_millis(3) + Duration::from_secs(i)));
+        for (i, d) in at.enumerate() {
+            f.captured = t0 + d;
+            f.seq = i as u64 + 1;
+            run(&t.shared, 0, &mut t.st, &f, &[], None);
+        }
+        let fps = h.stats()[0].fps;
+        assert!(
+            (fps - 1.0).abs() < 0.01,
+            "{fps} fps reported, 1 processed per second"
+        );
     }
 }
