@@ -712,7 +712,15 @@ impl EventWriter {
                         // bench`) against frames' real capture instants.
                         let committed = Instant::now();
                         for e in outcome.stored {
-                            tracing::info!("{}", e.log_line());
+                            // The fields reach journald as F_EVENT_ID, F_CAMERA, F_PERSON, so
+                            // `journalctl -u faced F_PERSON=alice` finds a person's events.
+                            tracing::info!(
+                                event_id = e.event_id,
+                                camera = e.camera.as_str(),
+                                person = e.person.as_deref(),
+                                "{}",
+                                e.log_line()
+                            );
                             let _ = out.send(StoredEvent {
                                 event: Arc::new(e),
                                 committed,
