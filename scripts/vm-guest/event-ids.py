@@ -9,8 +9,9 @@ import sys
 seen = {}
 reused = set()
 msgs = 0
-for line in sys.stdin:
-    topic, _, payload = line.rstrip("\n").partition(" ")
+# Bytes: the subscriber's log also holds the JPEG snapshots faced publishes.
+for raw in sys.stdin.buffer:
+    topic, _, payload = raw.decode("utf-8", "replace").rstrip("\n").partition(" ")
     if not topic.endswith("/events"):
         continue
     try:
