@@ -317,6 +317,66 @@ async fn people(c: &Client) -> Vec<String> {
 /// one: the daemon restarts in place (same PID), applies it, and the person is back, with the
 /// replaced database kept. `faced restore` while the daemon runs stages instead of swapping the
 /// files under it, and the daemon's next start applies it.
+/// Every restore attempt runs the archive's key stretching, so attempts count against the
+/// sign-in limits: with 3 a minute, a sign-in and two refused uploads use them up, and the next
+/// upload is answered 429 before its body is read. The gallery is untouched throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_attempts_are_rate_limited_like_sign_ins() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("faced.db");
+    tokio::task::block_in_place(|| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_faced"))
+            .args(["user", "--db", s(&db), "add", "--admin", "root"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{PASSWORD}\n").as_bytes())
+            .unwrap();
+        assert!(c.wait().unwrap().success());
+    });
+    let listen = free_listen();
+    let env = [
+        ("FACED_GALLERY__DB", s(&db)),
+        ("FACED_WEB__ENABLED", "true"),
+        ("FACED_WEB__LISTEN", listen.as_str()),
+        ("FACED_WEB__LOGIN_ATTEMPTS_PER_MINUTE", "3"),
+    ];
+    let mut d = Daemon::start(&["--source", "v4l2:/dev/video99"], &env);
+    tokio::task::block_in_place(|| {
+        d.wait_for(&["web console listening"], Duration::from_secs(180))
+    });
+    let mut admin = Client::new(&format!("http://{listen}"));
+    admin.login("root", PASSWORD).await;
+    let form = || {
+        reqwest::multipart::Form::new()
+            .text("passphrase", PASS.to_string())
+            .part(
+                "archive",
+                reqwest::multipart::Part::bytes(b"FACEDBK1 not an archive".to_vec())
+                    .file_name("unit.fbk"),
+            )
+    };
+    let mut statuses = Vec::new();
+    let mut last = String::new();
+    for _ in 0..3 {
+        let r = admin
+            .req(reqwest::Method::POST, "/api/restore")
+            .multipart(form())
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        last = r.text().await.unwrap();
+    }
+    assert_eq!(statuses, [400, 400, 429], "{last}");
+    assert!(last.contains("too many restore attempts"), "{last}");
+    assert!(people(&admin).await.is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_restore_restarts_the_daemon_with_the_backup() {
     let _heavy = crate::util::alone_async().await;

@@ -67,8 +67,10 @@ pub const EXTENSION: &str = "fbk";
 const MAX_HEADER: usize = 16 * 1024;
 /// Fewest iterations accepted when reading: a forged header must not make the KDF trivial.
 const MIN_ITERATIONS: u32 = 10_000;
-/// Most iterations accepted when reading: a forged header must not make restore hang.
-const MAX_ITERATIONS: u32 = 100_000_000;
+/// Most iterations accepted when reading: twice what archives are written with, so a future
+/// increase still reads, while a forged header cannot make one restore attempt cost more than
+/// about two normal ones (100 000 000 kept both cores of the 2-core VM busy for ~170 s a try).
+const MAX_ITERATIONS: u32 = 2 * ITERATIONS;
 const TAG_LEN: usize = 16;
 
 /// A backup passphrase (never printed).
@@ -913,6 +915,35 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let e = stage(bytes.as_slice(), &pass(), &dir.path().join("x.db")).unwrap_err();
         assert!(e.to_string().contains("part 0 fails its check"), "{e}");
+    }
+
+    #[test]
+    fn a_header_asking_for_more_key_stretching_than_the_bound_is_refused_at_once() {
+        let (h, bytes, _) = archive(&[0u8; 64]);
+        let hlen = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+        let forged = |iterations: u32| {
+            let json = serde_json::to_vec(&Header {
+                iterations,
+                ..h.clone()
+            })
+            .unwrap();
+            let mut b = bytes[..8].to_vec();
+            b.extend_from_slice(&(json.len() as u32).to_le_bytes());
+            b.extend_from_slice(&json);
+            b.extend_from_slice(&bytes[12 + hlen..]);
+            b
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("x.db");
+        for n in [MAX_ITERATIONS + 1, 100_000_000, MIN_ITERATIONS - 1] {
+            let t = std::time::Instant::now();
+            let e = stage(forged(n).as_slice(), &pass(), &db).unwrap_err();
+            assert!(e.to_string().contains("key derivation"), "{n}: {e}");
+            // Refused before any key stretching.
+            assert!(t.elapsed() < std::time::Duration::from_millis(100), "{n}");
+        }
+        // The bound still reads what faced writes today.
+        assert!((MIN_ITERATIONS..=MAX_ITERATIONS).contains(&ITERATIONS));
     }
 
     #[test]

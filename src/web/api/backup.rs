@@ -5,17 +5,22 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::Extension;
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{Multipart, State};
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{blocking, gallery};
 use crate::db::backup::{self, Passphrase};
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 use crate::json;
 use crate::web::AppState;
 use crate::web::auth;
-use crate::web::error::{ApiResult, JsonBody};
+use crate::web::error::{ApiError, ApiResult, JsonBody};
 
 /// Longest passphrase field accepted by `POST /api/restore`, bytes.
 const MAX_PASSPHRASE_BYTES: usize = 4096;
@@ -83,10 +88,29 @@ pub async fn backup(
 /// beside the database (at most `web.max_restore_bytes`), verifies it completely and stages it,
 /// then restarts the daemon, which applies it before opening the database. A wrong passphrase
 /// or a damaged, truncated or newer archive is refused (400/409) and changes nothing.
+///
+/// Each attempt runs the archive's key stretching (a guess at the passphrase costs what a
+/// sign-in's password check costs), so attempts count against the sign-in limits
+/// (`web.login_attempts_per_minute*`), before the upload is read.
 pub async fn restore(
     State(s): State<AppState>,
+    ci: Option<Extension<ConnectInfo<SocketAddr>>>,
     mp: std::result::Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> ApiResult<axum::Json<json::Restored>> {
+    s.limiter
+        .check(super::session::client_ip(ci), Instant::now())
+        .map_err(|r| {
+            ApiError::with_status(
+                StatusCode::TOO_MANY_REQUESTS,
+                Kind::ResourceExhausted,
+                format!(
+                    "too many restore attempts and sign-ins from {} \
+                     (web.login_attempts_per_minute*); try again in {} s",
+                    r.scope,
+                    r.wait.as_secs_f64().ceil().max(1.0)
+                ),
+            )
+        })?;
     let mut mp = mp?;
     let db = gallery(&s).db_path().to_owned();
     let upload = Scratch::beside(&db, "restore-upload")?;

@@ -31,7 +31,7 @@ pub async fn status(State(s): State<AppState>) -> ApiResult<axum::Json<json::Sta
     }))
 }
 
-fn client_ip(ci: Option<Extension<ConnectInfo<SocketAddr>>>) -> std::net::IpAddr {
+pub(super) fn client_ip(ci: Option<Extension<ConnectInfo<SocketAddr>>>) -> std::net::IpAddr {
     ci.map(|Extension(ConnectInfo(a))| a.ip())
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
 }
