@@ -23,7 +23,8 @@ def call(method, path, body=None):
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(BASE + path, data=data, method=method,
                                  headers={"Content-Type": "application/json"})
-    with opener.open(req, timeout=10) as r:
+    # Generous: under TCG with a busy host, the sign-in's password hash alone took over 10 s.
+    with opener.open(req, timeout=90) as r:
         return json.load(r)
 
 
