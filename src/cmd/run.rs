@@ -520,10 +520,14 @@ fn camera_summary(h: &faced::pipeline::Handle) -> String {
     stats
         .iter()
         .map(|s| {
-            format!(
-                "{}: {} {:.1} fps, {} dropped",
-                s.name, s.status, s.fps, s.dropped
-            )
+            // At READY a camera has given one frame, which is no rate yet: "0.0 fps" there
+            // read as a stalled camera.
+            let rate = if s.fps > 0.0 || s.status != "running" {
+                format!("{:.1} fps", s.fps)
+            } else {
+                "first frame in".to_string()
+            };
+            format!("{}: {} {rate}, {} dropped", s.name, s.status, s.dropped)
         })
         .collect::<Vec<_>>()
         .join("; ")

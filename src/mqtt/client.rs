@@ -412,6 +412,8 @@ struct Drain {
 
 struct Publisher {
     device_id: String,
+    /// `host:port`, for log messages that must say which broker without journald's fields.
+    broker: String,
     topics: Topics,
     discovery: bool,
     /// `Some` when commands are enabled.
@@ -459,6 +461,7 @@ struct Publisher {
 impl Publisher {
     fn new(s: Setup, client: AsyncClient, outbox: Outbox) -> Publisher {
         Publisher {
+            broker: format!("{}:{}", s.cfg.host, s.cfg.effective_port()),
             device_id: s.device_id,
             topics: s.topics,
             discovery: s.cfg.discovery,
@@ -554,7 +557,9 @@ impl Publisher {
                 error,
                 queued,
                 retry_in_ms = retry_in.as_millis() as u64,
-                "lost the MQTT broker; reconnecting"
+                "lost the MQTT broker {}: {error}; reconnecting in {:.1} s",
+                self.broker,
+                retry_in.as_secs_f32()
             );
         } else if refused || self.failures == 1 || self.failures.is_power_of_two() {
             tracing::warn!(
@@ -562,7 +567,9 @@ impl Publisher {
                 attempt = self.failures,
                 queued,
                 retry_in_ms = retry_in.as_millis() as u64,
-                "cannot connect to the MQTT broker; retrying"
+                "cannot connect to the MQTT broker {}: {error}; retrying in {:.1} s",
+                self.broker,
+                retry_in.as_secs_f32()
             );
         } else {
             tracing::debug!(error, attempt = self.failures, "MQTT connect failed");
