@@ -345,7 +345,7 @@ async fn restore_attempts_are_rate_limited_like_sign_ins() {
         ("FACED_WEB__LISTEN", listen.as_str()),
         ("FACED_WEB__LOGIN_ATTEMPTS_PER_MINUTE", "3"),
     ];
-    let mut d = Daemon::start(&["--source", "v4l2:/dev/video99"], &env);
+    let d = Daemon::start(&["--source", "v4l2:/dev/video99"], &env);
     tokio::task::block_in_place(|| {
         d.wait_for(&["web console listening"], Duration::from_secs(180))
     });

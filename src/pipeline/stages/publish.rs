@@ -121,7 +121,7 @@ mod tests {
         // The driver's four queued buffers come 1 ms apart, then the vision thread takes one
         // frame a second.
         let at = (0..4u64)
-            .map(|i| Duration::from_millis(i))
+            .map(Duration::from_millis)
             .chain((1..=10u64).map(|i| Duration::from_millis(3) + Duration::from_secs(i)));
         for (i, d) in at.enumerate() {
             f.captured = t0 + d;
