@@ -317,6 +317,22 @@ async fn people(c: &Client) -> Vec<String> {
 /// one: the daemon restarts in place (same PID), applies it, and the person is back, with the
 /// replaced database kept. `faced restore` while the daemon runs stages instead of swapping the
 /// files under it, and the daemon's next start applies it.
+/// Adds the console admin `root` with the test password, through `faced user add`.
+fn add_admin(db: &Path) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_faced"))
+        .args(["user", "--db", s(db), "add", "--admin", "root"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .unwrap();
+    assert!(c.wait().unwrap().success());
+}
+
 /// Every restore attempt runs the archive's key stretching, so attempts count against the
 /// sign-in limits: with 3 a minute, a sign-in and two refused uploads use them up, and the next
 /// upload is answered 429 before its body is read. The gallery is untouched throughout.
@@ -324,20 +340,7 @@ async fn people(c: &Client) -> Vec<String> {
 async fn restore_attempts_are_rate_limited_like_sign_ins() {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("faced.db");
-    tokio::task::block_in_place(|| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_faced"))
-            .args(["user", "--db", s(&db), "add", "--admin", "root"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        c.stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{PASSWORD}\n").as_bytes())
-            .unwrap();
-        assert!(c.wait().unwrap().success());
-    });
+    tokio::task::block_in_place(|| add_admin(&db));
     let listen = free_listen();
     let env = [
         ("FACED_GALLERY__DB", s(&db)),
@@ -383,20 +386,7 @@ async fn console_restore_restarts_the_daemon_with_the_backup() {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("faced.db");
     let _ = tokio::task::block_in_place(|| enroll_three(&db));
-    tokio::task::block_in_place(|| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_faced"))
-            .args(["user", "--db", s(&db), "add", "--admin", "root"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        c.stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{PASSWORD}\n").as_bytes())
-            .unwrap();
-        assert!(c.wait().unwrap().success());
-    });
+    tokio::task::block_in_place(|| add_admin(&db));
     let listen = free_listen();
     let env = [
         ("FACED_GALLERY__DB", s(&db)),
