@@ -174,6 +174,63 @@ fn missing_v4l2_device_is_retried_with_a_clear_error() {
     assert!(slot.take_any(Duration::from_millis(10)).is_none());
 }
 
+/// A V4L2 camera that comes back (plugged in again, its driver reloaded) is opened about a
+/// second after its device node appears, not at the end of a back-off that has grown to 8 s.
+/// The opener stands in for the device: it fails while the node is missing and gives the test
+/// pattern once it is there.
+#[test]
+fn a_camera_that_comes_back_is_reopened_without_waiting_out_the_back_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = dir.path().join("video0");
+    let cam = Camera {
+        settings: CameraConfig {
+            name: "door".into(),
+            source: format!("v4l2:{}", node.display()),
+            ..Default::default()
+        },
+        source: SourceSpec::V4l2(node.clone()),
+    };
+    let appeared = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let (a2, c2, n2) = (appeared.clone(), calls.clone(), node.clone());
+    let opener = move |_: &Camera| -> faced::Result<Box<dyn faced::capture::FrameSource>> {
+        if n2.exists() {
+            return Ok(Box::new(faced::capture::pattern::Pattern::new(
+                64, 48, 10.0,
+            )));
+        }
+        // After the 5th failure (7.5 s in) the back-off is 8 s; the node appears 1 s into it.
+        if c2.fetch_add(1, Ordering::SeqCst) + 1 == 5 {
+            let (a3, n3) = (a2.clone(), n2.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(1));
+                std::fs::write(&n3, b"").unwrap();
+                *a3.lock().unwrap() = Some(Instant::now());
+            });
+        }
+        Err(faced::Error::unavailable("camera device does not exist"))
+    };
+    let slot = Arc::new(FrameSlot::new(1));
+    let status = Arc::new(CameraStatus::default());
+    let stop = Shutdown::new();
+    let (s2, st2, stop2) = (slot.clone(), status.clone(), stop.clone());
+    let t =
+        std::thread::spawn(move || faced::capture::run_camera(0, &cam, &opener, &s2, &st2, &stop2));
+    let frame = slot.take_any(Duration::from_secs(30));
+    let opened = Instant::now();
+    stop.raise();
+    slot.close();
+    t.join().unwrap();
+    assert!(frame.is_some(), "no frame after the node appeared");
+    let appeared = appeared.lock().unwrap().expect("the node appeared");
+    let after = opened.saturating_duration_since(appeared);
+    assert!(
+        after < Duration::from_secs(3),
+        "opened {after:?} after the node appeared (the back-off had 7 s left)"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
+}
+
 #[test]
 fn slot_keeps_only_the_newest_frame_and_counts_drops() {
     let slot = FrameSlot::new(2);

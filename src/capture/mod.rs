@@ -260,6 +260,32 @@ pub fn check_device_node(dev: &std::path::Path) -> Result<()> {
     }
 }
 
+/// Sleeps the back-off `d` before reopening, or less for a V4L2 camera whose device node
+/// appears meanwhile (plugged in again, its driver reloaded): it is tried a second after it
+/// appears instead of after the rest of a back-off of up to 30 s. The second is udev's: the
+/// kernel creates the node as root's and udev gives it the `video` group just after, so an open
+/// at once fails with "permission denied". False when stopping.
+fn back_off(stop: &Shutdown, d: Duration, source: &SourceSpec) -> bool {
+    let SourceSpec::V4l2(dev) = source else {
+        return stop.sleep(d);
+    };
+    let end = Instant::now() + d;
+    let was_there = dev.exists();
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        if !stop.sleep(left.min(Duration::from_millis(250))) {
+            return false;
+        }
+        if !was_there && dev.exists() {
+            let left = end.saturating_duration_since(Instant::now());
+            return stop.sleep(left.min(Duration::from_secs(1)));
+        }
+    }
+}
+
 /// How long without a frame before a live source counts as stalled: 10 frame intervals, at
 /// least 3 s.
 pub fn stall_timeout(fps: f32) -> Duration {
@@ -436,7 +462,7 @@ pub fn run_camera(
                 let d = backoff.next_delay();
                 tracing::error!(camera = name, source = %source, "cannot open camera: {e}; retrying in {:.1} s", d.as_secs_f32());
                 status.set(format!("error: {e}"));
-                if !stop.sleep(d) {
+                if !back_off(stop, d, &cam.source) {
                     break;
                 }
                 continue;
@@ -481,7 +507,7 @@ pub fn run_camera(
                     tracing::error!(camera = name, source = %source, "camera lost: {e}; reopening in {:.1} s", d.as_secs_f32());
                     status.set(format!("error: {e}"));
                     drop(src);
-                    if !stop.sleep(d) {
+                    if !back_off(stop, d, &cam.source) {
                         return;
                     }
                     break;
