@@ -264,11 +264,16 @@ pub fn check_device_node(dev: &std::path::Path) -> Result<()> {
 /// appears meanwhile (plugged in again, its driver reloaded): it is tried a second after it
 /// appears instead of after the rest of a back-off of up to 30 s. The second is udev's: the
 /// kernel creates the node as root's and udev gives it the `video` group just after, so an open
-/// at once fails with "permission denied". False when stopping.
+/// at once fails with "permission denied". For the same reason a node changed in the last few
+/// seconds (an open that raced udev) is tried again after a second. False when stopping.
 fn back_off(stop: &Shutdown, d: Duration, source: &SourceSpec) -> bool {
+    const UDEV: Duration = Duration::from_secs(1);
     let SourceSpec::V4l2(dev) = source else {
         return stop.sleep(d);
     };
+    if changed_lately(dev) {
+        return stop.sleep(d.min(UDEV));
+    }
     let end = Instant::now() + d;
     let was_there = dev.exists();
     loop {
@@ -280,10 +285,25 @@ fn back_off(stop: &Shutdown, d: Duration, source: &SourceSpec) -> bool {
             return false;
         }
         if !was_there && dev.exists() {
-            let left = end.saturating_duration_since(Instant::now());
-            return stop.sleep(left.min(Duration::from_secs(1)));
+            return stop.sleep(UDEV);
         }
     }
+}
+
+/// Whether `dev` exists and was created or had its owner or mode changed in the last 5 s.
+fn changed_lately(dev: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = std::fs::metadata(dev) else {
+        return false;
+    };
+    let changed = SystemTime::UNIX_EPOCH
+        + Duration::new(
+            m.ctime().max(0) as u64,
+            m.ctime_nsec().clamp(0, 999_999_999) as u32,
+        );
+    SystemTime::now()
+        .duration_since(changed)
+        .is_ok_and(|age| age < Duration::from_secs(5))
 }
 
 /// How long without a frame before a live source counts as stalled: 10 frame intervals, at
