@@ -374,7 +374,7 @@ async fn discovery_state_and_snapshots_are_retained_and_well_formed() {
     let jpeg =
         std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/faces/img1.jpg"))
             .unwrap();
-    h.publish_snapshot("Back Door", jpeg.clone());
+    h.publish_snapshot("Back Door", jpeg.clone(), None);
 
     // A subscriber that arrives later sees all of it, retained.
     let check = |msgs: &[Msg]| {

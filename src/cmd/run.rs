@@ -235,11 +235,13 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
         .command_key
         .get_or_insert_with(|| faced::mqtt::auth::default_key_path(&key_path));
     let (mqtt, mut commands) = faced::mqtt::Mqtt::start(&mqtt_cfg, &cfg.raw.device.id, &db)?;
+    // The gallery's people epoch that MQTT was last told of.
+    let mut announced = 0u64;
     if mqtt.is_enabled() {
         store.add_sink(Box::new(faced::events::mqtt_sink::MqttSink::new(
             mqtt.clone(),
         )));
-        announce(&mqtt, &gallery, &cfg);
+        announce(&mqtt, &gallery, &cfg, &mut announced);
     }
     let writer = EventWriter::spawn(store)?;
     let backups = start_backups(&cfg, &key_path)?;
@@ -256,12 +258,18 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
         tracing::info!(visitors = v.len(), "unknown visitors loaded");
         if mqtt.is_enabled() {
             let m = mqtt.clone();
-            let publish = move |s: &faced::visitors::Summary, face: Option<&[u8]>| {
-                if let Ok(json) = serde_json::to_vec(s) {
-                    m.publish_visitors(json, face.map(<[u8]>::to_vec));
-                }
-            };
-            publish(&v.summary(), None);
+            let publish =
+                move |s: &faced::visitors::Summary, face: Option<&[u8]>, erased: &[i64]| {
+                    // Withdrawn first: the summary after an erase no longer names them.
+                    m.forget_visitors(erased.to_vec());
+                    if let Ok(json) = serde_json::to_vec(s) {
+                        let face = face
+                            .zip(s.last.as_ref())
+                            .map(|(f, l)| (l.visitor_id, f.to_vec()));
+                        m.publish_visitors(json, face);
+                    }
+                };
+            publish(&v.summary(), None, &[]);
             v.set_listener(Box::new(publish));
         }
         Some(v)
@@ -414,13 +422,13 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
                 break;
             }
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
-            _ = hup.recv() => reload(&args, &handle, &writer, &gallery, &gopts, &db, &mqtt, &cfg, visitors.as_deref()).await,
+            _ = hup.recv() => reload(&args, &handle, &writer, &gallery, &gopts, &db, &cfg, visitors.as_deref()).await,
             Some(cmd) = commands.recv() => {
                 let outcome = command(&cmd, &handle, &gallery, &gopts, &db).await;
                 if let Err(e) = &outcome { tracing::warn!(verb = cmd.verb(), "MQTT command failed: {e}"); }
                 mqtt.report_command(&cmd, outcome);
                 if matches!(cmd, faced::mqtt::Command::ReloadGallery { .. } | faced::mqtt::Command::EnrollLastUnknown { .. }) {
-                    announce(&mqtt, &gallery, &cfg);
+                    announce(&mqtt, &gallery, &cfg, &mut announced);
                 }
             }
             Ok(()) = async {
@@ -432,9 +440,15 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
                 // A person replicated from another unit: Home Assistant learns of them too.
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 if let Some(c) = fleet_changed.as_mut() { c.mark_unchanged(); }
-                announce(&mqtt, &gallery, &cfg);
+                announce(&mqtt, &gallery, &cfg, &mut announced);
             }
             _ = gallery_tick.tick() => {
+                // A person added, renamed or erased by the console, a command or the fleet:
+                // Home Assistant learns of it, and what MQTT held about an erased one goes.
+                let epoch = gallery.lock().unwrap_or_else(|p| p.into_inner()).people_epoch();
+                if mqtt.is_enabled() && epoch != announced {
+                    announce(&mqtt, &gallery, &cfg, &mut announced);
+                }
                 // `faced enroll` or `faced people` beside the daemon wrote the database: load
                 // what they wrote, so that it is recognized (and replicated) without a SIGHUP.
                 let changed = gallery.lock().unwrap_or_else(|p| p.into_inner()).changed_elsewhere();
@@ -445,7 +459,7 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
                         match reload_gallery(&gallery, &gopts, &db).await {
                             Ok(n) => {
                                 tracing::info!(samples = n, "the gallery changed in the database (another process, e.g. faced enroll): reloaded");
-                                announce(&mqtt, &gallery, &cfg);
+                                announce(&mqtt, &gallery, &cfg, &mut announced);
                             }
                             Err(e) => {
                                 tracing::error!("the gallery changed in the database but cannot be reloaded, keeping the loaded one: {e}");
@@ -533,11 +547,23 @@ fn camera_summary(h: &faced::pipeline::Handle) -> String {
         .join("; ")
 }
 
-fn announce(mqtt: &faced::mqtt::MqttHandle, gallery: &Arc<Mutex<Gallery>>, cfg: &Config) {
+/// Tells MQTT who is in the gallery (Home Assistant's entities; whoever is no longer there is
+/// withdrawn from the broker) and notes the gallery's people epoch in `announced`.
+fn announce(
+    mqtt: &faced::mqtt::MqttHandle,
+    gallery: &Arc<Mutex<Gallery>>,
+    cfg: &Config,
+    announced: &mut u64,
+) {
     if !mqtt.is_enabled() {
         return;
     }
-    let people = match gallery.lock().unwrap_or_else(|p| p.into_inner()).people() {
+    let people = {
+        let g = gallery.lock().unwrap_or_else(|p| p.into_inner());
+        *announced = g.people_epoch();
+        g.people()
+    };
+    let people = match people {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!("cannot list people for MQTT discovery: {e}");
@@ -581,7 +607,6 @@ async fn reload(
     gallery: &Arc<Mutex<Gallery>>,
     gopts: &GalleryOptions,
     db: &Path,
-    mqtt: &faced::mqtt::MqttHandle,
     old: &Config,
     visitors: Option<&faced::visitors::Visitors>,
 ) {
@@ -614,7 +639,7 @@ async fn reload(
         Ok(n) => tracing::info!(samples = n, "gallery reloaded"),
         Err(e) => tracing::error!("gallery reload failed, keeping the loaded one: {e}"),
     }
-    announce(mqtt, gallery, old);
+    // MQTT learns of the reloaded people at the next gallery poll: a new open is a new epoch.
 }
 
 async fn command(

@@ -25,6 +25,7 @@
 
 pub mod backup;
 pub mod crypto;
+pub mod erase;
 pub mod schema;
 
 use std::path::Path;
@@ -58,6 +59,9 @@ pub fn describe(path: &Path) -> String {
 /// * `foreign_keys = ON`: removing a person must remove their samples and events, and removing a
 ///   user their sessions and tokens (`ON DELETE CASCADE`); SQLite enforces that only when asked,
 ///   per connection, so every connection asks.
+/// * `secure_delete = ON`: deleted rows and freed pages are overwritten with zeros, so an erased
+///   face does not stay readable in free space ([`erase`] finishes the job in the WAL). Costs
+///   writes of zeros on deletes only; inserts and reads are unchanged.
 ///
 /// Does not touch the schema: see [`open_migrated`] and [`require_table`].
 pub fn open(path: &Path) -> Result<Connection> {
@@ -75,6 +79,7 @@ pub fn open(path: &Path) -> Result<Connection> {
     }
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", true)?;
+    conn.pragma_update(None, "secure_delete", true)?;
     Ok(conn)
 }
 
@@ -148,6 +153,7 @@ mod tests {
         assert_eq!(get("foreign_keys"), "1");
         assert_eq!(get("synchronous"), "1", "NORMAL");
         assert_eq!(get("busy_timeout"), "5000");
+        assert_eq!(get("secure_delete"), "1", "erased rows overwritten");
         durable(&c).unwrap();
         assert_eq!(get("synchronous"), "2", "FULL for announced commits");
         assert_eq!(schema::version(&c).unwrap(), schema::LATEST);

@@ -6,10 +6,23 @@
 
 use super::{Event, EventKind, EventSink};
 use crate::error::Result;
-use crate::mqtt::{MqttHandle, OutboxMessage, PersonState, enqueue};
+use crate::mqtt::{MqttHandle, OutboxMessage, PersonState, Subject, enqueue};
 
-/// What to publish once the transaction commits: presence, and a camera's snapshot.
-type AfterCommit = (Option<PersonState>, Option<(String, Vec<u8>)>);
+/// What to publish once the transaction commits: presence, and a camera's snapshot (with whom
+/// it shows).
+type AfterCommit = (
+    Option<PersonState>,
+    Option<(String, Vec<u8>, Option<Subject>)>,
+);
+
+/// Whom the event's snapshot shows, so that erasing them withdraws it.
+fn shows(event: &Event) -> Option<Subject> {
+    match (event.person_id, &event.visitor) {
+        (Some(p), _) => Some(Subject::Person(p)),
+        (None, Some(v)) => Some(Subject::Visitor(v.visitor_id)),
+        (None, None) => None,
+    }
+}
 
 /// Publishes events through the MQTT outbox.
 pub struct MqttSink {
@@ -58,7 +71,7 @@ impl EventSink for MqttSink {
         let snap = event
             .snapshot_jpeg
             .clone()
-            .map(|j| (event.camera.clone(), j));
+            .map(|j| (event.camera.clone(), j, shows(event)));
         self.after_commit.push((state, snap));
         Ok(())
     }
@@ -77,7 +90,8 @@ impl EventSink for MqttSink {
             });
         }
         if let Some(j) = &event.snapshot_jpeg {
-            self.mqtt.publish_snapshot(&event.camera, j.clone());
+            self.mqtt
+                .publish_snapshot(&event.camera, j.clone(), shows(event));
         }
     }
 
@@ -93,8 +107,8 @@ impl EventSink for MqttSink {
             if let Some(s) = state {
                 self.mqtt.publish_person_state(s);
             }
-            if let Some((camera, jpeg)) = snap {
-                self.mqtt.publish_snapshot(&camera, jpeg);
+            if let Some((camera, jpeg, who)) = snap {
+                self.mqtt.publish_snapshot(&camera, jpeg, who);
             }
         }
     }

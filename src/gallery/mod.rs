@@ -203,6 +203,10 @@ pub struct Gallery {
     generation: u64,
     /// Unique per open (in the process): the fleet rescans everything when it changes.
     instance: u64,
+    /// Changes whenever a person is added, renamed or removed, or the gallery is opened again:
+    /// the daemon announces the people to Home Assistant again, and clears what MQTT still
+    /// holds about the removed ones.
+    people_epoch: u64,
     /// Hybrid logical clock for replicated versions (`person.name_v`, `tombstone.version`):
     /// never goes back, raised past every version applied from another unit.
     hlc: i64,
@@ -509,6 +513,7 @@ impl Gallery {
             clocks,
             generation: next_generation(),
             instance: next_generation(),
+            people_epoch: next_generation(),
             hlc,
             unit: opts.unit.clone().unwrap_or_default(),
             dirty: Default::default(),
@@ -588,6 +593,7 @@ impl Gallery {
         let after = commit(tx)?;
         self.own_write(before, after);
         self.index.set_person(id, name);
+        self.people_epoch = next_generation();
         self.dirty.insert(uid);
         Ok(id)
     }
@@ -611,6 +617,7 @@ impl Gallery {
         let after = commit(tx)?;
         self.own_write(before, after);
         self.index.set_person(person, name);
+        self.people_epoch = next_generation();
         for (s, &id) in samples.iter().zip(&ids) {
             self.index.insert(id, person, s.kind, s.embedding);
         }
@@ -697,6 +704,7 @@ impl Gallery {
         let after = commit(tx)?;
         self.own_write(before, after);
         self.index.set_person(id, name);
+        self.people_epoch = next_generation();
         self.mark_dirty(&uid);
         Ok(())
     }
@@ -728,10 +736,13 @@ impl Gallery {
             "DELETE FROM tombstone WHERE person_uid = ?1 AND kind = 'sample'",
             [&uid],
         )?;
+        db::erase::person_traces(&tx, id.0)?;
         let after = commit(tx)?;
         self.own_write(before, after);
         self.index.remove_person(id);
+        self.people_epoch = next_generation();
         self.mark_dirty(&uid);
+        self.scrub();
         Ok(())
     }
 
@@ -780,6 +791,21 @@ impl Gallery {
     /// A value that changes whenever samples are added (and differs between two opens).
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// A value that changes whenever a person is added, renamed or removed (and differs
+    /// between two opens): the daemon compares it to announce the people again.
+    pub fn people_epoch(&self) -> u64 {
+        self.people_epoch
+    }
+
+    /// After the commit of an erase: leaves no byte of the erased rows in the database file or
+    /// its WAL ([`db::erase::scrub`]). The erase itself is committed either way; a scrub that
+    /// fails is logged and done by the next one.
+    fn scrub(&self) {
+        if let Err(e) = db::erase::scrub(&self.conn) {
+            tracing::warn!("an erase is committed but its pages could not be overwritten yet: {e}");
+        }
     }
 
     /// Whether another process wrote people, samples or tombstones to the database since this
@@ -875,6 +901,7 @@ impl Gallery {
         self.own_write(before, after);
         self.index.remove_sample(id);
         self.mark_dirty(&person_uid);
+        self.scrub();
         Ok(())
     }
 

@@ -401,6 +401,7 @@ impl Gallery {
                 .optional()?;
             if let Some((id, _, _)) = local {
                 tx.execute("DELETE FROM person WHERE id = ?1", [id])?;
+                crate::db::erase::person_traces(&tx, id)?;
                 ops.push(IndexOp::RemovePerson(PersonId(id)));
             }
             if prev.is_none_or(|p| p < v) {
@@ -520,17 +521,30 @@ impl Gallery {
 
     /// Index updates wait for the commit, so the index never holds what the database lost.
     fn finish_apply(&mut self, ops: Vec<IndexOp>, changed: bool) {
+        let mut erased = false;
         for op in ops {
             match op {
-                IndexOp::RemovePerson(p) => self.index.remove_person(p),
-                IndexOp::SetPerson(p, name) => self.index.set_person(p, &name),
+                IndexOp::RemovePerson(p) => {
+                    self.index.remove_person(p);
+                    self.people_epoch = super::next_generation();
+                    erased = true;
+                }
+                IndexOp::SetPerson(p, name) => {
+                    self.index.set_person(p, &name);
+                    self.people_epoch = super::next_generation();
+                }
                 IndexOp::Insert(id, p, kind, e) => {
                     self.index.insert(id, p, kind, &e);
                 }
                 IndexOp::RemoveSample(id) => {
                     self.index.remove_sample(id);
+                    erased = true;
                 }
             }
+        }
+        // An erase that came from another unit reaches this unit's file as a local one does.
+        if erased {
+            self.scrub();
         }
         if changed {
             self.generation = super::next_generation();

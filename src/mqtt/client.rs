@@ -32,7 +32,7 @@
 //! [`DELETE_BATCH`] are waiting, [`DELETE_DELAY`] after the first, on disconnect, and at
 //! shutdown: SD cards wear with every write. A crash inside that window republishes those rows.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -52,7 +52,7 @@ use super::outbox::Outbox;
 use super::topics::{Topics, slugify, unique_slugs};
 use super::{
     Command, ConnectionState, Ctl, DrainReport, MAX_SNAPSHOT_BYTES, MqttConfig, MqttTlsConfig,
-    PersonInfo, PersonState, Stats, discovery, rfc3339_ms,
+    PersonInfo, PersonState, Stats, Subject, discovery, rfc3339_ms,
 };
 use crate::base::Clocks;
 use crate::error::{Error, Result};
@@ -78,6 +78,9 @@ const INFLIGHT: u16 = 256;
 const MAX_INCOMING: usize = 1 << 20;
 /// Largest packet sent (outbox payloads and snapshots are at most 1 MiB).
 const MAX_OUTGOING: usize = 2 << 20;
+/// Topics kept empty at most (`Publisher::clears`): a few per erased person, far more than a
+/// unit erases between restarts.
+const MAX_CLEARS: usize = 10_000;
 
 /// Everything the thread needs; built by [`super::Mqtt::start`].
 pub(super) struct Setup {
@@ -446,12 +449,24 @@ struct Publisher {
     /// camera slug -> name.
     cameras: BTreeMap<String, String>,
     states: BTreeMap<i64, PersonState>,
-    last_person: Option<(i64, Vec<u8>)>,
-    /// The unknown visitors' summary and last face, once the daemon groups visitors.
-    visitors: Option<(Vec<u8>, Option<Vec<u8>>)>,
+    /// (seen at, person id, payload) of the last recognized person.
+    last_person: Option<(i64, i64, Vec<u8>)>,
+    /// The unknown visitors' summary and last face (visitor id, JPEG), once the daemon groups
+    /// visitors.
+    visitors: Option<(Vec<u8>, Option<(i64, Vec<u8>)>)>,
     /// The fleet's sync state, once the daemon replicates its gallery.
     fleet: Option<Vec<u8>>,
-    snapshots: BTreeMap<String, Vec<u8>>,
+    /// camera slug -> (whom it shows, JPEG).
+    snapshots: BTreeMap<String, (Option<Subject>, Vec<u8>)>,
+    /// Retained topics to keep empty: what named or showed an erased person or visitor, and
+    /// the face topics faced holds nothing for since it started (a previous run's face may be
+    /// of someone erased since). Cleared again at every connect, before the state held is
+    /// published, so a clear missed while disconnected is not lost; a topic leaves the set
+    /// when something is published on it.
+    clears: BTreeSet<String>,
+    /// People removed from the gallery: a state for them still in flight (an event stored just
+    /// before the erase) must not publish them again. Ids are never reused.
+    erased: HashSet<i64>,
     /// Discovery topics published, to remove entities that disappear.
     discovered: HashSet<String>,
     announced: bool,
@@ -460,6 +475,9 @@ struct Publisher {
 
 impl Publisher {
     fn new(s: Setup, client: AsyncClient, outbox: Outbox) -> Publisher {
+        let clears = [s.topics.last_person(), s.topics.last_visitor_snapshot()]
+            .into_iter()
+            .collect();
         Publisher {
             broker: format!("{}:{}", s.cfg.host, s.cfg.effective_port()),
             device_id: s.device_id,
@@ -491,6 +509,8 @@ impl Publisher {
             visitors: None,
             fleet: None,
             snapshots: BTreeMap::new(),
+            clears,
+            erased: HashSet::new(),
             discovered: HashSet::new(),
             announced: false,
             drain: None,
@@ -653,12 +673,16 @@ impl Publisher {
                 tracing::warn!(error = %e, "cannot subscribe to commands");
             }
         }
+        let clears: Vec<String> = self.clears.iter().cloned().collect();
+        for topic in clears {
+            self.publish(topic, Vec::new(), true);
+        }
         self.publish_discovery();
         let states: Vec<PersonState> = self.states.values().cloned().collect();
         for s in states {
             self.publish_state(&s);
         }
-        if let Some((_, payload)) = self.last_person.clone() {
+        if let Some((_, _, payload)) = self.last_person.clone() {
             self.publish(self.topics.last_person(), payload, true);
         }
         if let Some(f) = self.fleet.clone() {
@@ -666,17 +690,70 @@ impl Publisher {
         }
         if let Some((summary, snap)) = self.visitors.clone() {
             self.publish(self.topics.visitors(), summary, true);
-            if let Some(j) = snap {
+            if let Some((_, j)) = snap {
                 self.publish(self.topics.last_visitor_snapshot(), j, true);
             }
         }
         let snaps: Vec<(String, Vec<u8>)> = self
             .snapshots
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, (_, v))| (k.clone(), v.clone()))
             .collect();
         for (slug, jpeg) in snaps {
             self.publish(self.topics.camera_snapshot(&slug), jpeg, true);
+        }
+    }
+
+    /// Publishes retained state on `topic`, which is no longer one to keep empty.
+    fn set_retained(&mut self, topic: String, payload: Vec<u8>) {
+        self.clears.remove(&topic);
+        self.publish(topic, payload, true);
+    }
+
+    /// Deletes the retained message on `topic` now and at every later connect (see `clears`).
+    fn clear(&mut self, topic: String) {
+        if self.clears.len() < MAX_CLEARS {
+            self.clears.insert(topic.clone());
+        }
+        self.publish(topic, Vec::new(), true);
+    }
+
+    /// Withdraws everything about person `id` that MQTT holds: their state topics (under
+    /// `slug`), the last-person sensor and the camera snapshots if they show them.
+    fn forget_person(&mut self, id: i64, slug: &str) {
+        self.erased.insert(id);
+        self.people.remove(&id);
+        self.states.remove(&id);
+        self.clear(self.topics.person(slug));
+        self.clear(self.topics.person_state(slug));
+        if self.last_person.as_ref().is_some_and(|l| l.1 == id) {
+            self.last_person = None;
+            self.clear(self.topics.last_person());
+        }
+        self.forget_snapshots(|s| s == Subject::Person(id));
+    }
+
+    /// Withdraws the last visitor's face and the camera snapshots if they show one of `ids`.
+    fn forget_visitors(&mut self, ids: &[i64]) {
+        if let Some((_, face)) = &mut self.visitors
+            && face.as_ref().is_some_and(|(v, _)| ids.contains(v))
+        {
+            *face = None;
+            self.clear(self.topics.last_visitor_snapshot());
+        }
+        self.forget_snapshots(|s| matches!(s, Subject::Visitor(v) if ids.contains(&v)));
+    }
+
+    fn forget_snapshots(&mut self, shows: impl Fn(Subject) -> bool) {
+        let gone: Vec<String> = self
+            .snapshots
+            .iter()
+            .filter(|(_, (who, _))| who.is_some_and(&shows))
+            .map(|(slug, _)| slug.clone())
+            .collect();
+        for slug in gone {
+            self.snapshots.remove(&slug);
+            self.clear(self.topics.camera_snapshot(&slug));
         }
     }
 
@@ -778,10 +855,10 @@ impl Publisher {
             }
             Ctl::Visitors { summary, snapshot } => {
                 let first = self.visitors.is_none();
-                let snapshot = snapshot.filter(|j| j.len() <= MAX_SNAPSHOT_BYTES);
+                let snapshot = snapshot.filter(|(_, j)| j.len() <= MAX_SNAPSHOT_BYTES);
                 self.publish(self.topics.visitors(), summary.clone(), true);
-                if let Some(j) = &snapshot {
-                    self.publish(self.topics.last_visitor_snapshot(), j.clone(), true);
+                if let Some((_, j)) = &snapshot {
+                    self.set_retained(self.topics.last_visitor_snapshot(), j.clone());
                 }
                 let keep = snapshot.or_else(|| self.visitors.take().and_then(|v| v.1));
                 self.visitors = Some((summary, keep));
@@ -797,7 +874,12 @@ impl Publisher {
                     );
                 }
             }
-            Ctl::Snapshot { camera, jpeg } => {
+            Ctl::ForgetVisitors(ids) => self.forget_visitors(&ids),
+            Ctl::Snapshot {
+                camera,
+                jpeg,
+                shows,
+            } => {
                 if jpeg.len() > MAX_SNAPSHOT_BYTES {
                     tracing::warn!(
                         camera,
@@ -807,8 +889,8 @@ impl Publisher {
                     return;
                 }
                 let slug = camera_slug(&camera);
-                self.publish(self.topics.camera_snapshot(&slug), jpeg.clone(), true);
-                self.snapshots.insert(slug, jpeg);
+                self.set_retained(self.topics.camera_snapshot(&slug), jpeg.clone());
+                self.snapshots.insert(slug, (shows, jpeg));
             }
             Ctl::Announce { people, cameras } => self.on_announce(people, cameras),
             Ctl::Result(r) => self.publish_result(&r),
@@ -847,12 +929,15 @@ impl Publisher {
     }
 
     fn on_person_state(&mut self, s: PersonState) {
+        if self.erased.contains(&s.person_id) {
+            return;
+        }
         self.slug_for(s.person_id, &s.name);
         self.publish_state(&s);
         if s.home {
             let newer = match (&self.last_person, s.last_seen_ms) {
                 (None, _) => true,
-                (Some((t, _)), Some(seen)) => seen >= *t,
+                (Some((t, _, _)), Some(seen)) => seen >= *t,
                 (Some(_), None) => false,
             };
             if newer {
@@ -865,8 +950,8 @@ impl Publisher {
                     "ts_ms": t,
                 }))
                 .expect("JSON values serialize");
-                self.publish(self.topics.last_person(), payload.clone(), true);
-                self.last_person = Some((t, payload));
+                self.set_retained(self.topics.last_person(), payload.clone());
+                self.last_person = Some((t, s.person_id, payload));
             }
         }
         self.states.insert(s.person_id, s);
@@ -886,12 +971,8 @@ impl Publisher {
             "camera": s.camera,
         }))
         .expect("JSON values serialize");
-        self.publish(self.topics.person(&slug), payload, true);
-        self.publish(
-            self.topics.person_state(&slug),
-            state.as_bytes().to_vec(),
-            true,
-        );
+        self.set_retained(self.topics.person(&slug), payload);
+        self.set_retained(self.topics.person_state(&slug), state.as_bytes().to_vec());
     }
 
     fn on_announce(&mut self, people: Vec<PersonInfo>, cameras: Vec<String>) {
@@ -904,22 +985,48 @@ impl Publisher {
                 .collect()
         };
         for (id, slug) in &gone {
-            self.people.remove(id);
-            self.states.remove(id);
-            // Clear the retained state of people who were removed from the gallery.
-            self.publish(self.topics.person(slug), Vec::new(), true);
-            self.publish(self.topics.person_state(slug), Vec::new(), true);
+            // Removed from the gallery: erased here or on another unit of the fleet.
+            self.forget_person(*id, slug);
         }
+        let before: BTreeMap<i64, String> = self
+            .people
+            .iter()
+            .map(|(id, (slug, _))| (*id, slug.clone()))
+            .collect();
         for p in &people {
             self.people.insert(p.id, (String::new(), p.name.clone()));
         }
         self.reslug();
+        // A renamed person's topics move: the old ones would keep the old name retained.
+        for (id, old) in before {
+            if self.people.get(&id).is_some_and(|(slug, _)| *slug != old) {
+                self.clear(self.topics.person(&old));
+                self.clear(self.topics.person_state(&old));
+                if let Some(s) = self.states.get(&id).cloned() {
+                    self.publish_state(&s);
+                }
+            }
+        }
+        let first = !self.announced;
         self.cameras = cameras
             .iter()
             .map(|c| (camera_slug(c), c.clone()))
             .collect();
         self.snapshots
             .retain(|slug, _| self.cameras.contains_key(slug));
+        if first {
+            // A previous run's snapshot may show someone erased since: none until the next
+            // event of this run.
+            let empty: Vec<String> = self
+                .cameras
+                .keys()
+                .filter(|slug| !self.snapshots.contains_key(*slug))
+                .cloned()
+                .collect();
+            for slug in empty {
+                self.clear(self.topics.camera_snapshot(&slug));
+            }
+        }
         self.announced = true;
         self.publish_discovery();
     }

@@ -20,7 +20,9 @@
 //!   `event_id`) but never out of order on first sight.
 //! * Retained state (availability, discovery, person states, last person, latest snapshot per
 //!   camera) is kept in memory and re-published on every connect, so a broker that lost its
-//!   retained store (restart without persistence) gets it back.
+//!   retained store (restart without persistence) gets it back. What names or shows an erased
+//!   person or visitor leaves memory and is cleared on the broker (an empty retained message,
+//!   sent again at every connect): docs/privacy.md.
 //! * The session is clean (`clean_session = true`): the outbox, not the broker, holds what is
 //!   still to be delivered.
 //!
@@ -313,6 +315,15 @@ pub struct PersonState {
     pub camera: Option<String>,
 }
 
+/// Whom a published face shows: what an erase of that person or visitor must withdraw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    /// A gallery person (id).
+    Person(i64),
+    /// An unknown visitor (id).
+    Visitor(i64),
+}
+
 /// Where the connection to the broker stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectionState {
@@ -372,13 +383,15 @@ enum Ctl {
     PersonState(PersonState),
     Visitors {
         summary: Vec<u8>,
-        snapshot: Option<Vec<u8>>,
+        snapshot: Option<(i64, Vec<u8>)>,
     },
+    ForgetVisitors(Vec<i64>),
     Fleet(Vec<u8>),
     Unstored(Vec<u8>),
     Snapshot {
         camera: String,
         jpeg: Vec<u8>,
+        shows: Option<Subject>,
     },
     Announce {
         people: Vec<PersonInfo>,
@@ -563,10 +576,18 @@ impl MqttHandle {
     }
 
     /// Publishes (retained) the unknown visitors' summary JSON and, if given, the last unknown
-    /// visitor's face; the first call also adds their Home Assistant entities. Kept and
-    /// re-published on every reconnect.
-    pub fn publish_visitors(&self, summary: Vec<u8>, snapshot: Option<Vec<u8>>) {
+    /// visitor's face (visitor id, JPEG); the first call also adds their Home Assistant
+    /// entities. Kept and re-published on every reconnect.
+    pub fn publish_visitors(&self, summary: Vec<u8>, snapshot: Option<(i64, Vec<u8>)>) {
         self.send(Ctl::Visitors { summary, snapshot });
+    }
+
+    /// Withdraws what the broker and memory hold of the visitors `ids` (just erased): the last
+    /// visitor's face and the camera snapshots that show them. Never published again.
+    pub fn forget_visitors(&self, ids: Vec<i64>) {
+        if !ids.is_empty() {
+            self.send(Ctl::ForgetVisitors(ids));
+        }
     }
 
     /// Publishes (retained) the fleet's sync state JSON (`crate::fleet::FleetSummary`); the
@@ -575,13 +596,14 @@ impl MqttHandle {
         self.send(Ctl::Fleet(summary));
     }
 
-    /// Publishes (retained) the latest JPEG snapshot of `camera`. Only the latest per camera is
-    /// kept while disconnected. Snapshots over [`MAX_SNAPSHOT_BYTES`] are dropped with a
-    /// warning.
-    pub fn publish_snapshot(&self, camera: &str, jpeg: Vec<u8>) {
+    /// Publishes (retained) the latest JPEG snapshot of `camera`, which `shows` a person or a
+    /// visitor (so that erasing them withdraws it). Only the latest per camera is kept while
+    /// disconnected. Snapshots over [`MAX_SNAPSHOT_BYTES`] are dropped with a warning.
+    pub fn publish_snapshot(&self, camera: &str, jpeg: Vec<u8>, shows: Option<Subject>) {
         self.send(Ctl::Snapshot {
             camera: camera.to_owned(),
             jpeg,
+            shows,
         });
     }
 

@@ -257,9 +257,11 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-/// Called with the summary after every sighting and change, and with the face's JPEG after a
-/// sighting of a visitor not marked ignored (the daemon publishes both on MQTT).
-pub type Listener = Box<dyn Fn(&Summary, Option<&[u8]>) + Send + Sync>;
+/// Called with the summary after every sighting and change; with the face's JPEG after a
+/// sighting of a visitor not marked ignored (theirs is `summary.last`); and with the ids of
+/// the visitors just erased, by the console, the count limit or retention, so that whatever
+/// was published about them can be withdrawn (the daemon does all three on MQTT).
+pub type Listener = Box<dyn Fn(&Summary, Option<&[u8]>, &[i64]) + Send + Sync>;
 
 struct Inner {
     conn: Connection,
@@ -271,6 +273,8 @@ struct Inner {
     newest_ms: i64,
     last_retention_ms: Option<i64>,
     failing: bool,
+    /// Visitors erased since the listener was last called (it withdraws what MQTT holds).
+    erased: Vec<i64>,
 }
 
 /// The visitors of one database: see the module docs.
@@ -306,6 +310,37 @@ fn embedding_from(b: &[u8]) -> Result<Vec<f32>> {
 }
 
 const DAY_MS: i64 = 86_400_000;
+
+/// Deletes the visitors `roots`, every id merged into them, their faces, their `unknown`
+/// events (with the snapshots) and their event JSON still waiting in the MQTT outbox, in `tx`;
+/// returns every id deleted. The one way visitors go: the console's erase, the count limit and
+/// retention all come here, so none of them leaves a stranger's face behind.
+fn delete_visitors(tx: &rusqlite::Transaction<'_>, roots: &[i64]) -> Result<Vec<i64>> {
+    let mut ids = Vec::new();
+    {
+        let mut st =
+            tx.prepare_cached("SELECT id FROM visitor WHERE id = ?1 OR merged_into = ?1")?;
+        for &root in roots {
+            ids.push(root);
+            for id in st.query_map([root], |r| r.get::<_, i64>(0))? {
+                let id = id?;
+                if id != root {
+                    ids.push(id);
+                }
+            }
+        }
+    }
+    let mut events = tx.prepare_cached("DELETE FROM event WHERE visitor_id = ?1")?;
+    let mut faces = tx.prepare_cached("DELETE FROM visitor_face WHERE visitor_id = ?1")?;
+    let mut rows = tx.prepare_cached("DELETE FROM visitor WHERE id = ?1")?;
+    for id in &ids {
+        events.execute([id])?;
+        faces.execute([id])?;
+        rows.execute([id])?;
+    }
+    db::erase::visitor_traces(tx, &ids)?;
+    Ok(ids)
+}
 
 impl Visitors {
     /// Opens the visitors of the database at `db_path` (already created by the gallery, whose
@@ -391,6 +426,7 @@ impl Visitors {
                 newest_ms,
                 last_retention_ms: None,
                 failing: false,
+                erased: Vec::new(),
             }),
             cipher,
             limits,
@@ -415,13 +451,14 @@ impl Visitors {
         *self.listener.lock().unwrap_or_else(|p| p.into_inner()) = Some(f);
     }
 
-    fn notify(&self, g: &Inner) {
+    fn notify(&self, g: &mut Inner) {
         self.notify_with(g, None);
     }
 
-    fn notify_with(&self, g: &Inner, face: Option<&[u8]>) {
+    fn notify_with(&self, g: &mut Inner, face: Option<&[u8]>) {
+        let erased = std::mem::take(&mut g.erased);
         if let Some(f) = &*self.listener.lock().unwrap_or_else(|p| p.into_inner()) {
-            f(&self.summary_of(g), face);
+            f(&self.summary_of(g), face, &erased);
         }
     }
 
@@ -517,7 +554,7 @@ impl Visitors {
         {
             tracing::warn!("visitor retention failed: {e}");
         }
-        self.notify_with(&g, (!c.ignored).then_some(o.crop_jpeg));
+        self.notify_with(&mut g, (!c.ignored).then_some(o.crop_jpeg));
         Some(s)
     }
 
@@ -696,16 +733,12 @@ impl Visitors {
                 }
             }
         }
-        for vid in &emptied {
-            tx.execute(
-                "DELETE FROM visitor WHERE id = ?1 OR merged_into = ?1",
-                [vid],
-            )?;
-        }
+        let erased = delete_visitors(&tx, &emptied)?;
         tx.commit()?;
         for vid in emptied {
             g.live.remove(&vid);
         }
+        Self::erased(g, erased);
         Ok(())
     }
 
@@ -737,11 +770,43 @@ impl Visitors {
         let gone = self.faces_where(&g.conn, "at < ?1", [cutoff])?;
         let n = gone.len();
         self.forget_faces(g, &gone)?;
-        g.conn.execute(
+        let tx = g.conn.transaction()?;
+        // Events of a merged-away id mean the visitor it joined: say so before the row that
+        // links them goes, or a later erase of that visitor would miss them.
+        tx.execute(
+            "UPDATE event SET visitor_id = (SELECT merged_into FROM visitor v WHERE v.id = event.visitor_id)
+             WHERE visitor_id IN (SELECT id FROM visitor WHERE last_seen < ?1 AND merged_into IS NOT NULL)",
+            [cutoff],
+        )?;
+        tx.execute(
             "DELETE FROM visitor WHERE last_seen < ?1 AND (resolved = 1 OR merged_into IS NOT NULL)",
             [cutoff],
         )?;
+        // `unknown` events whose visitor is gone (erased before their events went with them,
+        // by an older faced): their snapshots are a stranger's face kept past the visitor.
+        let orphans: Vec<i64> = {
+            let mut st = tx.prepare(
+                "SELECT DISTINCT visitor_id FROM event WHERE visitor_id IS NOT NULL AND at < ?1
+                   AND visitor_id NOT IN (SELECT id FROM visitor)",
+            )?;
+            st.query_map([cutoff], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        let erased = delete_visitors(&tx, &orphans)?;
+        tx.commit()?;
+        Self::erased(g, erased);
         Ok(n)
+    }
+
+    /// Notes visitors just erased, for the listener, and leaves no byte of them in the file.
+    fn erased(g: &mut Inner, ids: Vec<i64>) {
+        if ids.is_empty() {
+            return;
+        }
+        g.erased.extend(ids);
+        if let Err(e) = db::erase::scrub(&g.conn) {
+            tracing::warn!("visitors are erased but their pages could not be overwritten yet: {e}");
+        }
     }
 
     /// Erases visitor `id` (any of its ids) and everything about them: faces, rows, and their
@@ -750,27 +815,19 @@ impl Visitors {
         let mut g = self.lock();
         let root = Self::resolve_locked(&g, id)?;
         Self::erase_locked(&mut g, root)?;
-        self.notify(&g);
+        self.notify(&mut g);
         Ok(())
     }
 
     fn erase_locked(g: &mut Inner, root: i64) -> Result<()> {
         let tx = g.conn.transaction()?;
-        tx.execute(
-            "DELETE FROM event WHERE visitor_id IN
-               (SELECT id FROM visitor WHERE id = ?1 OR merged_into = ?1)",
-            [root],
-        )?;
-        tx.execute("DELETE FROM visitor_face WHERE visitor_id = ?1", [root])?;
-        tx.execute(
-            "DELETE FROM visitor WHERE id = ?1 OR merged_into = ?1",
-            [root],
-        )?;
+        let erased = delete_visitors(&tx, &[root])?;
         tx.commit()?;
         g.live.remove(&root);
         if g.last.as_ref().is_some_and(|l| l.visitor_id == root) {
             g.last = None;
         }
+        Self::erased(g, erased);
         Ok(())
     }
 
@@ -812,7 +869,7 @@ impl Visitors {
         if let Some(c) = g.live.get_mut(&root) {
             c.ignored = ignored;
         }
-        self.notify(&g);
+        self.notify(&mut g);
         Ok(())
     }
 
@@ -947,7 +1004,7 @@ impl Visitors {
             .unwrap_or_default();
         Self::resolve_as(&mut g, root, done.person, &name)?;
         tracing::info!(visitor = root, person = %name, samples = done.samples.len(), "visitor enrolled");
-        self.notify(&g);
+        self.notify(&mut g);
         Ok(done)
     }
 
@@ -991,7 +1048,7 @@ impl Visitors {
             out.push((id, person));
         }
         if !out.is_empty() {
-            self.notify(&g);
+            self.notify(&mut g);
         }
         Ok(out)
     }

@@ -1,7 +1,7 @@
 //! The clustering rules on synthetic faces: unit vectors around a random "person" direction,
 //! at chosen similarities, so each rule is checked exactly and without models.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use super::*;
@@ -248,11 +248,15 @@ fn ignored_visitors_are_reported_as_such_and_erase_removes_everything() {
 }
 
 fn insert_unknown_event(f: &Fx, visitor: i64) {
+    insert_unknown_event_at(f, visitor, T0);
+}
+
+fn insert_unknown_event_at(f: &Fx, visitor: i64, at: i64) {
     let c = rusqlite::Connection::open(&f.db).unwrap();
     c.execute(
-        "INSERT INTO event (uid, kind, camera, track_id, x1, y1, x2, y2, at, visitor_id)
-         VALUES (randomblob(16), 'unknown', 'door', 1, 0, 0, 1, 1, ?1, ?2)",
-        rusqlite::params![T0, visitor],
+        "INSERT INTO event (uid, kind, camera, track_id, x1, y1, x2, y2, at, visitor_id, snapshot)
+         VALUES (randomblob(16), 'unknown', 'door', 1, 0, 0, 1, 1, ?1, ?2, randomblob(64))",
+        rusqlite::params![at, visitor],
     )
     .unwrap();
 }
@@ -261,16 +265,38 @@ fn insert_unknown_event(f: &Fx, visitor: i64) {
 fn retention_erases_old_faces_on_the_simulated_clock_but_not_after_a_jump_back() {
     let f = fx();
     let v = f.open();
+    let erased = Arc::new(Mutex::new(Vec::new()));
+    let seen = erased.clone();
+    v.set_listener(Box::new(move |_, _, gone| {
+        seen.lock().unwrap().extend_from_slice(gone)
+    }));
     let (p, q) = (unit(9), unit(10));
-    see(&v, &near(&p, 0.9, 1), T0);
+    let a = see(&v, &near(&p, 0.9, 1), T0);
     let now = f.clocks.unix_ms();
-    see(&v, &near(&q, 0.9, 2), now);
+    let b = see(&v, &near(&q, 0.9, 2), now);
     assert_eq!(v.len(), 2);
+    // Their unknown events (with snapshots, in the daemon), and one of an id the erase of an
+    // older faced left behind.
+    insert_unknown_event(&f, a.visitor_id);
+    insert_unknown_event(&f, b.visitor_id);
+    insert_unknown_event(&f, 999);
+    let other = see(&v, &unit(21), now);
+    insert_unknown_event_at(&f, other.visitor_id, now);
     // 15 days on: both faces are older than the 14 days kept.
     f.clocks.advance(Duration::from_secs(15 * 86_400));
     let r = see(&v, &unit(11), f.clocks.unix_ms());
     assert_eq!(v.len(), 1, "both older visitors expired; the new one stays");
     assert_eq!(v.list().unwrap()[0].id, r.visitor_id);
+    assert_eq!(
+        f.count("SELECT COUNT(*) FROM event"),
+        0,
+        "an expired visitor's unknown events (their face snapshots) go with them"
+    );
+    let mut gone = erased.lock().unwrap().clone();
+    gone.sort_unstable();
+    let mut want = vec![a.visitor_id, b.visitor_id, other.visitor_id, 999];
+    want.sort_unstable();
+    assert_eq!(gone, want, "the listener withdraws each from MQTT");
     // The clock jumps back to 1970: nothing is erased while it is behind the newest sighting.
     f.clocks
         .set_wall(SystemTime::UNIX_EPOCH + Duration::from_secs(10));
