@@ -16,6 +16,7 @@ mod capture;
 mod config;
 mod daemon;
 mod diskfull;
+mod erase;
 mod events;
 mod fleet;
 mod frigate;

@@ -470,6 +470,27 @@ async fn enroll_identify_not_person_and_privacy_erase() {
     assert_eq!(unknown[0]["id"], unknown_ev);
     let snap = viewer.get(&format!("/api/events/{ev}/snapshot")).await;
     assert_eq!(snap.headers()["content-type"], "image/jpeg");
+    // The one rule for strangers' faces: a viewer sees the unknown event's row, not the face,
+    // and cannot follow one stranger's events; an admin can.
+    let (status, code, msg) = error_of(
+        viewer
+            .get(&format!("/api/events/{unknown_ev}/snapshot"))
+            .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (403, "permission_denied"), "{msg}");
+    assert!(
+        msg.contains("strangers' faces are for admins only"),
+        "{msg}"
+    );
+    for path in ["/api/events?visitor_id=1", "/api/events.csv?visitor_id=1"] {
+        assert_eq!(viewer.get(path).await.status(), 403, "{path}");
+        assert_eq!(admin.get(path).await.status(), 200, "{path}");
+    }
+    let snap = admin
+        .get(&format!("/api/events/{unknown_ev}/snapshot"))
+        .await;
+    assert_eq!(snap.headers()["content-type"], "image/jpeg");
 
     // "This is not Alice": stored as a negative sample; the same face no longer matches her.
     let res = admin

@@ -28,7 +28,10 @@ function filter() {
 }
 
 function item(e) {
-  const img = e.snapshot ? el('img', { src: `/api/events/${e.id}/snapshot`, alt: `Face seen at ${when(e.at_ms)}` }) : el('img', { alt: 'no snapshot' });
+  // A stranger's stored face is for admins (docs/privacy.md); a viewer sees the row only.
+  const shown = e.snapshot && (e.person || role === 'admin');
+  const img = shown ? el('img', { src: `/api/events/${e.id}/snapshot`, alt: `Face seen at ${when(e.at_ms)}` })
+    : el('img', { alt: e.snapshot ? 'a stranger (admins see the face)' : 'no snapshot' });
   const who = e.person
     ? el('p', { class: 'who', text: `${e.person}${e.similarity != null ? ` · ${e.similarity.toFixed(2)}` : ''}` })
     : el('p', { class: 'who unknown', text: `unknown${e.similarity != null ? ` · best ${e.similarity.toFixed(2)}` : ''}` });

@@ -475,6 +475,20 @@ impl EventStore {
         sealed.map(|s| self.open_sealed(&uid, &s, id)).transpose()
     }
 
+    /// Whether event `id` is about nobody in the gallery (an `unknown` face, or a `left` of an
+    /// unknown track): its snapshot is a stranger's face. [`Kind::NotFound`](crate::Kind::NotFound)
+    /// if there is no such event.
+    pub fn is_stranger(&self, id: i64) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT person_id IS NULL FROM event WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| Error::not_found(format!("no event with id {id}")))
+    }
+
     /// Number of stored events.
     pub fn count(&self) -> Result<u64> {
         Ok(self

@@ -258,6 +258,14 @@ impl EventLog {
             .snapshot(id)
     }
 
+    /// Whether event `id`'s face is a stranger's (see `EventStore::is_stranger`).
+    pub fn is_stranger(&self, id: i64) -> Result<bool> {
+        self.store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_stranger(id)
+    }
+
     /// Number of events of `person` (all kinds).
     pub fn count_for_person(&self, person: i64) -> Result<u64> {
         Ok(self.conn().query_row(

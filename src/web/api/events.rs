@@ -1,10 +1,11 @@
 //! The event log: `GET /api/events`, `GET /api/events.csv` and
-//! `GET /api/events/{id}/snapshot` (viewer); "enroll this face as…"
+//! `GET /api/events/{id}/snapshot` (viewer, but a stranger's face is admin-only); "enroll this face as…"
 //! (`POST /api/events/{id}/enroll`) and "this is not NAME" (`POST /api/events/{id}/not`)
 //! (admin).
 
 use std::time::Instant;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::response::Response;
 
@@ -15,22 +16,45 @@ use crate::gallery::{EnrollTarget, Match, PersonId, SampleKind};
 use crate::json;
 use crate::vision::image::ImageLimits;
 use crate::web::AppState;
+use crate::web::auth::{Principal, Role};
 use crate::web::error::{ApiResult, JsonBody, PathParam, QueryParams};
 use crate::web::events::{EventFilter, EventRow, csv_field};
+
+/// The console's one rule for strangers' faces: the stored faces of people who never consented
+/// (the Visitors pages, the snapshots of `unknown` events, following one stranger's events) are
+/// for admins. A viewer sees the live view (what the camera shows now, nothing kept) and
+/// unknown events as rows without their picture. docs/privacy.md states it.
+fn strangers_faces(p: &Principal, what: &str) -> Result<(), Error> {
+    if p.role == Role::Admin {
+        return Ok(());
+    }
+    Err(Error::new(
+        Kind::PermissionDenied,
+        format!("{what}: strangers' faces are for admins only"),
+    ))
+}
 
 /// `GET /api/events`: filtered, newest first (query: see `EventFilter`).
 pub async fn list_events(
     State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
     QueryParams(f): QueryParams<EventFilter>,
 ) -> ApiResult<axum::Json<Vec<EventRow>>> {
+    if f.visitor_id.is_some() {
+        strangers_faces(&p, "a visitor's events")?;
+    }
     Ok(axum::Json(blocking(move || s.events.list(&f)).await?))
 }
 
 /// `GET /api/events.csv`: the same filter as CSV (up to 10 000 rows).
 pub async fn events_csv(
     State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
     QueryParams(mut f): QueryParams<EventFilter>,
 ) -> ApiResult<Response> {
+    if f.visitor_id.is_some() {
+        strangers_faces(&p, "a visitor's events")?;
+    }
     f.limit = None;
     let rows = blocking(move || s.events.export(&f, 10_000)).await?;
     let mut out =
@@ -55,9 +79,16 @@ pub async fn events_csv(
 /// `GET /api/events/{id}/snapshot`: the event's face crop (JPEG).
 pub async fn event_snapshot(
     State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
     PathParam(id): PathParam<i64>,
 ) -> ApiResult<Response> {
-    let snap = blocking(move || s.events.snapshot(id)).await?;
+    let snap = blocking(move || {
+        if s.events.is_stranger(id)? {
+            strangers_faces(&p, &format!("event {id}'s snapshot"))?;
+        }
+        s.events.snapshot(id)
+    })
+    .await?;
     let snap = snap.ok_or_else(|| Error::not_found(format!("event {id} has no snapshot")))?;
     Ok(jpeg_response(snap))
 }
