@@ -896,3 +896,159 @@ fn a_rotated_site_key_shuts_a_lost_unit_out() {
     assert_eq!(c.samples_of("Carol"), -1, "the lost unit got Carol");
     assert_eq!(c.samples_of("Mallory"), 1);
 }
+
+/// The retained messages under `filter`, read as broker user `user` (password `pw-<user>`).
+async fn retained_as(port: u16, user: &str, filter: &str) -> Vec<(String, Vec<u8>)> {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let mut o = MqttOptions::new(format!("{user}-reader"), "127.0.0.1", port);
+    o.set_credentials(user, format!("pw-{user}"));
+    o.set_max_packet_size(8 << 20, 8 << 20);
+    let (client, mut el) = AsyncClient::new(o, 100);
+    client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+    let mut out = Vec::new();
+    // Retained messages come right after the SUBACK; a quiet half second ends them.
+    while let Ok(ev) = tokio::time::timeout(Duration::from_millis(800), el.poll()).await {
+        match ev {
+            Ok(Event::Incoming(Packet::Publish(p))) if p.retain => {
+                out.push((p.topic.clone(), p.payload.to_vec()))
+            }
+            Ok(_) => {}
+            Err(e) => panic!("{user} reading {filter}: {e}"),
+        }
+    }
+    out
+}
+
+/// Publishes retained as broker user `user`; returns once the broker acknowledged it (Mosquitto
+/// acknowledges a publish its ACL denies, and drops it).
+async fn publish_as(port: u16, user: &str, topic: &str, payload: Vec<u8>) {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let mut o = MqttOptions::new(format!("{user}-writer"), "127.0.0.1", port);
+    o.set_credentials(user, format!("pw-{user}"));
+    o.set_max_packet_size(8 << 20, 8 << 20);
+    let (client, mut el) = AsyncClient::new(o, 10);
+    client
+        .publish(topic, QoS::AtLeastOnce, true, payload)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => break,
+                Ok(_) => {}
+                Err(e) => panic!("{user} publishing: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the broker acknowledged the publish");
+}
+
+/// docs/fleet.md's broker ACLs, as written: two units share Bob; the unit `gate` is off when
+/// `door` erases him; `door` goes off too, and another broker client (`mallory`, as Home
+/// Assistant or any device on a shared broker could) parks Bob's old sealed record on his topic
+/// again. The ACL drops it, and `gate`, started then, erases Bob instead of keeping him.
+#[test]
+fn broker_acls_keep_an_erased_person_from_coming_back() {
+    let _heavy = crate::util::alone();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let md = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/fleet.md"))
+        .unwrap();
+    let acl = md
+        .split_once("<!-- fleet-acl: begin -->")
+        .and_then(|(_, rest)| rest.split_once("<!-- fleet-acl: end -->"))
+        .map(|(block, _)| block.trim())
+        .and_then(|b| b.strip_prefix("```text"))
+        .and_then(|b| b.strip_suffix("```"))
+        .expect("docs/fleet.md has the fleet-acl block");
+    let acl_path = root.join("acl");
+    std::fs::write(&acl_path, acl).unwrap();
+    let users = ["door", "gate", "homeassistant", "mallory"];
+    let broker = Broker::start_with(BrokerOptions {
+        users: users
+            .iter()
+            .map(|u| (u.to_string(), format!("pw-{u}")))
+            .collect(),
+        extra: format!("acl_file {}\n", acl_path.display()),
+        ..Default::default()
+    });
+    let port = broker.port();
+    let play = root.join("play");
+    std::fs::create_dir_all(&play).unwrap();
+    std::fs::copy(faces_dir().join(PLAY[0]), play.join(PLAY[0])).unwrap();
+    let mut door = Unit::new(root, "door", port, &play);
+    let mut gate = Unit::new(root, "gate", port, &play);
+    for u in [&door, &gate] {
+        let pw = root.join(format!("{}.mqtt-password", u.name));
+        std::fs::write(&pw, format!("pw-{}", u.name)).unwrap();
+        std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let cfg = std::fs::read_to_string(&u.cfg).unwrap().replace(
+            "[mqtt]\nenabled = true\n",
+            &format!(
+                "[mqtt]\nenabled = true\nusername = \"{}\"\npassword_file = \"{}\"\n",
+                u.name,
+                pw.display()
+            ),
+        );
+        std::fs::write(&u.cfg, cfg).unwrap();
+    }
+    let code = join_code(&door.key);
+    faced_cli(
+        &["fleet", "--key", gate.key.to_str().unwrap(), "join", &code],
+        "",
+    );
+    door.start();
+    gate.start();
+    door.wait_synced();
+    gate.wait_synced();
+    door.enroll("Bob", &BOB);
+    until(
+        "Bob reaches gate under the ACLs",
+        Duration::from_secs(20),
+        &[&door, &gate],
+        || gate.samples_of("Bob") == 3,
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let records = |rt: &tokio::runtime::Runtime| {
+        rt.block_on(retained_as(port, "homeassistant", "faced/fleet/+/person/#"))
+    };
+    let old = records(&rt);
+    assert_eq!(old.len(), 1, "Bob's record is retained");
+    let (topic, old_record) = old[0].clone();
+
+    gate.stop();
+    door.people(&["remove", "Bob"]);
+    until(
+        "door publishes Bob's erase",
+        Duration::from_secs(20),
+        &[&door],
+        || records(&rt).first().is_some_and(|(_, r)| *r != old_record),
+    );
+    door.stop();
+
+    // Bob's old record, parked again by two clients that may use the broker but are not units.
+    for who in ["mallory", "homeassistant"] {
+        rt.block_on(publish_as(port, who, &topic, old_record.clone()));
+    }
+    let now = records(&rt);
+    assert!(
+        now.len() == 1 && now[0].1 != old_record,
+        "the ACL dropped the re-parked record"
+    );
+    let log = broker.log();
+    assert!(
+        log.contains("Denied PUBLISH from mallory"),
+        "mosquitto logged the denial:\n{log}"
+    );
+
+    gate.start();
+    gate.wait_synced();
+    until(
+        "gate applies the erase it missed",
+        Duration::from_secs(20),
+        &[&gate],
+        || gate.samples_of("Bob") == -1,
+    );
+    assert_eq!(gate.names(), Vec::<String>::new());
+}
