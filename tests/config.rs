@@ -161,6 +161,7 @@ const ROWS: &[Row] = &[
     row("mqtt.outbox_max_messages", "100", &[r#""x""#, "0"]),
     row("mqtt.reconnect_min_ms", "1000", &[r#""x""#, "1"]),
     row("mqtt.reconnect_max_secs", "60", &[r#""x""#, "0", "4000"]),
+    row("mqtt.away_secs", "300", &[r#""x""#, "0", "86401"]),
     row("web.enabled", "false", &[r#""x""#]),
     row(
         "web.listen",

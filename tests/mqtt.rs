@@ -493,6 +493,71 @@ async fn discovery_state_and_snapshots_are_retained_and_well_formed() {
     h.shutdown_drain(T).await;
 }
 
+/// Home Assistant reconfigures an entity at every config message: each is sent once per
+/// connection (an announce that changes nothing sends nothing), and again after a reconnect.
+/// The visitor sensor and camera have names of their own, and the sensor has no state (not the
+/// text "none") before the first visitor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_is_sent_once_per_connection_and_visitor_entities_are_told_apart() {
+    init_logs();
+    let mut broker = Broker::start();
+    let mut sub = Sub::connect(broker.port(), "t-disc", &["homeassistant/#"], false).await;
+    let db = Db::new();
+    let (h, _cmds) = Mqtt::start(&config(broker.port()), "ha2", &db.path).unwrap();
+    assert!(h.wait_connected(T).await);
+    let people = [PersonInfo {
+        id: 1,
+        name: "Alice".into(),
+    }];
+    let cams = ["front".to_string()];
+    let count = |msgs: &[Msg]| {
+        let mut n: std::collections::BTreeMap<String, usize> = Default::default();
+        for m in msgs.iter().filter(|m| !m.payload.is_empty()) {
+            *n.entry(m.topic.clone()).or_default() += 1;
+        }
+        n
+    };
+    h.announce_people_and_cameras(&people, &cams);
+    h.publish_visitors(
+        br#"{"day":"2026-01-01","today":0,"total":0}"#.to_vec(),
+        None,
+    );
+    h.announce_people_and_cameras(&people, &cams);
+    h.announce_people_and_cameras(&people, &cams);
+    let msgs = sub.drain(Duration::from_millis(800)).await;
+    let n = count(&msgs);
+    assert!(n.len() >= 6, "{n:?}");
+    assert!(n.values().all(|&c| c == 1), "each config once: {n:?}");
+    let find = |t: &str| {
+        msgs.iter()
+            .find(|m| m.topic == t)
+            .unwrap_or_else(|| panic!("no {t}"))
+            .json()
+    };
+    let sensor = find("homeassistant/sensor/faced_ha2/last_unknown_visitor/config");
+    let camera = find("homeassistant/camera/faced_ha2/last_unknown_visitor/config");
+    assert_ne!(sensor["name"], camera["name"]);
+    let tpl = sensor["value_template"].as_str().unwrap();
+    assert!(
+        tpl.ends_with("else None }}") && !tpl.contains("'none'"),
+        "{tpl}"
+    );
+
+    // A reconnect sends each once more.
+    broker.stop();
+    broker.start_again();
+    let deadline = Instant::now() + T;
+    while h.stats().connects < 2 {
+        assert!(Instant::now() < deadline, "faced did not reconnect");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut sub = Sub::connect(broker.port(), "t-disc2", &["homeassistant/#"], false).await;
+    h.announce_people_and_cameras(&people, &cams);
+    let again = count(&sub.drain(Duration::from_millis(800)).await);
+    assert_eq!(again, n, "after the reconnect: each config once");
+    h.shutdown_drain(T).await;
+}
+
 async fn result_for(sub: &mut Sub, verb: &str) -> Value {
     let m = sub
         .until(T, |m| {

@@ -26,6 +26,7 @@ mod hostile;
 mod journal;
 mod mqtt;
 mod powercut;
+mod presence;
 mod quantized;
 mod soak;
 mod util;

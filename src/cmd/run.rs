@@ -317,6 +317,18 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
         visitors.clone(),
     )?;
     let handle = pipeline.handle();
+    if mqtt.is_enabled() {
+        // Presence on MQTT follows who the cameras see.
+        let m = mqtt.clone();
+        handle.on_sighting(Box::new(move |s| {
+            m.person_seen(faced::mqtt::PersonSeen {
+                person_id: s.person_id,
+                name: s.name,
+                camera: s.camera,
+                wall_ms: s.wall_ms,
+            })
+        }));
+    }
     let choice = cfg.raw.inference.precision.choice();
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,

@@ -1,19 +1,34 @@
 //! The [`EventSink`] that feeds MQTT: each stored event's JSON is enqueued into the MQTT outbox
 //! (`crate::mqtt::outbox`) inside the event's own transaction; after the commit the publisher
-//! is woken, the person's retained presence is updated (`home` on `recognized`, `not_home` on
-//! `left`), and the event's snapshot becomes the camera's retained snapshot. Runs on the event
-//! writer thread; every call is non-blocking.
+//! is woken and the event's snapshot becomes the camera's retained snapshot. Presence does not
+//! come from events (the cool-down hides a person who comes back) but from the pipeline's
+//! sightings ([`crate::mqtt::MqttHandle::person_seen`]); only a Frigate event, which no camera
+//! of this unit saw, counts as a sighting here. Runs on the event writer thread; every call is
+//! non-blocking.
 
 use super::{Event, EventKind, EventSink};
 use crate::error::Result;
-use crate::mqtt::{MqttHandle, OutboxMessage, PersonState, Subject, enqueue};
+use crate::mqtt::{MqttHandle, OutboxMessage, PersonSeen, Subject, enqueue};
 
-/// What to publish once the transaction commits: presence, and a camera's snapshot (with whom
-/// it shows).
+/// What to publish once the transaction commits: a Frigate sighting, and a camera's snapshot
+/// (with whom it shows).
 type AfterCommit = (
-    Option<PersonState>,
+    Option<PersonSeen>,
     Option<(String, Vec<u8>, Option<Subject>)>,
 );
+
+/// A Frigate `recognized` event as a sighting (see the module docs).
+fn frigate_sighting(event: &Event) -> Option<PersonSeen> {
+    match (event.kind, event.person_id, &event.person, &event.frigate) {
+        (EventKind::Recognized, Some(id), Some(name), Some(_)) => Some(PersonSeen {
+            person_id: id,
+            name: name.clone(),
+            camera: event.camera.clone(),
+            wall_ms: event.ts_ms,
+        }),
+        _ => None,
+    }
+}
 
 /// Whom the event's snapshot shows, so that erasing them withdraws it.
 fn shows(event: &Event) -> Option<Subject> {
@@ -58,16 +73,7 @@ impl EventSink for MqttSink {
             &OutboxMessage::new(self.mqtt.topics().events(), json.as_bytes().to_vec()),
             self.mqtt.clocks(),
         )?;
-        let state = match (event.kind, event.person_id, &event.person) {
-            (EventKind::Recognized | EventKind::Left, Some(id), Some(name)) => Some(PersonState {
-                person_id: id,
-                name: name.clone(),
-                home: event.kind == EventKind::Recognized,
-                last_seen_ms: Some(event.ts_ms),
-                camera: Some(event.camera.clone()),
-            }),
-            _ => None,
-        };
+        let state = frigate_sighting(event);
         let snap = event
             .snapshot_jpeg
             .clone()
@@ -78,16 +84,8 @@ impl EventSink for MqttSink {
 
     fn unstored(&mut self, event: &Event, json: &str) {
         self.mqtt.publish_unstored_event(json.as_bytes().to_vec());
-        if let (EventKind::Recognized | EventKind::Left, Some(id), Some(name)) =
-            (event.kind, event.person_id, &event.person)
-        {
-            self.mqtt.publish_person_state(PersonState {
-                person_id: id,
-                name: name.clone(),
-                home: event.kind == EventKind::Recognized,
-                last_seen_ms: Some(event.ts_ms),
-                camera: Some(event.camera.clone()),
-            });
+        if let Some(s) = frigate_sighting(event) {
+            self.mqtt.person_seen(s);
         }
         if let Some(j) = &event.snapshot_jpeg {
             self.mqtt
@@ -105,7 +103,7 @@ impl EventSink for MqttSink {
         self.mqtt.outbox_changed();
         for (state, snap) in self.after_commit.drain(..) {
             if let Some(s) = state {
-                self.mqtt.publish_person_state(s);
+                self.mqtt.person_seen(s);
             }
             if let Some((camera, jpeg, who)) = snap {
                 self.mqtt.publish_snapshot(&camera, jpeg, who);

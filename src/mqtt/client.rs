@@ -52,7 +52,7 @@ use super::outbox::Outbox;
 use super::topics::{Topics, slugify, unique_slugs};
 use super::{
     Command, ConnectionState, Ctl, DrainReport, MAX_SNAPSHOT_BYTES, MqttConfig, MqttTlsConfig,
-    PersonInfo, PersonState, Stats, Subject, discovery, rfc3339_ms,
+    PersonInfo, PersonSeen, PersonState, Stats, Subject, discovery, rfc3339_ms,
 };
 use crate::base::Clocks;
 use crate::error::{Error, Result};
@@ -464,11 +464,18 @@ struct Publisher {
     /// published, so a clear missed while disconnected is not lost; a topic leaves the set
     /// when something is published on it.
     clears: BTreeSet<String>,
+    /// `mqtt.away_secs`: a person unseen this long is `not_home`.
+    away: Duration,
+    /// When each person at `home` was last seen by a camera.
+    seen_at: HashMap<i64, Instant>,
     /// People removed from the gallery: a state for them still in flight (an event stored just
     /// before the erase) must not publish them again. Ids are never reused.
     erased: HashSet<i64>,
     /// Discovery topics published, to remove entities that disappear.
     discovered: HashSet<String>,
+    /// Discovery configs sent on this connection: each is sent once per connection, and again
+    /// only when it changes (Home Assistant reconfigures an entity at every config message).
+    sent_discovery: HashMap<String, Vec<u8>>,
     announced: bool,
     drain: Option<Drain>,
 }
@@ -511,7 +518,10 @@ impl Publisher {
             snapshots: BTreeMap::new(),
             clears,
             erased: HashSet::new(),
+            away: Duration::from_secs(s.cfg.away_secs),
+            seen_at: HashMap::new(),
             discovered: HashSet::new(),
+            sent_discovery: HashMap::new(),
             announced: false,
             drain: None,
         }
@@ -551,6 +561,7 @@ impl Publisher {
                     if self.first_ack.is_some_and(|t| t.elapsed() >= DELETE_DELAY) {
                         self.flush_deletes();
                     }
+                    self.expire_presence();
                 }
             }
             self.fill();
@@ -642,6 +653,7 @@ impl Publisher {
 
     fn on_connected(&mut self) {
         self.connected = true;
+        self.sent_discovery.clear();
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
         let queued = self.outbox.len().unwrap_or(0);
         if self.failures > 0 {
@@ -724,6 +736,7 @@ impl Publisher {
         self.erased.insert(id);
         self.people.remove(&id);
         self.states.remove(&id);
+        self.seen_at.remove(&id);
         self.clear(self.topics.person(slug));
         self.clear(self.topics.person_state(slug));
         if self.last_person.as_ref().is_some_and(|l| l.1 == id) {
@@ -875,6 +888,7 @@ impl Publisher {
                 }
             }
             Ctl::ForgetVisitors(ids) => self.forget_visitors(&ids),
+            Ctl::Seen(s) => self.on_seen(s),
             Ctl::Snapshot {
                 camera,
                 jpeg,
@@ -925,6 +939,51 @@ impl Publisher {
         let slugs = unique_slugs(&list);
         for (id, (slug, _)) in self.people.iter_mut() {
             *slug = slugs[id].clone();
+        }
+    }
+
+    /// Presence follows the cameras, not the events (whose cool-down hides a person who comes
+    /// back): `home` at the first sighting, `not_home` once unseen for `away`.
+    fn on_seen(&mut self, s: PersonSeen) {
+        if self.erased.contains(&s.person_id) {
+            return;
+        }
+        self.seen_at.insert(s.person_id, Instant::now());
+        if let Some(st) = self.states.get_mut(&s.person_id)
+            && st.home
+        {
+            // Still home: the retained state stands; `not_home` will carry the last sighting.
+            st.last_seen_ms = Some(s.wall_ms);
+            st.camera = Some(s.camera);
+            st.name = s.name;
+            return;
+        }
+        self.on_person_state(PersonState {
+            person_id: s.person_id,
+            name: s.name,
+            home: true,
+            last_seen_ms: Some(s.wall_ms),
+            camera: Some(s.camera),
+        });
+    }
+
+    /// Turns `not_home` whoever no camera has seen for `away`.
+    fn expire_presence(&mut self) {
+        let away = self.away;
+        let gone: Vec<i64> = self
+            .seen_at
+            .iter()
+            .filter(|(_, t)| t.elapsed() >= away)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.seen_at.remove(&id);
+            if let Some(mut st) = self.states.get(&id).cloned()
+                && st.home
+            {
+                st.home = false;
+                self.on_person_state(st);
+            }
         }
     }
 
@@ -997,6 +1056,21 @@ impl Publisher {
             self.people.insert(p.id, (String::new(), p.name.clone()));
         }
         self.reslug();
+        // Someone not seen since faced started is, as far as it knows, not home: say so, rather
+        // than leave a previous run's `home` retained.
+        for p in &people {
+            if !self.states.contains_key(&p.id) {
+                let st = PersonState {
+                    person_id: p.id,
+                    name: p.name.clone(),
+                    home: false,
+                    last_seen_ms: None,
+                    camera: None,
+                };
+                self.publish_state(&st);
+                self.states.insert(p.id, st);
+            }
+        }
         // A renamed person's topics move: the old ones would keep the old name retained.
         for (id, old) in before {
             if self.people.get(&id).is_some_and(|(slug, _)| *slug != old) {
@@ -1056,10 +1130,16 @@ impl Publisher {
         let now: HashSet<String> = msgs.iter().map(|m| m.topic.clone()).collect();
         let stale: Vec<String> = self.discovered.difference(&now).cloned().collect();
         for topic in stale {
+            self.sent_discovery.remove(&topic);
             let m = discovery::removal(topic);
             self.publish(m.topic, m.payload, true);
         }
         for m in msgs {
+            if self.sent_discovery.get(&m.topic) == Some(&m.payload) {
+                continue;
+            }
+            self.sent_discovery
+                .insert(m.topic.clone(), m.payload.clone());
             self.publish(m.topic, m.payload, true);
         }
         self.discovered = now;

@@ -148,7 +148,9 @@ pub fn visitors(t: &Topics, device_id: &str) -> Vec<DiscoveryMessage> {
         ),
         json!({
             "state_topic": t.visitors(),
-            "value_template": "{{ value_json.last.visitor_id if value_json.last else 'none' }}",
+            // "None" is Home Assistant's MQTT word for no value: the sensor shows as unknown
+            // (empty) before the first visitor, not as a visitor called "none".
+            "value_template": "{{ value_json.last.visitor_id if value_json.last else None }}",
             "json_attributes_topic": t.visitors(),
             "json_attributes_template": "{{ (value_json.last or {}) | tojson }}",
             "icon": "mdi:account-alert",
@@ -159,7 +161,9 @@ pub fn visitors(t: &Topics, device_id: &str) -> Vec<DiscoveryMessage> {
             t,
             device_id,
             format!("{node}_last_unknown_visitor_face"),
-            "Last unknown visitor",
+            // Not the sensor's name: two entities of one device with one name are told apart
+            // only by their entity ids.
+            "Last unknown visitor face",
         ),
         json!({ "topic": t.last_visitor_snapshot() }),
     );

@@ -106,6 +106,9 @@ pub struct MqttConfig {
     pub reconnect_min_ms: u64,
     /// Longest reconnect delay, seconds. Default 30.
     pub reconnect_max_secs: u64,
+    /// A person's presence turns `not_home` once no camera has seen them for this long,
+    /// seconds (1..=86400). Default 180.
+    pub away_secs: u64,
 }
 
 /// `[mqtt.tls]`: TLS to the broker (rustls with the *ring* provider).
@@ -141,6 +144,7 @@ impl Default for MqttConfig {
             outbox_max_messages: 10_000,
             reconnect_min_ms: 500,
             reconnect_max_secs: 30,
+            away_secs: 180,
         }
     }
 }
@@ -166,6 +170,7 @@ impl std::fmt::Debug for MqttConfig {
             .field("outbox_max_messages", &self.outbox_max_messages)
             .field("reconnect_min_ms", &self.reconnect_min_ms)
             .field("reconnect_max_secs", &self.reconnect_max_secs)
+            .field("away_secs", &self.away_secs)
             .finish()
     }
 }
@@ -286,6 +291,12 @@ impl MqttConfig {
                 ),
             );
         }
+        if !(1..=86_400).contains(&self.away_secs) {
+            return bad(
+                "away_secs",
+                format!("must be 1..=86400 seconds, got {}", self.away_secs),
+            );
+        }
         Ok(())
     }
 }
@@ -313,6 +324,19 @@ pub struct PersonState {
     pub last_seen_ms: Option<i64>,
     /// Camera that last saw them.
     pub camera: Option<String>,
+}
+
+/// A sighting of a person (see [`MqttHandle::person_seen`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PersonSeen {
+    /// Gallery person id.
+    pub person_id: i64,
+    /// Display name.
+    pub name: String,
+    /// The camera that sees them.
+    pub camera: String,
+    /// Capture time of the frame, wall-clock Unix ms.
+    pub wall_ms: i64,
 }
 
 /// Whom a published face shows: what an erase of that person or visitor must withdraw.
@@ -386,6 +410,7 @@ enum Ctl {
         snapshot: Option<(i64, Vec<u8>)>,
     },
     ForgetVisitors(Vec<i64>),
+    Seen(PersonSeen),
     Fleet(Vec<u8>),
     Unstored(Vec<u8>),
     Snapshot {
@@ -573,6 +598,13 @@ impl MqttHandle {
     /// when they are home. Kept and re-published on every reconnect.
     pub fn publish_person_state(&self, state: PersonState) {
         self.send(Ctl::PersonState(state));
+    }
+
+    /// Someone in the gallery is in view of a camera now (the pipeline says so about once a
+    /// second per person while they stay): their presence is `home`, and turns `not_home`
+    /// `mqtt.away_secs` after the last of these.
+    pub fn person_seen(&self, seen: PersonSeen) {
+        self.send(Ctl::Seen(seen));
     }
 
     /// Publishes (retained) the unknown visitors' summary JSON and, if given, the last unknown

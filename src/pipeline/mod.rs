@@ -42,6 +42,7 @@
 pub mod live;
 pub mod liveness;
 pub mod settings;
+pub mod sightings;
 mod stages;
 pub mod tracker;
 
@@ -180,6 +181,8 @@ pub struct Shared {
     /// Detection is paused: the PIR reports no motion.
     idle: AtomicBool,
     last_unknown: Mutex<Option<LastUnknown>>,
+    /// Who is in view, for presence.
+    sightings: sightings::Sightings,
 }
 
 /// The face of the most recently reported unknown track (see [`Handle::last_unknown`]).
@@ -248,6 +251,7 @@ impl Shared {
             skipped: AtomicU64::new(0),
             idle: AtomicBool::new(false),
             last_unknown: Mutex::new(None),
+            sightings: Default::default(),
         })
     }
 
@@ -279,6 +283,12 @@ impl Handle {
             .enumerate()
             .find(|(_, c)| c.name == camera)
             .ok_or_else(|| Error::not_found(format!("no camera named {camera:?}")))
+    }
+
+    /// Calls `f` on the vision thread with each person of the gallery in view, about once a
+    /// second per person while they stay ([`sightings`]); `f` must not block.
+    pub fn on_sighting(&self, f: sightings::Listener) {
+        self.shared.sightings.set_listener(f);
     }
 
     /// Camera names, in configuration order.

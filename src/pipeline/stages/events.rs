@@ -7,7 +7,8 @@
 //!   left after one look. The face becomes the shared "last unknown face".
 //! * `left` when a track that was reported ends.
 //!
-//! Tracks the liveness model refused produce nothing.
+//! Every live track with an identity is also a sighting of its person, cool-down or not
+//! ([`crate::pipeline::sightings`]). Tracks the liveness model refused produce nothing.
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ use crate::capture::Frame;
 use crate::events::{CoolDown, Event, EventKind, rfc3339_utc, unix_ms};
 use crate::gallery::index::normalize;
 use crate::pipeline::live::TrackSample;
+use crate::pipeline::sightings::Sighting;
 use crate::pipeline::tracker::Track;
 use crate::pipeline::{Shared, StageStats, UNKNOWN_AFTER, encode_jpeg, face_crop};
 
@@ -42,6 +44,16 @@ pub fn run(
             continue;
         }
         if let Some(id) = tr.identity.clone() {
+            // Presence, which the cool-down below must not hide.
+            shared.sightings.seen(
+                Sighting {
+                    person_id: id.person_id,
+                    name: id.name.clone(),
+                    camera: camera.clone(),
+                    wall_ms,
+                },
+                now,
+            );
             if tr.reported_person != Some(id.person_id) {
                 tr.reported_person = Some(id.person_id);
                 if cooldown.person_seen(id.person_id, now) {
