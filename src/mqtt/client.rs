@@ -408,6 +408,9 @@ enum Tag {
     Other,
 }
 
+/// A published face: (visitor id, JPEG).
+type Face = (i64, Vec<u8>);
+
 struct Drain {
     deadline: Instant,
     done: oneshot::Sender<DrainReport>,
@@ -453,7 +456,7 @@ struct Publisher {
     last_person: Option<(i64, i64, Vec<u8>)>,
     /// The unknown visitors' summary and last face (visitor id, JPEG), once the daemon groups
     /// visitors.
-    visitors: Option<(Vec<u8>, Option<(i64, Vec<u8>)>)>,
+    visitors: Option<(Vec<u8>, Option<Face>)>,
     /// The fleet's sync state, once the daemon replicates its gallery.
     fleet: Option<Vec<u8>>,
     /// camera slug -> (whom it shows, JPEG).
