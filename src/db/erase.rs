@@ -27,7 +27,17 @@ const SCRUB_TRIES: u32 = 3;
 /// after [`SCRUB_TRIES`] waits: the erased rows are gone from every query, and their bytes from
 /// the WAL at the next scrub or automatic checkpoint.
 pub fn scrub(conn: &Connection) -> Result<bool> {
-    for _ in 0..SCRUB_TRIES {
+    scrub_tries(conn, SCRUB_TRIES)
+}
+
+/// [`scrub`] with one wait for other connections: for the hourly retention pass, which must not
+/// hold up the event writer for long and comes again within the hour.
+pub fn scrub_once(conn: &Connection) -> Result<bool> {
+    scrub_tries(conn, 1)
+}
+
+fn scrub_tries(conn: &Connection, tries: u32) -> Result<bool> {
+    for _ in 0..tries {
         let (busy, _log, _done): (i64, i64, i64) =
             conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))

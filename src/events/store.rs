@@ -425,7 +425,7 @@ impl EventStore {
         // Expired snapshots are faces: gone from the file and its WAL like an erase's. Hourly,
         // whether or not events expired, so that what the trimming of outbox rows and dead
         // letters left in the WAL goes too (about 20 ms).
-        crate::db::erase::scrub(&self.conn)?;
+        crate::db::erase::scrub_once(&self.conn)?;
         Ok(n)
     }
 
