@@ -180,6 +180,10 @@ pub struct Shared {
     /// Detection is paused: the PIR reports no motion.
     idle: AtomicBool,
     last_unknown: Mutex<Option<LastUnknown>>,
+    /// The unit's one cool-down: the vision thread reports its cameras' sightings through it,
+    /// and Frigate companion mode its own, so a person is news once whichever camera saw them.
+    /// Held for a few map operations, never through I/O.
+    cooldown: Arc<Mutex<CoolDown>>,
 }
 
 /// The face of the most recently reported unknown track (see [`Handle::last_unknown`]).
@@ -233,7 +237,7 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    fn new(cams: &[CameraConfig]) -> Arc<Shared> {
+    fn new(cams: &[CameraConfig], cooldown: CoolDown) -> Arc<Shared> {
         Arc::new(Shared {
             cameras: cams.iter().map(CameraShared::new).collect(),
             slot: Arc::new(FrameSlot::new(cams.len())),
@@ -248,7 +252,12 @@ impl Shared {
             skipped: AtomicU64::new(0),
             idle: AtomicBool::new(false),
             last_unknown: Mutex::new(None),
+            cooldown: Arc::new(Mutex::new(cooldown)),
         })
+    }
+
+    fn cooldown(&self) -> std::sync::MutexGuard<'_, CoolDown> {
+        self.cooldown.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn beat(&self) {
@@ -403,6 +412,10 @@ impl Handle {
     /// running cameras with the same names (SIGHUP). Sources and camera lists need a restart.
     pub fn reload(&self, cfg: impl Into<Settings>) {
         let cfg: Settings = cfg.into();
+        // Here, not on the vision thread: a unit without cameras of its own still has one.
+        self.shared
+            .cooldown()
+            .set_periods(cfg.cooldown, cfg.unknown_cooldown);
         for cam in &cfg.cameras {
             if let Ok((_, c)) = self.cam(&cam.name) {
                 c.threshold
@@ -453,6 +466,13 @@ impl Handle {
         g.as_ref()
             .filter(|l| camera.is_none_or(|want| want == l.camera))
             .map(|l| (l.camera.clone(), l.track_id, l.face.clone()))
+    }
+
+    /// The unit's person and unknown-face cool-down, for sightings that do not come from the
+    /// vision thread (Frigate companion mode): one person is one event, whichever camera saw
+    /// them. Lock it only for its own calls.
+    pub fn cooldown(&self) -> Arc<Mutex<CoolDown>> {
+        self.shared.cooldown.clone()
     }
 
     /// Errors the vision thread logged and survived.
@@ -560,7 +580,6 @@ pub struct Processor {
     liveness: Option<liveness::Liveness>,
     cams: Vec<CamState>,
     gallery: Arc<Mutex<Gallery>>,
-    cooldown: CoolDown,
     clock: Arc<dyn Clocks>,
     events: Option<EventSender>,
     shared: Arc<Shared>,
@@ -612,10 +631,12 @@ impl Processor {
             liveness,
             cams: cfg.cameras.iter().cloned().map(CamState::new).collect(),
             gallery,
-            cooldown: CoolDown::new(cfg.cooldown, cfg.unknown_cooldown),
             clock,
             events,
-            shared: Shared::new(&cfg.cameras),
+            shared: Shared::new(
+                &cfg.cameras,
+                CoolDown::new(cfg.cooldown, cfg.unknown_cooldown),
+            ),
             enrolls: Vec::new(),
             gpio: None,
             visitors: None,
@@ -658,8 +679,6 @@ impl Processor {
                     }
                 }
                 Control::Reload(cfg) => {
-                    self.cooldown
-                        .set_periods(cfg.cooldown, cfg.unknown_cooldown);
                     for (i, st) in self.cams.iter_mut().enumerate() {
                         let Some(new) = cfg.camera(&st.cfg.name) else {
                             continue;
@@ -787,7 +806,7 @@ impl Processor {
             }
             let mut unknowns = Vec::new();
             events = stages::events::run(
-                &mut self.cooldown,
+                &mut self.shared.cooldown(),
                 st,
                 seen.ended,
                 frame,
@@ -806,7 +825,7 @@ impl Processor {
             door(g, st);
         }
         stages::publish::run(&self.shared, cam, st, frame, &events, self.events.as_ref());
-        self.cooldown.prune(now);
+        self.shared.cooldown().prune(now);
         Ok(events)
     }
 
@@ -1032,7 +1051,7 @@ mod watchdog_tests {
         );
 
         let h = Handle {
-            shared: Shared::new(&[]),
+            shared: Shared::new(&[], CoolDown::new(Duration::ZERO, Duration::ZERO)),
         };
         let period = Duration::from_millis(8);
         h.shared.beat();
