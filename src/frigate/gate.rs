@@ -148,7 +148,7 @@ impl Gate {
     }
 
     /// Frigate confirmed an event on `camera`: from now on it has a bucket of its own (all
-    /// cameras mode, up to [`MAX_LEARNT_CAMERAS`]).
+    /// cameras mode, up to `MAX_LEARNT_CAMERAS`).
     pub fn learn(&mut self, camera: &str, now: Instant) {
         if !self.fixed
             && self.buckets.len() < MAX_LEARNT_CAMERAS

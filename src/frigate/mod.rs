@@ -9,7 +9,7 @@
 //! without a sub label yet, and that Frigate keeps (a snapshot or a recording: Frigate writes an
 //! event to its database, and answers for it, only then — `should_update_db` in
 //! frigate/events/maintainer.py), faced first **asks Frigate** about the id
-//! (`GET /api/events/<id>`, [`api::Api::event`]). Frigate's answer, not the message, says which
+//! (`GET /api/events/<id>`, `api::Api::event`). Frigate's answer, not the message, says which
 //! camera and object it is: a `person` on a followed camera, the camera the message named. The
 //! answer is kept with the followed event, so an event costs one question. Then faced fetches
 //! an image from Frigate — the event's snapshot cropped to the person
@@ -34,12 +34,15 @@
 //! look*. Nothing is fetched, stored, published or posted for an event Frigate has not
 //! confirmed on `url`, and the image always comes from there. A forged message can cost one
 //! question to Frigate, within the rate bound, not make a recognition. An id Frigate answers
-//! 404 for is asked again at most [`CONFIRM_TRIES`] times, a second apart (its database write
-//! can trail its MQTT message), then refused and remembered; an event not confirmed within
-//! [`CONFIRM_WINDOW`] is given up. Events from this mode never drive faced's GPIO relay (only
-//! the unit's own cameras do); an automation can tell them apart by their `frigate` field.
-//! Frigate being down is logged (once per event) and retried at the event's next update; it is
-//! not counted as an attempt.
+//! 404 for is asked at most 3 times in all (`CONFIRM_TRIES`), a second apart (its database
+//! write can trail its MQTT message), then refused and remembered; an event not confirmed
+//! within 10 s (`CONFIRM_WINDOW`) is given up. An event Frigate says ended more than 5 minutes
+//! ago (`ENDED_LONG_AGO`) is refused too: a message about it is a replay, and would make a
+//! recognition of someone who is not there. A message naming another camera than Frigate's
+//! answer is dropped (the answer stays: the real event's own messages still count). Events
+//! from this mode never drive faced's GPIO relay (only the unit's own cameras do); an
+//! automation can tell them apart by their `frigate` field. Frigate being down is logged (once
+//! per event) and retried at the event's next update; it is not counted as an attempt.
 //!
 //! Limits (`gate`): ids must have Frigate's shape (`<unix time>-<6 of a-z 0-9>`, see
 //! [`gate::is_event_id`]) and camera names 1–64 of `A-Za-z0-9_-`, or the message is dropped
