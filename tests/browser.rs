@@ -267,7 +267,7 @@ async fn console_in_headless_chromium() {
 
     // Events: an older unknown face, then the real pipeline plays an unseen photo of Alice
     // (img5.jpg) into the same database while the Events page is open; the page shows it.
-    insert_event(
+    let unknown = insert_event(
         &srv.db,
         &srv.key_path(),
         EventKind::Unknown,
@@ -275,6 +275,14 @@ async fn console_in_headless_chromium() {
         Some(0.21),
         Some(aligned_crop_jpeg("img8.jpg")),
     );
+    // As Frigate companion mode stores one: the page names the Frigate event.
+    rusqlite::Connection::open(&srv.db)
+        .unwrap()
+        .execute(
+            "UPDATE event SET frigate_id = '1764500002.3-strngr' WHERE id = ?1",
+            [unknown],
+        )
+        .unwrap();
     c.goto(&format!("{}/#events", srv.base)).await.unwrap();
     wait_js(
         &c,
@@ -282,6 +290,13 @@ async fn console_in_headless_chromium() {
         "return !!document.querySelector('li.event')",
     )
     .await;
+    let frigate = wait_js(
+        &c,
+        "Frigate event id",
+        "const e = document.querySelector('li.event .frigate'); return e && e.textContent",
+    )
+    .await;
+    assert_eq!(frigate, "Frigate event 1764500002.3-strngr");
     let (db, key, dir) = (srv.db.clone(), srv.key_path(), srv.dir.path().to_path_buf());
     let pipeline = tokio::task::spawn_blocking(move || {
         let play = daemon_util::play_dir(&dir, &["img5.jpg"]);

@@ -265,13 +265,14 @@ const ROWS: &[Row] = &[
     row(
         "frigate.cameras",
         r#"["front_door", "garage"]"#,
-        &[r#""front""#, r#"["front door"]"#],
+        &[r#""front""#, r#"["front door"]"#, r#"["..", "front"]"#],
     ),
     row("frigate.attempts", "10", &[r#""x""#, "0", "51"]),
     row("frigate.min_area", "10000", &[r#""x""#, "-1", "100000001"]),
     row("frigate.threshold", "0.6", &[r#""x""#, "0", "1.5"]),
     row("frigate.sub_label", "false", &[r#""no""#]),
     row("frigate.timeout_secs", "2.0", &[r#""x""#, "0.1", "61"]),
+    row("frigate.events_per_minute", "60", &[r#""x""#, "0", "601"]),
     row("visitors.enabled", "false", &[r#""no""#]),
     row("visitors.retention_days", "3", &[r#""x""#, "0", "366"]),
     row(

@@ -38,8 +38,12 @@ function item(e) {
   const visitor = e.visitor_id && role === 'admin'
     ? el('a', { href: `#visitors?id=${e.visitor_id}`, class: 'visitor-link', text: `visitor ${e.visitor_id}` })
     : null;
+  // Frigate companion mode: the Frigate event this one is about, as Frigate confirmed it.
+  const frigate = e.frigate_id
+    ? el('div', { class: 'muted frigate', title: 'Frigate event id', text: `Frigate event ${e.frigate_id}` })
+    : null;
   const li = el('li', { class: 'event', 'data-event': e.id }, img,
-    el('div', { class: 'what' }, who, el('div', { class: 'muted', text: `${when(e.at_ms)} · ${e.camera} · track ${e.track_id}` }), visitor));
+    el('div', { class: 'what' }, who, el('div', { class: 'muted', text: `${when(e.at_ms)} · ${e.camera} · track ${e.track_id}` }), frigate, visitor));
   if (role === 'admin' && e.snapshot) {
     const actions = el('div', { class: 'actions' });
     const nameIn = el('input', { 'aria-label': 'Name to enroll this face as', placeholder: 'Name', size: 10 });

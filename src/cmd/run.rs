@@ -346,10 +346,13 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
             &cfg.raw.frigate,
             &cfg.raw.mqtt,
             &cfg.raw.device.id,
-            analyzer,
-            gallery.clone(),
-            writer.sender(),
-            Arc::new(RealClocks),
+            faced::frigate::FrigateDeps {
+                analyzer,
+                gallery: gallery.clone(),
+                events: writer.sender(),
+                cooldown: handle.cooldown(),
+                clocks: Arc::new(RealClocks),
+            },
         )?)
     } else {
         None

@@ -183,7 +183,16 @@ CREATE TABLE event (
   -- 'unknown' only: the visitor (src/visitors/) the face was grouped into when it was seen. Not
   -- a foreign key: the visitor may be merged into an older one (follow visitor.merged_into) or
   -- erased while the event stays. NULL for other kinds and when visitors are off.
-  visitor_id INTEGER CHECK (visitor_id IS NULL OR kind = 'unknown')
+  visitor_id INTEGER CHECK (visitor_id IS NULL OR kind = 'unknown'),
+  -- Frigate companion mode: Frigate's id of the event this one is about, as Frigate confirmed
+  -- it (`<unix time, 1-6 decimals>-<6 of a-z 0-9>`, e.g. '1607123955.475377-mxklsc', 10 to 24
+  -- characters: the shape src/frigate/gate.rs accepts, as closely as GLOB can say it). NULL
+  -- for events of the unit's own cameras.
+  frigate_id TEXT CHECK (frigate_id IS NULL OR (
+    length(frigate_id) BETWEEN 10 AND 24
+    AND frigate_id GLOB '[0-9]*.[0-9]*-[0-9a-z][0-9a-z][0-9a-z][0-9a-z][0-9a-z][0-9a-z]'
+    AND rtrim(substr(frigate_id, 1, length(frigate_id) - 7), '0123456789.') = ''
+    AND length(frigate_id) - length(replace(frigate_id, '.', '')) = 1))
 );
 
 -- Retention by age and the console's time-ordered listing.
@@ -192,6 +201,8 @@ CREATE INDEX event_at ON event (at);
 CREATE INDEX event_person ON event (person_id, at);
 -- A visitor's unknown events: re-labelled when they are enrolled, erased with them.
 CREATE INDEX event_visitor ON event (visitor_id) WHERE visitor_id IS NOT NULL;
+-- The faced events about one Frigate event (a console or API search by Frigate's id).
+CREATE INDEX event_frigate ON event (frigate_id) WHERE frigate_id IS NOT NULL;
 
 -- An unknown visitor: the unknown faces the daemon grouped as one stranger (src/visitors/). Kept
 -- for visitors.retention_days after the last sighting, then erased with its faces.

@@ -107,8 +107,8 @@ pub struct Event {
     /// serialised).
     #[serde(skip)]
     pub frame_captured: Option<Instant>,
-    /// Frigate companion mode: the Frigate event this one is about (published, not stored in
-    /// the event table).
+    /// Frigate companion mode: the Frigate event this one is about (published; its id is
+    /// stored in `event.frigate_id`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub frigate: Option<FrigateRef>,
     /// `unknown` only: the visitor the face was grouped into (src/visitors/), as top-level

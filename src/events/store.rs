@@ -322,8 +322,9 @@ impl EventStore {
         {
             let mut st = tx.prepare_cached(
                 "INSERT INTO event (uid, kind, person_id, person_name, similarity, camera, track_id,
-                                    x1, y1, x2, y2, at, duration_ms, snapshot, visitor_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                                    x1, y1, x2, y2, at, duration_ms, snapshot, visitor_id,
+                                    frigate_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             )?;
             for (e, (uid, snap)) in events.iter_mut().zip(&rows) {
                 // A person removed since the sighting: keep the event without the link.
@@ -353,7 +354,8 @@ impl EventStore {
                     e.visitor
                         .as_ref()
                         .filter(|_| e.kind == EventKind::Unknown)
-                        .map(|v| v.visitor_id)
+                        .map(|v| v.visitor_id),
+                    e.frigate.as_ref().map(|f| &f.id)
                 ])?;
                 e.event_id = tx.last_insert_rowid();
                 e.snapshot = snap.is_some();

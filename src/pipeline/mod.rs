@@ -183,6 +183,10 @@ pub struct Shared {
     last_unknown: Mutex<Option<LastUnknown>>,
     /// Who is in view, for presence.
     sightings: sightings::Sightings,
+    /// The unit's one cool-down: the vision thread reports its cameras' sightings through it,
+    /// and Frigate companion mode its own, so a person is news once whichever camera saw them.
+    /// Held for a few map operations, never through I/O.
+    cooldown: Arc<Mutex<CoolDown>>,
 }
 
 /// The face of the most recently reported unknown track (see [`Handle::last_unknown`]).
@@ -236,7 +240,7 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    fn new(cams: &[CameraConfig]) -> Arc<Shared> {
+    fn new(cams: &[CameraConfig], cooldown: CoolDown) -> Arc<Shared> {
         Arc::new(Shared {
             cameras: cams.iter().map(CameraShared::new).collect(),
             slot: Arc::new(FrameSlot::new(cams.len())),
@@ -252,7 +256,12 @@ impl Shared {
             idle: AtomicBool::new(false),
             last_unknown: Mutex::new(None),
             sightings: Default::default(),
+            cooldown: Arc::new(Mutex::new(cooldown)),
         })
+    }
+
+    fn cooldown(&self) -> std::sync::MutexGuard<'_, CoolDown> {
+        self.cooldown.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn beat(&self) {
@@ -413,6 +422,10 @@ impl Handle {
     /// running cameras with the same names (SIGHUP). Sources and camera lists need a restart.
     pub fn reload(&self, cfg: impl Into<Settings>) {
         let cfg: Settings = cfg.into();
+        // Here, not on the vision thread: a unit without cameras of its own still has one.
+        self.shared
+            .cooldown()
+            .set_periods(cfg.cooldown, cfg.unknown_cooldown);
         for cam in &cfg.cameras {
             if let Ok((_, c)) = self.cam(&cam.name) {
                 c.threshold
@@ -463,6 +476,13 @@ impl Handle {
         g.as_ref()
             .filter(|l| camera.is_none_or(|want| want == l.camera))
             .map(|l| (l.camera.clone(), l.track_id, l.face.clone()))
+    }
+
+    /// The unit's person and unknown-face cool-down, for sightings that do not come from the
+    /// vision thread (Frigate companion mode): one person is one event, whichever camera saw
+    /// them. Lock it only for its own calls.
+    pub fn cooldown(&self) -> Arc<Mutex<CoolDown>> {
+        self.shared.cooldown.clone()
     }
 
     /// Errors the vision thread logged and survived.
@@ -570,7 +590,6 @@ pub struct Processor {
     liveness: Option<liveness::Liveness>,
     cams: Vec<CamState>,
     gallery: Arc<Mutex<Gallery>>,
-    cooldown: CoolDown,
     clock: Arc<dyn Clocks>,
     events: Option<EventSender>,
     shared: Arc<Shared>,
@@ -622,10 +641,12 @@ impl Processor {
             liveness,
             cams: cfg.cameras.iter().cloned().map(CamState::new).collect(),
             gallery,
-            cooldown: CoolDown::new(cfg.cooldown, cfg.unknown_cooldown),
             clock,
             events,
-            shared: Shared::new(&cfg.cameras),
+            shared: Shared::new(
+                &cfg.cameras,
+                CoolDown::new(cfg.cooldown, cfg.unknown_cooldown),
+            ),
             enrolls: Vec::new(),
             gpio: None,
             visitors: None,
@@ -668,8 +689,6 @@ impl Processor {
                     }
                 }
                 Control::Reload(cfg) => {
-                    self.cooldown
-                        .set_periods(cfg.cooldown, cfg.unknown_cooldown);
                     for (i, st) in self.cams.iter_mut().enumerate() {
                         let Some(new) = cfg.camera(&st.cfg.name) else {
                             continue;
@@ -797,7 +816,7 @@ impl Processor {
             }
             let mut unknowns = Vec::new();
             events = stages::events::run(
-                &mut self.cooldown,
+                &mut self.shared.cooldown(),
                 st,
                 seen.ended,
                 frame,
@@ -816,7 +835,7 @@ impl Processor {
             door(g, st);
         }
         stages::publish::run(&self.shared, cam, st, frame, &events, self.events.as_ref());
-        self.cooldown.prune(now);
+        self.shared.cooldown().prune(now);
         Ok(events)
     }
 
@@ -1042,7 +1061,7 @@ mod watchdog_tests {
         );
 
         let h = Handle {
-            shared: Shared::new(&[]),
+            shared: Shared::new(&[], CoolDown::new(Duration::ZERO, Duration::ZERO)),
         };
         let period = Duration::from_millis(8);
         h.shared.beat();

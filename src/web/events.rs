@@ -62,6 +62,10 @@ pub struct EventRow {
     /// into an older one; the Visitors API resolves it).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub visitor_id: Option<i64>,
+    /// Frigate companion mode: the id of the Frigate event this one is about (Frigate
+    /// confirmed it before faced looked).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub frigate_id: Option<String>,
 }
 
 /// Which events to list (all optional), newest first. Also the query string of
@@ -85,6 +89,8 @@ pub struct EventFilter {
     pub until_ms: Option<i64>,
     /// Only ids below this (paging: the last id of the previous page).
     pub before_id: Option<i64>,
+    /// Only the events about this Frigate event (Frigate companion mode).
+    pub frigate_id: Option<String>,
     /// Page size, 1..=[`MAX_PAGE`] (default 100).
     pub limit: Option<usize>,
 }
@@ -191,7 +197,7 @@ impl EventLog {
     fn query(&self, f: &EventFilter, limit: usize) -> Result<Vec<EventRow>> {
         let mut sql = String::from(
             "SELECT id, kind, at, camera, track_id, person_id, person_name, similarity, x1, y1, x2, y2,
-                    snapshot IS NOT NULL, visitor_id FROM event WHERE 1",
+                    snapshot IS NOT NULL, visitor_id, frigate_id FROM event WHERE 1",
         );
         let mut args: Vec<Value> = Vec::new();
         let mut cond = |s: &str, v: Value| {
@@ -212,6 +218,9 @@ impl EventLog {
         }
         if let Some(b) = f.before_id {
             cond("id <", Value::Integer(b));
+        }
+        if let Some(id) = &f.frigate_id {
+            cond("frigate_id =", Value::Text(id.clone()));
         }
         if let Some(v) = f.visitor_id {
             // A merge points every visitor it absorbs at the survivor (`visitor.merged_into`,
@@ -244,6 +253,7 @@ impl EventLog {
                 bbox: [r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?],
                 snapshot: r.get(12)?,
                 visitor_id: r.get(13)?,
+                frigate_id: r.get(14)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -434,6 +444,7 @@ mod tests {
             bbox: [0.0; 4],
             snapshot: false,
             visitor_id: None,
+            frigate_id: None,
         }
     }
 

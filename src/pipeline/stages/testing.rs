@@ -137,7 +137,11 @@ impl Rig {
         let analyzer =
             Analyzer::with_backend(&fake, &InferenceConfig::default(), cfg.detector).unwrap();
         Rig {
-            shared: Shared::new(std::slice::from_ref(&cfg)),
+            // The stages get the rig's own cool-down (`cooldown` below), not this one.
+            shared: Shared::new(
+                std::slice::from_ref(&cfg),
+                CoolDown::new(Duration::ZERO, Duration::ZERO),
+            ),
             fake,
             analyzer,
             st: CamState::new(cfg),

@@ -57,11 +57,12 @@ pub async fn events_csv(
     }
     f.limit = None;
     let rows = blocking(move || s.events.export(&f, 10_000)).await?;
-    let mut out =
-        String::from("id,time_utc,ts_ms,kind,camera,track_id,person_id,person,similarity\n");
+    let mut out = String::from(
+        "id,time_utc,ts_ms,kind,camera,track_id,person_id,person,similarity,frigate_id\n",
+    );
     for r in rows {
         out.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{}\n",
             r.id,
             crate::events::rfc3339_utc(r.at_ms),
             r.at_ms,
@@ -70,7 +71,9 @@ pub async fn events_csv(
             r.track_id,
             r.person_id.map(|p| p.to_string()).unwrap_or_default(),
             csv_field(r.person.as_deref().unwrap_or("")),
-            r.similarity.map(|x| format!("{x:.3}")).unwrap_or_default()
+            r.similarity.map(|x| format!("{x:.3}")).unwrap_or_default(),
+            // Frigate's ids are digits, a dot, a dash and a-z (the table's CHECK): no quoting.
+            r.frigate_id.as_deref().unwrap_or("")
         ));
     }
     Ok(csv_response("events.csv", out))
