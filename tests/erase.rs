@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::util::broker::{Broker, Msg, Sub};
-use crate::util::daemon::{
-    Daemon, enroll, faced_cli, faces_dir, gallery, photos_by_person, still_analyzer,
-};
+use crate::util::daemon::{Daemon, add_admin, faces_dir, gallery_with_person01, photos_by_person};
 use crate::util::web::{Client, PASSWORD};
 
 const DEV: &str = "erase";
@@ -113,11 +111,7 @@ async fn an_erase_leaves_no_face_in_the_database_files_nor_on_the_broker() {
     let dir = tmp.path();
     let db = dir.join("faced.db");
     // Enrolled under a name found nowhere else in the file (the schema's comments say "alice").
-    let alice_photos = photos_by_person().remove("person01").unwrap();
-    {
-        let first: Vec<&str> = alice_photos[..3].iter().map(String::as_str).collect();
-        enroll(&mut gallery(dir), &mut still_analyzer(), NAME, &first);
-    }
+    let (alice_photos, _) = gallery_with_person01(dir, NAME);
     // The stream: the stranger, then Alice (so the camera's last snapshot is her face and the
     // last visitor's is the stranger's), then photos without a face, which end the tracks.
     let stranger = photos_by_person()["person05"][0].clone();
@@ -136,19 +130,7 @@ async fn an_erase_leaves_no_face_in_the_database_files_nor_on_the_broker() {
         .unwrap();
         n += 1;
     }
-    tokio::task::block_in_place(|| {
-        faced_cli(
-            &[
-                "user",
-                "--db",
-                db.to_str().unwrap(),
-                "add",
-                "--admin",
-                "admin",
-            ],
-            &format!("{PASSWORD}\n"),
-        )
-    });
+    tokio::task::block_in_place(|| add_admin(&db));
     let mut broker = Broker::start();
     let port = broker.port();
     let mut watch = Sub::connect(port, "erase-watch", &[&format!("faced/{DEV}/#")], false).await;

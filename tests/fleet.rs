@@ -175,8 +175,21 @@ impl Unit {
 
 /// Publishes `payload` on `topic` as any broker client could, whatever its size.
 async fn publish_raw(port: u16, topic: &str, payload: Vec<u8>, retain: bool) {
+    publish_with(port, None, topic, payload, retain).await
+}
+
+/// Publishes as `user` (password `pw-<user>`) or anonymously; returns once the broker
+/// acknowledged it (Mosquitto acknowledges a publish its ACL denies, and drops it).
+async fn publish_with(port: u16, user: Option<&str>, topic: &str, payload: Vec<u8>, retain: bool) {
     use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
-    let mut o = MqttOptions::new("raw-publisher", "127.0.0.1", port);
+    let mut o = MqttOptions::new(
+        format!("{}-publisher", user.unwrap_or("raw")),
+        "127.0.0.1",
+        port,
+    );
+    if let Some(u) = user {
+        o.set_credentials(u, format!("pw-{u}"));
+    }
     o.set_max_packet_size(16 << 20, 16 << 20);
     let (client, mut el) = AsyncClient::new(o, 10);
     client
@@ -919,31 +932,6 @@ async fn retained_as(port: u16, user: &str, filter: &str) -> Vec<(String, Vec<u8
     out
 }
 
-/// Publishes retained as broker user `user`; returns once the broker acknowledged it (Mosquitto
-/// acknowledges a publish its ACL denies, and drops it).
-async fn publish_as(port: u16, user: &str, topic: &str, payload: Vec<u8>) {
-    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-    let mut o = MqttOptions::new(format!("{user}-writer"), "127.0.0.1", port);
-    o.set_credentials(user, format!("pw-{user}"));
-    o.set_max_packet_size(8 << 20, 8 << 20);
-    let (client, mut el) = AsyncClient::new(o, 10);
-    client
-        .publish(topic, QoS::AtLeastOnce, true, payload)
-        .await
-        .unwrap();
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match el.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(_))) => break,
-                Ok(_) => {}
-                Err(e) => panic!("{user} publishing: {e}"),
-            }
-        }
-    })
-    .await
-    .expect("the broker acknowledged the publish");
-}
-
 /// docs/fleet.md's broker ACLs, as written: two units share Bob; the unit `gate` is off when
 /// `door` erases him; `door` goes off too, and another broker client (`mallory`, as Home
 /// Assistant or any device on a shared broker could) parks Bob's old sealed record on his topic
@@ -1029,7 +1017,13 @@ fn broker_acls_keep_an_erased_person_from_coming_back() {
 
     // Bob's old record, parked again by two clients that may use the broker but are not units.
     for who in ["mallory", "homeassistant"] {
-        rt.block_on(publish_as(port, who, &topic, old_record.clone()));
+        rt.block_on(publish_with(
+            port,
+            Some(who),
+            &topic,
+            old_record.clone(),
+            true,
+        ));
     }
     let now = records(&rt);
     assert!(

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use crate::util::broker::{Broker, Sub};
-use crate::util::daemon::{Daemon, enroll, faces_dir, gallery, photos_by_person, still_analyzer};
+use crate::util::daemon::{Daemon, faces_dir, gallery_with_person01};
 
 const AWAY_SECS: i64 = 6;
 
@@ -22,11 +22,7 @@ async fn presence_follows_the_person_not_the_events() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let db = dir.join("faced.db");
-    let photos = photos_by_person().remove("person01").unwrap();
-    {
-        let first: Vec<&str> = photos[..3].iter().map(String::as_str).collect();
-        enroll(&mut gallery(dir), &mut still_analyzer(), "alice", &first);
-    }
+    let (photos, _) = gallery_with_person01(dir, "alice");
     // 5 s per picture: Alice, nobody ×4, Alice, nobody ×3.
     let play = dir.join("play");
     std::fs::create_dir_all(&play).unwrap();

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::browser::{shot, sign_in, start_chromium, wait_js};
 use crate::util::broker::{Broker, Sub};
-use crate::util::daemon::{Daemon, faced_cli, faces_dir, photos_by_person};
+use crate::util::daemon::{Daemon, add_admin, faces_dir, photos_by_person};
 use crate::util::web::{Client, PASSWORD};
 
 fn free_listen() -> String {
@@ -76,19 +76,7 @@ async fn strangers_are_grouped_into_visitors_and_one_is_enrolled_from_the_consol
     let different = different_pairs();
     assert!(different.len() > 500, "pairs.csv read");
 
-    tokio::task::block_in_place(|| {
-        faced_cli(
-            &[
-                "user",
-                "--db",
-                db.to_str().unwrap(),
-                "add",
-                "--admin",
-                "admin",
-            ],
-            &format!("{PASSWORD}\n"),
-        )
-    });
+    tokio::task::block_in_place(|| add_admin(&db));
     let broker = Broker::start();
     let mut sub = Sub::connect(
         broker.port(),

@@ -93,11 +93,16 @@ pub fn gallery(dir: &Path) -> Gallery {
 /// `person01`. Returns all of person01's photos (the others are for playing) and the gallery's
 /// key file (to read the events back).
 pub fn gallery_with_alice(dir: &Path) -> (Vec<String>, PathBuf) {
+    gallery_with_person01(dir, "alice")
+}
+
+/// [`gallery_with_alice`] under another name.
+pub fn gallery_with_person01(dir: &Path, name: &str) -> (Vec<String>, PathBuf) {
     let p1 = photos_by_person().remove("person01").unwrap();
     let mut g = gallery(dir);
     let mut an = still_analyzer();
     let first: Vec<&str> = p1[..3].iter().map(String::as_str).collect();
-    enroll(&mut g, &mut an, "alice", &first);
+    enroll(&mut g, &mut an, name, &first);
     (p1, g.key_path().to_path_buf())
 }
 
@@ -401,4 +406,20 @@ pub fn storm_unit(dir: &Path, db: &Path, mosaics: &[&str], frames: usize, empty:
         }
     }
     play
+}
+
+/// Adds the console user `admin` (password [`crate::util::web::PASSWORD`]) to the database
+/// at `db` with the CLI.
+pub fn add_admin(db: &Path) {
+    faced_cli(
+        &[
+            "user",
+            "--db",
+            db.to_str().unwrap(),
+            "add",
+            "--admin",
+            "admin",
+        ],
+        &format!("{}\n", crate::util::web::PASSWORD),
+    );
 }
