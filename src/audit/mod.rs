@@ -25,4 +25,4 @@ mod types;
 
 pub use chain::{Tampered, Verified};
 pub use store::{Filter, Log, Trail, forget_subject};
-pub use types::{Action, ActorKind, AuditConfig, By, Entry, Row, Subject, SubjectKind};
+pub use types::{Action, ActorKind, AuditConfig, By, Entry, Row, Subject, SubjectKind, count};

@@ -306,6 +306,14 @@ impl Log {
         }
     }
 
+    /// Frigate companion mode wrote `name` (person `person`) as the sub label of Frigate's
+    /// event `event`, at `similarity`.
+    pub fn note_sub_label(&self, event: &str, person: i64, name: &str, similarity: f32) {
+        let subject = Subject::person(person, Some(name));
+        let detail = format!("similarity {similarity:.3}");
+        self.note(&By::frigate(event), Action::SubLabel, subject, detail);
+    }
+
     /// Rows matching `f`, newest first, one page.
     pub fn list(&self, f: &Filter) -> Result<Vec<Row>> {
         let limit = f.limit.unwrap_or(100);

@@ -62,7 +62,10 @@ fn tamper(db: &Path, sql: &str) {
 }
 
 fn bad_row(f: &Fixture) -> Tampered {
-    f.log.verify().unwrap().expect_err("tampering must be found")
+    f.log
+        .verify()
+        .unwrap()
+        .expect_err("tampering must be found")
 }
 
 #[test]
@@ -73,7 +76,10 @@ fn appended_rows_verify_and_read_back() {
     let v = f.log.verify().unwrap().unwrap();
     assert_eq!((v.rows, v.anchor, v.head), (5, 0, 5));
     let rows = f.log.list(&Filter::default()).unwrap();
-    assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), [5, 4, 3, 2, 1]);
+    assert_eq!(
+        rows.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [5, 4, 3, 2, 1]
+    );
     assert_eq!(rows[0].actor, "ann");
     assert_eq!(rows[0].origin, "10.0.0.7");
     assert_eq!(rows[0].action, "rename");
@@ -105,7 +111,10 @@ fn an_edited_column_names_its_row() {
     ] {
         let f = fixture();
         fill(&f, 5);
-        tamper(&f.db, &format!("UPDATE audit SET {col} = {value} WHERE id = 3"));
+        tamper(
+            &f.db,
+            &format!("UPDATE audit SET {col} = {value} WHERE id = 3"),
+        );
         let t = bad_row(&f);
         assert_eq!(t.row, 3, "{col}: {t}");
         assert!(t.to_string().starts_with("audit row 3: "), "{t}");
@@ -225,7 +234,12 @@ fn forgetting_a_subject_removes_the_name_and_keeps_the_chain() {
     for name in ["Eve Erasable", "Eve Erasable", "Someone Else"] {
         let id = if name.starts_with("Eve") { 7 } else { 8 };
         f.log
-            .record(&by, Action::Enroll, Subject::person(id, Some(name)), "1 samples")
+            .record(
+                &by,
+                Action::Enroll,
+                Subject::person(id, Some(name)),
+                "1 samples",
+            )
             .unwrap();
     }
     {
@@ -281,7 +295,10 @@ fn csv_cells_are_quoted_and_never_formulas() {
         .unwrap();
     let text = csv::to_csv(&f.log.export(&Filter::default()).unwrap());
     let line = text.lines().nth(1).unwrap();
-    assert!(line.contains(",'=evil,10.0.0.8,sign_in_failed,user,,'-x,"), "{line}");
+    assert!(
+        line.contains(",'=evil,10.0.0.8,sign_in_failed,user,,'-x,"),
+        "{line}"
+    );
 }
 
 #[test]

@@ -12,6 +12,15 @@ pub const MAX_ACTOR_CHARS: usize = 200;
 /// Longest `detail`, characters (longer details are cut).
 pub const MAX_DETAIL_CHARS: usize = 500;
 
+/// `1 sample`, `2 samples`: counts in `detail`.
+pub fn count(n: i64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
 /// What sort of caller made a change (`audit.actor_kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -71,11 +80,7 @@ fn invisible(c: char) -> bool {
 
 /// `s` without control or invisible characters, cut to `max` characters, never empty.
 fn clean(s: &str, max: usize) -> String {
-    let c: String = s
-        .chars()
-        .filter(|&c| !invisible(c))
-        .take(max)
-        .collect();
+    let c: String = s.chars().filter(|&c| !invisible(c)).take(max).collect();
     let c = c.trim().to_string();
     if c.is_empty() { "?".into() } else { c }
 }
@@ -129,7 +134,11 @@ impl By {
 
     /// Frigate companion mode, acting on Frigate's event `event`.
     pub fn frigate(event: &str) -> By {
-        By::new(ActorKind::Frigate, &format!("frigate event {event}"), "frigate")
+        By::new(
+            ActorKind::Frigate,
+            &format!("frigate event {event}"),
+            "frigate",
+        )
     }
 
     /// The daemon, doing `what` (e.g. "faced run").

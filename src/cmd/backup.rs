@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use faced::audit::{Action, By, Log, Subject};
 use faced::base::{Clocks, RealClocks};
 use faced::db::backup::{self, DbLock, Passphrase};
 
@@ -87,6 +89,13 @@ pub fn backup(a: BackupArgs) -> anyhow::Result<ExitCode> {
         a.out.clone()
     };
     let w = backup::write(&db, &key, &out, &pass, &RealClocks)?;
+    let detail = format!("{} bytes, encrypted, to {}", w.bytes, out.display());
+    Log::open(&db, &key, Arc::new(RealClocks))?.note(
+        &By::cli(),
+        Action::BackupWritten,
+        Subject::database(),
+        detail,
+    );
     println!(
         "wrote {} ({} bytes, schema {}, made {})",
         out.display(),
@@ -110,6 +119,23 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(dir)?;
     }
     let staged = backup::stage(std::io::BufReader::new(f), &pass, &db)?;
+    // In the database being replaced, which is kept; the restored one records the swap.
+    if db.exists() && key.exists() {
+        let detail = format!(
+            "{} people, {} samples, {} events, made {} by faced {}",
+            staged.people,
+            staged.samples,
+            staged.events,
+            staged.header.created_at,
+            staged.header.faced_version
+        );
+        Log::open(&db, &key, Arc::new(RealClocks))?.note(
+            &By::cli(),
+            Action::RestoreStaged,
+            Subject::database(),
+            detail,
+        );
+    }
     println!(
         "verified {}: made {} by faced {}: {} people, {} face samples, {} events",
         a.archive.display(),
@@ -122,6 +148,10 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
     match DbLock::try_acquire(&db)? {
         Some(_lock) => {
             let applied = backup::apply_staged(&db, &key)?;
+            if let Some(a) = &applied {
+                let audit = Log::open(&db, &key, Arc::new(RealClocks))?;
+                super::run::note_restore_applied(&audit, &By::cli(), a);
+            }
             let kept = applied
                 .and_then(|a| a.previous)
                 .map(|p| format!("; the previous database is kept as {}", p.display()))

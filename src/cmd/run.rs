@@ -141,8 +141,14 @@ enum End {
 }
 
 /// Takes the database's lock (one daemon per database; `faced restore` checks it) and applies
-/// a restore staged by the console or by `faced restore` while this daemon ran.
-fn claim_database(cfg: &Config) -> anyhow::Result<faced::db::backup::DbLock> {
+/// a restore staged by the console or by `faced restore` while this daemon ran; returns what
+/// the restore replaced, if one was applied.
+fn claim_database(
+    cfg: &Config,
+) -> anyhow::Result<(
+    faced::db::backup::DbLock,
+    Option<faced::db::backup::Applied>,
+)> {
     use faced::db::backup;
     let db = &cfg.raw.gallery.db;
     let lock = backup::DbLock::try_acquire(db)?.ok_or_else(|| {
@@ -157,15 +163,45 @@ fn claim_database(cfg: &Config) -> anyhow::Result<faced::db::backup::DbLock> {
         p.push(".key");
         PathBuf::from(p)
     });
-    if let Some(a) = backup::apply_staged(db, &key)? {
+    let applied = backup::apply_staged(db, &key)?;
+    if let Some(a) = &applied {
         tracing::warn!(
             db = %db.display(),
             previous = %a.previous.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()),
             "restored the database from a backup; the previous one is kept"
         );
     }
-    Ok(lock)
+    Ok((lock, applied))
 }
+
+/// Records in the restored database that it replaced another (its own trail goes on from the
+/// backup's; the replaced one, with the row of who staged the restore, is kept beside it).
+pub fn note_restore_applied(
+    audit: &faced::audit::Log,
+    by: &faced::audit::By,
+    a: &faced::db::backup::Applied,
+) {
+    let kept = match &a.previous {
+        Some(p) => format!("the replaced database is kept as {}", p.display()),
+        None => "no database was replaced".to_string(),
+    };
+    use faced::audit::{Action, Subject};
+    audit.note(by, Action::RestoreApplied, Subject::database(), kept);
+}
+
+/// Applies `[audit]` retention now (at start, then every [`AUDIT_RETENTION_EVERY`]).
+async fn audit_retention(audit: &Arc<faced::audit::Log>, cfg: &faced::audit::AuditConfig) {
+    let (a, c) = (audit.clone(), cfg.clone());
+    match tokio::task::spawn_blocking(move || a.retain(&c)).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => tracing::info!(rows = n, "audit retention deleted the oldest rows"),
+        Ok(Err(e)) => tracing::error!("audit retention: {e}"),
+        Err(e) => tracing::error!("audit retention task: {e}"),
+    }
+}
+
+/// How often audit retention runs: rows are deleted by the day, an hour late at most.
+const AUDIT_RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 /// Starts `[backup]`'s scheduled backups when a folder is set.
 fn start_backups(
@@ -209,7 +245,7 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
     );
 
     // Database (gallery + events + outbox, one file).
-    let db_lock = claim_database(&cfg)?;
+    let (db_lock, restored) = claim_database(&cfg)?;
     let db = cfg.raw.gallery.db.clone();
     let gopts = GalleryOptions {
         key_path: cfg.raw.gallery.key_path.clone(),
@@ -219,6 +255,11 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
     let gallery = Gallery::open(&db, &gopts)?;
     let key_path = gallery.key_path().to_path_buf();
     tracing::info!(db = %db.display(), people = gallery.people()?.len(), "gallery open");
+    let audit = gallery.audit();
+    if let Some(a) = &restored {
+        note_restore_applied(&audit, &faced::audit::By::system("faced run"), a);
+    }
+    audit_retention(&audit, &cfg.raw.audit).await;
     let gallery = Arc::new(Mutex::new(gallery));
 
     // Events, with MQTT when enabled.
@@ -395,6 +436,8 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
     });
 
     let mut status_tick = tokio::time::interval(Duration::from_secs(30));
+    let mut audit_tick = tokio::time::interval(AUDIT_RETENTION_EVERY);
+    audit_tick.tick().await; // the first tick is now: retention just ran
     let mut gallery_tick = tokio::time::interval(GALLERY_POLL);
     gallery_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut gallery_poll_failed = false;
@@ -416,7 +459,8 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
             _ = hup.recv() => reload(&args, &handle, &writer, &gallery, &gopts, &db, &mqtt, &cfg, visitors.as_deref()).await,
             Some(cmd) = commands.recv() => {
-                let outcome = command(&cmd, &handle, &gallery, &gopts, &db).await;
+                let by = faced::audit::By::mqtt(mqtt.command_key_id().unwrap_or("?"));
+                let outcome = command(&cmd, &by, &handle, &gallery, &gopts, &db).await;
                 if let Err(e) = &outcome { tracing::warn!(verb = cmd.verb(), "MQTT command failed: {e}"); }
                 mqtt.report_command(&cmd, outcome);
                 if matches!(cmd, faced::mqtt::Command::ReloadGallery { .. } | faced::mqtt::Command::EnrollLastUnknown { .. }) {
@@ -469,6 +513,7 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
                     mqtt.publish_visitors(json, None);
                 }
             }
+            _ = audit_tick.tick() => audit_retention(&audit, &cfg.raw.audit).await,
             _ = status_tick.tick() => {
                 let s = camera_summary(&handle);
                 let _ = sd_notify::notify(&[NotifyState::Status(&s)]);
@@ -619,6 +664,7 @@ async fn reload(
 
 async fn command(
     cmd: &faced::mqtt::Command,
+    by: &faced::audit::By,
     handle: &faced::pipeline::Handle,
     gallery: &Arc<Mutex<Gallery>>,
     gopts: &GalleryOptions,
@@ -637,8 +683,17 @@ async fn command(
                 Some(c) => vec![c.clone()],
                 None => handle.cameras(),
             };
+            let audit = gallery.lock().unwrap_or_else(|p| p.into_inner()).audit();
             for c in &cams {
                 handle.set_threshold(c, *threshold)?;
+                let (subject, detail) = (
+                    faced::audit::Subject::camera(c),
+                    format!("threshold {threshold}"),
+                );
+                let (a, by) = (audit.clone(), by.clone());
+                tokio::task::spawn_blocking(move || {
+                    a.note(&by, faced::audit::Action::Threshold, subject, detail)
+                });
             }
             Ok(Some(format!(
                 "threshold {threshold} on {}",
@@ -659,6 +714,7 @@ async fn command(
             })?;
             let (gallery, name, add_to_existing) =
                 (gallery.clone(), name.clone(), *add_to_existing);
+            let by = by.clone();
             tokio::task::spawn_blocking(move || {
                 let mut g = gallery.lock().unwrap_or_else(|p| p.into_inner());
                 // A name alone never gives a face someone else's identity: adding to an existing
@@ -677,21 +733,23 @@ async fn command(
                     quality_json: &quality,
                     source: &source,
                 };
-                g.enroll(to, &[sample]).map_err(|e| match e.kind() {
-                    Kind::Conflict if !add_to_existing => Error::new(
-                        Kind::Conflict,
-                        format!(
-                            "{}; to add this face to them, send \"add_to_existing\": true",
-                            e.message()
+                g.by(&by)
+                    .enroll(to, &[sample])
+                    .map_err(|e| match e.kind() {
+                        Kind::Conflict if !add_to_existing => Error::new(
+                            Kind::Conflict,
+                            format!(
+                                "{}; to add this face to them, send \"add_to_existing\": true",
+                                e.message()
+                            ),
                         ),
-                    ),
-                    Kind::NotFound if add_to_existing => Error::not_found(format!(
-                        "{} to add the face to; without \"add_to_existing\" a new person is \
+                        Kind::NotFound if add_to_existing => Error::not_found(format!(
+                            "{} to add the face to; without \"add_to_existing\" a new person is \
                          created",
-                        e.message()
-                    )),
-                    _ => e,
-                })?;
+                            e.message()
+                        )),
+                        _ => e,
+                    })?;
                 Ok(Some(if add_to_existing {
                     format!("added the last unknown face from {cam} to {name}")
                 } else {

@@ -480,6 +480,12 @@ impl Worker {
             let track = st.track;
             if self.cfg.sub_label {
                 self.post_sub_label(o, &m.name, m.similarity);
+                let audit = self
+                    .gallery
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .audit();
+                audit.note_sub_label(&o.id, m.person.0, &m.name, m.similarity);
             }
             let face = &faces[i];
             let mut ev = self.event(EventKind::Recognized, o, track, face);

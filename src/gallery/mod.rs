@@ -18,6 +18,7 @@
 //!
 //! Timestamps are wall-clock Unix milliseconds.
 
+mod attribution;
 mod enroll;
 pub mod index;
 pub mod replica;
@@ -27,11 +28,13 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::audit::{self, Action, SubjectKind};
 use crate::base::{Clocks, RealClocks};
 use crate::db::{self, crypto};
 use crate::error::{Error, Kind, Result};
 use crate::vision::EMBEDDING_DIM;
 
+pub use attribution::Attributed;
 pub use enroll::{EnrollTarget, Enrolled, NotThisPerson};
 pub use index::{Index, IndexOptions, Match};
 pub use replica::{Record, Uid};
@@ -214,6 +217,10 @@ pub struct Gallery {
     /// the counter inside its own transaction, before and after; a database value that differs
     /// means another process (the CLI) wrote the gallery: [`Gallery::changed_elsewhere`].
     seen_change: i64,
+    /// The database's audit trail: each write appends its row in its own transaction.
+    audit: Arc<audit::Log>,
+    /// Who the current writes are by ([`Gallery::by`]).
+    by: Option<audit::By>,
 }
 
 /// `gallery_change.seq`: bumped by triggers on every row of `person`, `face_sample` and
@@ -500,6 +507,7 @@ impl Gallery {
         // Read before loading: a write by another process in between then makes the next
         // [`Gallery::changed_elsewhere`] say yes (one reload too many, never one too few).
         let seen_change = change_seq(&conn).map_err(|e| e.in_database(&what))?;
+        let audit = audit::Log::with_key(db, &key, clocks.clone())?;
         let mut g = Gallery {
             conn,
             cipher,
@@ -513,6 +521,8 @@ impl Gallery {
             unit: opts.unit.clone().unwrap_or_default(),
             dirty: Default::default(),
             seen_change,
+            audit,
+            by: None,
         };
         g.load_index().map_err(|e| e.in_database(&what))?;
         Ok(g)
@@ -585,7 +595,17 @@ impl Gallery {
         let v = self.tick();
         let (tx, before) = begin_write(&mut self.conn)?;
         let id = insert_person(&tx, name, now, &uid, v, &self.unit)?;
+        let subject = audit::Subject::person(id.0, Some(name));
+        let row = attribution::note(
+            &tx,
+            &self.audit,
+            self.by.as_ref(),
+            Action::Enroll,
+            subject,
+            "no samples yet".into(),
+        )?;
         let after = commit(tx)?;
+        row.log();
         self.own_write(before, after);
         self.index.set_person(id, name);
         self.dirty.insert(uid);
@@ -608,7 +628,18 @@ impl Gallery {
         let (tx, before) = begin_write(&mut self.conn)?;
         let person = insert_person(&tx, name, now, &uid, v, &self.unit)?;
         let ids = insert_samples(&tx, &self.cipher, person, samples, now)?;
+        let subject = audit::Subject::person(person.0, Some(name));
+        let detail = audit::count(ids.len() as i64, "sample");
+        let row = attribution::note(
+            &tx,
+            &self.audit,
+            self.by.as_ref(),
+            Action::Enroll,
+            subject,
+            detail,
+        )?;
         let after = commit(tx)?;
+        row.log();
         self.own_write(before, after);
         self.index.set_person(person, name);
         for (s, &id) in samples.iter().zip(&ids) {
@@ -694,7 +725,17 @@ impl Gallery {
         let Some(uid) = uid else {
             return Err(Error::not_found(format!("no person with id {id}")));
         };
+        let subject = audit::Subject::person(id.0, Some(name));
+        let row = attribution::note(
+            &tx,
+            &self.audit,
+            self.by.as_ref(),
+            Action::Rename,
+            subject,
+            String::new(),
+        )?;
         let after = commit(tx)?;
+        row.log();
         self.own_write(before, after);
         self.index.set_person(id, name);
         self.mark_dirty(&uid);
@@ -708,6 +749,12 @@ impl Gallery {
     pub fn remove_person(&mut self, id: PersonId) -> Result<()> {
         let v = self.tick();
         let (tx, before) = begin_write(&mut self.conn)?;
+        let (samples, events): (i64, i64) = tx.query_row(
+            "SELECT (SELECT COUNT(*) FROM face_sample WHERE person_id = ?1),
+                    (SELECT COUNT(*) FROM event WHERE person_id = ?1)",
+            [id.0],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         let uid: Option<Vec<u8>> = tx
             .query_row(
                 "DELETE FROM person WHERE id = ?1 RETURNING uid",
@@ -728,7 +775,24 @@ impl Gallery {
             "DELETE FROM tombstone WHERE person_uid = ?1 AND kind = 'sample'",
             [&uid],
         )?;
+        // Their name leaves the audit trail with them; the rows stay, naming the id.
+        audit::forget_subject(&tx, SubjectKind::Person, &id.to_string())?;
+        let detail = format!(
+            "{}, {}",
+            audit::count(samples, "sample"),
+            audit::count(events, "event")
+        );
+        let subject = audit::Subject::person(id.0, None);
+        let row = attribution::note(
+            &tx,
+            &self.audit,
+            self.by.as_ref(),
+            Action::Erase,
+            subject,
+            detail,
+        )?;
         let after = commit(tx)?;
+        row.log();
         self.own_write(before, after);
         self.index.remove_person(id);
         self.mark_dirty(&uid);
@@ -752,6 +816,16 @@ impl Gallery {
         person: PersonId,
         samples: &[NewSample<'_>],
     ) -> Result<Vec<SampleId>> {
+        self.add_samples_as(person, samples, Action::SamplesAdded)
+    }
+
+    /// [`Gallery::add_samples`], recorded in the audit trail as `action`.
+    pub(super) fn add_samples_as(
+        &mut self,
+        person: PersonId,
+        samples: &[NewSample<'_>],
+        action: Action,
+    ) -> Result<Vec<SampleId>> {
         validate_new_samples(samples)?;
         let person_uid = self.require_person_uid(person)?;
         let held: i64 = self.conn.query_row(
@@ -763,11 +837,19 @@ impl Gallery {
         let now = self.clocks.unix_ms();
         let (tx, before) = begin_write(&mut self.conn)?;
         let ids = insert_samples(&tx, &self.cipher, person, samples, now)?;
-        tx.execute(
-            "UPDATE person SET updated_at = ?1 WHERE id = ?2",
+        let name: String = tx.query_row(
+            "UPDATE person SET updated_at = ?1 WHERE id = ?2 RETURNING name",
             params![now, person.0],
+            |r| r.get(0),
         )?;
+        let detail = match ids.as_slice() {
+            [one] => format!("sample {one}"),
+            many => audit::count(many.len() as i64, "sample"),
+        };
+        let subject = audit::Subject::person(person.0, Some(&name));
+        let row = attribution::note(&tx, &self.audit, self.by.as_ref(), action, subject, detail)?;
         let after = commit(tx)?;
+        row.log();
         self.own_write(before, after);
         for (s, &id) in samples.iter().zip(&ids) {
             self.index.insert(id, person, s.kind, s.embedding);
@@ -860,10 +942,10 @@ impl Gallery {
         let Some((person, sample_uid)) = removed else {
             return Err(Error::not_found(format!("no face sample with id {id}")));
         };
-        let person_uid: Vec<u8> = tx.query_row(
-            "UPDATE person SET updated_at = ?1 WHERE id = ?2 RETURNING uid",
+        let (person_uid, name): (Vec<u8>, String) = tx.query_row(
+            "UPDATE person SET updated_at = ?1 WHERE id = ?2 RETURNING uid, name",
             params![self.clocks.unix_ms(), person],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         // A tombstone, so the removal replicates and no replica brings the sample back.
         tx.execute(
@@ -871,7 +953,18 @@ impl Gallery {
              ON CONFLICT (uid) DO NOTHING",
             params![sample_uid, person_uid, v],
         )?;
+        let subject = audit::Subject::person(person, Some(&name));
+        let detail = format!("sample {id}");
+        let row = attribution::note(
+            &tx,
+            &self.audit,
+            self.by.as_ref(),
+            Action::SampleRemoved,
+            subject,
+            detail,
+        )?;
         let after = commit(tx)?;
+        row.log();
         self.own_write(before, after);
         self.index.remove_sample(id);
         self.mark_dirty(&person_uid);

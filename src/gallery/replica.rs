@@ -37,10 +37,12 @@ use std::collections::BTreeMap;
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
+use super::attribution::note;
 use super::{
     AAD_CROP, AAD_EMBEDDING, Gallery, MAX_CROP_BYTES, MAX_SOURCE_CHARS, PersonId, SampleId,
     SampleKind, validate_embedding, validate_person_name,
 };
+use crate::audit::{self, Action, SubjectKind};
 use crate::db::crypto;
 use crate::error::{Error, Result};
 
@@ -416,7 +418,23 @@ impl Gallery {
                 )?;
             }
             let changed = local.is_some() || prev.is_none_or(|p| p < v);
+            let mut row = None;
+            if let Some((id, _, _)) = local {
+                // An erase from another unit erases the name from this unit's trail too.
+                audit::forget_subject(&tx, SubjectKind::Person, &id.to_string())?;
+                let subject = audit::Subject::person(id, None);
+                let detail = "erased".to_string();
+                row = Some(note(
+                    &tx,
+                    &self.audit,
+                    self.by.as_ref(),
+                    Action::ReplicaApplied,
+                    subject,
+                    detail,
+                )?);
+            }
             let after = super::commit(tx)?;
+            row.inspect(audit::Row::log);
             self.own_write(before, after);
             self.finish_apply(ops, changed);
             return Ok(changed);
@@ -426,7 +444,9 @@ impl Gallery {
             return Ok(false);
         }
         let mut changed = false;
-        let id = match local {
+        // What the audit row says: "created", "renamed", samples added and removed.
+        let mut what = Vec::new();
+        let (id, name_now) = match local {
             Some((id, name, name_v)) => {
                 if (rec.name_v, rec.name.as_str()) > (name_v, name.as_str()) {
                     let stored = unique_name(&tx, &rec.name, &rec.uid, Some(id))?;
@@ -434,10 +454,13 @@ impl Gallery {
                         "UPDATE person SET name = ?1, name_v = ?2, updated_at = ?3 WHERE id = ?4",
                         params![stored, rec.name_v, now, id],
                     )?;
-                    ops.push(IndexOp::SetPerson(PersonId(id), stored));
+                    ops.push(IndexOp::SetPerson(PersonId(id), stored.clone()));
                     changed = true;
+                    what.push("renamed".to_string());
+                    (id, stored)
+                } else {
+                    (id, name)
                 }
-                id
             }
             None => {
                 let stored = unique_name(&tx, &rec.name, &rec.uid, None)?;
@@ -447,11 +470,13 @@ impl Gallery {
                     params![stored, now, uid, rec.name_v, rec.origin],
                 )?;
                 let id = tx.last_insert_rowid();
-                ops.push(IndexOp::SetPerson(PersonId(id), stored));
+                ops.push(IndexOp::SetPerson(PersonId(id), stored.clone()));
                 changed = true;
-                id
+                what.push("created".to_string());
+                (id, stored)
             }
         };
+        let (mut added, mut removed) = (0, 0);
         for r in &rec.removed {
             let gone: Option<i64> = tx
                 .query_row(
@@ -462,6 +487,7 @@ impl Gallery {
                 .optional()?;
             if let Some(sid) = gone {
                 ops.push(IndexOp::RemoveSample(SampleId(sid)));
+                removed += 1;
             }
             let n = tx.execute(
                 "INSERT INTO tombstone (uid, kind, person_uid, version) VALUES (?1, 'sample', ?2, ?3)
@@ -505,14 +531,32 @@ impl Gallery {
                 floats(&s.embedding),
             ));
             changed = true;
+            added += 1;
         }
+        let mut row = None;
         if changed {
             tx.execute(
                 "UPDATE person SET updated_at = ?1 WHERE id = ?2",
                 params![now, id],
             )?;
+            for (n, verb) in [(added, "added"), (removed, "removed")] {
+                if n > 0 {
+                    what.push(format!("{} {verb}", audit::count(n, "sample")));
+                }
+            }
+            let subject = audit::Subject::person(id, Some(&name_now));
+            let (action, detail) = (Action::ReplicaApplied, what.join(", "));
+            row = Some(note(
+                &tx,
+                &self.audit,
+                self.by.as_ref(),
+                action,
+                subject,
+                detail,
+            )?);
         }
         let after = super::commit(tx)?;
+        row.inspect(audit::Row::log);
         self.own_write(before, after);
         self.finish_apply(ops, changed);
         Ok(changed)

@@ -766,6 +766,7 @@ impl Visitors {
             "DELETE FROM visitor WHERE id = ?1 OR merged_into = ?1",
             [root],
         )?;
+        crate::audit::forget_subject(&tx, crate::audit::SubjectKind::Visitor, &root.to_string())?;
         tx.commit()?;
         g.live.remove(&root);
         if g.last.as_ref().is_some_and(|l| l.visitor_id == root) {
