@@ -160,7 +160,10 @@ async fn console_changes_sign_ins_and_backups_are_audited_and_verified() {
     let cams: Value = script.get("/api/cameras").await.json().await.unwrap();
     let cam = cams[0]["name"].as_str().unwrap().to_string();
     let r = script
-        .req(reqwest::Method::PUT, &format!("/api/cameras/{cam}/threshold"))
+        .req(
+            reqwest::Method::PUT,
+            &format!("/api/cameras/{cam}/threshold"),
+        )
         .json(&json!({"threshold": 0.6}))
         .send()
         .await

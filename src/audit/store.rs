@@ -229,9 +229,31 @@ pub struct Log {
 }
 
 impl Log {
-    /// The trail of the database at `db` (created and upgraded if needed) keyed by the gallery
-    /// key file `key_path`, which must exist (the gallery creates it).
+    /// The trail of the existing database at `db`, keyed by the gallery key file `key_path`
+    /// (which must exist: the gallery creates it). Does not upgrade the schema: a database
+    /// without the trail's tables (an older faced's) is refused, named.
     pub fn open(db: &Path, key_path: &Path, clocks: Arc<dyn Clocks>) -> Result<Arc<Log>> {
+        let conn = db::open(db)?;
+        let what = db::describe(db);
+        for t in ["audit", "audit_seal"] {
+            db::require_table(
+                &conn,
+                t,
+                &what,
+                "it was written by an older faced: `faced run` upgrades it",
+            )?;
+        }
+        Self::on(conn, key_path, clocks)
+    }
+
+    /// [`Log::open`] that first creates or upgrades the schema (a database just restored from
+    /// an older backup).
+    pub fn open_upgraded(db: &Path, key_path: &Path, clocks: Arc<dyn Clocks>) -> Result<Arc<Log>> {
+        let conn = db::open_migrated(db, &*clocks)?;
+        Self::on(conn, key_path, clocks)
+    }
+
+    fn on(conn: Connection, key_path: &Path, clocks: Arc<dyn Clocks>) -> Result<Arc<Log>> {
         let key = crypto::read_key(key_path)?.ok_or_else(|| {
             Error::precondition(format!(
                 "key file {} does not exist; the audit trail's keys derive from the gallery key \
@@ -239,7 +261,6 @@ impl Log {
                 key_path.display()
             ))
         })?;
-        let conn = db::open_migrated(db, &*clocks)?;
         Ok(Arc::new(Log {
             conn: Mutex::new(conn),
             trail: Trail::new(&key, clocks),

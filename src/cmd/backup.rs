@@ -90,10 +90,9 @@ pub fn backup(a: BackupArgs) -> anyhow::Result<ExitCode> {
     };
     let w = backup::write(&db, &key, &out, &pass, &RealClocks)?;
     let detail = format!("{} bytes, encrypted, to {}", w.bytes, out.display());
-    Log::open(&db, &key, Arc::new(RealClocks))?.note(
-        &By::cli(),
+    note(
+        Log::open(&db, &key, Arc::new(RealClocks)),
         Action::BackupWritten,
-        Subject::database(),
         detail,
     );
     println!(
@@ -129,10 +128,9 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
             staged.header.created_at,
             staged.header.faced_version
         );
-        Log::open(&db, &key, Arc::new(RealClocks))?.note(
-            &By::cli(),
+        note(
+            Log::open(&db, &key, Arc::new(RealClocks)),
             Action::RestoreStaged,
-            Subject::database(),
             detail,
         );
     }
@@ -149,8 +147,12 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
         Some(_lock) => {
             let applied = backup::apply_staged(&db, &key)?;
             if let Some(a) = &applied {
-                let audit = Log::open(&db, &key, Arc::new(RealClocks))?;
-                super::run::note_restore_applied(&audit, &By::cli(), a);
+                match Log::open_upgraded(&db, &key, Arc::new(RealClocks)) {
+                    Ok(audit) => super::run::note_restore_applied(&audit, &By::cli(), a),
+                    Err(e) => {
+                        eprintln!("faced: warning: the restore is not in the audit trail: {e}")
+                    }
+                }
             }
             let kept = applied
                 .and_then(|a| a.previous)
@@ -161,6 +163,16 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
         None => println!("{}", running_note(&db)),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Records what this command did to the whole database in its audit trail; the command's work
+/// is done by then, so a trail that cannot be opened (a database from a newer faced, being
+/// backed up as it is) is a warning.
+fn note(log: faced::Result<Arc<Log>>, action: Action, detail: String) {
+    match log {
+        Ok(log) => log.note(&By::cli(), action, Subject::database(), detail),
+        Err(e) => eprintln!("faced: warning: not recorded in the audit trail: {e}"),
+    }
 }
 
 fn running_note(db: &Path) -> String {
