@@ -94,15 +94,17 @@ async fn console_changes_sign_ins_and_backups_are_audited_and_verified() {
     });
     let base = format!("http://{listen}");
 
-    // A failed sign-in, then the admin's.
+    // Failed sign-ins (a wrong password; a password typed as the name), then the admin's.
     let anon = Client::new(&base);
-    let r = anon
-        .post_json(
-            "/api/login",
-            &json!({"name": "root", "password": "not the password"}),
-        )
-        .await;
-    assert_eq!(r.status(), 401);
+    for name in ["root", "Hunter2-Secret"] {
+        let r = anon
+            .post_json(
+                "/api/login",
+                &json!({"name": name, "password": "not the password"}),
+            )
+            .await;
+        assert_eq!(r.status(), 401);
+    }
     let mut admin = Client::new(&base);
     admin.login("root", PASSWORD).await;
 
@@ -184,9 +186,21 @@ async fn console_changes_sign_ins_and_backups_are_audited_and_verified() {
         .json()
         .await
         .unwrap();
-    let failed = one(&rows, "sign_in_failed");
-    assert_eq!(failed["actor"], "root");
-    assert_eq!(failed["origin"], "127.0.0.1");
+    let failed: Vec<(&str, &str, &str)> = rows
+        .iter()
+        .filter(|r| r["action"] == "sign_in_failed")
+        .map(|r| {
+            let f = |k: &str| r[k].as_str().unwrap();
+            (f("actor"), f("origin"), f("detail"))
+        })
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            ("(unknown)", "127.0.0.1", "no such user"),
+            ("root", "127.0.0.1", "wrong password")
+        ]
+    );
     for action in [
         "enroll",
         "rename",
@@ -236,6 +250,10 @@ async fn console_changes_sign_ins_and_backups_are_audited_and_verified() {
     );
     let names = serde_json::to_string(&rows).unwrap();
     assert!(!names.contains("Eve "), "an erased name is gone: {names}");
+    assert!(
+        !names.contains("Hunter2"),
+        "a name that is no user's is not kept"
+    );
 
     // The CSV has the same rows.
     let csv = admin.get("/api/audit.csv").await.text().await.unwrap();

@@ -227,31 +227,33 @@ impl std::fmt::Display for Tampered {
     }
 }
 
+/// A trail without its seal: never written if it has no rows either, tampered with if it has.
+fn without_seal(first: Option<i64>) -> Result<Verified, Tampered> {
+    match first {
+        None => Ok(Verified {
+            rows: 0,
+            anchor: 0,
+            head: 0,
+            forgotten: 0,
+            damaged: Vec::new(),
+        }),
+        Some(f) => Err(Tampered {
+            row: f,
+            reason: "the audit seal is missing (rows exist, but not the record of where the \
+                     chain starts and ends)"
+                .into(),
+        }),
+    }
+}
+
 /// Checks every row of the trail on `conn` against its MAC, its neighbours and the seal, in
 /// one read transaction. `Ok(Err(_))` names the first bad row; `Err` is a database error.
 pub(crate) fn verify(conn: &Connection, keys: &Keys) -> Result<Result<Verified, Tampered>> {
     let tx = conn.unchecked_transaction()?;
     let seal = Seal::read(&tx)?;
     let first: Option<i64> = tx.query_row("SELECT MIN(id) FROM audit", [], |r| r.get(0))?;
-    let seal = match seal {
-        Some(s) => s,
-        None => {
-            return Ok(match first {
-                None => Ok(Verified {
-                    rows: 0,
-                    anchor: 0,
-                    head: 0,
-                    forgotten: 0,
-                    damaged: Vec::new(),
-                }),
-                Some(f) => Err(Tampered {
-                    row: f,
-                    reason: "the audit seal is missing (rows exist, but not the record of where \
-                             the chain starts and ends)"
-                        .into(),
-                }),
-            });
-        }
+    let Some(seal) = seal else {
+        return Ok(without_seal(first));
     };
     if !seal.is_valid(keys) {
         return Ok(Err(Tampered {
@@ -324,7 +326,7 @@ pub(crate) fn verify(conn: &Connection, keys: &Keys) -> Result<Result<Verified, 
         }
         match (&name, &salt, &tag) {
             (None, None, _) => v.forgotten += u64::from(tag.is_some()),
-            (Some(n), Some(s), Some(t)) if keys.name_tag(s, n)[..] == t[..] => {}
+            (Some(n), Some(s), Some(t)) if same(&keys.name_tag(s, n), t) => {}
             _ => return bad(id, "its subject name was altered".into()),
         }
         if action == super::Action::AuditDamaged.as_str() {

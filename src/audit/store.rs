@@ -233,8 +233,11 @@ impl Log {
     /// (which must exist: the gallery creates it). Does not upgrade the schema: a database
     /// without the trail's tables (an older faced's) is refused, named.
     pub fn open(db: &Path, key_path: &Path, clocks: Arc<dyn Clocks>) -> Result<Arc<Log>> {
-        let conn = db::open(db)?;
         let what = db::describe(db);
+        if !db.is_file() {
+            return Err(Error::not_found(format!("{what} does not exist")));
+        }
+        let conn = db::open(db)?;
         for t in ["audit", "audit_seal"] {
             db::require_table(
                 &conn,

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use faced::audit::{Action, By, Filter, Log, Subject};
 use faced::base::RealClocks;
@@ -157,3 +158,35 @@ fn verify(log: &Log, db: &std::path::Path) -> faced::Result<ExitCode> {
         }
     }
 }
+
+/// Records in the restored database that it replaced another (its own trail goes on from the
+/// backup's; the replaced one, with the row of who staged the restore, is kept beside it).
+pub fn note_restore_applied(audit: &Log, by: &By, a: &faced::db::backup::Applied) {
+    let kept = match &a.previous {
+        Some(p) => format!("the replaced database is kept as {}", p.display()),
+        None => "no database was replaced".to_string(),
+    };
+    audit.note(by, Action::RestoreApplied, Subject::database(), kept);
+}
+
+/// `faced run`: records a threshold set on `cameras` by a signed MQTT command.
+pub fn note_thresholds(audit: &Log, by: &By, cameras: &[String], threshold: f32) {
+    for c in cameras {
+        let detail = format!("threshold {threshold}");
+        audit.note(by, Action::Threshold, Subject::camera(c), detail);
+    }
+}
+
+/// `faced run`: applies `[audit]` retention now (at start, then every [`RETENTION_EVERY`]).
+pub async fn retention(audit: &Arc<Log>, cfg: &faced::audit::AuditConfig) {
+    let (a, c) = (audit.clone(), cfg.clone());
+    match tokio::task::spawn_blocking(move || a.retain(&c)).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => tracing::info!(rows = n, "audit retention deleted the oldest rows"),
+        Ok(Err(e)) => tracing::error!("audit retention: {e}"),
+        Err(e) => tracing::error!("audit retention task: {e}"),
+    }
+}
+
+/// How often audit retention runs: rows are deleted by the day, an hour late at most.
+pub const RETENTION_EVERY: Duration = Duration::from_secs(3600);

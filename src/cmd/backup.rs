@@ -148,7 +148,7 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
             let applied = backup::apply_staged(&db, &key)?;
             if let Some(a) = &applied {
                 match Log::open_upgraded(&db, &key, Arc::new(RealClocks)) {
-                    Ok(audit) => super::run::note_restore_applied(&audit, &By::cli(), a),
+                    Ok(audit) => super::audit::note_restore_applied(&audit, &By::cli(), a),
                     Err(e) => {
                         eprintln!("faced: warning: the restore is not in the audit trail: {e}")
                     }

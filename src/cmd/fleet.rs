@@ -83,26 +83,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         Ok((cfg.raw.mqtt, id))
     };
-    // Recorded in the audit trail of this unit's database (when it has one yet).
-    let note = |action: Action, site: &str, detail: String| {
-        let recorded = load().ok().and_then(|cfg| {
-            let g = cfg.raw.gallery;
-            let key = g.key_path.clone().unwrap_or_else(|| {
-                let mut p = g.db.as_os_str().to_owned();
-                p.push(".key");
-                PathBuf::from(p)
-            });
-            (g.db.exists() && key.exists())
-                .then(|| Log::open(&g.db, &key, Arc::new(RealClocks)).ok())
-                .flatten()
-        });
-        match recorded {
-            Some(log) => log.note(&By::cli(), action, Subject::fleet(site), detail),
-            None => eprintln!(
-                "faced: note: not recorded in an audit trail (no database with its key here yet)"
-            ),
-        }
-    };
+    let note = |action, site: &str, detail: String| record(&load, action, site, detail);
     match args.cmd {
         Cmd::Init => {
             let key = SiteKey::create(&path)?;
@@ -238,4 +219,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Records `action` on the site `site` in the audit trail of this unit's database, when it has
+/// one with its key yet (a unit may join its site before faced first ran).
+fn record(
+    load: &dyn Fn() -> anyhow::Result<faced::config::Config>,
+    action: Action,
+    site: &str,
+    detail: String,
+) {
+    let recorded = load().ok().and_then(|cfg| {
+        let g = cfg.raw.gallery;
+        let key = g.key_path.clone().unwrap_or_else(|| {
+            let mut p = g.db.as_os_str().to_owned();
+            p.push(".key");
+            PathBuf::from(p)
+        });
+        Log::open(&g.db, &key, Arc::new(RealClocks)).ok()
+    });
+    match recorded {
+        Some(log) => log.note(&By::cli(), action, Subject::fleet(site), detail),
+        None => eprintln!("faced: note: not recorded in an audit trail (no database here yet)"),
+    }
 }

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use faced::base::RealClocks;
 use faced::config::{Config, DEFAULT_PATH};
+use faced::db::backup;
 use faced::events::store::{EventStore, EventWriter, StoreOptions};
 use faced::gallery::{EnrollTarget, Gallery, GalleryOptions};
 use faced::pipeline::Pipeline;
@@ -143,13 +144,7 @@ enum End {
 /// Takes the database's lock (one daemon per database; `faced restore` checks it) and applies
 /// a restore staged by the console or by `faced restore` while this daemon ran; returns what
 /// the restore replaced, if one was applied.
-fn claim_database(
-    cfg: &Config,
-) -> anyhow::Result<(
-    faced::db::backup::DbLock,
-    Option<faced::db::backup::Applied>,
-)> {
-    use faced::db::backup;
+fn claim_database(cfg: &Config) -> anyhow::Result<(backup::DbLock, Option<backup::Applied>)> {
     let db = &cfg.raw.gallery.db;
     let lock = backup::DbLock::try_acquire(db)?.ok_or_else(|| {
         Error::precondition(format!(
@@ -174,41 +169,8 @@ fn claim_database(
     Ok((lock, applied))
 }
 
-/// Records in the restored database that it replaced another (its own trail goes on from the
-/// backup's; the replaced one, with the row of who staged the restore, is kept beside it).
-pub fn note_restore_applied(
-    audit: &faced::audit::Log,
-    by: &faced::audit::By,
-    a: &faced::db::backup::Applied,
-) {
-    let kept = match &a.previous {
-        Some(p) => format!("the replaced database is kept as {}", p.display()),
-        None => "no database was replaced".to_string(),
-    };
-    use faced::audit::{Action, Subject};
-    audit.note(by, Action::RestoreApplied, Subject::database(), kept);
-}
-
-/// Applies `[audit]` retention now (at start, then every [`AUDIT_RETENTION_EVERY`]).
-async fn audit_retention(audit: &Arc<faced::audit::Log>, cfg: &faced::audit::AuditConfig) {
-    let (a, c) = (audit.clone(), cfg.clone());
-    match tokio::task::spawn_blocking(move || a.retain(&c)).await {
-        Ok(Ok(0)) => {}
-        Ok(Ok(n)) => tracing::info!(rows = n, "audit retention deleted the oldest rows"),
-        Ok(Err(e)) => tracing::error!("audit retention: {e}"),
-        Err(e) => tracing::error!("audit retention task: {e}"),
-    }
-}
-
-/// How often audit retention runs: rows are deleted by the day, an hour late at most.
-const AUDIT_RETENTION_EVERY: Duration = Duration::from_secs(3600);
-
 /// Starts `[backup]`'s scheduled backups when a folder is set.
-fn start_backups(
-    cfg: &Config,
-    key_path: &Path,
-) -> anyhow::Result<Option<faced::db::backup::Scheduler>> {
-    use faced::db::backup;
+fn start_backups(cfg: &Config, key_path: &Path) -> anyhow::Result<Option<backup::Scheduler>> {
     let b = &cfg.raw.backup;
     let Some(folder) = &b.folder else {
         return Ok(None);
@@ -257,9 +219,9 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
     tracing::info!(db = %db.display(), people = gallery.people()?.len(), "gallery open");
     let audit = gallery.audit();
     if let Some(a) = &restored {
-        note_restore_applied(&audit, &faced::audit::By::system("faced run"), a);
+        super::audit::note_restore_applied(&audit, &faced::audit::By::system("faced run"), a);
     }
-    audit_retention(&audit, &cfg.raw.audit).await;
+    super::audit::retention(&audit, &cfg.raw.audit).await;
     let gallery = Arc::new(Mutex::new(gallery));
 
     // Events, with MQTT when enabled.
@@ -436,7 +398,7 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
     });
 
     let mut status_tick = tokio::time::interval(Duration::from_secs(30));
-    let mut audit_tick = tokio::time::interval(AUDIT_RETENTION_EVERY);
+    let mut audit_tick = tokio::time::interval(super::audit::RETENTION_EVERY);
     audit_tick.tick().await; // the first tick is now: retention just ran
     let mut gallery_tick = tokio::time::interval(GALLERY_POLL);
     gallery_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -513,7 +475,7 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
                     mqtt.publish_visitors(json, None);
                 }
             }
-            _ = audit_tick.tick() => audit_retention(&audit, &cfg.raw.audit).await,
+            _ = audit_tick.tick() => super::audit::retention(&audit, &cfg.raw.audit).await,
             _ = status_tick.tick() => {
                 let s = camera_summary(&handle);
                 let _ = sd_notify::notify(&[NotifyState::Status(&s)]);
@@ -683,18 +645,14 @@ async fn command(
                 Some(c) => vec![c.clone()],
                 None => handle.cameras(),
             };
-            let audit = gallery.lock().unwrap_or_else(|p| p.into_inner()).audit();
             for c in &cams {
                 handle.set_threshold(c, *threshold)?;
-                let (subject, detail) = (
-                    faced::audit::Subject::camera(c),
-                    format!("threshold {threshold}"),
-                );
-                let (a, by) = (audit.clone(), by.clone());
-                tokio::task::spawn_blocking(move || {
-                    a.note(&by, faced::audit::Action::Threshold, subject, detail)
-                });
             }
+            let audit = gallery.lock().unwrap_or_else(|p| p.into_inner()).audit();
+            let (cams2, by, t) = (cams.clone(), by.clone(), *threshold);
+            tokio::task::spawn_blocking(move || {
+                super::audit::note_thresholds(&audit, &by, &cams2, t)
+            });
             Ok(Some(format!(
                 "threshold {threshold} on {}",
                 cams.join(", ")

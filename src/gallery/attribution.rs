@@ -30,7 +30,7 @@ impl DerefMut for Attributed<'_> {
 
 impl Drop for Attributed<'_> {
     fn drop(&mut self) {
-        self.0.by = None;
+        self.0.author.by = None;
     }
 }
 
@@ -38,42 +38,81 @@ impl Gallery {
     /// The gallery with its writes recorded as `by`'s until the returned guard goes:
     /// `gallery.by(&by).rename_person(id, "Bob")`.
     pub fn by(&mut self, by: &By) -> Attributed<'_> {
-        self.by = Some(by.clone());
+        self.author.by = Some(by.clone());
         Attributed(self)
     }
 
     /// The audit trail of this gallery's database, on its own connection: for what is
     /// recorded outside a gallery write (sign-ins, backups, MQTT thresholds, Frigate).
     pub fn audit(&self) -> Arc<audit::Log> {
-        self.audit.clone()
+        self.author.log.clone()
     }
 }
 
-/// Appends the audit row of a gallery write on `tx`, inside that write's transaction; the
-/// caller logs the returned row after the commit.
-pub(super) fn note(
-    tx: &Connection,
-    log: &audit::Log,
-    by: Option<&By>,
-    action: Action,
-    subject: Subject,
-    detail: String,
-) -> Result<audit::Row> {
-    let unattributed;
-    let by = match by {
-        Some(b) => b,
-        None => {
-            unattributed = By::unattributed();
-            &unattributed
-        }
-    };
-    log.trail().append(
-        tx,
-        &Entry {
+/// Who the gallery's current writes are by, and the trail they are recorded in. A field of its
+/// own, so a write can append while its transaction holds the connection.
+#[derive(Debug)]
+pub(super) struct Author {
+    log: Arc<audit::Log>,
+    by: Option<By>,
+}
+
+impl Author {
+    pub(super) fn new(log: Arc<audit::Log>) -> Author {
+        Author { log, by: None }
+    }
+
+    /// Appends the audit row of a gallery write on `tx`, inside that write's transaction; the
+    /// caller logs the returned row after the commit.
+    pub(super) fn note(
+        &self,
+        tx: &Connection,
+        action: Action,
+        subject: Subject,
+        detail: impl Into<String>,
+    ) -> Result<audit::Row> {
+        let unattributed;
+        let by = match &self.by {
+            Some(b) => b,
+            None => {
+                unattributed = By::unattributed();
+                &unattributed
+            }
+        };
+        let detail = detail.into();
+        let e = Entry {
             by,
             action,
             subject,
             detail,
-        },
-    )
+        };
+        self.log.trail().append(tx, &e)
+    }
+
+    /// [`Author::note`] for the erase of person `id`: their name leaves every row of the trail
+    /// first (`audit::forget_subject`); the rows stay, naming the id.
+    pub(super) fn erase(
+        &self,
+        tx: &Connection,
+        id: i64,
+        action: Action,
+        detail: impl Into<String>,
+    ) -> Result<audit::Row> {
+        audit::forget_subject(tx, audit::SubjectKind::Person, &id.to_string())?;
+        self.note(tx, action, Subject::person(id, None), detail)
+    }
+}
+
+/// What a replicated record changed, for its audit row: "created, 3 samples added".
+pub(super) fn replica_detail(what: Option<&str>, added: i64, removed: i64) -> String {
+    let counts = [(added, "added"), (removed, "removed")];
+    let counts = counts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, verb)| format!("{} {verb}", audit::count(*n, "sample")));
+    what.map(String::from)
+        .into_iter()
+        .chain(counts)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

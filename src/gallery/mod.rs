@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::audit::{self, Action, SubjectKind};
+use crate::audit::{self, Action};
 use crate::base::{Clocks, RealClocks};
 use crate::db::{self, crypto};
 use crate::error::{Error, Kind, Result};
@@ -217,10 +217,8 @@ pub struct Gallery {
     /// the counter inside its own transaction, before and after; a database value that differs
     /// means another process (the CLI) wrote the gallery: [`Gallery::changed_elsewhere`].
     seen_change: i64,
-    /// The database's audit trail: each write appends its row in its own transaction.
-    audit: Arc<audit::Log>,
-    /// Who the current writes are by ([`Gallery::by`]).
-    by: Option<audit::By>,
+    /// Who writes, and the audit trail each write appends its row to, in its transaction.
+    author: attribution::Author,
 }
 
 /// `gallery_change.seq`: bumped by triggers on every row of `person`, `face_sample` and
@@ -507,7 +505,7 @@ impl Gallery {
         // Read before loading: a write by another process in between then makes the next
         // [`Gallery::changed_elsewhere`] say yes (one reload too many, never one too few).
         let seen_change = change_seq(&conn).map_err(|e| e.in_database(&what))?;
-        let audit = audit::Log::with_key(db, &key, clocks.clone())?;
+        let author = attribution::Author::new(audit::Log::with_key(db, &key, clocks.clone())?);
         let mut g = Gallery {
             conn,
             cipher,
@@ -521,8 +519,7 @@ impl Gallery {
             unit: opts.unit.clone().unwrap_or_default(),
             dirty: Default::default(),
             seen_change,
-            audit,
-            by: None,
+            author,
         };
         g.load_index().map_err(|e| e.in_database(&what))?;
         Ok(g)
@@ -596,14 +593,9 @@ impl Gallery {
         let (tx, before) = begin_write(&mut self.conn)?;
         let id = insert_person(&tx, name, now, &uid, v, &self.unit)?;
         let subject = audit::Subject::person(id.0, Some(name));
-        let row = attribution::note(
-            &tx,
-            &self.audit,
-            self.by.as_ref(),
-            Action::Enroll,
-            subject,
-            "no samples yet".into(),
-        )?;
+        let row = self
+            .author
+            .note(&tx, Action::Enroll, subject, "no samples yet")?;
         let after = commit(tx)?;
         row.log();
         self.own_write(before, after);
@@ -630,14 +622,7 @@ impl Gallery {
         let ids = insert_samples(&tx, &self.cipher, person, samples, now)?;
         let subject = audit::Subject::person(person.0, Some(name));
         let detail = audit::count(ids.len() as i64, "sample");
-        let row = attribution::note(
-            &tx,
-            &self.audit,
-            self.by.as_ref(),
-            Action::Enroll,
-            subject,
-            detail,
-        )?;
+        let row = self.author.note(&tx, Action::Enroll, subject, detail)?;
         let after = commit(tx)?;
         row.log();
         self.own_write(before, after);
@@ -726,14 +711,7 @@ impl Gallery {
             return Err(Error::not_found(format!("no person with id {id}")));
         };
         let subject = audit::Subject::person(id.0, Some(name));
-        let row = attribution::note(
-            &tx,
-            &self.audit,
-            self.by.as_ref(),
-            Action::Rename,
-            subject,
-            String::new(),
-        )?;
+        let row = self.author.note(&tx, Action::Rename, subject, "")?;
         let after = commit(tx)?;
         row.log();
         self.own_write(before, after);
@@ -775,22 +753,13 @@ impl Gallery {
             "DELETE FROM tombstone WHERE person_uid = ?1 AND kind = 'sample'",
             [&uid],
         )?;
-        // Their name leaves the audit trail with them; the rows stay, naming the id.
-        audit::forget_subject(&tx, SubjectKind::Person, &id.to_string())?;
-        let detail = format!(
-            "{}, {}",
+        let (samples, events) = (
             audit::count(samples, "sample"),
-            audit::count(events, "event")
+            audit::count(events, "event"),
         );
-        let subject = audit::Subject::person(id.0, None);
-        let row = attribution::note(
-            &tx,
-            &self.audit,
-            self.by.as_ref(),
-            Action::Erase,
-            subject,
-            detail,
-        )?;
+        let row = self
+            .author
+            .erase(&tx, id.0, Action::Erase, format!("{samples}, {events}"))?;
         let after = commit(tx)?;
         row.log();
         self.own_write(before, after);
@@ -847,7 +816,7 @@ impl Gallery {
             many => audit::count(many.len() as i64, "sample"),
         };
         let subject = audit::Subject::person(person.0, Some(&name));
-        let row = attribution::note(&tx, &self.audit, self.by.as_ref(), action, subject, detail)?;
+        let row = self.author.note(&tx, action, subject, detail)?;
         let after = commit(tx)?;
         row.log();
         self.own_write(before, after);
@@ -955,14 +924,9 @@ impl Gallery {
         )?;
         let subject = audit::Subject::person(person, Some(&name));
         let detail = format!("sample {id}");
-        let row = attribution::note(
-            &tx,
-            &self.audit,
-            self.by.as_ref(),
-            Action::SampleRemoved,
-            subject,
-            detail,
-        )?;
+        let row = self
+            .author
+            .note(&tx, Action::SampleRemoved, subject, detail)?;
         let after = commit(tx)?;
         row.log();
         self.own_write(before, after);

@@ -37,12 +37,11 @@ use std::collections::BTreeMap;
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use super::attribution::note;
 use super::{
     AAD_CROP, AAD_EMBEDDING, Gallery, MAX_CROP_BYTES, MAX_SOURCE_CHARS, PersonId, SampleId,
     SampleKind, validate_embedding, validate_person_name,
 };
-use crate::audit::{self, Action, SubjectKind};
+use crate::audit::{self, Action};
 use crate::db::crypto;
 use crate::error::{Error, Result};
 
@@ -418,21 +417,9 @@ impl Gallery {
                 )?;
             }
             let changed = local.is_some() || prev.is_none_or(|p| p < v);
-            let mut row = None;
-            if let Some((id, _, _)) = local {
-                // An erase from another unit erases the name from this unit's trail too.
-                audit::forget_subject(&tx, SubjectKind::Person, &id.to_string())?;
-                let subject = audit::Subject::person(id, None);
-                let detail = "erased".to_string();
-                row = Some(note(
-                    &tx,
-                    &self.audit,
-                    self.by.as_ref(),
-                    Action::ReplicaApplied,
-                    subject,
-                    detail,
-                )?);
-            }
+            // An erase from another unit erases the name from this unit's trail too.
+            let erase = |(id, _, _)| self.author.erase(&tx, id, Action::ReplicaApplied, "erased");
+            let row = local.map(erase).transpose()?;
             let after = super::commit(tx)?;
             row.inspect(audit::Row::log);
             self.own_write(before, after);
@@ -444,8 +431,8 @@ impl Gallery {
             return Ok(false);
         }
         let mut changed = false;
-        // What the audit row says: "created", "renamed", samples added and removed.
-        let mut what = Vec::new();
+        // For the audit row: created or renamed, then samples added and removed.
+        let (mut what, mut added, mut removed) = (None, 0, 0);
         let (id, name_now) = match local {
             Some((id, name, name_v)) => {
                 if (rec.name_v, rec.name.as_str()) > (name_v, name.as_str()) {
@@ -456,7 +443,7 @@ impl Gallery {
                     )?;
                     ops.push(IndexOp::SetPerson(PersonId(id), stored.clone()));
                     changed = true;
-                    what.push("renamed".to_string());
+                    what = Some("renamed");
                     (id, stored)
                 } else {
                     (id, name)
@@ -472,11 +459,10 @@ impl Gallery {
                 let id = tx.last_insert_rowid();
                 ops.push(IndexOp::SetPerson(PersonId(id), stored.clone()));
                 changed = true;
-                what.push("created".to_string());
+                what = Some("created");
                 (id, stored)
             }
         };
-        let (mut added, mut removed) = (0, 0);
         for r in &rec.removed {
             let gone: Option<i64> = tx
                 .query_row(
@@ -539,21 +525,12 @@ impl Gallery {
                 "UPDATE person SET updated_at = ?1 WHERE id = ?2",
                 params![now, id],
             )?;
-            for (n, verb) in [(added, "added"), (removed, "removed")] {
-                if n > 0 {
-                    what.push(format!("{} {verb}", audit::count(n, "sample")));
-                }
-            }
             let subject = audit::Subject::person(id, Some(&name_now));
-            let (action, detail) = (Action::ReplicaApplied, what.join(", "));
-            row = Some(note(
-                &tx,
-                &self.audit,
-                self.by.as_ref(),
-                action,
-                subject,
-                detail,
-            )?);
+            let detail = super::attribution::replica_detail(what, added, removed);
+            row = Some(
+                self.author
+                    .note(&tx, Action::ReplicaApplied, subject, detail)?,
+            );
         }
         let after = super::commit(tx)?;
         row.inspect(audit::Row::log);

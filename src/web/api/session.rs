@@ -85,11 +85,19 @@ pub async fn login(
     let res = blocking(move || {
         let _slot = slot;
         let Some(user) = st.auth.check_password(&body.name, &body.password)? else {
-            // Under the name as typed, which may be no user's: who tried is the question.
-            let name = body.name.trim();
-            let by = By::user(if name.is_empty() { "(empty)" } else { name }, ip);
-            let subject = Subject::user(None, &by.actor);
-            st.audit.note(&by, Action::SignInFailed, subject, "");
+            // Under the user's name when it is one; a name that is no user's is not kept (it is
+            // often a password typed into the wrong field).
+            let (by, subject, detail) = match st.auth.user_by_name(&body.name)? {
+                Some(u) => {
+                    let subject = Subject::user(Some(u.id), &u.name);
+                    (By::user(&u.name, ip), subject, "wrong password")
+                }
+                None => {
+                    let subject = Subject::user(None, "(unknown)");
+                    (By::user("(unknown)", ip), subject, "no such user")
+                }
+            };
+            st.audit.note(&by, Action::SignInFailed, subject, detail);
             return Ok(None);
         };
         let (secret, csrf) = st.auth.create_session(&user)?;
