@@ -2,7 +2,8 @@
 //! transaction (what a gallery write pays on top of its own work: two reads, three HMACs, an
 //! insert, the seal's update; rolled back each time, so the trail does not grow), and a whole
 //! `Log::record` (its own IMMEDIATE transaction and commit; WAL, synchronous=NORMAL), with 10 000
-//! rows already in the trail. Results: docs/audit.md, "Writes, cost and crash windows".
+//! rows already in the trail. On the 2-core dev VM (shared, load ~3.5): 22.6 µs inside a
+//! transaction, 46.1 µs for a whole record (docs/audit.md, "Writes, cost and crash windows").
 
 use std::hint::black_box;
 
