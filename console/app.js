@@ -1,5 +1,5 @@
-// faced console: hash-routed pages (#live, #people, #visitors, #events, #reports, #fleet, #system), no
-// build step.
+// faced console: hash-routed pages (#live, #people, #visitors, #events, #reports, #fleet, #system,
+// #audit), no build step.
 // Pages are modules under pages/; this file signs in and switches between them.
 
 import { api, setCsrf, flash } from './api.js';
@@ -10,8 +10,9 @@ import * as events from './pages/events.js';
 import * as reports from './pages/reports.js';
 import * as fleet from './pages/fleet.js';
 import * as system from './pages/system.js';
+import * as audit from './pages/audit.js';
 
-const pages = { live, people, visitors, events, reports, fleet, system };
+const pages = { live, people, visitors, events, reports, fleet, system, audit };
 const $ = (id) => document.getElementById(id);
 const session = { user: null, role: null };
 let current = null;
@@ -28,7 +29,7 @@ async function route() {
   if (!session.user) { showOnly('page-login'); $('login-name').focus(); return; }
   let name = hash.split('?')[0] || 'live';
   if (!pages[name]) name = 'live';
-  if ((name === 'people' || name === 'visitors') && session.role !== 'admin') name = 'live';
+  if (['people', 'visitors', 'audit'].includes(name) && session.role !== 'admin') name = 'live';
   if (current && current !== pages[name] && current.leave) current.leave();
   current = pages[name];
   showOnly(`page-${name}`);

@@ -68,6 +68,8 @@ pub struct RawConfig {
     pub visitors: crate::visitors::VisitorsConfig,
     /// `[fleet]`: share the gallery with the site's other units (docs/fleet.md).
     pub fleet: crate::fleet::FleetConfig,
+    /// `[audit]`: how long the audit trail is kept (docs/audit.md).
+    pub audit: crate::audit::AuditConfig,
 }
 
 /// `[backup]`: the unit keeps its own encrypted backups (`faced backup` format) in a folder.
@@ -377,6 +379,7 @@ impl Config {
         section(raw.frigate.validate())?;
         section(raw.visitors.validate())?;
         section(raw.fleet.validate())?;
+        section(raw.audit.validate())?;
         if raw.fleet.enabled && !raw.mqtt.enabled {
             return Err(err(
                 "fleet.enabled",

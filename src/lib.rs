@@ -13,8 +13,10 @@
 //! Underneath everything: [`base`] (the one time source [`base::Clocks`] and retry back-off;
 //! depends on nothing but [`error`]), [`json`] (the console API's typed bodies) and [`db`]
 //! (every SQLite connection, the schema and its upgrades, the sealing of face data), which the
-//! modules that own tables (gallery, events, the MQTT outbox, web accounts) go through.
+//! modules that own tables (gallery, events, the MQTT outbox, web accounts) go through, and
+//! [`audit`] (the HMAC-chained record of who changed what), which they all write to.
 
+pub mod audit;
 pub mod base;
 pub mod capture;
 pub mod config;

@@ -29,6 +29,7 @@ enum Command {
     Backup(cmd::backup::BackupArgs),
     Restore(cmd::backup::RestoreArgs),
     Fleet(cmd::fleet::Args),
+    Audit(cmd::audit::Args),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
         Command::Backup(a) => cmd::backup::backup(a),
         Command::Restore(a) => cmd::backup::restore(a),
         Command::Fleet(a) => cmd::fleet::run(a),
+        Command::Audit(a) => cmd::audit::run(a),
     };
     match result {
         Ok(code) => code,

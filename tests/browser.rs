@@ -384,6 +384,29 @@ async fn console_in_headless_chromium() {
     .await;
     shot(&c, "system.png").await;
 
+    // Audit: the page lists what was done above, by whom; its CSV link exports the rows.
+    c.goto(&format!("{}/#audit", srv.base)).await.unwrap();
+    let row = wait_js(
+        &c,
+        "audit rows",
+        "const r = [...document.querySelectorAll('#audit-rows tr')].find(t => t.textContent.includes('not this person')); return r && r.textContent",
+    )
+    .await;
+    assert!(row.as_str().unwrap().contains("admin (user)"), "{row}");
+    let csv = c
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             fetch(document.getElementById('af-csv').href).then(r => r.text()).then(done);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        csv.as_str().unwrap().contains(",not_this_person,person,"),
+        "{csv}"
+    );
+    shot(&c, "audit.png").await;
+
     // A phone-sized window.
     c.set_window_size(390, 844).await.unwrap();
     c.goto(&format!("{}/#people", srv.base)).await.unwrap();

@@ -291,6 +291,12 @@ const ROWS: &[Row] = &[
         r#""/var/lib/faced/site.key""#,
         &["5", r#""""#],
     ),
+    row("audit.retention_days", "30", &[r#""x""#, "0", "3651", "-1"]),
+    row(
+        "audit.max_rows",
+        "2000",
+        &[r#""x""#, "999", "100000001", "-1"],
+    ),
     row_in(
         "gpio.fake_pir_file",
         r#""/tmp/x/pir""#,

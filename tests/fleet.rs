@@ -329,6 +329,13 @@ fn units_of_a_site_share_one_gallery_through_the_broker() {
         1,
         "B knows where Bob was enrolled"
     );
+    // B's audit trail: Bob came from the fleet of this site, enrolled on A.
+    let fleet_row = format!(
+        "SELECT COUNT(*) FROM audit WHERE actor_kind = 'fleet' AND actor = 'site {site}'
+         AND origin = 'fleet, enrolled on a' AND action = 'replica_applied'
+         AND subject_name = 'Bob' AND detail LIKE 'created%'"
+    );
+    assert_eq!(b.q(&fleet_row), 1, "B records the record it applied");
     // On the wire: ciphertext only (no name, no JPEG header, no JSON field). Random bytes
     // contain one of these strings with a probability of about 1e-3 per 20 KB record.
     let seen = rt.block_on(spy.drain(Duration::from_millis(500)));

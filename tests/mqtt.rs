@@ -1234,6 +1234,40 @@ fn daemon_runs_only_correctly_signed_commands() {
             (r["status"].as_str(), r["message"].as_str()),
             (Some("done"), Some("threshold 0.6 on front"))
         );
+        // The audit trail names the signing key for each change, and holds nothing refused.
+        let signer = format!("command key {}", key.id());
+        let want = [
+            ("enroll", "person", Some("Stranger")),
+            ("samples_added", "person", Some("Stranger")),
+            ("threshold", "camera", None),
+        ]
+        .map(|(a, k, n)| {
+            (
+                signer.clone(),
+                a.to_string(),
+                k.to_string(),
+                n.map(String::from),
+            )
+        });
+        let rows = || -> Vec<(String, String, String, Option<String>)> {
+            let c = rusqlite::Connection::open(&db).unwrap();
+            let mut st = c
+                .prepare(
+                    "SELECT actor, action, subject_kind, subject_name FROM audit
+                     WHERE actor_kind = 'mqtt' ORDER BY id",
+                )
+                .unwrap();
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        // The threshold's row is written beside the command's reply.
+        let t = Instant::now();
+        while rows().len() < want.len() && t.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(rows(), want);
 
         // docs/mqtt.md's shell recipe, as written (mosquitto_pub + openssl).
         let port = broker.port().to_string();

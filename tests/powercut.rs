@@ -666,6 +666,18 @@ async fn iteration(t: &Template, broker: &Broker, iter: u32, seed: u64) -> (Figu
         .filter(|x| x.state == SaveState::InFlight && s.samples.contains_key(&x.source))
         .count();
     check_samples(&s, &saves, &dev, "after the kill", &mut bad);
+    // Each enrollment's audit row committed with it, so the kill left the chain whole.
+    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_faced"))
+        .args(["audit", "--db", db.to_str().unwrap(), "verify"])
+        .env_remove("FACED_CONFIG")
+        .output()
+        .unwrap();
+    if !verify.status.success() {
+        bad.push(format!(
+            "faced audit verify after the kill: {}",
+            String::from_utf8_lossy(&verify.stderr)
+        ));
+    }
     fig.samples = s
         .samples
         .iter()

@@ -9,6 +9,7 @@
 //! keeps the cores busy without timing anything.
 
 mod architecture;
+mod audit;
 mod backup;
 mod browser;
 mod cameras;

@@ -419,6 +419,18 @@ async fn strangers_are_grouped_into_visitors_and_one_is_enrolled_from_the_consol
     );
     let r = api.get(&format!("/api/visitors/{target}")).await;
     assert_eq!(r.status(), 409, "an enrolled visitor is a person now");
+    // The audit trail has the enrollment twice: the person's, and the visitor's.
+    let audited = |action: &str, kind: &str| {
+        count(
+            &db,
+            &format!(
+                "SELECT COUNT(*) FROM audit WHERE action = '{action}' AND subject_kind = '{kind}'
+                 AND actor_kind = 'user' AND origin = '127.0.0.1'"
+            ),
+        )
+    };
+    assert_eq!(audited("enroll", "person"), 1, "via {via}");
+    assert_eq!(audited("visitor_enroll", "visitor"), 1, "via {via}");
     // And the next pass recognizes them.
     let t = Instant::now();
     while count(

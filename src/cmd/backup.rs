@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use faced::audit::{Action, By, Log, Subject};
 use faced::base::{Clocks, RealClocks};
 use faced::db::backup::{self, DbLock, Passphrase};
 
@@ -87,6 +89,12 @@ pub fn backup(a: BackupArgs) -> anyhow::Result<ExitCode> {
         a.out.clone()
     };
     let w = backup::write(&db, &key, &out, &pass, &RealClocks)?;
+    let detail = format!("{} bytes, encrypted, to {}", w.bytes, out.display());
+    note(
+        Log::open(&db, &key, Arc::new(RealClocks)),
+        Action::BackupWritten,
+        detail,
+    );
     println!(
         "wrote {} ({} bytes, schema {}, made {})",
         out.display(),
@@ -110,6 +118,22 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(dir)?;
     }
     let staged = backup::stage(std::io::BufReader::new(f), &pass, &db)?;
+    // In the database being replaced, which is kept; the restored one records the swap.
+    if db.exists() && key.exists() {
+        let detail = format!(
+            "{} people, {} samples, {} events, made {} by faced {}",
+            staged.people,
+            staged.samples,
+            staged.events,
+            staged.header.created_at,
+            staged.header.faced_version
+        );
+        note(
+            Log::open(&db, &key, Arc::new(RealClocks)),
+            Action::RestoreStaged,
+            detail,
+        );
+    }
     println!(
         "verified {}: made {} by faced {}: {} people, {} face samples, {} events",
         a.archive.display(),
@@ -122,6 +146,14 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
     match DbLock::try_acquire(&db)? {
         Some(_lock) => {
             let applied = backup::apply_staged(&db, &key)?;
+            if let Some(a) = &applied {
+                match Log::open_upgraded(&db, &key, Arc::new(RealClocks)) {
+                    Ok(audit) => super::audit::note_restore_applied(&audit, &By::cli(), a),
+                    Err(e) => {
+                        eprintln!("faced: warning: the restore is not in the audit trail: {e}")
+                    }
+                }
+            }
             let kept = applied
                 .and_then(|a| a.previous)
                 .map(|p| format!("; the previous database is kept as {}", p.display()))
@@ -131,6 +163,16 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
         None => println!("{}", running_note(&db)),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Records what this command did to the whole database in its audit trail; the command's work
+/// is done by then, so a trail that cannot be opened (a database from a newer faced, being
+/// backed up as it is) is a warning.
+fn note(log: faced::Result<Arc<Log>>, action: Action, detail: String) {
+    match log {
+        Ok(log) => log.note(&By::cli(), action, Subject::database(), detail),
+        Err(e) => eprintln!("faced: warning: not recorded in the audit trail: {e}"),
+    }
 }
 
 fn running_note(db: &Path) -> String {

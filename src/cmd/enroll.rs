@@ -129,6 +129,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .collect();
         // All samples or none; a person created here is removed again if they fail.
         gallery
+            .by(&faced::audit::By::cli())
             .enroll(EnrollTarget::FindOrCreate(&name), &samples)?
             .samples
     };

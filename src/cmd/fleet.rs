@@ -6,8 +6,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
+use faced::audit::{Action, By, Log, Subject};
+use faced::base::RealClocks;
 use faced::fleet::SiteKey;
 use faced::fleet::invite::{self, InviteCode};
 
@@ -80,9 +83,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         Ok((cfg.raw.mqtt, id))
     };
+    let note = |action, site: &str, detail: String| record(&load, action, site, detail);
     match args.cmd {
         Cmd::Init => {
             let key = SiteKey::create(&path)?;
+            note(
+                Action::FleetInit,
+                key.site(),
+                format!("key {}", path.display()),
+            );
             println!("# site key created: {}", path.display());
             println!("# site: {}", key.site());
             println!(
@@ -110,6 +119,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 },
             )?;
             println!("# site key handed over: the code is used up");
+            note(
+                Action::FleetInvite,
+                key.site(),
+                "the key was handed over".into(),
+            );
             if done.refused > 0 {
                 println!(
                     "# {} request(s) made without this code were refused",
@@ -159,6 +173,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 install(SiteKey::parse_code(&code)?)?
             };
             println!("# site key installed: {}", path.display());
+            let how = if replace {
+                "replacing the key held"
+            } else {
+                "first key"
+            };
+            note(Action::FleetJoin, key.site(), how.into());
             println!("# site: {}", key.site());
             println!(
                 "# next: set `[fleet] enabled = true` (with [mqtt] on the site's broker) and \
@@ -167,6 +187,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Cmd::Rotate => {
             let (old, new) = SiteKey::rotate(&path)?;
+            note(
+                Action::FleetRotate,
+                new.site(),
+                format!("was site {}", old.site()),
+            );
             println!("# new site key: {}", path.display());
             println!("# site: {} (was {})", new.site(), old.site());
             println!(
@@ -183,6 +208,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Cmd::Code => {
             let key = SiteKey::load(&path)?;
+            note(Action::FleetCode, key.site(), "the site key printed".into());
             println!("# site key read: {}", path.display());
             println!("# site: {}", key.site());
             println!(
@@ -193,4 +219,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Records `action` on the site `site` in the audit trail of this unit's database, when it has
+/// one with its key yet (a unit may join its site before faced first ran).
+fn record(
+    load: &dyn Fn() -> anyhow::Result<faced::config::Config>,
+    action: Action,
+    site: &str,
+    detail: String,
+) {
+    let recorded = load().ok().and_then(|cfg| {
+        let g = cfg.raw.gallery;
+        let key = g.key_path.clone().unwrap_or_else(|| {
+            let mut p = g.db.as_os_str().to_owned();
+            p.push(".key");
+            PathBuf::from(p)
+        });
+        Log::open(&g.db, &key, Arc::new(RealClocks)).ok()
+    });
+    match recorded {
+        Some(log) => log.note(&By::cli(), action, Subject::fleet(site), detail),
+        None => eprintln!("faced: note: not recorded in an audit trail (no database here yet)"),
+    }
 }

@@ -1,6 +1,7 @@
 //! Subcommands of the `faced` binary, one module each.
 
 pub mod analyze;
+pub mod audit;
 pub mod backup;
 pub mod bench;
 pub mod check_config;

@@ -72,13 +72,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Cmd::Rename { old, new } => {
             let p = find(&g, &old)?;
-            g.rename_person(p.id, &new)?;
+            g.by(&faced::audit::By::cli()).rename_person(p.id, &new)?;
             println!("renamed {:?} to {:?}", p.name, new.trim());
         }
         Cmd::Remove { name } => {
             let p = find(&g, &name)?;
             let n = g.samples(p.id)?.len();
-            g.remove_person(p.id)?;
+            g.by(&faced::audit::By::cli()).remove_person(p.id)?;
             println!("removed {:?} and {n} face sample(s)", p.name);
         }
     }

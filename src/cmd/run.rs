@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use faced::base::RealClocks;
 use faced::config::{Config, DEFAULT_PATH};
+use faced::db::backup;
 use faced::events::store::{EventStore, EventWriter, StoreOptions};
 use faced::gallery::{EnrollTarget, Gallery, GalleryOptions};
 use faced::pipeline::Pipeline;
@@ -141,9 +142,9 @@ enum End {
 }
 
 /// Takes the database's lock (one daemon per database; `faced restore` checks it) and applies
-/// a restore staged by the console or by `faced restore` while this daemon ran.
-fn claim_database(cfg: &Config) -> anyhow::Result<faced::db::backup::DbLock> {
-    use faced::db::backup;
+/// a restore staged by the console or by `faced restore` while this daemon ran; returns what
+/// the restore replaced, if one was applied.
+fn claim_database(cfg: &Config) -> anyhow::Result<(backup::DbLock, Option<backup::Applied>)> {
     let db = &cfg.raw.gallery.db;
     let lock = backup::DbLock::try_acquire(db)?.ok_or_else(|| {
         Error::precondition(format!(
@@ -157,22 +158,19 @@ fn claim_database(cfg: &Config) -> anyhow::Result<faced::db::backup::DbLock> {
         p.push(".key");
         PathBuf::from(p)
     });
-    if let Some(a) = backup::apply_staged(db, &key)? {
+    let applied = backup::apply_staged(db, &key)?;
+    if let Some(a) = &applied {
         tracing::warn!(
             db = %db.display(),
             previous = %a.previous.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()),
             "restored the database from a backup; the previous one is kept"
         );
     }
-    Ok(lock)
+    Ok((lock, applied))
 }
 
 /// Starts `[backup]`'s scheduled backups when a folder is set.
-fn start_backups(
-    cfg: &Config,
-    key_path: &Path,
-) -> anyhow::Result<Option<faced::db::backup::Scheduler>> {
-    use faced::db::backup;
+fn start_backups(cfg: &Config, key_path: &Path) -> anyhow::Result<Option<backup::Scheduler>> {
     let b = &cfg.raw.backup;
     let Some(folder) = &b.folder else {
         return Ok(None);
@@ -209,7 +207,7 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
     );
 
     // Database (gallery + events + outbox, one file).
-    let db_lock = claim_database(&cfg)?;
+    let (db_lock, restored) = claim_database(&cfg)?;
     let db = cfg.raw.gallery.db.clone();
     let gopts = GalleryOptions {
         key_path: cfg.raw.gallery.key_path.clone(),
@@ -219,6 +217,11 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
     let gallery = Gallery::open(&db, &gopts)?;
     let key_path = gallery.key_path().to_path_buf();
     tracing::info!(db = %db.display(), people = gallery.people()?.len(), "gallery open");
+    let audit = gallery.audit();
+    if let Some(a) = &restored {
+        super::audit::note_restore_applied(&audit, &faced::audit::By::system("faced run"), a);
+    }
+    super::audit::retention(&audit, &cfg.raw.audit).await;
     let gallery = Arc::new(Mutex::new(gallery));
 
     // Events, with MQTT when enabled.
@@ -418,6 +421,8 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
     });
 
     let mut status_tick = tokio::time::interval(Duration::from_secs(30));
+    let mut audit_tick = tokio::time::interval(super::audit::RETENTION_EVERY);
+    audit_tick.tick().await; // the first tick is now: retention just ran
     let mut gallery_tick = tokio::time::interval(GALLERY_POLL);
     gallery_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut gallery_poll_failed = false;
@@ -439,7 +444,8 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
             _ = hup.recv() => reload(&args, &handle, &writer, &gallery, &gopts, &db, &cfg, visitors.as_deref()).await,
             Some(cmd) = commands.recv() => {
-                let outcome = command(&cmd, &handle, &gallery, &gopts, &db).await;
+                let by = faced::audit::By::mqtt(mqtt.command_key_id().unwrap_or("?"));
+                let outcome = command(&cmd, &by, &handle, &gallery, &gopts, &db).await;
                 if let Err(e) = &outcome { tracing::warn!(verb = cmd.verb(), "MQTT command failed: {e}"); }
                 mqtt.report_command(&cmd, outcome);
                 if matches!(cmd, faced::mqtt::Command::ReloadGallery { .. } | faced::mqtt::Command::EnrollLastUnknown { .. }) {
@@ -498,6 +504,7 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
                     mqtt.publish_visitors(json, None);
                 }
             }
+            _ = audit_tick.tick() => super::audit::retention(&audit, &cfg.raw.audit).await,
             _ = status_tick.tick() => {
                 let s = camera_summary(&handle);
                 let _ = sd_notify::notify(&[NotifyState::Status(&s)]);
@@ -659,6 +666,7 @@ async fn reload(
 
 async fn command(
     cmd: &faced::mqtt::Command,
+    by: &faced::audit::By,
     handle: &faced::pipeline::Handle,
     gallery: &Arc<Mutex<Gallery>>,
     gopts: &GalleryOptions,
@@ -680,6 +688,11 @@ async fn command(
             for c in &cams {
                 handle.set_threshold(c, *threshold)?;
             }
+            let audit = gallery.lock().unwrap_or_else(|p| p.into_inner()).audit();
+            let (cams2, by, t) = (cams.clone(), by.clone(), *threshold);
+            tokio::task::spawn_blocking(move || {
+                super::audit::note_thresholds(&audit, &by, &cams2, t)
+            });
             Ok(Some(format!(
                 "threshold {threshold} on {}",
                 cams.join(", ")
@@ -699,6 +712,7 @@ async fn command(
             })?;
             let (gallery, name, add_to_existing) =
                 (gallery.clone(), name.clone(), *add_to_existing);
+            let by = by.clone();
             tokio::task::spawn_blocking(move || {
                 let mut g = gallery.lock().unwrap_or_else(|p| p.into_inner());
                 // A name alone never gives a face someone else's identity: adding to an existing
@@ -717,21 +731,23 @@ async fn command(
                     quality_json: &quality,
                     source: &source,
                 };
-                g.enroll(to, &[sample]).map_err(|e| match e.kind() {
-                    Kind::Conflict if !add_to_existing => Error::new(
-                        Kind::Conflict,
-                        format!(
-                            "{}; to add this face to them, send \"add_to_existing\": true",
-                            e.message()
+                g.by(&by)
+                    .enroll(to, &[sample])
+                    .map_err(|e| match e.kind() {
+                        Kind::Conflict if !add_to_existing => Error::new(
+                            Kind::Conflict,
+                            format!(
+                                "{}; to add this face to them, send \"add_to_existing\": true",
+                                e.message()
+                            ),
                         ),
-                    ),
-                    Kind::NotFound if add_to_existing => Error::not_found(format!(
-                        "{} to add the face to; without \"add_to_existing\" a new person is \
+                        Kind::NotFound if add_to_existing => Error::not_found(format!(
+                            "{} to add the face to; without \"add_to_existing\" a new person is \
                          created",
-                        e.message()
-                    )),
-                    _ => e,
-                })?;
+                            e.message()
+                        )),
+                        _ => e,
+                    })?;
                 Ok(Some(if add_to_existing {
                     format!("added the last unknown face from {cam} to {name}")
                 } else {

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use faced::audit::{Action as Did, By, Subject};
 use faced::web::auth::{AuthStore, Role, SessionLimits};
 
 /// Manage web console users: add, list, remove, change password. Passwords are read from
@@ -93,16 +94,26 @@ fn prompt(text: &str) -> anyhow::Result<String> {
 
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let db = match args.db {
-        Some(db) => db,
+    let (db, key) = match args.db {
+        Some(db) => (db, None),
         None => {
-            faced::config::Config::load_or_default(&args.config)?
+            let g = faced::config::Config::load_or_default(&args.config)?
                 .0
                 .raw
-                .gallery
-                .db
+                .gallery;
+            (g.db, g.key_path)
         }
     };
+    // Through the gallery, which creates the database and its key on a first `user add`: the
+    // audit trail's keys derive from it. Changes only: listing needs no key.
+    let audit = || -> anyhow::Result<_> {
+        let opts = faced::gallery::GalleryOptions {
+            key_path: key.clone(),
+            ..Default::default()
+        };
+        Ok(faced::gallery::Gallery::open(&db, &opts)?.audit())
+    };
+    let by = By::cli();
     // The session limits do not matter here: no session is checked.
     let hour = Duration::from_secs(3600);
     let store = AuthStore::open(
@@ -116,7 +127,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Action::Add { name, admin } => {
             let role = if admin { Role::Admin } else { Role::Viewer };
             let pw = read_password(&name)?;
+            let audit = audit()?;
             let u = store.add_user(&name, role, &pw)?;
+            let subject = Subject::user(Some(u.id), &u.name);
+            let detail = format!("role {}", u.role.as_str());
+            audit.note(&by, Did::UserAdded, subject, detail);
             println!(
                 "added {} user {:?} to {}",
                 u.role.as_str(),
@@ -138,12 +153,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let u = store
                 .user_by_name(&name)?
                 .ok_or_else(|| faced::Error::not_found(format!("no user named {name:?}")))?;
+            let audit = audit()?;
             store.remove_user(u.id)?;
+            audit.note(
+                &by,
+                Did::UserRemoved,
+                Subject::user(Some(u.id), &u.name),
+                "",
+            );
             println!("removed user {:?}", u.name);
         }
         Action::Passwd { name } => {
             let pw = read_password(&name)?;
+            let audit = audit()?;
             let (sessions, tokens) = store.set_password(&name, &pw)?;
+            let id = store.user_by_name(&name)?.map(|u| u.id);
+            let detail = format!("{sessions} sessions ended, {tokens} tokens revoked");
+            audit.note(&by, Did::PasswordChanged, Subject::user(id, &name), detail);
             println!(
                 "password of {name:?} changed; signed out {sessions} session(s) and revoked \
                  {tokens} API token(s)"

@@ -45,6 +45,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_visitors.sql"),
     include_str!("migrations/0008_fleet.sql"),
     include_str!("migrations/0009_gallery_change.sql"),
+    include_str!("migrations/0010_audit.sql"),
     include_str!("migrations/0011_event_frigate.sql"),
 ];
 

@@ -327,3 +327,86 @@ CREATE TABLE web_api_token (
   -- Last use, Unix ms (written at most once a minute), NULL if never used.
   last_used_at INTEGER
 );
+
+-- The audit trail (src/audit/): one row per change and per sensitive read (a backup
+-- downloaded, a sign-in), with who did it, from where, to whom. Append-only: each row's `mac`
+-- chains it to the row before, under a key derived from the gallery key file, so an edited,
+-- deleted or reordered row is found by `faced audit verify`; the triggers below refuse such
+-- edits through SQLite (the file's owner can drop them; the chain still tells). Retention
+-- ([audit] retention_days, max_rows) deletes the oldest rows and moves the anchor in
+-- audit_seal. Never holds face data; a subject's name is kept only until they are erased.
+CREATE TABLE audit (
+  -- Position in the chain: consecutive from 1 (the row after audit_seal.head_id), never reused.
+  id INTEGER PRIMARY KEY CHECK (id >= 1),
+  -- When, wall-clock Unix ms (a Pi's clock can jump: the order is `id`, not `at`).
+  at INTEGER NOT NULL,
+  -- Who, by kind: a console 'user', an API 'token', the 'cli' (a Unix user), a signed 'mqtt'
+  -- command, the 'fleet' (a record replicated from another unit), 'frigate', or 'system' (the
+  -- daemon itself, and writes no caller claimed).
+  actor_kind TEXT NOT NULL
+    CHECK (actor_kind IN ('user', 'token', 'cli', 'mqtt', 'fleet', 'frigate', 'system')),
+  -- Who, by name: console user name; "label (token N of user)"; "unixname (uid N)"; the
+  -- command key's id; "site S"; ... 1..=200 characters.
+  actor TEXT NOT NULL CHECK (length(actor) BETWEEN 1 AND 200),
+  -- From where: the console client's IP address, 'cli', 'mqtt', 'fleet', 'frigate', 'faced'.
+  origin TEXT NOT NULL CHECK (length(origin) BETWEEN 1 AND 100),
+  -- What, as a snake_case verb ('enroll', 'rename', 'erase', 'sign_in_failed', ...: the list is
+  -- audit::Action). Not an enumerated CHECK, so a new action needs no table rebuild.
+  action TEXT NOT NULL CHECK (length(action) BETWEEN 1 AND 40 AND action NOT GLOB '*[^a-z_]*'),
+  -- To whom or what: 'person', 'visitor', 'user', 'token', 'camera', 'database', 'fleet', 'none'.
+  subject_kind TEXT NOT NULL
+    CHECK (length(subject_kind) BETWEEN 1 AND 20 AND subject_kind NOT GLOB '*[^a-z_]*'),
+  -- The subject's id as text (a person id, a camera name, a site id); NULL when none.
+  subject_id TEXT CHECK (subject_id IS NULL OR length(subject_id) BETWEEN 1 AND 100),
+  -- The subject's name at the time (a person's, a user's), or NULL: none, or erased since
+  -- (audit::forget_subject sets it and subject_salt to NULL; nothing else may change a row).
+  subject_name TEXT CHECK (subject_name IS NULL OR length(subject_name) BETWEEN 1 AND 200),
+  -- 16 random bytes; NULL with subject_name.
+  subject_salt BLOB CHECK (subject_salt IS NULL OR length(subject_salt) = 16),
+  -- HMAC-SHA256(name key, subject_salt || subject_name), 32 bytes, NULL when the row never had
+  -- a name. The chain covers this tag, not the name: clearing name and salt keeps the chain
+  -- whole, and without the salt the tag no longer confirms a guessed name.
+  subject_tag BLOB CHECK (subject_tag IS NULL OR length(subject_tag) = 32),
+  -- Facts without names: counts, sample and event ids, a threshold, ... at most 500 characters.
+  detail TEXT NOT NULL CHECK (length(detail) <= 500),
+  -- HMAC-SHA256(chain key, every column above but subject_name and subject_salt ||
+  -- the previous row's mac, or audit_seal.anchor_mac for the first row), 32 bytes.
+  mac BLOB NOT NULL CHECK (length(mac) = 32)
+);
+-- The console's time filter and retention.
+CREATE INDEX audit_at ON audit (at);
+-- An erase clears the names of its subject's rows.
+CREATE INDEX audit_subject ON audit (subject_kind, subject_id) WHERE subject_id IS NOT NULL;
+
+-- Where the chain starts and ends, so that retention and a cut at either end are told apart:
+-- rows through anchor_id were deleted by retention, and the newest row is head_id. Written
+-- with every row appended; no row until the first. At most one row.
+CREATE TABLE audit_seal (
+  -- Always 1.
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  -- The last row retention deleted (0: none yet).
+  anchor_id INTEGER NOT NULL CHECK (anchor_id >= 0),
+  -- That row's mac (32 zero bytes when none): the first remaining row chains to it.
+  anchor_mac BLOB NOT NULL CHECK (length(anchor_mac) = 32),
+  -- The newest row (equal to anchor_id when retention deleted every row).
+  head_id INTEGER NOT NULL CHECK (head_id >= anchor_id),
+  -- That row's mac.
+  head_mac BLOB NOT NULL CHECK (length(head_mac) = 32),
+  -- HMAC-SHA256(seal key, the four columns above), 32 bytes.
+  mac BLOB NOT NULL CHECK (length(mac) = 32)
+);
+-- Append-only, as far as SQLite is asked: an UPDATE may only clear subject_name and
+-- subject_salt (an erase), a DELETE only remove rows retention moved the anchor past, and the
+-- seal row stays.
+CREATE TRIGGER audit_append_only BEFORE UPDATE ON audit
+WHEN NOT (NEW.subject_name IS NULL AND NEW.subject_salt IS NULL
+  AND NEW.id IS OLD.id AND NEW.at IS OLD.at AND NEW.actor_kind IS OLD.actor_kind
+  AND NEW.actor IS OLD.actor AND NEW.origin IS OLD.origin AND NEW.action IS OLD.action
+  AND NEW.subject_kind IS OLD.subject_kind AND NEW.subject_id IS OLD.subject_id
+  AND NEW.subject_tag IS OLD.subject_tag AND NEW.detail IS OLD.detail AND NEW.mac IS OLD.mac)
+BEGIN SELECT RAISE(ABORT, 'audit rows are append-only: only an erase may clear subject_name'); END;
+CREATE TRIGGER audit_delete_behind_anchor BEFORE DELETE ON audit
+WHEN OLD.id > IFNULL((SELECT anchor_id FROM audit_seal WHERE id = 1), 0)
+BEGIN SELECT RAISE(ABORT, 'audit rows are append-only: retention deletes only rows behind the anchor'); END;
+CREATE TRIGGER audit_seal_kept BEFORE DELETE ON audit_seal
+BEGIN SELECT RAISE(ABORT, 'the audit seal cannot be deleted'); END;

@@ -965,7 +965,8 @@ impl Worker {
                 let changed = if local.as_ref() == Some(&merged) {
                     false
                 } else {
-                    match g.apply_replica(&merged) {
+                    let by = crate::audit::By::fleet(self.key.site(), &merged.origin);
+                    match g.by(&by).apply_replica(&merged) {
                         Ok(c) => c,
                         Err(e) => {
                             // The local record lacks what was received: publishing it would

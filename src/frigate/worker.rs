@@ -346,6 +346,13 @@ impl Worker {
             if self.cfg.sub_label {
                 self.api
                     .post_sub_label(&o.id, &m.name, m.similarity, &self.stats);
+                let audit = self
+                    .deps
+                    .gallery
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .audit();
+                audit.note_sub_label(&o.id, m.person.0, &m.name, m.similarity);
             }
             // Frigate's event gets its name whatever the cool-down says; faced's event log and
             // MQTT get one event per person per cool-down, as from the unit's own cameras.

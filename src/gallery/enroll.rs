@@ -90,13 +90,14 @@ impl Gallery {
     ) -> Result<NotThisPerson> {
         let p = self.require_person(person)?;
         let before = self.search(sample.embedding, 1)?.into_iter().next();
-        let id = self.add_sample(
+        let id = self.add_samples_as(
             person,
-            NewSample {
+            &[NewSample {
                 kind: SampleKind::Negative,
                 ..sample
-            },
-        )?;
+            }],
+            crate::audit::Action::NotThisPerson,
+        )?[0];
         let after = self.search(sample.embedding, 1)?.into_iter().next();
         Ok(NotThisPerson {
             name: p.name,

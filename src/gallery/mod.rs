@@ -18,6 +18,7 @@
 //!
 //! Timestamps are wall-clock Unix milliseconds.
 
+mod attribution;
 mod enroll;
 pub mod index;
 pub mod replica;
@@ -27,11 +28,13 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::audit::{self, Action};
 use crate::base::{Clocks, RealClocks};
 use crate::db::{self, crypto};
 use crate::error::{Error, Kind, Result};
 use crate::vision::EMBEDDING_DIM;
 
+pub use attribution::Attributed;
 pub use enroll::{EnrollTarget, Enrolled, NotThisPerson};
 pub use index::{Index, IndexOptions, Match};
 pub use replica::{Record, Uid};
@@ -218,6 +221,8 @@ pub struct Gallery {
     /// the counter inside its own transaction, before and after; a database value that differs
     /// means another process (the CLI) wrote the gallery: [`Gallery::changed_elsewhere`].
     seen_change: i64,
+    /// Who writes, and the audit trail each write appends its row to, in its transaction.
+    author: attribution::Author,
 }
 
 /// `gallery_change.seq`: bumped by triggers on every row of `person`, `face_sample` and
@@ -504,6 +509,7 @@ impl Gallery {
         // Read before loading: a write by another process in between then makes the next
         // [`Gallery::changed_elsewhere`] say yes (one reload too many, never one too few).
         let seen_change = change_seq(&conn).map_err(|e| e.in_database(&what))?;
+        let author = attribution::Author::new(audit::Log::with_key(db, &key, clocks.clone())?);
         let mut g = Gallery {
             conn,
             cipher,
@@ -518,6 +524,7 @@ impl Gallery {
             unit: opts.unit.clone().unwrap_or_default(),
             dirty: Default::default(),
             seen_change,
+            author,
         };
         g.load_index().map_err(|e| e.in_database(&what))?;
         Ok(g)
@@ -590,7 +597,12 @@ impl Gallery {
         let v = self.tick();
         let (tx, before) = begin_write(&mut self.conn)?;
         let id = insert_person(&tx, name, now, &uid, v, &self.unit)?;
+        let subject = audit::Subject::person(id.0, Some(name));
+        let row = self
+            .author
+            .note(&tx, Action::Enroll, subject, "no samples yet")?;
         let after = commit(tx)?;
+        row.log();
         self.own_write(before, after);
         self.index.set_person(id, name);
         self.people_epoch = next_generation();
@@ -614,7 +626,11 @@ impl Gallery {
         let (tx, before) = begin_write(&mut self.conn)?;
         let person = insert_person(&tx, name, now, &uid, v, &self.unit)?;
         let ids = insert_samples(&tx, &self.cipher, person, samples, now)?;
+        let subject = audit::Subject::person(person.0, Some(name));
+        let detail = audit::count(ids.len() as i64, "sample");
+        let row = self.author.note(&tx, Action::Enroll, subject, detail)?;
         let after = commit(tx)?;
+        row.log();
         self.own_write(before, after);
         self.index.set_person(person, name);
         self.people_epoch = next_generation();
@@ -701,7 +717,10 @@ impl Gallery {
         let Some(uid) = uid else {
             return Err(Error::not_found(format!("no person with id {id}")));
         };
+        let subject = audit::Subject::person(id.0, Some(name));
+        let row = self.author.note(&tx, Action::Rename, subject, "")?;
         let after = commit(tx)?;
+        row.log();
         self.own_write(before, after);
         self.index.set_person(id, name);
         self.people_epoch = next_generation();
@@ -716,6 +735,12 @@ impl Gallery {
     pub fn remove_person(&mut self, id: PersonId) -> Result<()> {
         let v = self.tick();
         let (tx, before) = begin_write(&mut self.conn)?;
+        let (samples, events): (i64, i64) = tx.query_row(
+            "SELECT (SELECT COUNT(*) FROM face_sample WHERE person_id = ?1),
+                    (SELECT COUNT(*) FROM event WHERE person_id = ?1)",
+            [id.0],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         let uid: Option<Vec<u8>> = tx
             .query_row(
                 "DELETE FROM person WHERE id = ?1 RETURNING uid",
@@ -737,7 +762,15 @@ impl Gallery {
             [&uid],
         )?;
         db::erase::person_traces(&tx, id.0)?;
+        let (samples, events) = (
+            audit::count(samples, "sample"),
+            audit::count(events, "event"),
+        );
+        let row = self
+            .author
+            .erase(&tx, id.0, Action::Erase, format!("{samples}, {events}"))?;
         let after = commit(tx)?;
+        row.log();
         self.own_write(before, after);
         self.index.remove_person(id);
         self.people_epoch = next_generation();
@@ -763,6 +796,16 @@ impl Gallery {
         person: PersonId,
         samples: &[NewSample<'_>],
     ) -> Result<Vec<SampleId>> {
+        self.add_samples_as(person, samples, Action::SamplesAdded)
+    }
+
+    /// [`Gallery::add_samples`], recorded in the audit trail as `action`.
+    pub(super) fn add_samples_as(
+        &mut self,
+        person: PersonId,
+        samples: &[NewSample<'_>],
+        action: Action,
+    ) -> Result<Vec<SampleId>> {
         validate_new_samples(samples)?;
         let person_uid = self.require_person_uid(person)?;
         let held: i64 = self.conn.query_row(
@@ -774,11 +817,19 @@ impl Gallery {
         let now = self.clocks.unix_ms();
         let (tx, before) = begin_write(&mut self.conn)?;
         let ids = insert_samples(&tx, &self.cipher, person, samples, now)?;
-        tx.execute(
-            "UPDATE person SET updated_at = ?1 WHERE id = ?2",
+        let name: String = tx.query_row(
+            "UPDATE person SET updated_at = ?1 WHERE id = ?2 RETURNING name",
             params![now, person.0],
+            |r| r.get(0),
         )?;
+        let detail = match ids.as_slice() {
+            [one] => format!("sample {one}"),
+            many => audit::count(many.len() as i64, "sample"),
+        };
+        let subject = audit::Subject::person(person.0, Some(&name));
+        let row = self.author.note(&tx, action, subject, detail)?;
         let after = commit(tx)?;
+        row.log();
         self.own_write(before, after);
         for (s, &id) in samples.iter().zip(&ids) {
             self.index.insert(id, person, s.kind, s.embedding);
@@ -886,10 +937,10 @@ impl Gallery {
         let Some((person, sample_uid)) = removed else {
             return Err(Error::not_found(format!("no face sample with id {id}")));
         };
-        let person_uid: Vec<u8> = tx.query_row(
-            "UPDATE person SET updated_at = ?1 WHERE id = ?2 RETURNING uid",
+        let (person_uid, name): (Vec<u8>, String) = tx.query_row(
+            "UPDATE person SET updated_at = ?1 WHERE id = ?2 RETURNING uid, name",
             params![self.clocks.unix_ms(), person],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         // A tombstone, so the removal replicates and no replica brings the sample back.
         tx.execute(
@@ -897,7 +948,13 @@ impl Gallery {
              ON CONFLICT (uid) DO NOTHING",
             params![sample_uid, person_uid, v],
         )?;
+        let subject = audit::Subject::person(person, Some(&name));
+        let detail = format!("sample {id}");
+        let row = self
+            .author
+            .note(&tx, Action::SampleRemoved, subject, detail)?;
         let after = commit(tx)?;
+        row.log();
         self.own_write(before, after);
         self.index.remove_sample(id);
         self.mark_dirty(&person_uid);

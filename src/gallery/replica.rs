@@ -41,6 +41,7 @@ use super::{
     AAD_CROP, AAD_EMBEDDING, Gallery, MAX_CROP_BYTES, MAX_SOURCE_CHARS, PersonId, SampleId,
     SampleKind, validate_embedding, validate_person_name,
 };
+use crate::audit::{self, Action};
 use crate::db::crypto;
 use crate::error::{Error, Result};
 
@@ -417,7 +418,11 @@ impl Gallery {
                 )?;
             }
             let changed = local.is_some() || prev.is_none_or(|p| p < v);
+            // An erase from another unit erases the name from this unit's trail too.
+            let erase = |(id, _, _)| self.author.erase(&tx, id, Action::ReplicaApplied, "erased");
+            let row = local.map(erase).transpose()?;
             let after = super::commit(tx)?;
+            row.inspect(audit::Row::log);
             self.own_write(before, after);
             self.finish_apply(ops, changed);
             return Ok(changed);
@@ -427,7 +432,9 @@ impl Gallery {
             return Ok(false);
         }
         let mut changed = false;
-        let id = match local {
+        // For the audit row: created or renamed, then samples added and removed.
+        let (mut what, mut added, mut removed) = (None, 0, 0);
+        let (id, name_now) = match local {
             Some((id, name, name_v)) => {
                 if (rec.name_v, rec.name.as_str()) > (name_v, name.as_str()) {
                     let stored = unique_name(&tx, &rec.name, &rec.uid, Some(id))?;
@@ -435,10 +442,13 @@ impl Gallery {
                         "UPDATE person SET name = ?1, name_v = ?2, updated_at = ?3 WHERE id = ?4",
                         params![stored, rec.name_v, now, id],
                     )?;
-                    ops.push(IndexOp::SetPerson(PersonId(id), stored));
+                    ops.push(IndexOp::SetPerson(PersonId(id), stored.clone()));
                     changed = true;
+                    what = Some("renamed");
+                    (id, stored)
+                } else {
+                    (id, name)
                 }
-                id
             }
             None => {
                 let stored = unique_name(&tx, &rec.name, &rec.uid, None)?;
@@ -448,9 +458,10 @@ impl Gallery {
                     params![stored, now, uid, rec.name_v, rec.origin],
                 )?;
                 let id = tx.last_insert_rowid();
-                ops.push(IndexOp::SetPerson(PersonId(id), stored));
+                ops.push(IndexOp::SetPerson(PersonId(id), stored.clone()));
                 changed = true;
-                id
+                what = Some("created");
+                (id, stored)
             }
         };
         for r in &rec.removed {
@@ -463,6 +474,7 @@ impl Gallery {
                 .optional()?;
             if let Some(sid) = gone {
                 ops.push(IndexOp::RemoveSample(SampleId(sid)));
+                removed += 1;
             }
             let n = tx.execute(
                 "INSERT INTO tombstone (uid, kind, person_uid, version) VALUES (?1, 'sample', ?2, ?3)
@@ -506,14 +518,23 @@ impl Gallery {
                 floats(&s.embedding),
             ));
             changed = true;
+            added += 1;
         }
+        let mut row = None;
         if changed {
             tx.execute(
                 "UPDATE person SET updated_at = ?1 WHERE id = ?2",
                 params![now, id],
             )?;
+            let subject = audit::Subject::person(id, Some(&name_now));
+            let detail = super::attribution::replica_detail(what, added, removed);
+            row = Some(
+                self.author
+                    .note(&tx, Action::ReplicaApplied, subject, detail)?,
+            );
         }
         let after = super::commit(tx)?;
+        row.inspect(audit::Row::log);
         self.own_write(before, after);
         self.finish_apply(ops, changed);
         Ok(changed)

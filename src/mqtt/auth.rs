@@ -68,6 +68,7 @@ pub fn default_key_path(gallery_key: &Path) -> PathBuf {
 /// The per-device command key.
 pub struct CommandKey {
     key: hmac::Key,
+    id: String,
 }
 
 impl std::fmt::Debug for CommandKey {
@@ -87,9 +88,18 @@ impl CommandKey {
                     KEY_LEN * 2
                 ))
             })?;
+        // Names the key in the audit trail without revealing it: a hash of the key, not a MAC
+        // anyone could compute from a captured command.
+        let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
         Ok(CommandKey {
             key: hmac::Key::new(hmac::HMAC_SHA256, &bytes),
+            id: crate::models::hex(&digest.as_ref()[..4]),
         })
+    }
+
+    /// A short id of this key (8 hex digits of its SHA-256): which key signed a command.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// Reads the key file at `path`, creating it (mode 0600, a new random key) when it does not
@@ -264,6 +274,11 @@ pub struct Verifier {
 }
 
 impl Verifier {
+    /// The id of the key commands must be signed with ([`CommandKey::id`]).
+    pub fn key_id(&self) -> &str {
+        self.key.id()
+    }
+
     /// A verifier with `key` accepting `ts` within ±`window_secs` of the clock and not before
     /// `not_before` (Unix seconds: the process start).
     pub fn new(key: CommandKey, window_secs: u64, not_before: i64) -> Verifier {

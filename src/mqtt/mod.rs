@@ -446,6 +446,8 @@ struct Inner {
     state: watch::Receiver<ConnectionState>,
     stats: Arc<Stats>,
     clocks: Arc<dyn Clocks>,
+    /// The command key's id, when commands are on (the audit trail names the signer).
+    command_key_id: Option<String>,
 }
 
 /// Depth of the command channel to the daemon: commands beyond it are answered "busy".
@@ -501,6 +503,7 @@ impl Mqtt {
                 state,
                 stats,
                 clocks,
+                command_key_id: None,
             };
             return Ok((
                 MqttHandle {
@@ -525,6 +528,7 @@ impl Mqtt {
         } else {
             None
         };
+        let command_key_id = verifier.as_ref().map(|v| v.key_id().to_string());
         let (state_tx, state) = watch::channel(ConnectionState::Connecting);
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
         client::spawn(client::Setup {
@@ -547,6 +551,7 @@ impl Mqtt {
             state,
             stats,
             clocks,
+            command_key_id,
         };
         Ok((
             MqttHandle {
@@ -558,6 +563,12 @@ impl Mqtt {
 }
 
 impl MqttHandle {
+    /// The id of the key signed commands are checked with ([`auth::CommandKey::id`]); `None`
+    /// when commands are off.
+    pub fn command_key_id(&self) -> Option<&str> {
+        self.inner.command_key_id.as_deref()
+    }
+
     /// Topic names of this device (e.g. [`Topics::events`] for [`OutboxMessage`]s).
     pub fn topics(&self) -> &Topics {
         &self.inner.topics

@@ -339,6 +339,9 @@ fn delete_visitors(tx: &rusqlite::Transaction<'_>, roots: &[i64]) -> Result<Vec<
         rows.execute([id])?;
     }
     db::erase::visitor_traces(tx, &ids)?;
+    for id in &ids {
+        crate::audit::forget_subject(tx, crate::audit::SubjectKind::Visitor, &id.to_string())?;
+    }
     Ok(ids)
 }
 

@@ -131,6 +131,8 @@ pub struct Principal {
     /// The session's CSRF token ([`csrf_token`] of the cookie); `None` for API-token callers
     /// (no cookie, so no CSRF risk).
     pub csrf: Option<String>,
+    /// The API token's id and label, for a caller with a token (the audit trail names it).
+    pub token: Option<(i64, String)>,
 }
 
 /// How long sessions live: idle expiry and absolute lifetime.
@@ -543,6 +545,7 @@ impl AuthStore {
             user,
             role: Role::parse(&role)?,
             csrf: Some(csrf_token(secret)),
+            token: None,
         }))
     }
 
@@ -644,15 +647,18 @@ impl AuthStore {
         }
         let key = secret_hash(secret);
         let conn = self.conn();
-        let row: Option<(i64, i64, String, String, Option<i64>)> = conn
+        let row: Option<(i64, i64, String, String, Option<i64>, String)> = conn
             .query_row(
-                "SELECT t.id, u.id, u.name, u.role, t.last_used_at FROM web_api_token t
+                "SELECT t.id, u.id, u.name, u.role, t.last_used_at, t.label FROM web_api_token t
                  JOIN web_user u ON u.id = t.user_id WHERE t.token_hash = ?1",
                 [&key],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                |r| {
+                    let t = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+                    Ok((t.0, t.1, t.2, t.3, t.4, r.get(5)?))
+                },
             )
             .optional()?;
-        let Some((tid, user_id, user, role, last)) = row else {
+        let Some((tid, user_id, user, role, last, label)) = row else {
             return Ok(None);
         };
         let now = self.now_ms();
@@ -667,6 +673,7 @@ impl AuthStore {
             user,
             role: Role::parse(&role)?,
             csrf: None,
+            token: Some((tid, label)),
         }))
     }
 }

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -322,6 +322,8 @@ pub struct Inner {
     pub setup_token: Mutex<Option<String>>,
     /// Analysed upload faces waiting to be saved.
     pub candidates: api::Candidates,
+    /// The audit trail (the gallery's), for what the console records outside gallery writes.
+    pub audit: Arc<crate::audit::Log>,
 }
 
 impl std::ops::Deref for AppState {
@@ -336,9 +338,9 @@ impl AppState {
     /// yet, creates the one-time setup token (see [`AppState::setup_link`]).
     pub fn new(config: WebConfig, deps: Deps) -> Result<AppState> {
         config.validate()?;
-        let (db, key) = {
+        let (db, key, audit) = {
             let g = deps.gallery.lock().unwrap_or_else(|p| p.into_inner());
-            (g.db_path().to_owned(), g.key_path().to_owned())
+            (g.db_path().to_owned(), g.key_path().to_owned(), g.audit())
         };
         let auth = AuthStore::open(
             &db,
@@ -367,6 +369,7 @@ impl AppState {
             deps,
             setup_token: Mutex::new(setup),
             candidates: api::Candidates::default(),
+            audit,
         })))
     }
 
@@ -622,6 +625,8 @@ pub fn routes() -> Vec<Route> {
         ),
         r(M::POST, "/api/backup", Admin, post(api::backup::backup)),
         r(M::POST, "/api/restore", Admin, post(api::backup::restore)),
+        r(M::GET, "/api/audit", Admin, get(api::audit::list)),
+        r(M::GET, "/api/audit.csv", Admin, get(api::audit::csv)),
     ]
 }
 
@@ -741,6 +746,14 @@ pub async fn guard(
         }
     }
     if let Some(p) = principal {
+        // Who the handler's changes are by, for the audit trail.
+        let by = api::audit::by(
+            &p,
+            req.extensions()
+                .get()
+                .map(|c: &ConnectInfo<SocketAddr>| c.0),
+        );
+        req.extensions_mut().insert(by);
         req.extensions_mut().insert(p);
     }
     next.run(req).await

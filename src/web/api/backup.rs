@@ -15,6 +15,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{blocking, gallery};
+use crate::audit::{Action, By, Subject};
 use crate::db::backup::{self, Passphrase};
 use crate::error::{Error, Kind, Result};
 use crate::json;
@@ -50,6 +51,7 @@ impl Drop for Scratch {
 /// `POST /api/restore` and the same passphrase.
 pub async fn backup(
     State(s): State<AppState>,
+    Extension(by): Extension<By>,
     JsonBody(body): JsonBody<json::BackupRequest>,
 ) -> ApiResult<Response> {
     let pass = Passphrase::new(body.passphrase, "passphrase")?;
@@ -64,13 +66,12 @@ pub async fn backup(
         backup::write(&db, &key, &out.0, &pass, &*clocks)?;
         let bytes = std::fs::read(&out.0)
             .map_err(|e| Error::internal("cannot read the backup archive").with_source(e))?;
+        let detail = format!("{} bytes, encrypted", bytes.len());
+        st.audit
+            .note(&by, Action::BackupDownload, Subject::database(), detail);
         Ok((bytes, backup::scheduled_name("console", clocks.unix_ms())))
     })
     .await?;
-    tracing::info!(
-        bytes = bytes.len(),
-        "encrypted backup downloaded from the console"
-    );
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
@@ -94,6 +95,7 @@ pub async fn backup(
 /// (`web.login_attempts_per_minute*`), before the upload is read.
 pub async fn restore(
     State(s): State<AppState>,
+    Extension(by): Extension<By>,
     ci: Option<Extension<ConnectInfo<SocketAddr>>>,
     mp: std::result::Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> ApiResult<axum::Json<json::Restored>> {
@@ -166,11 +168,22 @@ pub async fn restore(
     if !archive {
         return Err(Error::invalid("the form has no `archive` file").into());
     }
+    let st = s.clone();
     let staged = blocking(move || {
         let f = std::fs::File::open(&upload.0)
             .map_err(|e| Error::unavailable("cannot read the uploaded archive").with_source(e))?;
         let r = backup::stage(std::io::BufReader::new(f), &pass, &db);
         drop(upload);
+        // In the database being replaced (kept as <db>.before-restore); the restored one
+        // records the swap when the daemon applies it.
+        if let Ok(staged) = &r {
+            st.audit.note(
+                &by,
+                Action::RestoreStaged,
+                Subject::database(),
+                staged_detail(staged),
+            );
+        }
         r
     })
     .await?;
@@ -198,4 +211,12 @@ pub async fn restore(
         events: staged.events,
         restarting: restarting.is_some(),
     }))
+}
+
+/// What a staged restore brings, for the audit trail (counts only: no names).
+pub(crate) fn staged_detail(s: &backup::Staged) -> String {
+    format!(
+        "backup made {} by faced {}: {} people, {} samples, {} events; applies at the next start",
+        s.header.created_at, s.header.faced_version, s.people, s.samples, s.events
+    )
 }

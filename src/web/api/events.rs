@@ -11,6 +11,7 @@ use axum::response::Response;
 
 use super::uploads::{Candidate, jpeg, largest};
 use super::{blocking, csv_response, gallery, jpeg_response};
+use crate::audit::By;
 use crate::error::{Error, Kind};
 use crate::gallery::{EnrollTarget, Match, PersonId, SampleKind};
 use crate::json;
@@ -143,6 +144,7 @@ async fn event_face(s: &AppState, id: i64) -> ApiResult<Candidate> {
 /// `POST /api/events/{id}/enroll`: "enroll this face as…".
 pub async fn event_enroll(
     State(s): State<AppState>,
+    Extension(by): Extension<By>,
     PathParam(id): PathParam<i64>,
     JsonBody(b): JsonBody<json::EventEnroll>,
 ) -> ApiResult<axum::Json<json::EventEnrolled>> {
@@ -156,7 +158,9 @@ pub async fn event_enroll(
             (None, Some(n)) => EnrollTarget::FindOrCreate(n),
             (None, None) => unreachable!("checked above"),
         };
-        gallery(&s).enroll(to, &[c.sample(SampleKind::Positive)])
+        gallery(&s)
+            .by(&by)
+            .enroll(to, &[c.sample(SampleKind::Positive)])
     })
     .await?;
     Ok(axum::Json(json::EventEnrolled {
@@ -171,6 +175,7 @@ pub async fn event_enroll(
 /// the page can show that it no longer matches NAME.
 pub async fn event_not_person(
     State(s): State<AppState>,
+    Extension(by): Extension<By>,
     PathParam(id): PathParam<i64>,
     JsonBody(b): JsonBody<json::NotPerson>,
 ) -> ApiResult<axum::Json<json::NotPersonResult<Match>>> {
@@ -206,7 +211,9 @@ pub async fn event_not_person(
     let mut c = c;
     c.source = format!("console:not-person event={id}");
     let not = blocking(move || {
-        gallery(&s).add_negative(PersonId(person), c.sample(SampleKind::Negative))
+        gallery(&s)
+            .by(&by)
+            .add_negative(PersonId(person), c.sample(SampleKind::Negative))
     })
     .await?;
     let still = not

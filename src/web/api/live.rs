@@ -15,7 +15,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
 
-use super::done;
+use super::{blocking, done};
 use crate::error::Error;
 use crate::json;
 use crate::vision::quality::Quality;
@@ -31,6 +31,7 @@ pub async fn cameras(State(s): State<AppState>) -> axum::Json<Vec<CameraStats>> 
 /// `PUT /api/cameras/{camera}/threshold`: applied from the next frame.
 pub async fn set_threshold(
     State(s): State<AppState>,
+    axum::Extension(by): axum::Extension<crate::audit::By>,
     PathParam(camera): PathParam<String>,
     JsonBody(b): JsonBody<json::Threshold>,
 ) -> ApiResult<axum::Json<json::Done>> {
@@ -42,11 +43,14 @@ pub async fn set_threshold(
         .into());
     }
     s.deps.live.set_threshold(&camera, b.threshold)?;
-    tracing::info!(
-        camera,
-        threshold = b.threshold,
-        "threshold changed from the console"
-    );
+    let detail = format!("threshold {}", b.threshold);
+    let subject = crate::audit::Subject::camera(&camera);
+    blocking(move || {
+        s.audit
+            .note(&by, crate::audit::Action::Threshold, subject, detail);
+        Ok(())
+    })
+    .await?;
     Ok(done())
 }
 

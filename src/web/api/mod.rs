@@ -13,14 +13,17 @@
 //! | [`reports`] | reports and their CSV | viewer |
 //! | [`system`] | the system page | viewer |
 //! | [`backup`] | the database backup | admin |
+//! | [`audit`] | the audit trail and its CSV | admin |
 //!
 //! Request and response bodies are the typed shapes of [`crate::json`].
 //!
 //! Handlers run on the tokio runtime; anything that blocks (gallery writes, SQLite queries,
 //! image decoding, PBKDF2) goes through [`blocking`]. Access rules are not checked here: the
 //! router's `guard` has already authenticated the caller and checked their role and CSRF token,
-//! and puts the [`Principal`](crate::web::auth::Principal) into the request extensions.
+//! and puts the [`Principal`](crate::web::auth::Principal) and the caller as the audit trail
+//! names them ([`crate::audit::By`]) into the request extensions.
 
+pub mod audit;
 pub mod backup;
 pub mod events;
 pub mod live;

@@ -2,12 +2,14 @@
 //! /api/people/{id}` (delete is the privacy erase), `GET`/`POST /api/people/{id}/samples`,
 //! `GET /api/people/{id}/thumbnail`, `GET /api/samples/{id}/crop`, `DELETE /api/samples/{id}`.
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 
 use super::uploads::Candidate;
 use super::{blocking, done, gallery, jpeg_response};
+use crate::audit::By;
 use crate::error::{Error, Result};
 use crate::gallery::{EnrollTarget, PersonId, PersonSummary, SampleId, SampleInfo, SampleKind};
 use crate::json;
@@ -51,6 +53,7 @@ pub(super) fn take_candidates(
 /// `POST /api/people`: enrols a person with the chosen candidates.
 pub async fn create_person(
     State(s): State<AppState>,
+    Extension(by): Extension<By>,
     JsonBody(b): JsonBody<json::NewPerson>,
 ) -> ApiResult<(StatusCode, axum::Json<json::PersonCreated>)> {
     let cands = take_candidates(&s, &b.samples, b.allow_rejected)?;
@@ -60,7 +63,9 @@ pub async fn create_person(
             .iter()
             .map(|c| c.sample(SampleKind::Positive))
             .collect();
-        gallery(&st).enroll(EnrollTarget::New(&b.name), &samples)
+        gallery(&st)
+            .by(&by)
+            .enroll(EnrollTarget::New(&b.name), &samples)
     })
     .await?;
     Ok((
@@ -75,10 +80,11 @@ pub async fn create_person(
 /// `PATCH /api/people/{id}`: rename.
 pub async fn rename_person(
     State(s): State<AppState>,
+    Extension(by): Extension<By>,
     PathParam(id): PathParam<i64>,
     JsonBody(b): JsonBody<json::Rename>,
 ) -> ApiResult<axum::Json<json::Done>> {
-    blocking(move || gallery(&s).rename_person(PersonId(id), &b.name)).await?;
+    blocking(move || gallery(&s).by(&by).rename_person(PersonId(id), &b.name)).await?;
     Ok(done())
 }
 
@@ -86,6 +92,7 @@ pub async fn rename_person(
 /// event (with its snapshot) that names them. Returns what was removed.
 pub async fn erase_person(
     State(s): State<AppState>,
+    Extension(by): Extension<By>,
     PathParam(id): PathParam<i64>,
 ) -> ApiResult<axum::Json<json::PersonErased>> {
     let (samples, events) = blocking(move || {
@@ -93,7 +100,7 @@ pub async fn erase_person(
         let mut g = gallery(&s);
         let samples = g.samples(PersonId(id))?.len();
         // event.person_id is ON DELETE CASCADE: the events and snapshots go in this statement.
-        g.remove_person(PersonId(id))?;
+        g.by(&by).remove_person(PersonId(id))?;
         Ok((samples, events))
     })
     .await?;
@@ -123,6 +130,7 @@ pub async fn list_samples(
 /// `POST /api/people/{id}/samples`: adds candidates to an existing person.
 pub async fn add_samples(
     State(s): State<AppState>,
+    Extension(by): Extension<By>,
     PathParam(id): PathParam<i64>,
     JsonBody(b): JsonBody<json::AddSamples>,
 ) -> ApiResult<axum::Json<json::SamplesAdded>> {
@@ -135,7 +143,7 @@ pub async fn add_samples(
             .iter()
             .map(|c| c.sample(SampleKind::Positive))
             .collect();
-        gallery(&s).add_samples(PersonId(id), &samples)
+        gallery(&s).by(&by).add_samples(PersonId(id), &samples)
     })
     .await?;
     Ok(axum::Json(json::SamplesAdded {
@@ -174,8 +182,9 @@ pub async fn sample_crop(
 /// `DELETE /api/samples/{id}`.
 pub async fn remove_sample(
     State(s): State<AppState>,
+    Extension(by): Extension<By>,
     PathParam(id): PathParam<i64>,
 ) -> ApiResult<axum::Json<json::Done>> {
-    blocking(move || gallery(&s).remove_sample(SampleId(id))).await?;
+    blocking(move || gallery(&s).by(&by).remove_sample(SampleId(id))).await?;
     Ok(done())
 }

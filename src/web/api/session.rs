@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{blocking, done};
+use crate::audit::{Action, By, Subject};
 use crate::error::{Error, Kind};
 use crate::json;
 use crate::web::auth::{self, Principal, Role, User};
@@ -75,7 +76,8 @@ pub async fn login(
     ci: Option<Extension<ConnectInfo<SocketAddr>>>,
     JsonBody(body): JsonBody<json::Login>,
 ) -> ApiResult<Response> {
-    rate_limit(&s, client_ip(ci))?;
+    let ip = client_ip(ci);
+    rate_limit(&s, ip)?;
     // Queue for a password-hashing slot; the slot moves into the blocking task, so a client
     // that hangs up cannot free it while its hash still runs.
     let slot = s.hash_gate.acquire(auth::HASH_QUEUE_WAIT).await?;
@@ -83,16 +85,32 @@ pub async fn login(
     let res = blocking(move || {
         let _slot = slot;
         let Some(user) = st.auth.check_password(&body.name, &body.password)? else {
+            // Under the user's name when it is one; a name that is no user's is not kept (it is
+            // often a password typed into the wrong field).
+            let (by, subject, detail) = match st.auth.user_by_name(&body.name)? {
+                Some(u) => {
+                    let subject = Subject::user(Some(u.id), &u.name);
+                    (By::user(&u.name, ip), subject, "wrong password")
+                }
+                None => {
+                    let subject = Subject::user(None, "(unknown)");
+                    (By::user("(unknown)", ip), subject, "no such user")
+                }
+            };
+            st.audit.note(&by, Action::SignInFailed, subject, detail);
             return Ok(None);
         };
         let (secret, csrf) = st.auth.create_session(&user)?;
+        let subject = Subject::user(Some(user.id), &user.name);
+        let detail = format!("role {}", user.role.as_str());
+        let by = By::user(&user.name, ip);
+        st.audit.note(&by, Action::SignIn, subject, detail);
         Ok(Some((user, secret, csrf)))
     })
     .await?;
     let Some((user, secret, csrf)) = res else {
         return Err(Error::new(Kind::Unauthenticated, "wrong user name or password").into());
     };
-    tracing::info!(user = %user.name, "console sign-in");
     Ok(session_response(&s, &user, &secret, &csrf))
 }
 
@@ -103,7 +121,8 @@ pub async fn setup(
     ci: Option<Extension<ConnectInfo<SocketAddr>>>,
     JsonBody(body): JsonBody<json::Setup>,
 ) -> ApiResult<Response> {
-    rate_limit(&s, client_ip(ci))?;
+    let ip = client_ip(ci);
+    rate_limit(&s, ip)?;
     let expected = s
         .setup_token
         .lock()
@@ -122,6 +141,14 @@ pub async fn setup(
         // Atomic: of concurrent setups with the token, exactly one creates the admin.
         let user = st.auth.add_first_admin(&body.name, &body.password)?;
         let (secret, csrf) = st.auth.create_session(&user)?;
+        let subject = Subject::user(Some(user.id), &user.name);
+        let by = By::user(&user.name, ip);
+        st.audit.note(
+            &by,
+            Action::UserAdded,
+            subject,
+            "first admin, by the setup link",
+        );
         Ok((user, secret, csrf))
     })
     .await;

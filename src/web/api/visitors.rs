@@ -6,10 +6,12 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::response::Response;
 
 use super::{blocking, done, gallery, jpeg_response};
+use crate::audit::{Action, By, Subject};
 use crate::error::{Error, Result};
 use crate::gallery::EnrollTarget;
 use crate::json;
@@ -42,21 +44,39 @@ pub async fn get_visitor(
 /// `PATCH /api/visitors/{id}`: ignore (or stop ignoring) the face.
 pub async fn patch_visitor(
     State(s): State<AppState>,
+    Extension(by): Extension<By>,
     PathParam(id): PathParam<i64>,
     JsonBody(b): JsonBody<json::VisitorPatch>,
 ) -> ApiResult<axum::Json<json::Done>> {
     let v = visitors(&s)?;
-    blocking(move || v.set_ignored(id, b.ignored)).await?;
+    blocking(move || {
+        v.set_ignored(id, b.ignored)?;
+        let action = if b.ignored {
+            Action::VisitorIgnore
+        } else {
+            Action::VisitorUnignore
+        };
+        s.audit.note(&by, action, Subject::visitor(id), "");
+        Ok(())
+    })
+    .await?;
     Ok(done())
 }
 
 /// `DELETE /api/visitors/{id}`: erases the visitor, their faces and their events.
 pub async fn erase_visitor(
     State(s): State<AppState>,
+    Extension(by): Extension<By>,
     PathParam(id): PathParam<i64>,
 ) -> ApiResult<axum::Json<json::Done>> {
     let v = visitors(&s)?;
-    blocking(move || v.erase(id)).await?;
+    blocking(move || {
+        v.erase(id)?;
+        s.audit
+            .note(&by, Action::VisitorErase, Subject::visitor(id), "");
+        Ok(())
+    })
+    .await?;
     Ok(done())
 }
 
@@ -64,6 +84,7 @@ pub async fn erase_visitor(
 /// new (or existing) person's samples; their events are re-labelled.
 pub async fn enroll_visitor(
     State(s): State<AppState>,
+    Extension(by): Extension<By>,
     PathParam(id): PathParam<i64>,
     JsonBody(b): JsonBody<json::VisitorEnroll>,
 ) -> ApiResult<(axum::http::StatusCode, axum::Json<json::VisitorEnrolled>)> {
@@ -76,7 +97,13 @@ pub async fn enroll_visitor(
         } else {
             EnrollTarget::New(&b.name)
         };
-        v.enroll(id, &mut g, to)
+        let done = v.enroll(id, &mut g.by(&by), to)?;
+        drop(g);
+        let n = crate::audit::count(done.samples.len() as i64, "sample");
+        let detail = format!("as person {}, {n}", done.person);
+        let subject = Subject::visitor(id);
+        st.audit.note(&by, Action::VisitorEnroll, subject, detail);
+        Ok(done)
     })
     .await?;
     let code = if r.created {
