@@ -14,6 +14,7 @@
 //! depends on nothing but [`error`]), [`json`] (the console API's typed bodies) and [`db`]
 //! (every SQLite connection, the schema and its upgrades, the sealing of face data), which the
 //! modules that own tables (gallery, events, the MQTT outbox, web accounts) go through.
+//! [`metrics`] is what `GET /metrics` reads: each module reports its own figures to it.
 
 pub mod base;
 pub mod capture;
@@ -27,6 +28,7 @@ pub mod gallery;
 pub mod gpio;
 pub mod inference;
 pub mod json;
+pub mod metrics;
 pub mod models;
 pub mod mqtt;
 pub mod pipeline;

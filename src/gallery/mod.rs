@@ -20,6 +20,7 @@
 
 mod enroll;
 pub mod index;
+mod metrics;
 pub mod replica;
 
 use std::path::{Path, PathBuf};

@@ -1108,5 +1108,6 @@ impl Visitors {
     }
 }
 
+mod metrics;
 #[cfg(test)]
 mod tests;

@@ -89,6 +89,38 @@ impl Role {
     }
 }
 
+/// What an API token may do, within its owner's role.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Whatever the owner's role allows (sessions always have this scope).
+    #[default]
+    All,
+    /// Only `GET /metrics`: the credential a Prometheus server keeps, which must not be able to
+    /// see faces, events or settings (docs/metrics.md).
+    Metrics,
+}
+
+impl Scope {
+    /// The value stored in `web_api_token.scope`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::All => "all",
+            Scope::Metrics => "metrics",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Scope> {
+        match s {
+            "all" => Ok(Scope::All),
+            "metrics" => Ok(Scope::Metrics),
+            _ => Err(Error::invalid(format!(
+                "unknown token scope {s:?}; use all or metrics"
+            ))),
+        }
+    }
+}
+
 /// A console user as listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct User {
@@ -117,6 +149,8 @@ pub struct TokenInfo {
     pub created_at_ms: i64,
     /// Last use, Unix ms (refreshed at most once a minute).
     pub last_used_at_ms: Option<i64>,
+    /// What it may do.
+    pub scope: Scope,
 }
 
 /// Who is calling: the result of authenticating a request.
@@ -131,6 +165,8 @@ pub struct Principal {
     /// The session's CSRF token ([`csrf_token`] of the cookie); `None` for API-token callers
     /// (no cookie, so no CSRF risk).
     pub csrf: Option<String>,
+    /// What the caller may do within `role` (a session: [`Scope::All`]).
+    pub scope: Scope,
 }
 
 /// How long sessions live: idle expiry and absolute lifetime.
@@ -543,6 +579,7 @@ impl AuthStore {
             user,
             role: Role::parse(&role)?,
             csrf: Some(csrf_token(secret)),
+            scope: Scope::All,
         }))
     }
 
@@ -569,8 +606,52 @@ impl AuthStore {
         )?)
     }
 
-    /// Creates an API token for `user_id`; returns its listing and the secret (shown once).
-    pub fn create_token(&self, user_id: i64, label: &str) -> Result<(TokenInfo, String)> {
+    /// Creates an API token for `user_id` with `scope`; returns its listing and the secret
+    /// (shown once).
+    pub fn create_token(
+        &self,
+        user_id: i64,
+        label: &str,
+        scope: Scope,
+    ) -> Result<(TokenInfo, String)> {
+        let secret = format!("{TOKEN_PREFIX}{}", new_secret()?);
+        let info = self.insert_token(user_id, label, scope, &secret)?;
+        Ok((info, secret))
+    }
+
+    /// Stores a token made elsewhere (`faced user token --stdin`): one Prometheus credential
+    /// for every unit of a site, each unit holding its SHA-256. `secret` must look like a token
+    /// [`AuthStore::create_token`] makes: [`TOKEN_PREFIX`], then at least 32 URL-safe base64
+    /// characters.
+    pub fn import_token(
+        &self,
+        user_id: i64,
+        label: &str,
+        scope: Scope,
+        secret: &str,
+    ) -> Result<TokenInfo> {
+        let body = secret.strip_prefix(TOKEN_PREFIX).unwrap_or("");
+        if body.len() < 32
+            || body.len() > 200
+            || !body
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(Error::invalid(format!(
+                "an API token must be {TOKEN_PREFIX} followed by 32 to 200 letters, digits, - or _ \
+                 (as `faced user token` prints them)"
+            )));
+        }
+        self.insert_token(user_id, label, scope, secret)
+    }
+
+    fn insert_token(
+        &self,
+        user_id: i64,
+        label: &str,
+        scope: Scope,
+        secret: &str,
+    ) -> Result<TokenInfo> {
         let label = label.trim();
         if label.is_empty()
             || label.chars().count() > 100
@@ -581,7 +662,6 @@ impl AuthStore {
                  formatting characters",
             ));
         }
-        let secret = format!("{TOKEN_PREFIX}{}", new_secret()?);
         let now = self.now_ms();
         let conn = self.conn();
         let user: String = conn
@@ -590,39 +670,60 @@ impl AuthStore {
             })
             .optional()?
             .ok_or_else(|| Error::not_found(format!("no user with id {user_id}")))?;
-        conn.execute(
-            "INSERT INTO web_api_token (user_id, label, token_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![user_id, label, secret_hash(&secret), now],
-        )?;
-        let info = TokenInfo {
+        match conn.execute(
+            "INSERT INTO web_api_token (user_id, label, token_hash, created_at, scope) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![user_id, label, secret_hash(secret), now, scope.as_str()],
+        ) {
+            Ok(_) => {}
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                return Err(Error::new(
+                    Kind::Conflict,
+                    "this API token is already stored here",
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(TokenInfo {
             id: conn.last_insert_rowid(),
             user_id,
             user,
             label: label.to_string(),
             created_at_ms: now,
             last_used_at_ms: None,
-        };
-        Ok((info, secret))
+            scope,
+        })
     }
 
     /// Every API token (without secrets).
     pub fn tokens(&self) -> Result<Vec<TokenInfo>> {
         let conn = self.conn();
         let mut st = conn.prepare(
-            "SELECT t.id, t.user_id, u.name, t.label, t.created_at, t.last_used_at
+            "SELECT t.id, t.user_id, u.name, t.label, t.created_at, t.last_used_at, t.scope
              FROM web_api_token t JOIN web_user u ON u.id = t.user_id ORDER BY t.id",
         )?;
         let rows = st.query_map([], |r| {
-            Ok(TokenInfo {
-                id: r.get(0)?,
-                user_id: r.get(1)?,
-                user: r.get(2)?,
-                label: r.get(3)?,
-                created_at_ms: r.get(4)?,
-                last_used_at_ms: r.get(5)?,
-            })
+            Ok((
+                TokenInfo {
+                    id: r.get(0)?,
+                    user_id: r.get(1)?,
+                    user: r.get(2)?,
+                    label: r.get(3)?,
+                    created_at_ms: r.get(4)?,
+                    last_used_at_ms: r.get(5)?,
+                    scope: Scope::All,
+                },
+                r.get::<_, String>(6)?,
+            ))
         })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let mut out = Vec::new();
+        for row in rows {
+            let (mut info, scope) = row?;
+            info.scope = Scope::parse(&scope)?;
+            out.push(info);
+        }
+        Ok(out)
     }
 
     /// Revokes an API token.
@@ -644,15 +745,24 @@ impl AuthStore {
         }
         let key = secret_hash(secret);
         let conn = self.conn();
-        let row: Option<(i64, i64, String, String, Option<i64>)> = conn
+        let row: Option<(i64, i64, String, String, Option<i64>, String)> = conn
             .query_row(
-                "SELECT t.id, u.id, u.name, u.role, t.last_used_at FROM web_api_token t
+                "SELECT t.id, u.id, u.name, u.role, t.last_used_at, t.scope FROM web_api_token t
                  JOIN web_user u ON u.id = t.user_id WHERE t.token_hash = ?1",
                 [&key],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                },
             )
             .optional()?;
-        let Some((tid, user_id, user, role, last)) = row else {
+        let Some((tid, user_id, user, role, last, scope)) = row else {
             return Ok(None);
         };
         let now = self.now_ms();
@@ -667,6 +777,7 @@ impl AuthStore {
             user,
             role: Role::parse(&role)?,
             csrf: None,
+            scope: Scope::parse(&scope)?,
         }))
     }
 }

@@ -24,6 +24,7 @@ pub mod conn;
 pub mod error;
 pub mod events;
 pub mod live;
+pub mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -41,7 +42,7 @@ use crate::error::{Error, Result};
 use crate::gallery::Gallery;
 use crate::vision::image::DecodeBudget;
 use crate::vision::quality::QualityLimits;
-use auth::{AuthStore, HashGate, LoginRates, Principal, RateLimiter, Role};
+use auth::{AuthStore, HashGate, LoginRates, Principal, RateLimiter, Role, Scope};
 use error::ApiError;
 use events::EventLog;
 use live::{BoxFuture, LiveSource};
@@ -296,6 +297,8 @@ pub struct Deps {
     pub visitors: Option<Arc<crate::visitors::Visitors>>,
     /// The fleet's state (the Fleet page); none when `fleet.enabled` is off.
     pub fleet: Option<Arc<crate::fleet::FleetStats>>,
+    /// What `GET /metrics` reports (the console adds its request counts); none: 404.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// Shared state of the console; cheap to clone.
@@ -322,6 +325,8 @@ pub struct Inner {
     pub setup_token: Mutex<Option<String>>,
     /// Analysed upload faces waiting to be saved.
     pub candidates: api::Candidates,
+    /// Requests answered, for `/metrics`.
+    pub requests: Arc<metrics::Requests>,
 }
 
 impl std::ops::Deref for AppState {
@@ -353,6 +358,10 @@ impl AppState {
         } else {
             None
         };
+        let requests = Arc::new(metrics::Requests::default());
+        if let Some(m) = &deps.metrics {
+            m.add(requests.clone());
+        }
         Ok(AppState(Arc::new(Inner {
             limiter: RateLimiter::new(LoginRates {
                 per_address: config.login_attempts_per_minute,
@@ -367,6 +376,7 @@ impl AppState {
             deps,
             setup_token: Mutex::new(setup),
             candidates: api::Candidates::default(),
+            requests,
         })))
     }
 
@@ -400,6 +410,8 @@ pub enum Access {
     Viewer,
     /// Admins only.
     Admin,
+    /// Any signed-in user, and API tokens of the `metrics` scope (which may call nothing else).
+    Metrics,
 }
 
 /// One entry of the route table.
@@ -622,6 +634,7 @@ pub fn routes() -> Vec<Route> {
         ),
         r(M::POST, "/api/backup", Admin, post(api::backup::backup)),
         r(M::POST, "/api/restore", Admin, post(api::backup::restore)),
+        r(M::GET, "/metrics", Metrics, get(metrics::scrape)),
     ]
 }
 
@@ -659,6 +672,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/{*rest}", axum::routing::any(api_not_found))
         .fallback(assets::serve_asset)
         .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count_requests,
+        ))
         .with_state(state)
 }
 
@@ -717,6 +734,14 @@ pub async fn guard(
         let Some(p) = &principal else {
             return ApiError::unauthenticated().into_response();
         };
+        if p.scope == Scope::Metrics && access != Access::Metrics {
+            return ApiError::forbidden(format!(
+                "{} {} is not for this API token: its scope is metrics (GET /metrics only)",
+                req.method(),
+                req.uri().path()
+            ))
+            .into_response();
+        }
         if access == Access::Admin && p.role != Role::Admin {
             return ApiError::forbidden(format!(
                 "{} {} needs the admin role",
@@ -867,7 +892,7 @@ mod tests {
             let Some((method, path)) = route.split_once(' ') else {
                 continue;
             };
-            if !path.starts_with("/api/") {
+            if !path.starts_with("/api/") && path != "/metrics" {
                 continue;
             }
             let col = role_col
@@ -891,6 +916,7 @@ mod tests {
             Access::Public => "public",
             Access::Viewer => "viewer",
             Access::Admin => "admin",
+            Access::Metrics => "metrics",
         };
         let table: Vec<(String, String, String)> = route_table()
             .into_iter()

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use super::{blocking, done};
 use crate::json;
 use crate::web::AppState;
-use crate::web::auth::{Principal, Role, TokenInfo, User};
+use crate::web::auth::{Principal, Role, Scope, TokenInfo, User};
 use crate::web::error::{ApiResult, JsonBody, PathParam};
 
 /// `GET /api/users`.
@@ -43,9 +43,10 @@ pub async fn list_tokens(State(s): State<AppState>) -> ApiResult<axum::Json<Vec<
 pub async fn create_token(
     State(s): State<AppState>,
     Extension(p): Extension<Principal>,
-    JsonBody(b): JsonBody<json::NewToken>,
+    JsonBody(b): JsonBody<json::NewToken<Scope>>,
 ) -> ApiResult<(StatusCode, axum::Json<json::TokenCreated<TokenInfo>>)> {
-    let (info, secret) = blocking(move || s.auth.create_token(p.user_id, &b.label)).await?;
+    let scope = b.scope.unwrap_or_default();
+    let (info, secret) = blocking(move || s.auth.create_token(p.user_id, &b.label, scope)).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(json::TokenCreated {
