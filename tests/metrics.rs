@@ -176,34 +176,35 @@ fn dashboard_queries() -> Vec<(String, String)> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prometheus_scrapes_the_daemon_and_runs_the_dashboard_and_rules() {
-    let Some((prometheus, promtool_bin)) = prometheus_bins() else {
-        return;
-    };
-    let _heavy = crate::util::alone_async().await;
-    let started = Instant::now();
-    let out = promtool(
-        &promtool_bin,
-        &[
-            "check",
-            "rules",
-            doc("docs/prometheus/faced-rules.yml").to_str().unwrap(),
-        ],
-    );
-    let rule_count: usize = out
-        .split_once("SUCCESS: ")
-        .and_then(|(_, r)| r.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("{out}"));
+/// A unit in `dir`: Alice enrolled, an admin with a metrics token, a `dir:` camera showing
+/// nobody yet (`play`), MQTT to a real Mosquitto and the console on a free port.
+struct Unit {
+    daemon: Daemon,
+    _broker: Broker,
+    web_port: u16,
+    token: String,
+    play: PathBuf,
+    alice: PathBuf,
+}
 
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
+impl Drop for Unit {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "faced's log:\n{}",
+                self.daemon.log.lock().unwrap().join("\n")
+            );
+        }
+    }
+}
+
+fn start_unit(dir: &Path) -> Unit {
     let db = dir.join("faced.db");
-    let (alice, _) = tokio::task::block_in_place(|| gallery_with_alice(dir));
-    let db_s = db.to_str().unwrap();
+    let (photos, _) = gallery_with_alice(dir);
     add_admin(&db);
-    // One token for a site: made here as an operator would on another unit, stored with --stdin.
+    // One token for a site: made as an operator would on another unit, stored with --stdin.
     let token = format!("faced_{}", "prometheusTokenForTheWholeSite_0123456789");
+    let db_s = db.to_str().unwrap();
     faced_cli(
         &[
             "user",
@@ -219,8 +220,6 @@ async fn prometheus_scrapes_the_daemon_and_runs_the_dashboard_and_rules() {
         &format!("{token}\n"),
     );
     std::fs::write(dir.join("faced.token"), &token).unwrap();
-
-    // Nobody in view at first; Alice is added to the folder once Prometheus saw the counters.
     let play = dir.join("play");
     std::fs::create_dir_all(&play).unwrap();
     std::fs::copy(
@@ -240,15 +239,24 @@ async fn prometheus_scrapes_the_daemon_and_runs_the_dashboard_and_rules() {
         broker.port()
     );
     std::fs::write(dir.join("faced.toml"), toml).unwrap();
-    let d = Daemon::start(
+    let daemon = Daemon::start(
         &["--config", dir.join("faced.toml").to_str().unwrap()],
         &[("FACED_LOG", "info"), ("FACED_WEB__ENABLED", "true")],
     );
-    tokio::task::block_in_place(|| d.wait_for(&["web console listening"], Duration::from_secs(60)));
-    let base = format!("http://127.0.0.1:{web_port}");
-    scope_is_enforced(&base, &token).await;
+    daemon.wait_for(&["web console listening"], Duration::from_secs(60));
+    Unit {
+        daemon,
+        _broker: broker,
+        web_port,
+        token,
+        play,
+        alice: faces_dir().join(&photos[3]),
+    }
+}
 
-    // The documented scrape config, as written but for the interval, target and token file.
+/// docs/prometheus/prometheus.yml as written but for the interval (1 s), the target (the
+/// unit), the token file and the rules' path, checked by promtool; returns its path.
+fn prometheus_config(promtool_bin: &Path, dir: &Path, web_port: u16) -> PathBuf {
     let cfg = std::fs::read_to_string(doc("docs/prometheus/prometheus.yml")).unwrap();
     let edited = cfg
         .replace("15s", "1s")
@@ -258,28 +266,58 @@ async fn prometheus_scrapes_the_daemon_and_runs_the_dashboard_and_rules() {
             dir.join("faced.token").to_str().unwrap(),
         )
         .replace(
-            "faced-rules.yml",
-            doc("docs/prometheus/faced-rules.yml").to_str().unwrap(),
+            "- faced-rules.yml",
+            &format!("- {}", doc("docs/prometheus/faced-rules.yml").display()),
         );
-    assert_ne!(cfg, edited);
+    let settings: Vec<&str> = edited
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect();
+    for gone in ["15s", "door.local", "/etc/prometheus", "- faced-rules.yml"] {
+        assert!(
+            !settings.iter().any(|l| l.contains(gone)),
+            "{gone} left in {edited}"
+        );
+    }
     let config = dir.join("prometheus.yml");
     std::fs::write(&config, edited).unwrap();
-    promtool(
-        &promtool_bin,
-        &["check", "config", config.to_str().unwrap()],
-    );
+    promtool(promtool_bin, &["check", "config", config.to_str().unwrap()]);
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_the_daemon_and_runs_the_dashboard_and_rules() {
+    let Some((prometheus, promtool_bin)) = prometheus_bins() else {
+        return;
+    };
+    let _heavy = crate::util::alone_async().await;
+    let started = Instant::now();
+    let rules = doc("docs/prometheus/faced-rules.yml");
+    let out = promtool(&promtool_bin, &["check", "rules", rules.to_str().unwrap()]);
+    let rule_count: usize = out
+        .split_once("SUCCESS: ")
+        .and_then(|(_, r)| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let unit = tokio::task::block_in_place(|| start_unit(dir));
+    scope_is_enforced(&format!("http://127.0.0.1:{}", unit.web_port), &unit.token).await;
+    let config = prometheus_config(&promtool_bin, dir, unit.web_port);
     let prom = Prometheus::start(&prometheus, dir, &config);
     let secs = Duration::from_secs;
     prom.wait_value("up{job=\"faced\"}", secs(30), |v| v == 1.0)
         .await;
 
     // Frame counters increase from one scrape to a later one.
-    let frames = "faced_frames_captured_total{camera=\"door\"}";
-    let first = prom.wait_value(frames, secs(10), |v| v > 0.0).await;
-    prom.wait_value(frames, secs(20), |v| v > first).await;
-    let processed = "faced_frames_processed_total{camera=\"door\"}";
-    let p = prom.wait_value(processed, secs(10), |v| v > 0.0).await;
-    prom.wait_value(processed, secs(20), |v| v > p).await;
+    for counter in [
+        "faced_frames_captured_total",
+        "faced_frames_processed_total",
+    ] {
+        let q = format!("{counter}{{camera=\"door\"}}");
+        let first = prom.wait_value(&q, secs(10), |v| v > 0.0).await;
+        prom.wait_value(&q, secs(20), |v| v > first).await;
+    }
     // A quantile of the frame-latency histogram is a finite number of seconds.
     let q = "histogram_quantile(0.9, sum by (le) (rate(faced_frame_seconds_bucket[10s])))";
     let p90 = prom.wait_value(q, secs(20), f64::is_finite).await;
@@ -288,7 +326,7 @@ async fn prometheus_scrapes_the_daemon_and_runs_the_dashboard_and_rules() {
     // Nobody recognized yet; then Alice comes to the door and the counter moves.
     let recognized = "faced_events_total{type=\"recognized\"}";
     prom.wait_value(recognized, secs(10), |v| v == 0.0).await;
-    std::fs::copy(faces_dir().join(&alice[3]), play.join("001_alice.jpg")).unwrap();
+    std::fs::copy(&unit.alice, unit.play.join("001_alice.jpg")).unwrap();
     prom.wait_value(recognized, secs(60), |v| v >= 1.0).await;
     prom.wait_value("faced_mqtt_connected", secs(10), |v| v == 1.0)
         .await;
@@ -299,7 +337,15 @@ async fn prometheus_scrapes_the_daemon_and_runs_the_dashboard_and_rules() {
     let ttr = "histogram_quantile(0.5, sum by (le) (faced_time_to_recognition_seconds_bucket))";
     prom.wait_value(ttr, secs(10), f64::is_finite).await;
 
-    // Every panel query of the dashboard runs; those about what this unit has return data.
+    dashboard_queries_run(&prom).await;
+    rules_evaluate(&prom, rule_count).await;
+    drop(prom);
+    drop(unit);
+    eprintln!("metrics test took {:?}", started.elapsed());
+}
+
+/// Every panel query of the dashboard runs; those about what the test unit has return data.
+async fn dashboard_queries_run(prom: &Prometheus) {
     let here = [
         "faced_frames",
         "faced_frame_seconds",
@@ -319,8 +365,11 @@ async fn prometheus_scrapes_the_daemon_and_runs_the_dashboard_and_rules() {
             assert!(!samples.is_empty(), "panel {panel:?}: {q} returned nothing");
         }
     }
+}
 
-    // Every alert rule has been evaluated against the daemon's series without error.
+/// Every alert rule (`count` of them) has been evaluated against the unit's series without
+/// error.
+async fn rules_evaluate(prom: &Prometheus, count: usize) {
     let t = Instant::now();
     loop {
         let groups = prom.api("rules", None).await.unwrap();
@@ -330,23 +379,24 @@ async fn prometheus_scrapes_the_daemon_and_runs_the_dashboard_and_rules() {
             .iter()
             .flat_map(|g| g["rules"].as_array().unwrap().clone())
             .collect();
-        assert_eq!(rules.len(), rule_count, "{groups}");
+        assert_eq!(rules.len(), count, "{groups}");
         for r in &rules {
             assert_eq!(r["health"], "ok", "rule {}: {}", r["name"], r["lastError"]);
         }
-        if rules.iter().all(|r| {
+        let evaluated = |r: &Value| {
             r["lastEvaluation"]
                 .as_str()
                 .is_some_and(|t| !t.starts_with("0001"))
-        }) {
-            break;
+        };
+        if rules.iter().all(evaluated) {
+            return;
         }
-        assert!(t.elapsed() < secs(10), "rules not evaluated: {groups}");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "rules not evaluated: {groups}"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    drop(prom);
-    drop(d);
-    eprintln!("metrics test took {:?}", started.elapsed());
 }
 
 /// The metrics token reads `/metrics` and is refused everywhere else (403); anonymous callers

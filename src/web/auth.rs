@@ -1098,6 +1098,42 @@ mod tests {
     }
 
     #[test]
+    fn tokens_keep_their_scope_and_imported_ones_are_checked() {
+        let (_dir, store, user, _) = simulated_store();
+        let (info, secret) = store.create_token(user.id, "prom", Scope::Metrics).unwrap();
+        assert_eq!(info.scope, Scope::Metrics);
+        assert_eq!(store.token(&secret).unwrap().unwrap().scope, Scope::Metrics);
+        let (_, all) = store.create_token(user.id, "script", Scope::All).unwrap();
+        assert_eq!(store.token(&all).unwrap().unwrap().scope, Scope::All);
+        let listed: Vec<Scope> = store.tokens().unwrap().iter().map(|t| t.scope).collect();
+        assert_eq!(listed, [Scope::Metrics, Scope::All]);
+        let (session, _) = store.create_session(&user).unwrap();
+        assert_eq!(store.session(&session).unwrap().unwrap().scope, Scope::All);
+        // One site-wide token, stored as made elsewhere; once.
+        let site = format!("{TOKEN_PREFIX}{}", "Site-token_".repeat(4));
+        store
+            .import_token(user.id, "site", Scope::Metrics, &site)
+            .unwrap();
+        assert_eq!(store.token(&site).unwrap().unwrap().scope, Scope::Metrics);
+        let e = store
+            .import_token(user.id, "again", Scope::Metrics, &site)
+            .unwrap_err();
+        assert_eq!(e.kind(), Kind::Conflict, "{e}");
+        for bad in [
+            format!("{TOKEN_PREFIX}short"),
+            "x".repeat(50),
+            format!("{TOKEN_PREFIX}{}", "é".repeat(40)),
+            format!("{TOKEN_PREFIX}{} ", "a".repeat(40)),
+        ] {
+            let e = store
+                .import_token(user.id, "bad", Scope::Metrics, &bad)
+                .unwrap_err();
+            assert_eq!(e.kind(), Kind::InvalidInput, "{bad}");
+            assert!(e.to_string().contains("faced user token"), "{e}");
+        }
+    }
+
+    #[test]
     fn sessions_expire_as_simulated_clocks_advance() {
         let (_dir, store, user, clocks) = simulated_store();
         let minute = Duration::from_secs(60);
