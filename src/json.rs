@@ -85,12 +85,15 @@ pub struct NewUser<R> {
     pub password: String,
 }
 
-/// Body of `POST /api/tokens`.
+/// Body of `POST /api/tokens`; `S` is the scope (`web::auth::Scope`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NewToken {
+pub struct NewToken<S> {
     /// What the token is for.
     pub label: String,
+    /// What it may do: `all` (the default) or `metrics` (only `GET /metrics`).
+    #[serde(default)]
+    pub scope: Option<S>,
 }
 
 /// Response of `POST /api/tokens`; `I` is the token's listing (`web::auth::TokenInfo`).

@@ -15,6 +15,7 @@
 //! (every SQLite connection, the schema and its upgrades, the sealing of face data), which the
 //! modules that own tables (gallery, events, the MQTT outbox, web accounts) go through, and
 //! [`audit`] (the HMAC-chained record of who changed what), which they all write to.
+//! [`metrics`] is what `GET /metrics` reads: each module reports its own figures to it.
 
 pub mod audit;
 pub mod base;
@@ -29,6 +30,7 @@ pub mod gallery;
 pub mod gpio;
 pub mod inference;
 pub mod json;
+pub mod metrics;
 pub mod models;
 pub mod mqtt;
 pub mod pipeline;

@@ -25,6 +25,7 @@ mod fuzz;
 mod gallery;
 mod hostile;
 mod journal;
+mod metrics;
 mod mqtt;
 mod powercut;
 mod presence;

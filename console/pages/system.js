@@ -42,7 +42,7 @@ async function loadAccounts() {
       try { await api('DELETE', `/api/users/${u.id}`); await loadAccounts(); } catch (e) { flash(e.message); }
     } }))));
   const tokens = await api('GET', '/api/tokens');
-  $('sys-tokens').replaceChildren(...tokens.map((t) => el('li', {}, `${t.label} (${t.user}, created ${when(t.created_at_ms)}${t.last_used_at_ms ? `, last used ${when(t.last_used_at_ms)}` : ''}) `,
+  $('sys-tokens').replaceChildren(...tokens.map((t) => el('li', {}, `${t.label} (${t.user}${t.scope === 'metrics' ? ', metrics only' : ''}, created ${when(t.created_at_ms)}${t.last_used_at_ms ? `, last used ${when(t.last_used_at_ms)}` : ''}) `,
     el('button', { type: 'button', class: 'link', text: 'revoke', 'aria-label': `Revoke token ${t.label}`, onclick: async () => {
       try { await api('DELETE', `/api/tokens/${t.id}`); await loadAccounts(); } catch (e) { flash(e.message); }
     } }))));
@@ -89,7 +89,8 @@ export function init() {
   $('token-form').addEventListener('submit', async (ev) => {
     ev.preventDefault();
     try {
-      const r = await api('POST', '/api/tokens', { label: $('token-label').value });
+      const scope = $('token-metrics').checked ? 'metrics' : 'all';
+      const r = await api('POST', '/api/tokens', { label: $('token-label').value, scope });
       const p = $('token-new');
       p.textContent = `New token (shown once; use as "Authorization: Bearer …"): ${r.token}`;
       p.hidden = false;

@@ -45,6 +45,8 @@ use faced::{Error, Kind};
 use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
 
+mod metrics;
+
 /// Run the daemon: cameras → recognition → events (SQLite, MQTT) and the web console.
 ///
 /// Without a config file (default /etc/faced/faced.toml) and without cameras, faced plays the
@@ -366,6 +368,15 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
     let restart: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
         let _ = restart_tx.try_send(());
     });
+    let metrics = metrics::sources(metrics::Parts {
+        pipeline: &handle,
+        writer: &writer,
+        gallery: &gallery,
+        mqtt: &mqtt,
+        db: &db,
+        visitors: visitors.as_ref(),
+        fleet: fleet.as_ref().map(|f| &f.stats),
+    });
     let web = start_web(
         &cfg,
         &handle,
@@ -375,6 +386,7 @@ async fn daemon(cfg: Config, args: Args) -> anyhow::Result<End> {
         fleet.as_ref().map(|f| f.stats.clone()),
         restart,
         writer.health(),
+        metrics,
     )
     .await?;
 
@@ -791,6 +803,7 @@ async fn start_web(
     fleet: Option<Arc<faced::fleet::FleetStats>>,
     restart: Arc<dyn Fn() + Send + Sync>,
     storage: Arc<faced::events::StorageHealth>,
+    metrics: Arc<faced::metrics::Metrics>,
 ) -> faced::Result<Option<tokio::task::JoinHandle<()>>> {
     if !cfg.raw.web.enabled {
         return Ok(None);
@@ -817,6 +830,7 @@ async fn start_web(
             precision: cfg.raw.inference.precision.choice(),
             visitors,
             fleet,
+            metrics: Some(metrics),
         };
         let state = AppState::new(cfg.raw.web.clone(), deps)?;
         let addr = cfg.raw.web.listen_addr()?;

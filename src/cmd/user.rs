@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use faced::audit::{Action as Did, By, Subject};
-use faced::web::auth::{AuthStore, Role, SessionLimits};
+use faced::web::auth::{AuthStore, Role, Scope, SessionLimits};
 
 /// Manage web console users: add, list, remove, change password. Passwords are read from
 /// standard input (one line), or prompted for twice without echo on a terminal.
@@ -46,6 +46,23 @@ enum Action {
     Passwd {
         /// Login name.
         name: String,
+    },
+    /// Create an API token owned by a user and print it on standard output (shown once; only
+    /// its SHA-256 is stored). With --metrics it may only read GET /metrics: the credential to
+    /// give a Prometheus server (docs/metrics.md).
+    Token {
+        /// Login name of the token's owner (it acts with their role, within its scope).
+        name: String,
+        /// What the token is for, e.g. "prometheus".
+        #[arg(long)]
+        label: String,
+        /// Scope `metrics`: GET /metrics only, nothing else.
+        #[arg(long)]
+        metrics: bool,
+        /// Store the token read from standard input (one line, as printed by `faced user
+        /// token` on another unit) instead of making one: one Prometheus token for a site.
+        #[arg(long)]
+        stdin: bool,
     },
 }
 
@@ -173,6 +190,38 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!(
                 "password of {name:?} changed; signed out {sessions} session(s) and revoked \
                  {tokens} API token(s)"
+            );
+        }
+        Action::Token {
+            name,
+            label,
+            metrics,
+            stdin,
+        } => {
+            let u = store
+                .user_by_name(&name)?
+                .ok_or_else(|| faced::Error::not_found(format!("no user named {name:?}")))?;
+            let scope = if metrics { Scope::Metrics } else { Scope::All };
+            let info = if stdin {
+                let mut line = String::new();
+                std::io::stdin()
+                    .lock()
+                    .read_line(&mut line)
+                    .context("cannot read the token from standard input")?;
+                store.import_token(u.id, &label, scope, line.trim())?
+            } else {
+                let (info, secret) = store.create_token(u.id, &label, scope)?;
+                // The secret alone on standard output, so a script can write it to a file.
+                println!("{secret}");
+                info
+            };
+            eprintln!(
+                "stored API token {} ({:?}, owner {:?}, scope {}){}",
+                info.id,
+                info.label,
+                info.user,
+                scope.as_str(),
+                if stdin { "" } else { "; it is shown only now" }
             );
         }
     }

@@ -47,6 +47,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_gallery_change.sql"),
     include_str!("migrations/0010_audit.sql"),
     include_str!("migrations/0011_event_frigate.sql"),
+    include_str!("migrations/0012_api_token_scope.sql"),
 ];
 
 /// The schema version this binary writes: the number of migrations.

@@ -312,7 +312,8 @@ CREATE TABLE web_session (
 -- Sign a user out everywhere (password change).
 CREATE INDEX web_session_user ON web_session (user_id);
 
--- An API token for scripts (`Authorization: Bearer faced_…`); acts with its owner's role.
+-- An API token for scripts (`Authorization: Bearer faced_…`); acts with its owner's role, within
+-- its scope.
 CREATE TABLE web_api_token (
   -- Stable id, never reused.
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -325,7 +326,10 @@ CREATE TABLE web_api_token (
   -- When created, Unix ms.
   created_at INTEGER NOT NULL,
   -- Last use, Unix ms (written at most once a minute), NULL if never used.
-  last_used_at INTEGER
+  last_used_at INTEGER,
+  -- What it may do: 'all' (whatever its owner's role allows) or 'metrics' (only read
+  -- `GET /metrics`: a monitoring server's credential).
+  scope TEXT NOT NULL DEFAULT 'all' CHECK (scope IN ('all', 'metrics'))
 );
 
 -- The audit trail (src/audit/): one row per change and per sensitive read (a backup

@@ -267,6 +267,45 @@ pub trait EventSink: Send {
     fn unstored(&mut self, _event: &Event, _json: &str) {}
 }
 
+/// Events emitted since start, by kind: counted as they are handed to the event writer
+/// ([`store::EventSender::send`]), stored or not; read by `/metrics`.
+#[derive(Debug, Default)]
+pub struct EventCounts {
+    by_kind: [std::sync::atomic::AtomicU64; 3],
+}
+
+impl EventCounts {
+    fn slot(kind: EventKind) -> usize {
+        match kind {
+            EventKind::Recognized => 0,
+            EventKind::Unknown => 1,
+            EventKind::Left => 2,
+        }
+    }
+
+    pub(crate) fn count(&self, kind: EventKind) {
+        self.by_kind[Self::slot(kind)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Events of `kind` so far.
+    pub fn get(&self, kind: EventKind) -> u64 {
+        self.by_kind[Self::slot(kind)].load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl crate::metrics::Source for EventCounts {
+    fn collect(&self, out: &mut crate::metrics::Scrape) {
+        for kind in [EventKind::Recognized, EventKind::Unknown, EventKind::Left] {
+            out.counter(
+                "faced_events",
+                "Events emitted, by type (recognized, unknown, left).",
+                &[("type", kind.as_str())],
+                self.get(kind) as f64,
+            );
+        }
+    }
+}
+
 /// Whether events are being stored: shared by the event writer (which sets it) and the console
 /// (which shows a banner while the disk is full).
 #[derive(Debug, Default)]
@@ -291,6 +330,17 @@ impl StorageHealth {
         let v = since.map_or(0, |t| t.max(1));
         self.full_since_ms
             .store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl crate::metrics::Source for StorageHealth {
+    fn collect(&self, out: &mut crate::metrics::Scrape) {
+        out.gauge(
+            "faced_events_storage_full",
+            "1 while the database's disk is full and events are published but not stored.",
+            &[],
+            f64::from(u8::from(self.full_since().is_some())),
+        );
     }
 }
 

@@ -583,6 +583,7 @@ enum Cmd {
 #[derive(Clone)]
 pub struct EventSender {
     tx: mpsc::Sender<Cmd>,
+    counts: Arc<super::EventCounts>,
 }
 
 impl std::fmt::Debug for EventSender {
@@ -594,7 +595,12 @@ impl std::fmt::Debug for EventSender {
 impl EventSender {
     /// Queues `event`; false if the writer has stopped.
     pub fn send(&self, event: Event) -> bool {
-        self.tx.send(Cmd::Event(Box::new(event))).is_ok()
+        let kind = event.kind;
+        let sent = self.tx.send(Cmd::Event(Box::new(event))).is_ok();
+        if sent {
+            self.counts.count(kind);
+        }
+        sent
     }
 
     /// Waits until everything queued before this call is committed (tests, shutdown).
@@ -787,7 +793,10 @@ impl EventWriter {
             })
             .map_err(|e| Error::internal(format!("cannot start the event writer thread: {e}")))?;
         Ok(EventWriter {
-            sender: EventSender { tx },
+            sender: EventSender {
+                tx,
+                counts: Default::default(),
+            },
             stored,
             health,
             thread: Some(thread),
@@ -797,6 +806,11 @@ impl EventWriter {
     /// Whether events are being stored (the console's banner).
     pub fn health(&self) -> Arc<super::StorageHealth> {
         self.health.clone()
+    }
+
+    /// Events handed to this writer so far, by kind (`/metrics`).
+    pub fn counts(&self) -> Arc<super::EventCounts> {
+        self.sender.counts.clone()
     }
 
     /// A handle to queue events.

@@ -54,6 +54,7 @@
 //! always contains it, and publishing the local record never loses another unit's change.
 
 pub mod invite;
+mod metrics;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};

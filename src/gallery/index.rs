@@ -303,6 +303,11 @@ impl Index {
         self.slots.len()
     }
 
+    /// Number of people (with or without samples).
+    pub fn people_len(&self) -> usize {
+        self.people.len()
+    }
+
     /// Whether there are no samples at all.
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()

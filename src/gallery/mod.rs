@@ -21,6 +21,7 @@
 mod attribution;
 mod enroll;
 pub mod index;
+mod metrics;
 pub mod replica;
 
 use std::path::{Path, PathBuf};

@@ -442,7 +442,8 @@ struct Publisher {
     /// Whether the outbox may hold rows after `cursor`.
     more: bool,
     tags: VecDeque<Tag>,
-    pkids: HashMap<u16, i64>,
+    /// Packet id of an outbox row in flight → its row id and when its PUBLISH left.
+    pkids: HashMap<u16, (i64, Instant)>,
     in_flight: usize,
     acked: Vec<i64>,
     first_ack: Option<Instant>,
@@ -619,13 +620,16 @@ impl Publisher {
             Event::Incoming(Incoming::ConnAck(_)) => self.on_connected(),
             Event::Outgoing(Outgoing::Publish(pkid)) => match self.tags.pop_front() {
                 Some(Tag::Outbox(id)) => {
-                    self.pkids.insert(pkid, id);
+                    self.pkids.insert(pkid, (id, Instant::now()));
                 }
                 Some(Tag::Other) => {}
                 None => tracing::error!(pkid, "MQTT publish without a queued tag (bug)"),
             },
             Event::Incoming(Incoming::PubAck(ack)) => {
-                if let Some(id) = self.pkids.remove(&ack.pkid) {
+                if let Some((id, sent)) = self.pkids.remove(&ack.pkid) {
+                    self.stats
+                        .publish_latency
+                        .observe(sent.elapsed().as_secs_f64());
                     self.in_flight = self.in_flight.saturating_sub(1);
                     self.acked.push(id);
                     self.first_ack.get_or_insert_with(Instant::now);
@@ -1241,7 +1245,7 @@ impl Publisher {
                         Some(LoopEvent::Event(Event::Outgoing(Outgoing::Publish(_)))) => offline_sent = true,
                         Some(LoopEvent::Event(Event::Incoming(Incoming::PubAck(ack)))) => {
                             // A late outbox ack still counts.
-                            if let Some(id) = self.pkids.remove(&ack.pkid) {
+                            if let Some((id, _)) = self.pkids.remove(&ack.pkid) {
                                 self.acked.push(id);
                             }
                         }

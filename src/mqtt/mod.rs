@@ -39,6 +39,7 @@ mod client;
 pub use client::{connection_options, connection_options_v5};
 pub mod command;
 pub mod discovery;
+mod metrics;
 pub mod outbox;
 pub mod topics;
 
@@ -51,6 +52,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 pub use command::{Command, CommandResult};
+pub use metrics::MqttMetrics;
 pub use outbox::{OutboxMessage, enqueue};
 pub use topics::{Topics, slugify, unique_slugs};
 
@@ -383,13 +385,27 @@ pub struct MqttStats {
     pub commands_rejected: u64,
 }
 
-#[derive(Default)]
 struct Stats {
     published: AtomicU64,
     dropped: AtomicU64,
     connects: AtomicU64,
     commands_accepted: AtomicU64,
     commands_rejected: AtomicU64,
+    /// An outbox row's PUBLISH to its PUBACK, seconds (`/metrics`).
+    publish_latency: crate::metrics::Histogram,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            published: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            connects: AtomicU64::new(0),
+            commands_accepted: AtomicU64::new(0),
+            commands_rejected: AtomicU64::new(0),
+            publish_latency: crate::metrics::latency_histogram(),
+        }
+    }
 }
 
 /// What [`MqttHandle::shutdown_drain`] achieved.

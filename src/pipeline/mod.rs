@@ -41,6 +41,7 @@
 
 pub mod live;
 pub mod liveness;
+pub mod metrics;
 pub mod settings;
 pub mod sightings;
 mod stages;
@@ -124,6 +125,8 @@ pub struct CameraShared {
     jpeg: Mutex<(u64, Option<Arc<Vec<u8>>>)>,
     processed: AtomicU64,
     fps_milli: AtomicU32,
+    /// Frame-path latencies for `/metrics` (observed by the vision thread).
+    histograms: metrics::FrameHistograms,
 }
 
 impl CameraShared {
@@ -136,6 +139,7 @@ impl CameraShared {
             jpeg: Mutex::new((0, None)),
             processed: AtomicU64::new(0),
             fps_milli: AtomicU32::new(0),
+            histograms: Default::default(),
         }
     }
 
@@ -598,6 +602,8 @@ pub struct Processor {
     visitors: Option<Arc<Visitors>>,
     /// The gallery generation the visitors were last re-checked against.
     visitors_checked: u64,
+    /// Observe the frame-path histograms (off only to measure what they cost).
+    observe: bool,
     /// Cumulative stage timings.
     pub stats: StageStats,
 }
@@ -651,6 +657,7 @@ impl Processor {
             gpio: None,
             visitors: None,
             visitors_checked: 0,
+            observe: true,
             stats: StageStats::default(),
         })
     }
@@ -772,6 +779,7 @@ impl Processor {
     /// embed + liveness, match + vote, events, then the door relay, then publish. Frames that
     /// are not detection passes go straight to publish: their tracks coast.
     pub fn process(&mut self, cam: usize, frame: &Frame) -> Result<Vec<Event>> {
+        let (started, before) = (Instant::now(), self.stats);
         self.apply_control();
         let now = self.clock.monotonic();
         self.stats.frames += 1;
@@ -836,7 +844,24 @@ impl Processor {
         }
         stages::publish::run(&self.shared, cam, st, frame, &events, self.events.as_ref());
         self.shared.cooldown().prune(now);
+        if self.observe {
+            self.shared.cameras[cam].histograms.observe(
+                frame.captured,
+                started,
+                now,
+                &before,
+                &self.stats,
+                &events,
+                &self.cams[cam].tracker.tracks,
+            );
+        }
         Ok(events)
+    }
+
+    /// Whether frames are observed into the `/metrics` histograms (default on). Off only to
+    /// measure their cost (`cargo bench --bench metrics`).
+    pub fn set_observe(&mut self, on: bool) {
+        self.observe = on;
     }
 
     /// Groups unknown faces into visitors from now on (src/visitors/).

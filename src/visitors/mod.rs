@@ -1111,5 +1111,6 @@ impl Visitors {
     }
 }
 
+mod metrics;
 #[cfg(test)]
 mod tests;

@@ -89,6 +89,38 @@ impl Role {
     }
 }
 
+/// What an API token may do, within its owner's role.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Whatever the owner's role allows (sessions always have this scope).
+    #[default]
+    All,
+    /// Only `GET /metrics`: the credential a Prometheus server keeps, which must not be able to
+    /// see faces, events or settings (docs/metrics.md).
+    Metrics,
+}
+
+impl Scope {
+    /// The value stored in `web_api_token.scope`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::All => "all",
+            Scope::Metrics => "metrics",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Scope> {
+        match s {
+            "all" => Ok(Scope::All),
+            "metrics" => Ok(Scope::Metrics),
+            _ => Err(Error::invalid(format!(
+                "unknown token scope {s:?}; use all or metrics"
+            ))),
+        }
+    }
+}
+
 /// A console user as listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct User {
@@ -117,6 +149,8 @@ pub struct TokenInfo {
     pub created_at_ms: i64,
     /// Last use, Unix ms (refreshed at most once a minute).
     pub last_used_at_ms: Option<i64>,
+    /// What it may do.
+    pub scope: Scope,
 }
 
 /// Who is calling: the result of authenticating a request.
@@ -133,6 +167,8 @@ pub struct Principal {
     pub csrf: Option<String>,
     /// The API token's id and label, for a caller with a token (the audit trail names it).
     pub token: Option<(i64, String)>,
+    /// What the caller may do within `role` (a session: [`Scope::All`]).
+    pub scope: Scope,
 }
 
 /// How long sessions live: idle expiry and absolute lifetime.
@@ -546,6 +582,7 @@ impl AuthStore {
             role: Role::parse(&role)?,
             csrf: Some(csrf_token(secret)),
             token: None,
+            scope: Scope::All,
         }))
     }
 
@@ -572,8 +609,52 @@ impl AuthStore {
         )?)
     }
 
-    /// Creates an API token for `user_id`; returns its listing and the secret (shown once).
-    pub fn create_token(&self, user_id: i64, label: &str) -> Result<(TokenInfo, String)> {
+    /// Creates an API token for `user_id` with `scope`; returns its listing and the secret
+    /// (shown once).
+    pub fn create_token(
+        &self,
+        user_id: i64,
+        label: &str,
+        scope: Scope,
+    ) -> Result<(TokenInfo, String)> {
+        let secret = format!("{TOKEN_PREFIX}{}", new_secret()?);
+        let info = self.insert_token(user_id, label, scope, &secret)?;
+        Ok((info, secret))
+    }
+
+    /// Stores a token made elsewhere (`faced user token --stdin`): one Prometheus credential
+    /// for every unit of a site, each unit holding its SHA-256. `secret` must look like a token
+    /// [`AuthStore::create_token`] makes: [`TOKEN_PREFIX`], then at least 32 URL-safe base64
+    /// characters.
+    pub fn import_token(
+        &self,
+        user_id: i64,
+        label: &str,
+        scope: Scope,
+        secret: &str,
+    ) -> Result<TokenInfo> {
+        let body = secret.strip_prefix(TOKEN_PREFIX).unwrap_or("");
+        if body.len() < 32
+            || body.len() > 200
+            || !body
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(Error::invalid(format!(
+                "an API token must be {TOKEN_PREFIX} followed by 32 to 200 letters, digits, - or _ \
+                 (as `faced user token` prints them)"
+            )));
+        }
+        self.insert_token(user_id, label, scope, secret)
+    }
+
+    fn insert_token(
+        &self,
+        user_id: i64,
+        label: &str,
+        scope: Scope,
+        secret: &str,
+    ) -> Result<TokenInfo> {
         let label = label.trim();
         if label.is_empty()
             || label.chars().count() > 100
@@ -584,7 +665,6 @@ impl AuthStore {
                  formatting characters",
             ));
         }
-        let secret = format!("{TOKEN_PREFIX}{}", new_secret()?);
         let now = self.now_ms();
         let conn = self.conn();
         let user: String = conn
@@ -593,39 +673,60 @@ impl AuthStore {
             })
             .optional()?
             .ok_or_else(|| Error::not_found(format!("no user with id {user_id}")))?;
-        conn.execute(
-            "INSERT INTO web_api_token (user_id, label, token_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![user_id, label, secret_hash(&secret), now],
-        )?;
-        let info = TokenInfo {
+        match conn.execute(
+            "INSERT INTO web_api_token (user_id, label, token_hash, created_at, scope) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![user_id, label, secret_hash(secret), now, scope.as_str()],
+        ) {
+            Ok(_) => {}
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                return Err(Error::new(
+                    Kind::Conflict,
+                    "this API token is already stored here",
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(TokenInfo {
             id: conn.last_insert_rowid(),
             user_id,
             user,
             label: label.to_string(),
             created_at_ms: now,
             last_used_at_ms: None,
-        };
-        Ok((info, secret))
+            scope,
+        })
     }
 
     /// Every API token (without secrets).
     pub fn tokens(&self) -> Result<Vec<TokenInfo>> {
         let conn = self.conn();
         let mut st = conn.prepare(
-            "SELECT t.id, t.user_id, u.name, t.label, t.created_at, t.last_used_at
+            "SELECT t.id, t.user_id, u.name, t.label, t.created_at, t.last_used_at, t.scope
              FROM web_api_token t JOIN web_user u ON u.id = t.user_id ORDER BY t.id",
         )?;
         let rows = st.query_map([], |r| {
-            Ok(TokenInfo {
-                id: r.get(0)?,
-                user_id: r.get(1)?,
-                user: r.get(2)?,
-                label: r.get(3)?,
-                created_at_ms: r.get(4)?,
-                last_used_at_ms: r.get(5)?,
-            })
+            Ok((
+                TokenInfo {
+                    id: r.get(0)?,
+                    user_id: r.get(1)?,
+                    user: r.get(2)?,
+                    label: r.get(3)?,
+                    created_at_ms: r.get(4)?,
+                    last_used_at_ms: r.get(5)?,
+                    scope: Scope::All,
+                },
+                r.get::<_, String>(6)?,
+            ))
         })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let mut out = Vec::new();
+        for row in rows {
+            let (mut info, scope) = row?;
+            info.scope = Scope::parse(&scope)?;
+            out.push(info);
+        }
+        Ok(out)
     }
 
     /// Revokes an API token.
@@ -647,18 +748,18 @@ impl AuthStore {
         }
         let key = secret_hash(secret);
         let conn = self.conn();
-        let row: Option<(i64, i64, String, String, Option<i64>, String)> = conn
+        let row: Option<(i64, i64, String, String, Option<i64>, String, String)> = conn
             .query_row(
-                "SELECT t.id, u.id, u.name, u.role, t.last_used_at, t.label FROM web_api_token t
+                "SELECT t.id, u.id, u.name, u.role, t.last_used_at, t.label, t.scope FROM web_api_token t
                  JOIN web_user u ON u.id = t.user_id WHERE t.token_hash = ?1",
                 [&key],
                 |r| {
                     let t = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
-                    Ok((t.0, t.1, t.2, t.3, t.4, r.get(5)?))
+                    Ok((t.0, t.1, t.2, t.3, t.4, r.get(5)?, r.get::<_, String>(6)?))
                 },
             )
             .optional()?;
-        let Some((tid, user_id, user, role, last, label)) = row else {
+        let Some((tid, user_id, user, role, last, label, scope)) = row else {
             return Ok(None);
         };
         let now = self.now_ms();
@@ -674,6 +775,7 @@ impl AuthStore {
             role: Role::parse(&role)?,
             csrf: None,
             token: Some((tid, label)),
+            scope: Scope::parse(&scope)?,
         }))
     }
 }
@@ -991,6 +1093,42 @@ mod tests {
         clocks.set_wall(SystemTime::now() + 61 * minute);
         assert!(store.session(&ahead).unwrap().is_none());
         assert_eq!(store.purge_sessions().unwrap(), 0, "already deleted on use");
+    }
+
+    #[test]
+    fn tokens_keep_their_scope_and_imported_ones_are_checked() {
+        let (_dir, store, user, _) = simulated_store();
+        let (info, secret) = store.create_token(user.id, "prom", Scope::Metrics).unwrap();
+        assert_eq!(info.scope, Scope::Metrics);
+        assert_eq!(store.token(&secret).unwrap().unwrap().scope, Scope::Metrics);
+        let (_, all) = store.create_token(user.id, "script", Scope::All).unwrap();
+        assert_eq!(store.token(&all).unwrap().unwrap().scope, Scope::All);
+        let listed: Vec<Scope> = store.tokens().unwrap().iter().map(|t| t.scope).collect();
+        assert_eq!(listed, [Scope::Metrics, Scope::All]);
+        let (session, _) = store.create_session(&user).unwrap();
+        assert_eq!(store.session(&session).unwrap().unwrap().scope, Scope::All);
+        // One site-wide token, stored as made elsewhere; once.
+        let site = format!("{TOKEN_PREFIX}{}", "Site-token_".repeat(4));
+        store
+            .import_token(user.id, "site", Scope::Metrics, &site)
+            .unwrap();
+        assert_eq!(store.token(&site).unwrap().unwrap().scope, Scope::Metrics);
+        let e = store
+            .import_token(user.id, "again", Scope::Metrics, &site)
+            .unwrap_err();
+        assert_eq!(e.kind(), Kind::Conflict, "{e}");
+        for bad in [
+            format!("{TOKEN_PREFIX}short"),
+            "x".repeat(50),
+            format!("{TOKEN_PREFIX}{}", "é".repeat(40)),
+            format!("{TOKEN_PREFIX}{} ", "a".repeat(40)),
+        ] {
+            let e = store
+                .import_token(user.id, "bad", Scope::Metrics, &bad)
+                .unwrap_err();
+            assert_eq!(e.kind(), Kind::InvalidInput, "{bad}");
+            assert!(e.to_string().contains("faced user token"), "{e}");
+        }
     }
 
     #[test]

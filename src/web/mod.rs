@@ -24,6 +24,7 @@ pub mod conn;
 pub mod error;
 pub mod events;
 pub mod live;
+pub mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -41,7 +42,7 @@ use crate::error::{Error, Result};
 use crate::gallery::Gallery;
 use crate::vision::image::DecodeBudget;
 use crate::vision::quality::QualityLimits;
-use auth::{AuthStore, HashGate, LoginRates, Principal, RateLimiter, Role};
+use auth::{AuthStore, HashGate, LoginRates, Principal, RateLimiter, Role, Scope};
 use error::ApiError;
 use events::EventLog;
 use live::{BoxFuture, LiveSource};
@@ -296,6 +297,8 @@ pub struct Deps {
     pub visitors: Option<Arc<crate::visitors::Visitors>>,
     /// The fleet's state (the Fleet page); none when `fleet.enabled` is off.
     pub fleet: Option<Arc<crate::fleet::FleetStats>>,
+    /// What `GET /metrics` reports (the console adds its request counts); none: 404.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// Shared state of the console; cheap to clone.
@@ -324,6 +327,8 @@ pub struct Inner {
     pub candidates: api::Candidates,
     /// The audit trail (the gallery's), for what the console records outside gallery writes.
     pub audit: Arc<crate::audit::Log>,
+    /// Requests answered, for `/metrics`.
+    pub requests: Arc<metrics::Requests>,
 }
 
 impl std::ops::Deref for AppState {
@@ -355,6 +360,10 @@ impl AppState {
         } else {
             None
         };
+        let requests = Arc::new(metrics::Requests::default());
+        if let Some(m) = &deps.metrics {
+            m.add(requests.clone());
+        }
         Ok(AppState(Arc::new(Inner {
             limiter: RateLimiter::new(LoginRates {
                 per_address: config.login_attempts_per_minute,
@@ -370,6 +379,7 @@ impl AppState {
             setup_token: Mutex::new(setup),
             candidates: api::Candidates::default(),
             audit,
+            requests,
         })))
     }
 
@@ -403,6 +413,8 @@ pub enum Access {
     Viewer,
     /// Admins only.
     Admin,
+    /// Any signed-in user, and API tokens of the `metrics` scope (which may call nothing else).
+    Metrics,
 }
 
 /// One entry of the route table.
@@ -627,6 +639,7 @@ pub fn routes() -> Vec<Route> {
         r(M::POST, "/api/restore", Admin, post(api::backup::restore)),
         r(M::GET, "/api/audit", Admin, get(api::audit::list)),
         r(M::GET, "/api/audit.csv", Admin, get(api::audit::csv)),
+        r(M::GET, "/metrics", Metrics, get(metrics::scrape)),
     ]
 }
 
@@ -664,6 +677,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/{*rest}", axum::routing::any(api_not_found))
         .fallback(assets::serve_asset)
         .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count_requests,
+        ))
         .with_state(state)
 }
 
@@ -722,6 +739,14 @@ pub async fn guard(
         let Some(p) = &principal else {
             return ApiError::unauthenticated().into_response();
         };
+        if p.scope == Scope::Metrics && access != Access::Metrics {
+            return ApiError::forbidden(format!(
+                "{} {} is not for this API token: its scope is metrics (GET /metrics only)",
+                req.method(),
+                req.uri().path()
+            ))
+            .into_response();
+        }
         if access == Access::Admin && p.role != Role::Admin {
             return ApiError::forbidden(format!(
                 "{} {} needs the admin role",
@@ -880,7 +905,7 @@ mod tests {
             let Some((method, path)) = route.split_once(' ') else {
                 continue;
             };
-            if !path.starts_with("/api/") {
+            if !path.starts_with("/api/") && path != "/metrics" {
                 continue;
             }
             let col = role_col
@@ -904,6 +929,7 @@ mod tests {
             Access::Public => "public",
             Access::Viewer => "viewer",
             Access::Admin => "admin",
+            Access::Metrics => "metrics",
         };
         let table: Vec<(String, String, String)> = route_table()
             .into_iter()

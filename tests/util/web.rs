@@ -161,6 +161,7 @@ impl TestServer {
             precision: faced::models::Precision::Auto.choice(),
             visitors: None,
             fleet: None,
+            metrics: Some(faced::metrics::Metrics::new()),
         };
         let state = AppState::new(config, deps).unwrap();
         if users {

@@ -159,6 +159,7 @@ mod tests {
             label: "script".into(),
             created_at_ms: 5,
             last_used_at_ms: None,
+            scope: crate::web::auth::Scope::Metrics,
         };
         same(
             json::TokenCreated {

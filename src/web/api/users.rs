@@ -9,7 +9,7 @@ use super::{blocking, done};
 use crate::audit::{Action, By, Subject};
 use crate::json;
 use crate::web::AppState;
-use crate::web::auth::{Principal, Role, TokenInfo, User};
+use crate::web::auth::{Principal, Role, Scope, TokenInfo, User};
 use crate::web::error::{ApiResult, JsonBody, PathParam};
 
 /// `GET /api/users`.
@@ -66,10 +66,11 @@ pub async fn create_token(
     State(s): State<AppState>,
     Extension(p): Extension<Principal>,
     Extension(by): Extension<By>,
-    JsonBody(b): JsonBody<json::NewToken>,
+    JsonBody(b): JsonBody<json::NewToken<Scope>>,
 ) -> ApiResult<(StatusCode, axum::Json<json::TokenCreated<TokenInfo>>)> {
+    let scope = b.scope.unwrap_or_default();
     let (info, secret) = blocking(move || {
-        let (info, secret) = s.auth.create_token(p.user_id, &b.label)?;
+        let (info, secret) = s.auth.create_token(p.user_id, &b.label, scope)?;
         let detail = format!("for user {}", info.user);
         let subject = Subject::token(info.id, &info.label);
         s.audit.note(&by, Action::TokenCreated, subject, detail);
