@@ -748,18 +748,23 @@ impl AuthStore {
         }
         let key = secret_hash(secret);
         let conn = self.conn();
-        let row: Option<(i64, i64, String, String, Option<i64>, String, String)> = conn
+        // (token id, label, scope), (user id, name, role), last used.
+        type TokenRow = ((i64, String, String), (i64, String, String), Option<i64>);
+        let row: Option<TokenRow> = conn
             .query_row(
-                "SELECT t.id, u.id, u.name, u.role, t.last_used_at, t.label, t.scope FROM web_api_token t
+                "SELECT t.id, t.label, t.scope, u.id, u.name, u.role, t.last_used_at FROM web_api_token t
                  JOIN web_user u ON u.id = t.user_id WHERE t.token_hash = ?1",
                 [&key],
                 |r| {
-                    let t = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
-                    Ok((t.0, t.1, t.2, t.3, t.4, r.get(5)?, r.get::<_, String>(6)?))
+                    Ok((
+                        (r.get(0)?, r.get(1)?, r.get(2)?),
+                        (r.get(3)?, r.get(4)?, r.get(5)?),
+                        r.get(6)?,
+                    ))
                 },
             )
             .optional()?;
-        let Some((tid, user_id, user, role, last, label, scope)) = row else {
+        let Some(((tid, label, scope), (user_id, user, role), last)) = row else {
             return Ok(None);
         };
         let now = self.now_ms();

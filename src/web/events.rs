@@ -412,19 +412,10 @@ pub fn aggregate(rows: &[EventRow], since_ms: i64, until_ms: i64, tz_offset_min:
     }
 }
 
-/// Quotes a CSV field (RFC 4180) and neutralises spreadsheet formulas (a name starting with
-/// `=`, `+`, `-` or `@` is prefixed with `'`).
+/// Quotes a CSV field (RFC 4180) and neutralises spreadsheet formulas: the audit trail's rule
+/// ([`crate::audit::csv::cell`]), one for every CSV the console writes.
 pub fn csv_field(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '-', '@']) {
-        format!("'{s}")
-    } else {
-        s.to_string()
-    };
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s
-    }
+    crate::audit::csv::cell(s)
 }
 
 #[cfg(test)]
